@@ -1,0 +1,2 @@
+//! Istio AuthorizationPolicy and RequestAuthentication as a Tower layer (arrives with issue 4).
+#![warn(missing_docs)]

@@ -1,0 +1,152 @@
+//! The Kubernetes kinds a local mesh needs: Service, ServiceAccount, Deployment.
+//!
+//! Only the fields the mesh reads are modelled. Unlike Istio specs, other fields
+//! (volumes, securityContext, images...) are accepted and ignored: they belong to the
+//! platform, not to the mesh.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ignored, Labels, ObjectMeta};
+
+/// A Kubernetes object of the core kinds, lenient about fields the mesh does not read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeObject<S> {
+    /// `v1`, `apps/v1`.
+    pub api_version: String,
+    /// The kind.
+    pub kind: String,
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The spec.
+    #[serde(default)]
+    pub spec: S,
+    /// Controller status; not kept.
+    #[serde(default, skip_serializing)]
+    pub status: Ignored,
+}
+
+/// `Service.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceSpec {
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Pod labels selected.
+    pub selector: Labels,
+    /// `ClusterIP`, `NodePort`, ...
+    #[serde(rename = "type")]
+    pub service_type: Option<String>,
+    /// The cluster IP, if fixed.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+}
+
+/// `ServicePort`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServicePort {
+    /// Name (its prefix gives the protocol in Istio: `http`, `grpc`, `tcp`, ...).
+    pub name: Option<String>,
+    /// Service port.
+    pub port: u32,
+    /// Container port, by number or name; the service port when absent.
+    pub target_port: Option<IntOrString>,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: Option<String>,
+    /// Application protocol (`http`, `grpc`, ...).
+    pub app_protocol: Option<String>,
+    /// Node port.
+    pub node_port: Option<u32>,
+}
+
+/// A port given by number or by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// A number.
+    Int(u32),
+    /// A name.
+    String(String),
+}
+
+/// `ServiceAccount` has no spec; this keeps the shape uniform.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccountSpec {}
+
+/// `Deployment.spec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeploymentSpec {
+    /// Replica count (default 1).
+    pub replicas: Option<u32>,
+    /// Pod selector.
+    pub selector: LabelSelector,
+    /// Pod template.
+    pub template: PodTemplate,
+}
+
+/// `LabelSelector` (matchLabels only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelSelector {
+    /// Labels, ANDed.
+    pub match_labels: Labels,
+}
+
+/// `PodTemplateSpec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodTemplate {
+    /// Pod labels and annotations.
+    pub metadata: ObjectMeta,
+    /// Pod spec.
+    pub spec: PodSpec,
+}
+
+/// `PodSpec`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    /// Identity of the pods.
+    pub service_account_name: Option<String>,
+    /// Containers.
+    pub containers: Vec<Container>,
+}
+
+/// `Container`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Image.
+    pub image: Option<String>,
+    /// Ports.
+    pub ports: Vec<ContainerPort>,
+    /// Environment.
+    pub env: Vec<EnvVar>,
+}
+
+/// `ContainerPort`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerPort {
+    /// Port.
+    pub container_port: u32,
+    /// Name.
+    pub name: Option<String>,
+    /// Protocol.
+    pub protocol: Option<String>,
+}
+
+/// `EnvVar` (literal values; `valueFrom` is accepted and not resolved).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EnvVar {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: Option<String>,
+}

@@ -1,0 +1,201 @@
+//! The immutable, indexed set of every resource in force, shared behind an `Arc`.
+//!
+//! Built once per config change; feature crates compile their runtime policy from it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use crate::api::{Kind, Labels, Resource};
+
+/// Identifies a resource: kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ResourceKey {
+    /// The key of a resource.
+    pub fn of(r: &Resource) -> Self {
+        let m = r.meta();
+        Self { kind: r.kind(), namespace: m.namespace.clone(), name: m.name.clone() }
+    }
+}
+
+impl std::fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Resolve a host as written in a rule of namespace `namespace` to the name the registry
+/// uses: a name without dots is a Kubernetes service of that namespace
+/// (`reviews` in `default` is `reviews.default.svc.cluster.local`); anything else
+/// (FQDNs, `*`, `*.example.com`) is taken as written, lowercased.
+pub fn resolve_host(host: &str, namespace: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains('.') || host == "*" {
+        host
+    } else {
+        format!("{host}.{namespace}.svc.{}", crate::DEFAULT_DOMAIN_SUFFIX)
+    }
+}
+
+/// Whether a rule host (possibly a wildcard such as `*.example.com` or `*`) covers `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
+
+/// Whether `labels` has every pair of `selector` (an empty selector selects everything).
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Every resource in force, indexed.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    resources: BTreeMap<ResourceKey, Arc<Resource>>,
+    /// Resolved host (possibly a wildcard) to VirtualServices naming it.
+    vs_by_host: HashMap<String, Vec<ResourceKey>>,
+    /// Resolved host (possibly a wildcard) to DestinationRules for it.
+    dr_by_host: HashMap<String, Vec<ResourceKey>>,
+    /// (kind, namespace) to resources, for namespace-scoped lookups.
+    by_namespace: HashMap<(Kind, String), Vec<ResourceKey>>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.resources == other.resources
+    }
+}
+
+impl Snapshot {
+    /// Index `resources`; a later resource with the same key replaces an earlier one.
+    pub fn new(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let mut s = Self::default();
+        for r in resources {
+            s.resources.insert(ResourceKey::of(&r), r);
+        }
+        for (key, r) in &s.resources {
+            s.by_namespace.entry((key.kind, key.namespace.clone())).or_default().push(key.clone());
+            match &**r {
+                Resource::VirtualService(vs) => {
+                    for h in &vs.spec.hosts {
+                        s.vs_by_host.entry(resolve_host(h, &key.namespace)).or_default().push(key.clone());
+                    }
+                }
+                Resource::DestinationRule(dr) => {
+                    s.dr_by_host.entry(resolve_host(&dr.spec.host, &key.namespace)).or_default().push(key.clone());
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// One resource.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Arc<Resource>> {
+        self.resources.get(&ResourceKey { kind, namespace: namespace.into(), name: name.into() })
+    }
+
+    /// Every resource, ordered by kind, namespace, name.
+    pub fn iter(&self) -> impl Iterator<Item = (&ResourceKey, &Arc<Resource>)> {
+        self.resources.iter()
+    }
+
+    /// Every resource of a kind.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources.iter().filter(move |(k, _)| k.kind == kind).map(|(_, r)| r)
+    }
+
+    /// Resources of a kind in one namespace.
+    pub fn in_namespace<'a>(&'a self, kind: Kind, namespace: &str) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        self.by_namespace
+            .get(&(kind, namespace.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.resources.get(k))
+    }
+
+    /// VirtualServices whose `hosts` name exactly this (resolved) host.
+    pub fn virtual_services_for_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        self.vs_by_host.get(host).into_iter().flatten().filter_map(|k| self.resources.get(k))
+    }
+
+    /// DestinationRules for a resolved host: exact host first, then wildcards covering it.
+    pub fn destination_rules_for_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        let exact = self.dr_by_host.get(host).into_iter().flatten();
+        let host = host.to_string();
+        let wild = self
+            .dr_by_host
+            .iter()
+            .filter(move |(pattern, _)| pattern.starts_with('*') && host_matches(pattern, &host))
+            .flat_map(|(_, keys)| keys);
+        exact.chain(wild).filter_map(|k| self.resources.get(k))
+    }
+
+    /// Policies of `kind` (PeerAuthentication, AuthorizationPolicy, RequestAuthentication)
+    /// whose scope covers a workload in `namespace` with `labels`: those of the root
+    /// namespace and of the workload's namespace, without a selector or with a matching one.
+    /// (Scope rules that differ by kind, such as PeerAuthentication ignoring selector
+    /// policies in the root namespace, are the feature crate's to apply.)
+    pub fn policies_for_workload<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        labels: &'a Labels,
+    ) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+        let root = self.in_namespace(kind, crate::ROOT_NAMESPACE);
+        let own = (namespace != crate::ROOT_NAMESPACE).then(|| self.in_namespace(kind, namespace));
+        root.chain(own.into_iter().flatten()).filter(move |r| match policy_selector(r) {
+            None => true,
+            Some(sel) => labels_match(sel, labels),
+        })
+    }
+}
+
+fn policy_selector(r: &Resource) -> Option<&Labels> {
+    match r {
+        Resource::PeerAuthentication(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
+        Resource::AuthorizationPolicy(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
+        Resource::RequestAuthentication(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_resolution() {
+        assert_eq!(resolve_host("reviews", "default"), "reviews.default.svc.cluster.local");
+        assert_eq!(resolve_host("Reviews", "prod"), "reviews.prod.svc.cluster.local");
+        assert_eq!(resolve_host("www.googleapis.com", "default"), "www.googleapis.com");
+        assert_eq!(resolve_host("*", "default"), "*");
+        assert!(host_matches("*.example.com", "dev.example.com"));
+        assert!(!host_matches("*.example.com", "example.com"));
+        assert!(host_matches("*", "anything"));
+        assert!(!host_matches("a.com", "b.com"));
+    }
+}

@@ -1,0 +1,2 @@
+//! Mutual TLS with SPIFFE identities, a local CA and PeerAuthentication modes (arrives with issue 4).
+#![warn(missing_docs)]
