@@ -1125,15 +1125,12 @@ pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
 
     // The same object twice: the later one replaces the earlier, like `kubectl apply`.
     let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
+    let name = FieldPath::root().key("metadata").key("name");
     for (i, r) in resources.iter().enumerate() {
         if let Some(prev) = seen.insert(ResourceKey::of(&r.resource), i) {
             let p = &resources[prev];
-            let msg = format!(
-                "defined more than once; this definition replaces the one at {}:{}",
-                p.file,
-                p.line_of(&FieldPath::root())
-            );
-            out.push((i, Finding::warning(FieldPath::root().key("metadata").key("name"), msg)));
+            let msg = format!("defined more than once; this definition replaces the one at {}:{}", p.file, p.line_of(&name));
+            out.push((i, Finding::warning(name.clone(), msg)));
         }
     }
     let winners: HashSet<usize> = seen.values().copied().collect();

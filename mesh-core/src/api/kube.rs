@@ -121,8 +121,6 @@ pub struct PodSpec {
 pub struct Container {
     /// Name.
     pub name: String,
-    /// Image.
-    pub image: Option<String>,
     /// Ports.
     pub ports: Vec<ContainerPort>,
     /// Environment.
