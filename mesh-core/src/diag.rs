@@ -190,6 +190,9 @@ mod tests {
             field: FieldPath::parse("spec.http[0].match[0].uri.regex"),
             message: "invalid regex".into(),
         };
-        assert_eq!(d.to_string(), "vs.yaml:14: error: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex");
+        assert_eq!(
+            d.to_string(),
+            "vs.yaml:14: error: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex"
+        );
     }
 }

@@ -177,7 +177,8 @@ mod tests {
 
     #[test]
     fn display_is_canonical() {
-        let cases = [("7s", "7s"), ("0.5s", "500ms"), ("1.5s", "1.5s"), ("5m", "300s"), ("100ms", "100ms"), ("0s", "0s")];
+        let cases =
+            [("7s", "7s"), ("0.5s", "500ms"), ("1.5s", "1.5s"), ("5m", "300s"), ("100ms", "100ms"), ("0s", "0s")];
         for (input, shown) in cases {
             assert_eq!(input.parse::<Duration>().unwrap().to_string(), shown);
         }

@@ -14,9 +14,7 @@ pub fn is_caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Err
 }
 
 /// The first `E` in `error`'s `source()` chain, `error` itself included.
-pub fn cause_ref<'e, E: std::error::Error + 'static>(
-    error: &'e (dyn std::error::Error + 'static),
-) -> Option<&'e E> {
+pub fn cause_ref<'e, E: std::error::Error + 'static>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e E> {
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<E>() {

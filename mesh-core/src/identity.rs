@@ -53,8 +53,7 @@ impl Identity {
 }
 
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 impl FromStr for Identity {
@@ -70,11 +69,9 @@ impl FromStr for Identity {
         }
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
-            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => Ok(Self {
-                trust_domain: td.into(),
-                namespace: (*ns).into(),
-                service_account: (*sa).into(),
-            }),
+            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {
+                Ok(Self { trust_domain: td.into(), namespace: (*ns).into(), service_account: (*sa).into() })
+            }
             _ => Err(InvalidIdentity::Path(format!("/{path}"))),
         }
     }

@@ -101,7 +101,10 @@ impl Drop for DirectorySource {
 impl DirectorySource {
     /// Load `paths` and start watching them. Must run inside a tokio runtime. Fails when
     /// the first load has errors, or when the paths cannot be watched.
-    pub fn start(paths: Vec<PathBuf>, options: DirectoryOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn start(
+        paths: Vec<PathBuf>,
+        options: DirectoryOptions,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         use notify::Watcher;
 
         let loaded = load_paths(&paths, &options.load);

@@ -195,7 +195,10 @@ mod tests {
     #[test]
     fn presence_forms() {
         assert_eq!(StringMatcher::for_presence_or(None).unwrap(), StringMatcher::Present);
-        assert_eq!(StringMatcher::for_presence_or(Some(&StringMatch::Regex("*".into()))).unwrap(), StringMatcher::Present);
+        assert_eq!(
+            StringMatcher::for_presence_or(Some(&StringMatch::Regex("*".into()))).unwrap(),
+            StringMatcher::Present
+        );
         assert!(StringMatcher::Present.matches(""));
     }
 

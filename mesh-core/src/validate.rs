@@ -103,9 +103,7 @@ fn host_name(v: &mut Findings, path: FieldPath, host: &str) {
         return;
     }
     let ok = name.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     if !ok || name.contains('*') {
         v.error(path, format!("invalid host {host:?}: a DNS name, optionally starting with \"*.\", or \"*\""));
@@ -122,7 +120,10 @@ fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualServiceSpec) 
     for (i, h) in vs.hosts.iter().enumerate() {
         host_name(v, spec.key("hosts").index(i), h);
         if h == "*" && bound_to_mesh {
-            v.error(spec.key("hosts").index(i), "wildcard host * is not allowed for virtual services bound to the mesh");
+            v.error(
+                spec.key("hosts").index(i),
+                "wildcard host * is not allowed for virtual services bound to the mesh",
+            );
         }
     }
     for (i, g) in vs.gateways.iter().enumerate() {
@@ -194,7 +195,12 @@ fn string_match(v: &mut Findings, path: FieldPath, m: &StringMatch, allow_empty_
     }
 }
 
-fn header_conditions(v: &mut Findings, path: FieldPath, map: &std::collections::BTreeMap<String, ValueMatch>, headers: bool) {
+fn header_conditions(
+    v: &mut Findings,
+    path: FieldPath,
+    map: &std::collections::BTreeMap<String, ValueMatch>,
+    headers: bool,
+) {
     for (name, m) in map {
         let p = path.key(name.clone());
         if name.is_empty() {
@@ -239,7 +245,12 @@ fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
         v.error(path.clone(), "a route needs one of route, redirect, directResponse or delegate");
     }
     if r.redirect.is_some() {
-        for (field, set) in [("route", has_route), ("fault", r.fault.is_some()), ("rewrite", r.rewrite.is_some()), ("directResponse", r.direct_response.is_some())] {
+        for (field, set) in [
+            ("route", has_route),
+            ("fault", r.fault.is_some()),
+            ("rewrite", r.rewrite.is_some()),
+            ("directResponse", r.direct_response.is_some()),
+        ] {
             if set {
                 v.error(path.key(field), format!("redirect cannot be combined with {field}"));
             }
@@ -358,7 +369,11 @@ fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
     for (side, ops) in [("request", &h.request), ("response", &h.response)] {
         let Some(ops) = ops else { continue };
         let p = path.key(side);
-        for (op, names) in [("set", ops.set.keys().collect::<Vec<_>>()), ("add", ops.add.keys().collect()), ("remove", ops.remove.iter().collect())] {
+        for (op, names) in [
+            ("set", ops.set.keys().collect::<Vec<_>>()),
+            ("add", ops.add.keys().collect()),
+            ("remove", ops.remove.iter().collect()),
+        ] {
             for name in names {
                 let lower = name.to_ascii_lowercase();
                 let hp = p.key(op).key(name.clone());
@@ -368,7 +383,13 @@ fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
                     if side == "request" && op != "remove" {
                         authority += 1;
                     } else {
-                        v.error(hp, format!("{name} cannot be {}", if op == "remove" { "removed" } else { "set on a response" }));
+                        v.error(
+                            hp,
+                            format!(
+                                "{name} cannot be {}",
+                                if op == "remove" { "removed" } else { "set on a response" }
+                            ),
+                        );
                     }
                 } else if lower.starts_with(':') {
                     v.error(hp, format!("pseudo-header {name} cannot be changed"));
@@ -402,7 +423,11 @@ fn http_destinations(v: &mut Findings, path: &FieldPath, route: &[HttpRouteDesti
     l4_destinations(v, path, route.iter().map(|d| (&d.destination, d.weight)));
 }
 
-fn l4_destinations<'a>(v: &mut Findings, path: &FieldPath, dests: impl Iterator<Item = (&'a Destination, Option<i32>)>) {
+fn l4_destinations<'a>(
+    v: &mut Findings,
+    path: &FieldPath,
+    dests: impl Iterator<Item = (&'a Destination, Option<i32>)>,
+) {
     let mut total: i64 = 0;
     let mut count = 0;
     for (j, (d, w)) in dests.enumerate() {
@@ -423,9 +448,18 @@ fn l4_destinations<'a>(v: &mut Findings, path: &FieldPath, dests: impl Iterator<
 
 fn redirect(v: &mut Findings, p: &FieldPath, rd: &HttpRedirect, route: &HttpRoute) {
     if !matches!(rd.code(), 301 | 302 | 303 | 307 | 308) {
-        v.error(p.key("redirectCode"), format!("redirect code {} is not supported; use 301, 302, 303, 307 or 308", rd.code()));
+        v.error(
+            p.key("redirectCode"),
+            format!("redirect code {} is not supported; use 301, 302, 303, 307 or 308", rd.code()),
+        );
     }
-    if rd.uri.is_none() && rd.prefix_rewrite.is_none() && rd.authority.is_none() && rd.scheme.is_none() && rd.port.is_none() && rd.derive_port.is_none() {
+    if rd.uri.is_none()
+        && rd.prefix_rewrite.is_none()
+        && rd.authority.is_none()
+        && rd.scheme.is_none()
+        && rd.port.is_none()
+        && rd.derive_port.is_none()
+    {
         v.error(p.clone(), "redirect needs one of uri, prefixRewrite, authority, scheme, port or derivePort");
     }
     if rd.uri.is_some() && rd.prefix_rewrite.is_some() {
@@ -441,7 +475,10 @@ fn redirect(v: &mut Findings, p: &FieldPath, rd: &HttpRedirect, route: &HttpRout
         v.error(p.key("scheme"), format!("scheme must be http or https, got {s:?}"));
     }
     if rd.prefix_rewrite.is_some() && !route.matches.iter().all(|m| matches!(m.uri, Some(StringMatch::Prefix(_)))) {
-        v.warning(p.key("prefixRewrite"), "prefixRewrite replaces the matched prefix; it needs every match block to have a uri prefix");
+        v.warning(
+            p.key("prefixRewrite"),
+            "prefixRewrite replaces the matched prefix; it needs every match block to have a uri prefix",
+        );
     }
 }
 
@@ -470,7 +507,11 @@ fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
         v.error(p.key("attempts"), format!("attempts must not be negative, got {}", r.attempts));
     }
     if r.attempts == 0 {
-        for (field, set) in [("perTryTimeout", r.per_try_timeout.is_some()), ("retryOn", r.retry_on.is_some()), ("retryRemoteLocalities", r.retry_remote_localities.is_some())] {
+        for (field, set) in [
+            ("perTryTimeout", r.per_try_timeout.is_some()),
+            ("retryOn", r.retry_on.is_some()),
+            ("retryRemoteLocalities", r.retry_remote_localities.is_some()),
+        ] {
             if set {
                 v.error(p.key(field), format!("{field} cannot be set when attempts is 0 (retries disabled)"));
             }
@@ -586,7 +627,14 @@ fn destination_rule(v: &mut Findings, spec: &FieldPath, dr: &DestinationRuleSpec
 }
 
 fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
-    policy_blocks(v, p, tp.load_balancer.as_ref(), tp.connection_pool.as_ref(), tp.outlier_detection.as_ref(), tp.tls.as_ref());
+    policy_blocks(
+        v,
+        p,
+        tp.load_balancer.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
+        tp.tls.as_ref(),
+    );
     let mut ports = HashSet::new();
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pp = p.key("portLevelSettings").index(i);
@@ -599,7 +647,14 @@ fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
                 }
             }
         }
-        policy_blocks(v, &pp, pl.load_balancer.as_ref(), pl.connection_pool.as_ref(), pl.outlier_detection.as_ref(), pl.tls.as_ref());
+        policy_blocks(
+            v,
+            &pp,
+            pl.load_balancer.as_ref(),
+            pl.connection_pool.as_ref(),
+            pl.outlier_detection.as_ref(),
+            pl.tls.as_ref(),
+        );
     }
     if let Some(rb) = &tp.retry_budget {
         if let Some(pc) = &rb.percent {
@@ -623,11 +678,22 @@ fn policy_blocks(
         }
         if let Some(ch) = &lb.consistent_hash {
             let cp = lp.key("consistentHash");
-            let keys = [ch.http_header_name.is_some(), ch.http_cookie.is_some(), ch.use_source_ip.is_some(), ch.http_query_parameter_name.is_some()];
+            let keys = [
+                ch.http_header_name.is_some(),
+                ch.http_cookie.is_some(),
+                ch.use_source_ip.is_some(),
+                ch.http_query_parameter_name.is_some(),
+            ];
             match keys.iter().filter(|k| **k).count() {
-                0 => v.error(cp.clone(), "consistentHash needs one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName"),
+                0 => v.error(
+                    cp.clone(),
+                    "consistentHash needs one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
+                ),
                 1 => {}
-                _ => v.error(cp.clone(), "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName may be set"),
+                _ => v.error(
+                    cp.clone(),
+                    "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName may be set",
+                ),
             }
             if ch.ring_hash.is_some() && ch.maglev.is_some() {
                 v.error(cp.clone(), "only one of ringHash or maglev may be set");
@@ -677,7 +743,10 @@ fn policy_blocks(
         let tp = p.key("tls");
         match t.mode {
             Some(ClientTlsMode::IstioMutual) => {
-                let extra = t.client_certificate.is_some() || t.private_key.is_some() || t.ca_certificates.is_some() || t.credential_name.is_some();
+                let extra = t.client_certificate.is_some()
+                    || t.private_key.is_some()
+                    || t.ca_certificates.is_some()
+                    || t.credential_name.is_some();
                 if extra {
                     v.error(tp, "ISTIO_MUTUAL uses the mesh certificates; clientCertificate, privateKey, caCertificates and credentialName must be empty");
                 }
@@ -694,7 +763,8 @@ fn policy_blocks(
 
 // === Gateway ===
 
-const GATEWAY_PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL", "UDP"];
+const GATEWAY_PROTOCOLS: &[&str] =
+    &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL", "UDP"];
 
 fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
     if gw.servers.is_empty() {
@@ -704,7 +774,10 @@ fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
         let p = spec.key("servers").index(i);
         port_number(v, p.key("port").key("number"), s.port.number);
         if !GATEWAY_PROTOCOLS.contains(&s.port.protocol.to_ascii_uppercase().as_str()) {
-            v.error(p.key("port").key("protocol"), format!("unknown protocol {:?}; use one of {}", s.port.protocol, GATEWAY_PROTOCOLS.join(", ")));
+            v.error(
+                p.key("port").key("protocol"),
+                format!("unknown protocol {:?}; use one of {}", s.port.protocol, GATEWAY_PROTOCOLS.join(", ")),
+            );
         }
         if s.hosts.is_empty() {
             v.error(p.key("hosts"), "at least one host is required");
@@ -719,9 +792,12 @@ fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
         if let Some(t) = &s.tls {
             let tp = p.key("tls");
             let has_files = t.server_certificate.is_some() && t.private_key.is_some();
-            let has_cred = t.credential_name.is_some() || !t.credential_names.is_empty() || !t.tls_certificates.is_empty();
+            let has_cred =
+                t.credential_name.is_some() || !t.credential_names.is_empty() || !t.tls_certificates.is_empty();
             match t.mode {
-                Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) if !has_files && !has_cred => {
+                Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+                    if !has_files && !has_cred =>
+                {
                     v.error(tp.clone(), "SIMPLE and MUTUAL need serverCertificate and privateKey, or credentialName");
                 }
                 _ => {}
@@ -762,12 +838,18 @@ fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntrySpec) {
     for (i, e) in se.endpoints.iter().enumerate() {
         let p = spec.key("endpoints").index(i);
         workload_entry(v, &p, e);
-        if matches!(se.resolution, Some(Resolution::Static)) && !e.address.starts_with("unix://") && e.address.parse::<std::net::IpAddr>().is_err() {
+        if matches!(se.resolution, Some(Resolution::Static))
+            && !e.address.starts_with("unix://")
+            && e.address.parse::<std::net::IpAddr>().is_err()
+        {
             v.error(p.key("address"), format!("resolution STATIC needs IP addresses, got {:?}", e.address));
         }
         for (name, _) in &e.ports {
             if !se.ports.iter().any(|p| &p.name == name) {
-                v.error(p.key("ports").key(name.clone()), format!("port {name:?} is not a port name of this ServiceEntry"));
+                v.error(
+                    p.key("ports").key(name.clone()),
+                    format!("port {name:?} is not a port name of this ServiceEntry"),
+                );
             }
         }
     }
@@ -791,7 +873,10 @@ fn sidecar(v: &mut Findings, spec: &FieldPath, sc: &SidecarSpec) {
         for (j, h) in e.hosts.iter().enumerate() {
             match h.split_once('/') {
                 Some((ns, name)) if !ns.is_empty() => host_name(v, p.key("hosts").index(j), name),
-                _ => v.error(p.key("hosts").index(j), format!("invalid egress host {h:?}: use NAMESPACE/DNSNAME, e.g. \"./*\" or \"istio-system/*\"")),
+                _ => v.error(
+                    p.key("hosts").index(j),
+                    format!("invalid egress host {h:?}: use NAMESPACE/DNSNAME, e.g. \"./*\" or \"istio-system/*\""),
+                ),
             }
         }
         if let Some(port) = &e.port {
@@ -817,18 +902,30 @@ fn peer_authentication(v: &mut Findings, spec: &FieldPath, pa: &PeerAuthenticati
         port_number(v, spec.key("portLevelMtls").key(port.to_string()), *port);
     }
     if pa.selector.is_some() && meta.namespace == crate::ROOT_NAMESPACE {
-        v.warning(spec.key("selector"), "a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace");
+        v.warning(
+            spec.key("selector"),
+            "a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace",
+        );
     }
     if let Some(sel) = &pa.selector {
         if sel.match_labels.is_empty() {
-            v.error(spec.key("selector").key("matchLabels"), "an empty selector is not allowed; remove the selector to select every workload");
+            v.error(
+                spec.key("selector").key("matchLabels"),
+                "an empty selector is not allowed; remove the selector to select every workload",
+            );
         }
     }
 }
 
 // === AuthorizationPolicy ===
 
-fn targets(v: &mut Findings, spec: &FieldPath, selector: bool, target_ref: bool, target_refs: &[PolicyTargetReference]) {
+fn targets(
+    v: &mut Findings,
+    spec: &FieldPath,
+    selector: bool,
+    target_ref: bool,
+    target_refs: &[PolicyTargetReference],
+) {
     if selector && (target_ref || !target_refs.is_empty()) {
         let field = if target_ref { "targetRef" } else { "targetRefs" };
         v.error(spec.key(field), "selector and targetRef/targetRefs cannot both be set");
@@ -847,17 +944,27 @@ fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPo
     targets(v, spec, ap.selector.is_some(), ap.target_ref.is_some(), &ap.target_refs);
     let action = ap.action();
     if matches!(action, AuthorizationAction::Deny | AuthorizationAction::Audit) && ap.rules.is_empty() {
-        v.error(spec.key("rules"), format!("a {} policy needs at least one rule (without rules it would never match)", action_name(action)));
+        v.error(
+            spec.key("rules"),
+            format!("a {} policy needs at least one rule (without rules it would never match)", action_name(action)),
+        );
     }
     match (action, &ap.provider) {
         (AuthorizationAction::Custom, None) => v.error(spec.key("provider"), "a CUSTOM policy needs a provider"),
-        (AuthorizationAction::Custom, Some(p)) if p.name.is_empty() => v.error(spec.key("provider").key("name"), "provider name is required"),
-        (a, Some(_)) if a != AuthorizationAction::Custom => v.error(spec.key("provider"), "provider is only allowed with action CUSTOM"),
+        (AuthorizationAction::Custom, Some(p)) if p.name.is_empty() => {
+            v.error(spec.key("provider").key("name"), "provider name is required")
+        }
+        (a, Some(_)) if a != AuthorizationAction::Custom => {
+            v.error(spec.key("provider"), "provider is only allowed with action CUSTOM")
+        }
         _ => {}
     }
     if let Some(dry) = meta.annotations.get("istio.io/dry-run") {
         if !matches!(dry.as_str(), "true" | "false") {
-            v.error(FieldPath::root().key("metadata").key("annotations").key("istio.io/dry-run"), format!("must be \"true\" or \"false\", got {dry:?}"));
+            v.error(
+                FieldPath::root().key("metadata").key("annotations").key("istio.io/dry-run"),
+                format!("must be \"true\" or \"false\", got {dry:?}"),
+            );
         }
     }
     for (i, rule) in ap.rules.iter().enumerate() {
@@ -893,7 +1000,10 @@ fn wildcard_values(v: &mut Findings, path: FieldPath, values: &[String]) {
         let stars = s.matches('*').count();
         let ok = stars == 0 || s == "*" || (stars == 1 && (s.starts_with('*') || s.ends_with('*')));
         if !ok {
-            v.error(path.index(i), format!("invalid value {s:?}: '*' is only allowed as the whole value, or at its start or end"));
+            v.error(
+                path.index(i),
+                format!("invalid value {s:?}: '*' is only allowed as the whole value, or at its start or end"),
+            );
         }
     }
 }
@@ -953,7 +1063,10 @@ fn source(v: &mut Findings, p: &FieldPath, s: &Source) {
     for (field, values) in [("principals", &s.principals), ("notPrincipals", &s.not_principals)] {
         for (i, value) in values.iter().enumerate() {
             if value.starts_with("spiffe://") {
-                v.warning(p.key(field).index(i), format!("principals are written without \"spiffe://\": use {:?}", &value["spiffe://".len()..]));
+                v.warning(
+                    p.key(field).index(i),
+                    format!("principals are written without \"spiffe://\": use {:?}", &value["spiffe://".len()..]),
+                );
             }
         }
     }
@@ -965,7 +1078,10 @@ fn source(v: &mut Findings, p: &FieldPath, s: &Source) {
         }
     }
     let has_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
-    let has_pn = !s.principals.is_empty() || !s.not_principals.is_empty() || !s.namespaces.is_empty() || !s.not_namespaces.is_empty();
+    let has_pn = !s.principals.is_empty()
+        || !s.not_principals.is_empty()
+        || !s.namespaces.is_empty()
+        || !s.not_namespaces.is_empty();
     if has_sa && has_pn {
         v.error(p.key("serviceAccounts"), "serviceAccounts cannot be combined with principals or namespaces");
     }
@@ -975,17 +1091,27 @@ fn source(v: &mut Findings, p: &FieldPath, s: &Source) {
         }
         for (i, value) in values.iter().enumerate() {
             if value.is_empty() || value.contains('*') || value.matches('/').count() > 1 {
-                v.error(p.key(field).index(i), format!("invalid service account {value:?}: use SA or NAMESPACE/SA, without wildcards"));
+                v.error(
+                    p.key(field).index(i),
+                    format!("invalid service account {value:?}: use SA or NAMESPACE/SA, without wildcards"),
+                );
             }
         }
     }
-    for (field, values) in [("ipBlocks", &s.ip_blocks), ("notIpBlocks", &s.not_ip_blocks), ("remoteIpBlocks", &s.remote_ip_blocks), ("notRemoteIpBlocks", &s.not_remote_ip_blocks)] {
+    for (field, values) in [
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+    ] {
         ip_blocks(v, p.key(field), values);
     }
 }
 
 fn operation(v: &mut Findings, p: &FieldPath, o: &Operation) {
-    for (field, values) in [("hosts", &o.hosts), ("notHosts", &o.not_hosts), ("methods", &o.methods), ("notMethods", &o.not_methods)] {
+    for (field, values) in
+        [("hosts", &o.hosts), ("notHosts", &o.not_hosts), ("methods", &o.methods), ("notMethods", &o.not_methods)]
+    {
         wildcard_values(v, p.key(field), values);
     }
     for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
@@ -1073,7 +1199,9 @@ fn request_authentication(v: &mut Findings, spec: &FieldPath, ra: &RequestAuthen
             }
         }
         if let Some(jwks) = &rule.jwks {
-            if serde_json::from_str::<serde_json::Value>(jwks).map(|j| j.get("keys").is_some()).unwrap_or(false) == false {
+            if serde_json::from_str::<serde_json::Value>(jwks).map(|j| j.get("keys").is_some()).unwrap_or(false)
+                == false
+            {
                 v.error(p.key("jwks"), "jwks must be a JSON Web Key Set (a JSON object with \"keys\")");
             }
         }
@@ -1112,7 +1240,11 @@ fn deployment(v: &mut Findings, spec: &FieldPath, d: &DeploymentSpec) {
     }
     for (i, c) in d.template.spec.containers.iter().enumerate() {
         for (j, p) in c.ports.iter().enumerate() {
-            port_number(v, spec.key("template").key("spec").key("containers").index(i).key("ports").index(j).key("containerPort"), p.container_port);
+            port_number(
+                v,
+                spec.key("template").key("spec").key("containers").index(i).key("ports").index(j).key("containerPort"),
+                p.container_port,
+            );
         }
     }
 }
@@ -1129,7 +1261,8 @@ pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
     for (i, r) in resources.iter().enumerate() {
         if let Some(prev) = seen.insert(ResourceKey::of(&r.resource), i) {
             let p = &resources[prev];
-            let msg = format!("defined more than once; this definition replaces the one at {}:{}", p.file, p.line_of(&name));
+            let msg =
+                format!("defined more than once; this definition replaces the one at {}:{}", p.file, p.line_of(&name));
             out.push((i, Finding::warning(name.clone(), msg)));
         }
     }
@@ -1143,7 +1276,8 @@ pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
             subsets.extend(dr.spec.subsets.iter().map(|s| (host.clone(), s.name.as_str())));
         }
     }
-    let defined = |host: &str, subset: &str| subsets.iter().any(|(h, s)| *s == subset && (h == host || host_matches(h, host)));
+    let defined =
+        |host: &str, subset: &str| subsets.iter().any(|(h, s)| *s == subset && (h == host || host_matches(h, host)));
 
     for (i, r) in resources.iter().enumerate() {
         let Resource::VirtualService(vs) = &*r.resource else { continue };
@@ -1174,10 +1308,16 @@ pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
                 check(rp.key("mirror"), m);
             }
         }
-        for (kind, routes) in [("tcp", vs.spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()), ("tls", vs.spec.tls.iter().map(|r| &r.route).collect())] {
+        for (kind, routes) in [
+            ("tcp", vs.spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
+            ("tls", vs.spec.tls.iter().map(|r| &r.route).collect()),
+        ] {
             for (h, route) in routes.into_iter().enumerate() {
                 for (j, d) in route.iter().enumerate() {
-                    check(FieldPath::root().key("spec").key(kind).index(h).key("route").index(j).key("destination"), &d.destination);
+                    check(
+                        FieldPath::root().key("spec").key(kind).index(h).key("route").index(j).key("destination"),
+                        &d.destination,
+                    );
                 }
             }
         }

@@ -45,7 +45,9 @@ fn every_sample_loads_without_error() {
     // What `istioctl analyze` also says about Istio's own samples.
     assert_eq!(
         warnings,
-        ["fault-injection-details-v1.yaml:9: spec.http[0]: this route matches every request but is not the last one; the routes after it are never used"]
+        [
+            "fault-injection-details-v1.yaml:9: spec.http[0]: this route matches every request but is not the last one; the routes after it are never used"
+        ]
     );
 }
 
@@ -63,14 +65,16 @@ fn the_manifest_and_tutorial_resources_are_all_there() {
     assert_eq!(d.spec.template.spec.containers[0].ports[0].container_port, 9080);
     assert_eq!(d.spec.template.spec.containers[0].env[0].name, "LOG_DIR");
 
-    let snap = load_paths(&[root.join("networking/virtual-service-ratings-test-delay.yaml")], &LoadOptions::default()).into_snapshot();
+    let snap = load_paths(&[root.join("networking/virtual-service-ratings-test-delay.yaml")], &LoadOptions::default())
+        .into_snapshot();
     let vs = snap.virtual_services_for_host("ratings.default.svc.cluster.local").next().expect("ratings VS");
     let mesh_core::api::Resource::VirtualService(vs) = &**vs else { unreachable!() };
     let fault = vs.spec.http[0].fault.as_ref().unwrap().delay.as_ref().unwrap();
     assert_eq!(fault.fixed_delay.unwrap().get(), std::time::Duration::from_secs(7));
     assert_eq!(fault.percentage.unwrap().value, 100.0);
 
-    let timeout = load_paths(&[root.join("tasks/request-timeouts-reviews-v2-timeout.yaml")], &LoadOptions::default()).into_snapshot();
+    let timeout = load_paths(&[root.join("tasks/request-timeouts-reviews-v2-timeout.yaml")], &LoadOptions::default())
+        .into_snapshot();
     let r = timeout.get(Kind::VirtualService, "default", "reviews").unwrap();
     let mesh_core::api::Resource::VirtualService(vs) = &**r else { unreachable!() };
     assert_eq!(vs.spec.http[0].timeout.unwrap().get(), std::time::Duration::from_millis(500));

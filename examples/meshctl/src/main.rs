@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 mod analyze;
 
 #[derive(Debug, Parser)]
-#[command(name = "meshctl", version, about = "Command line for the mesh: analyze, route, authz, apply and get Istio config")]
+#[command(
+    name = "meshctl",
+    version,
+    about = "Command line for the mesh: analyze, route, authz, apply and get Istio config"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

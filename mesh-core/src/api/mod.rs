@@ -250,9 +250,7 @@ impl Kind {
             | Kind::ServiceEntry
             | Kind::WorkloadEntry
             | Kind::Sidecar => "networking.istio.io",
-            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
-                "security.istio.io"
-            }
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => "security.istio.io",
             Kind::Service | Kind::ServiceAccount => "",
             Kind::Deployment => "apps",
         }

@@ -276,14 +276,20 @@ fn load_object(
             "gateway.networking.k8s.io" => {
                 format!("Gateway API kind {kind_str} ({api_version}) is not supported yet; skipped")
             }
-            g if g.ends_with(".istio.io") => format!("Istio kind {kind_str} ({api_version}) is not supported yet; skipped"),
+            g if g.ends_with(".istio.io") => {
+                format!("Istio kind {kind_str} ({api_version}) is not supported yet; skipped")
+            }
             _ => format!("{kind_str} ({api_version}) is not used by the mesh; skipped"),
         };
         out.diagnostics.push(diag(Severity::Note, &object, FieldPath::root().key("kind"), msg));
         return;
     };
     if !kind.versions().contains(&version) {
-        let want: Vec<String> = kind.versions().iter().map(|v| if group.is_empty() { v.to_string() } else { format!("{group}/{v}") }).collect();
+        let want: Vec<String> = kind
+            .versions()
+            .iter()
+            .map(|v| if group.is_empty() { v.to_string() } else { format!("{group}/{v}") })
+            .collect();
         let msg = format!("unsupported apiVersion {api_version:?} for {kind}; use one of {}", want.join(", "));
         out.diagnostics.push(diag(Severity::Error, &object, FieldPath::root().key("apiVersion"), msg));
         return;

@@ -93,7 +93,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         i64::try_from(v).map(Value::Int).map_err(|_| E::custom("integer out of range"))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
-        u64::try_from(v).map(|v| self.visit_u64::<E>(v).expect("infallible")).map_err(|_| E::custom("integer out of range"))
+        u64::try_from(v)
+            .map(|v| self.visit_u64::<E>(v).expect("infallible"))
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))
@@ -310,9 +312,21 @@ mod tests {
         let p = |s: &[Seg]| FieldPath::from_segments(s.to_vec());
         assert_eq!(d.line_of(&p(&[Seg::Key("a".into())])), 1);
         assert_eq!(d.line_of(&p(&[Seg::Key("b".into()), Seg::Key("c".into())])), 3);
-        assert_eq!(d.line_of(&p(&[Seg::Key("b".into()), Seg::Key("c".into()), Seg::Index(1), Seg::Key("y".into()), Seg::Key("z".into())])), 6);
+        assert_eq!(
+            d.line_of(&p(&[
+                Seg::Key("b".into()),
+                Seg::Key("c".into()),
+                Seg::Index(1),
+                Seg::Key("y".into()),
+                Seg::Key("z".into())
+            ])),
+            6
+        );
         // Missing members locate at the deepest parent found.
-        assert_eq!(d.line_of(&p(&[Seg::Key("b".into()), Seg::Key("c".into()), Seg::Index(1), Seg::Key("nope".into())])), 5);
+        assert_eq!(
+            d.line_of(&p(&[Seg::Key("b".into()), Seg::Key("c".into()), Seg::Index(1), Seg::Key("nope".into())])),
+            5
+        );
         assert_eq!(d.to_json(), serde_json::json!({"a": 1, "b": {"c": [{"x": 1}, {"y": {"z": "s"}}]}}));
         let norway = parse_documents("country: no\nflag: on\nreal: true\n", &Limits::default()).unwrap();
         assert_eq!(norway[0].to_json(), serde_json::json!({"country": "no", "flag": "on", "real": true}));
