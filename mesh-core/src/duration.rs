@@ -110,17 +110,17 @@ impl fmt::Display for Duration {
         if nanos == 0 {
             return f.write_str("0s");
         }
-        if nanos % 1_000_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000_000) {
             return write!(f, "{}s", nanos / 1_000_000_000);
         }
         if nanos >= 1_000_000_000 {
             let frac = format!("{:09}", nanos % 1_000_000_000);
             return write!(f, "{}.{}s", nanos / 1_000_000_000, frac.trim_end_matches('0'));
         }
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             return write!(f, "{}ms", nanos / 1_000_000);
         }
-        if nanos % 1_000 == 0 {
+        if nanos.is_multiple_of(1_000) {
             return write!(f, "{}us", nanos / 1_000);
         }
         write!(f, "{nanos}ns")

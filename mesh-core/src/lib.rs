@@ -10,8 +10,9 @@
 //! ```
 //! use mesh_core::load::{load_paths, LoadOptions};
 //!
-//! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config");
-//! let loaded = load_paths(&[dir], &LoadOptions::default());
+//! let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config");
+//! let paths = [config.join("mesh"), config.join("tutorial/networking/virtual-service-all-v1.yaml")];
+//! let loaded = load_paths(&paths, &LoadOptions::default());
 //! assert!(!loaded.has_errors(), "{}", loaded.report());
 //! let snapshot = loaded.into_snapshot();
 //! assert!(snapshot.virtual_services_for_host("productpage.default.svc.cluster.local").next().is_some());

@@ -222,7 +222,7 @@ mod tests {
             prop_assert_eq!(m(StringMatch::Prefix(pat.clone())).matches(&value), value.starts_with(&pat));
             prop_assert_eq!(
                 m(StringMatch::Exact(pat.clone())).matches_ignore_case(&value),
-                value.to_ascii_lowercase() == pat.to_ascii_lowercase()
+                value.eq_ignore_ascii_case(&pat)
             );
             prop_assert_eq!(
                 m(StringMatch::Prefix(pat.clone())).matches_ignore_case(&value),
@@ -244,7 +244,7 @@ mod tests {
         #[test]
         fn header_helpers_follow_the_model(pat in word(), values in prop::collection::vec(word(), 0..3)) {
             let exact = m(StringMatch::Exact(pat.clone()));
-            let any = values.iter().any(|v| *v == pat);
+            let any = values.contains(&pat);
             prop_assert_eq!(exact.matches_any(values.iter().map(String::as_str)), any);
             let without = if values.is_empty() { !pat.is_empty() } else { !any };
             prop_assert_eq!(exact.without(values.iter().map(String::as_str)), without);

@@ -67,7 +67,7 @@ fn min_duration(v: &mut Findings, path: FieldPath, d: &crate::Duration) {
     let d = d.get();
     if d < std::time::Duration::from_millis(1) {
         v.error(path, format!("duration must be at least 1ms, got {}", crate::Duration(d)));
-    } else if d.subsec_nanos() % 1_000_000 != 0 {
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
         v.error(path, format!("only durations to ms precision are supported, got {}", crate::Duration(d)));
     }
 }
@@ -287,10 +287,10 @@ fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
             v.error(p.key("body"), format!("body is {len} bytes; the limit is 1 MiB"));
         }
     }
-    if let Some(d) = &r.delegate {
-        if d.name.is_empty() {
-            v.error(path.key("delegate").key("name"), "delegate name is required");
-        }
+    if let Some(d) = &r.delegate
+        && d.name.is_empty()
+    {
+        v.error(path.key("delegate").key("name"), "delegate name is required");
     }
     if let Some(rw) = &r.rewrite {
         let p = path.key("rewrite");
@@ -409,10 +409,11 @@ fn destination(v: &mut Findings, path: FieldPath, d: &Destination) {
             v.error(path.key("host"), "a destination host cannot be a wildcard");
         }
     }
-    if let Some(s) = &d.subset {
-        if !dns1123_label(s) && !s.is_empty() {
-            v.error(path.key("subset"), format!("invalid subset name {s:?}: use lowercase letters, digits and '-'"));
-        }
+    if let Some(s) = &d.subset
+        && !dns1123_label(s)
+        && !s.is_empty()
+    {
+        v.error(path.key("subset"), format!("invalid subset name {s:?}: use lowercase letters, digits and '-'"));
     }
     if let Some(p) = &d.port {
         port_number(v, path.key("port").key("number"), p.number);
@@ -656,10 +657,10 @@ fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
             pl.tls.as_ref(),
         );
     }
-    if let Some(rb) = &tp.retry_budget {
-        if let Some(pc) = &rb.percent {
-            percent(v, p.key("retryBudget").key("percent"), pc);
-        }
+    if let Some(rb) = &tp.retry_budget
+        && let Some(pc) = &rb.percent
+    {
+        percent(v, p.key("retryBudget").key("percent"), pc);
     }
 }
 
@@ -698,10 +699,10 @@ fn policy_blocks(
             if ch.ring_hash.is_some() && ch.maglev.is_some() {
                 v.error(cp.clone(), "only one of ringHash or maglev may be set");
             }
-            if let Some(c) = &ch.http_cookie {
-                if c.name.is_empty() {
-                    v.error(cp.key("httpCookie").key("name"), "cookie name is required");
-                }
+            if let Some(c) = &ch.http_cookie
+                && c.name.is_empty()
+            {
+                v.error(cp.key("httpCookie").key("name"), "cookie name is required");
             }
         }
     }
@@ -751,10 +752,10 @@ fn policy_blocks(
                     v.error(tp, "ISTIO_MUTUAL uses the mesh certificates; clientCertificate, privateKey, caCertificates and credentialName must be empty");
                 }
             }
-            Some(ClientTlsMode::Mutual) if t.credential_name.is_none() => {
-                if t.client_certificate.is_none() || t.private_key.is_none() {
-                    v.error(tp, "MUTUAL needs clientCertificate and privateKey (or credentialName)");
-                }
+            Some(ClientTlsMode::Mutual)
+                if t.credential_name.is_none() && (t.client_certificate.is_none() || t.private_key.is_none()) =>
+            {
+                v.error(tp, "MUTUAL needs clientCertificate and privateKey (or credentialName)");
             }
             _ => {}
         }
@@ -844,7 +845,7 @@ fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntrySpec) {
         {
             v.error(p.key("address"), format!("resolution STATIC needs IP addresses, got {:?}", e.address));
         }
-        for (name, _) in &e.ports {
+        for name in e.ports.keys() {
             if !se.ports.iter().any(|p| &p.name == name) {
                 v.error(
                     p.key("ports").key(name.clone()),
@@ -907,13 +908,13 @@ fn peer_authentication(v: &mut Findings, spec: &FieldPath, pa: &PeerAuthenticati
             "a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace",
         );
     }
-    if let Some(sel) = &pa.selector {
-        if sel.match_labels.is_empty() {
-            v.error(
-                spec.key("selector").key("matchLabels"),
-                "an empty selector is not allowed; remove the selector to select every workload",
-            );
-        }
+    if let Some(sel) = &pa.selector
+        && sel.match_labels.is_empty()
+    {
+        v.error(
+            spec.key("selector").key("matchLabels"),
+            "an empty selector is not allowed; remove the selector to select every workload",
+        );
     }
 }
 
@@ -959,13 +960,13 @@ fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPo
         }
         _ => {}
     }
-    if let Some(dry) = meta.annotations.get("istio.io/dry-run") {
-        if !matches!(dry.as_str(), "true" | "false") {
-            v.error(
-                FieldPath::root().key("metadata").key("annotations").key("istio.io/dry-run"),
-                format!("must be \"true\" or \"false\", got {dry:?}"),
-            );
-        }
+    if let Some(dry) = meta.annotations.get("istio.io/dry-run")
+        && !matches!(dry.as_str(), "true" | "false")
+    {
+        v.error(
+            FieldPath::root().key("metadata").key("annotations").key("istio.io/dry-run"),
+            format!("must be \"true\" or \"false\", got {dry:?}"),
+        );
     }
     for (i, rule) in ap.rules.iter().enumerate() {
         let rp = spec.key("rules").index(i);
@@ -1062,11 +1063,8 @@ fn source(v: &mut Findings, p: &FieldPath, s: &Source) {
     }
     for (field, values) in [("principals", &s.principals), ("notPrincipals", &s.not_principals)] {
         for (i, value) in values.iter().enumerate() {
-            if value.starts_with("spiffe://") {
-                v.warning(
-                    p.key(field).index(i),
-                    format!("principals are written without \"spiffe://\": use {:?}", &value["spiffe://".len()..]),
-                );
+            if let Some(bare) = value.strip_prefix("spiffe://") {
+                v.warning(p.key(field).index(i), format!("principals are written without \"spiffe://\": use {bare:?}"));
             }
         }
     }
@@ -1193,17 +1191,15 @@ fn request_authentication(v: &mut Findings, spec: &FieldPath, ra: &RequestAuthen
         } else if !issuers.insert(rule.issuer.as_str()) {
             v.error(p.key("issuer"), format!("issuer {:?} appears in more than one rule", rule.issuer));
         }
-        if let Some(uri) = &rule.jwks_uri {
-            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
-                v.error(p.key("jwksUri"), format!("jwksUri must be an http or https URL, got {uri:?}"));
-            }
+        if let Some(uri) = &rule.jwks_uri
+            && !(uri.starts_with("http://") || uri.starts_with("https://"))
+        {
+            v.error(p.key("jwksUri"), format!("jwksUri must be an http or https URL, got {uri:?}"));
         }
-        if let Some(jwks) = &rule.jwks {
-            if serde_json::from_str::<serde_json::Value>(jwks).map(|j| j.get("keys").is_some()).unwrap_or(false)
-                == false
-            {
-                v.error(p.key("jwks"), "jwks must be a JSON Web Key Set (a JSON object with \"keys\")");
-            }
+        if let Some(jwks) = &rule.jwks
+            && !serde_json::from_str::<serde_json::Value>(jwks).map(|j| j.get("keys").is_some()).unwrap_or(false)
+        {
+            v.error(p.key("jwks"), "jwks must be a JSON Web Key Set (a JSON object with \"keys\")");
         }
         for (j, h) in rule.from_headers.iter().enumerate() {
             if h.name.is_empty() {
@@ -1222,10 +1218,10 @@ fn service(v: &mut Findings, spec: &FieldPath, s: &ServiceSpec) {
         if let Some(IntOrString::Int(t)) = p.target_port {
             port_number(v, spec.key("ports").index(i).key("targetPort"), t);
         }
-        if let Some(n) = &p.name {
-            if !names.insert(n.as_str()) {
-                v.error(spec.key("ports").index(i).key("name"), format!("duplicate port name {n:?}"));
-            }
+        if let Some(n) = &p.name
+            && !names.insert(n.as_str())
+        {
+            v.error(spec.key("ports").index(i).key("name"), format!("duplicate port name {n:?}"));
         }
     }
     if s.ports.len() > 1 && s.ports.iter().any(|p| p.name.is_none()) {

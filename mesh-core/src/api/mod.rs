@@ -301,6 +301,7 @@ impl std::fmt::Display for Kind {
 /// One loaded resource of a kind the mesh uses.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // Held behind an `Arc`; boxing each variant adds nothing.
 pub enum Resource {
     /// A VirtualService.
     VirtualService(Object<VirtualServiceSpec>),
