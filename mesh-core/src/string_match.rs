@@ -34,7 +34,8 @@ pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, InvalidRegex> {
 
 fn first_line(s: &str) -> String {
     // The regex crate renders a multi-line diagnostic; keep its last, most specific line.
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+    let line = s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(s).trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 /// A compiled string condition.

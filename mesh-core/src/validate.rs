@@ -369,31 +369,22 @@ fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
     for (side, ops) in [("request", &h.request), ("response", &h.response)] {
         let Some(ops) = ops else { continue };
         let p = path.key(side);
-        for (op, names) in [
-            ("set", ops.set.keys().collect::<Vec<_>>()),
-            ("add", ops.add.keys().collect()),
-            ("remove", ops.remove.iter().collect()),
-        ] {
-            for name in names {
-                let lower = name.to_ascii_lowercase();
-                let hp = p.key(op).key(name.clone());
-                if name.is_empty() {
-                    v.error(hp, "header name must not be empty");
-                } else if lower == "host" || lower == ":authority" {
-                    if side == "request" && op != "remove" {
-                        authority += 1;
-                    } else {
-                        v.error(
-                            hp,
-                            format!(
-                                "{name} cannot be {}",
-                                if op == "remove" { "removed" } else { "set on a response" }
-                            ),
-                        );
-                    }
-                } else if lower.starts_with(':') {
-                    v.error(hp, format!("pseudo-header {name} cannot be changed"));
+        let set = ops.set.keys().map(|n| (p.key("set").key(n.clone()), n, "set"));
+        let add = ops.add.keys().map(|n| (p.key("add").key(n.clone()), n, "add"));
+        let remove = ops.remove.iter().enumerate().map(|(i, n)| (p.key("remove").index(i), n, "remove"));
+        for (hp, name, op) in set.chain(add).chain(remove) {
+            let lower = name.to_ascii_lowercase();
+            if name.is_empty() {
+                v.error(hp, "header name must not be empty");
+            } else if lower == "host" || lower == ":authority" {
+                if side == "request" && op != "remove" {
+                    authority += 1;
+                } else {
+                    let what = if op == "remove" { "removed" } else { "set on a response" };
+                    v.error(hp, format!("{name} cannot be {what}"));
                 }
+            } else if lower.starts_with(':') {
+                v.error(hp, format!("pseudo-header {name} cannot be changed"));
             }
         }
     }

@@ -224,10 +224,9 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
     let first = text.lines().next().unwrap_or("").trim();
     // Drop a trailing " at line X, column Y" (we print the line ourselves).
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
-    }
+    let first = first.find(" at line ").map_or(first, |i| &first[..i]);
+    // Library advice that means nothing to a user of the mesh.
+    first.find(", set DuplicateKeyPolicy").map_or(first, |i| &first[..i]).to_string()
 }
 
 impl Node {

@@ -1,0 +1,992 @@
+//! A table of invalid configs, each with the exact finding: file, line, field, message.
+//! Every case is loaded as `case.yaml`; its findings (errors and warnings) must be exactly
+//! the ones listed.
+
+use mesh_core::{
+    Severity,
+    load::{LoadOptions, load_str},
+};
+
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    want: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown spec field, with a suggestion",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hostss: [reviews]
+"#,
+        want: &[
+            r#"case.yaml:5: error: VirtualService default/r: spec.hostss: unknown field `hostss` (did you mean `hosts`?)"#,
+        ],
+    },
+    Case {
+        name: "unknown top-level field",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+specs:
+  hosts: [reviews]
+"#,
+        want: &[r#"case.yaml:4: error: VirtualService default/r: specs: unknown field `specs` (did you mean `spec`?)"#],
+    },
+    Case {
+        name: "unknown field inside a StringMatch",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: prod}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri:
+        regexp: /v1/.*
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService prod/reviews: spec.http[0].match[0].uri.regexp: unknown field `regexp` (did you mean `regex`?)"#,
+        ],
+    },
+    Case {
+        name: "regex that does not compile",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri:
+        regex: "/v1/(.*"
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex: unclosed group"#,
+        ],
+    },
+    Case {
+        name: "regex with lookahead (not RE2)",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {regex: "(?=jason).*"}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid regex: look-around, including look-ahead and look-behind, is not supported"#,
+        ],
+    },
+    Case {
+        name: "two match kinds in one StringMatch",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {exact: /a, prefix: /b}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/reviews: spec.http[0].match[0].uri: only one of exact, prefix or regex may be set"#,
+        ],
+    },
+    Case {
+        name: "empty StringMatch for uri",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/reviews: spec.http[0].match[0].uri: one of exact, prefix or regex must be set"#,
+        ],
+    },
+    Case {
+        name: "empty prefix outside uri",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {prefix: ""}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.prefix: an empty prefix is only allowed for uri"#,
+        ],
+    },
+    Case {
+        name: "header name not lowercase",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        End-User: {exact: jason}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.End-User: header name "End-User" must be lowercase"#,
+        ],
+    },
+    Case {
+        name: "all weights zero",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: 0
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:7: error: VirtualService default/reviews: spec.http[0].route: total destination weight = 0: with several destinations, give at least one a weight"#,
+        ],
+    },
+    Case {
+        name: "negative weight",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: -10
+    - destination: {host: reviews}
+      weight: 110
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].route[0].weight: weight must not be negative, got -10"#,
+        ],
+    },
+    Case {
+        name: "weight of the wrong type",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: fifty
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].route[0].weight: invalid type: string "fifty", expected i32"#,
+        ],
+    },
+    Case {
+        name: "abort percentage above 100",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      abort:
+        httpStatus: 500
+        percentage: {value: 150}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:10: error: VirtualService default/ratings: spec.http[0].fault.abort.percentage.value: percentage must be within 0..=100, got 150"#,
+        ],
+    },
+    Case {
+        name: "malformed duration",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    timeout: 5 seconds
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: invalid duration "5 seconds": expected a number and a unit (ns, us, ms, s, m, h), e.g. "1.5s" or "100ms""#,
+        ],
+    },
+    Case {
+        name: "negative duration",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    timeout: -1s
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: negative duration "-1s" is not allowed"#,
+        ],
+    },
+    Case {
+        name: "fixed delay below 1ms",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      delay:
+        fixedDelay: 0s
+        percentage: {value: 10}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/ratings: spec.http[0].fault.delay.fixedDelay: duration must be at least 1ms, got 0s"#,
+        ],
+    },
+    Case {
+        name: "fault with neither delay nor abort",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault: {}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0].fault: fault needs at least one of delay or abort"#,
+        ],
+    },
+    Case {
+        name: "exponential delay",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      delay: {exponentialDelay: 1s}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.delay.exponentialDelay: exponentialDelay is not supported"#,
+        ],
+    },
+    Case {
+        name: "abort status out of range",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      abort: {httpStatus: 99}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.abort.httpStatus: httpStatus must be within 200..=599, got 99"#,
+        ],
+    },
+    Case {
+        name: "unknown gRPC status",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault:
+      abort: {grpcStatus: NOPE}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.abort.grpcStatus: "NOPE" is not a gRPC status name such as UNAVAILABLE"#,
+        ],
+    },
+    Case {
+        name: "retries disabled but perTryTimeout set",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 0
+      perTryTimeout: 1s
+"#,
+        want: &[
+            r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].retries.perTryTimeout: perTryTimeout cannot be set when attempts is 0 (retries disabled)"#,
+        ],
+    },
+    Case {
+        name: "unknown retryOn policy",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 3
+      retryOn: 5xx,connect-failures
+"#,
+        want: &[
+            r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].retries.retryOn: "connect-failures" is not a valid retryOn policy or HTTP status code"#,
+        ],
+    },
+    Case {
+        name: "redirect combined with route",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - redirect: {uri: /v2}
+    route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].route: redirect cannot be combined with route"#,
+        ],
+    },
+    Case {
+        name: "unsupported redirect code",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - redirect: {uri: /v2, redirectCode: 305}
+"#,
+        want: &[
+            r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0].redirect.redirectCode: redirect code 305 is not supported; use 301, 302, 303, 307 or 308"#,
+        ],
+    },
+    Case {
+        name: "direct response status out of range",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - directResponse:
+      status: 700
+      body: {string: nope}
+"#,
+        want: &[
+            r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].directResponse.status: status must be within 200..=599, got 700"#,
+        ],
+    },
+    Case {
+        name: "mirror and mirrors together",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+    mirror: {host: ratings-shadow}
+    mirrors:
+    - destination: {host: ratings-shadow}
+"#,
+        want: &[
+            r#"case.yaml:10: error: VirtualService default/ratings: spec.http[0].mirrors: mirror and mirrors cannot both be set"#,
+        ],
+    },
+    Case {
+        name: "rewrite uri together with uriRegexRewrite",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+    rewrite:
+      uri: /a
+      uriRegexRewrite: {match: "^/b(.*)", rewrite: "/c\\1"}
+"#,
+        want: &[
+            r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].rewrite.uriRegexRewrite: uriRegexRewrite cannot be combined with uri"#,
+        ],
+    },
+    Case {
+        name: "VirtualService without hosts",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  http:
+  - route:
+    - destination: {host: ratings}
+"#,
+        want: &[r#"case.yaml:4: error: VirtualService default/ratings: spec.hosts: at least one host is required"#],
+    },
+    Case {
+        name: "wildcard host bound to the mesh",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all}
+spec:
+  hosts: ["*"]
+  http:
+  - route:
+    - destination: {host: ratings}
+"#,
+        want: &[
+            r#"case.yaml:5: error: VirtualService default/all: spec.hosts[0]: wildcard host * is not allowed for virtual services bound to the mesh"#,
+        ],
+    },
+    Case {
+        name: "route without any action",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match:
+    - uri: {prefix: /}
+    timeout: 1s
+"#,
+        want: &[
+            r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0]: a route needs one of route, redirect, directResponse or delegate"#,
+        ],
+    },
+    Case {
+        name: "catch-all route that is not last (warning)",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {prefix: /}
+    route:
+    - destination: {host: reviews}
+  - match:
+    - headers: {end-user: {exact: jason}}
+    route:
+    - destination: {host: reviews}
+"#,
+        want: &[
+            r#"case.yaml:7: warning: VirtualService default/reviews: spec.http[0]: this route matches every request but is not the last one; the routes after it are never used"#,
+        ],
+    },
+    Case {
+        name: "route to a subset that no DestinationRule defines (warning)",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v9}
+"#,
+        want: &[
+            r#"case.yaml:8: warning: VirtualService default/reviews: spec.http[0].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local; requests will fail with 503 (NC)"#,
+        ],
+    },
+    Case {
+        name: "duplicate subset names",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v1
+    labels: {version: v2}
+"#,
+        want: &[
+            r#"case.yaml:9: error: DestinationRule default/reviews: spec.subsets[1].name: duplicate subset name "v1""#,
+        ],
+    },
+    Case {
+        name: "DestinationRule without host",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  subsets:
+  - name: v1
+    labels: {version: v1}
+"#,
+        want: &[r#"case.yaml:4: error: DestinationRule default/reviews: spec.host: host is required"#],
+    },
+    Case {
+        name: "simple and consistentHash together",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      consistentHash: {httpHeaderName: x-user}
+"#,
+        want: &[
+            r#"case.yaml:7: error: DestinationRule default/reviews: spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set"#,
+        ],
+    },
+    Case {
+        name: "unknown enum value",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      simple: RANDUM
+"#,
+        want: &[
+            r#"case.yaml:8: error: DestinationRule default/reviews: spec.trafficPolicy.loadBalancer.simple: unknown variant `RANDUM`, expected one of `UNSPECIFIED`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `ROUND_ROBIN`, `LEAST_REQUEST`"#,
+        ],
+    },
+    Case {
+        name: "maxEjectionPercent out of range",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection:
+      consecutive5xxErrors: 3
+      maxEjectionPercent: 120
+"#,
+        want: &[
+            r#"case.yaml:9: error: DestinationRule default/reviews: spec.trafficPolicy.outlierDetection.maxEjectionPercent: percentage must be within 0..=100, got 120"#,
+        ],
+    },
+    Case {
+        name: "portLevelMtls without a selector",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec:
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    9080: {mode: PERMISSIVE}
+"#,
+        want: &[
+            r#"case.yaml:6: error: PeerAuthentication default/default: spec.portLevelMtls: portLevelMtls needs a workload selector"#,
+        ],
+    },
+    Case {
+        name: "selector policy in the root namespace (warning)",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: istio-system}
+spec:
+  selector:
+    matchLabels: {app: reviews}
+  mtls: {mode: STRICT}
+"#,
+        want: &[
+            r#"case.yaml:5: warning: PeerAuthentication istio-system/reviews: spec.selector: a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace"#,
+        ],
+    },
+    Case {
+        name: "unknown mTLS mode",
+        yaml: r#"apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: default}
+spec:
+  mtls: {mode: STRIKT}
+"#,
+        want: &[
+            r#"case.yaml:5: error: PeerAuthentication default/default: spec.mtls.mode: unknown variant `STRIKT`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`"#,
+        ],
+    },
+    Case {
+        name: "selector together with targetRefs",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  selector:
+    matchLabels: {app: reviews}
+  targetRefs:
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: gw}
+  rules:
+  - {}
+"#,
+        want: &[
+            r#"case.yaml:7: error: AuthorizationPolicy default/p: spec.targetRefs: selector and targetRef/targetRefs cannot both be set"#,
+        ],
+    },
+    Case {
+        name: "DENY policy without rules",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-nothing}
+spec:
+  action: DENY
+"#,
+        want: &[
+            r#"case.yaml:4: error: AuthorizationPolicy default/deny-nothing: spec.rules: a DENY policy needs at least one rule (without rules it would never match)"#,
+        ],
+    },
+    Case {
+        name: "wildcard in the middle of a principal",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/*/sa/reviews"]
+"#,
+        want: &[
+            r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.principals[0]: invalid value "cluster.local/ns/*/sa/reviews": '*' is only allowed as the whole value, or at its start or end"#,
+        ],
+    },
+    Case {
+        name: "principal written with spiffe:// (warning)",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - from:
+    - source:
+        principals: ["spiffe://cluster.local/ns/default/sa/bookinfo-productpage"]
+"#,
+        want: &[
+            r#"case.yaml:8: warning: AuthorizationPolicy default/p: spec.rules[0].from[0].source.principals[0]: principals are written without "spiffe://": use "cluster.local/ns/default/sa/bookinfo-productpage""#,
+        ],
+    },
+    Case {
+        name: "path template with {**} before the end",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - to:
+    - operation:
+        paths: ["/api/{**}/details"]
+"#,
+        want: &[
+            r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].to[0].operation.paths[0]: invalid path template "/api/{**}/details": use whole segments {*} or {**} (last only), without other wildcards"#,
+        ],
+    },
+    Case {
+        name: "port that is not a number",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - to:
+    - operation:
+        ports: ["http"]
+"#,
+        want: &[
+            r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].to[0].operation.ports[0]: invalid port "http": a number within 1..=65535"#,
+        ],
+    },
+    Case {
+        name: "unknown when key",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - when:
+    - key: request.header[x-token]
+      values: ["abc"]
+"#,
+        want: &[
+            r#"case.yaml:7: error: AuthorizationPolicy default/p: spec.rules[0].when[0].key: unknown attribute "request.header[x-token]""#,
+        ],
+    },
+    Case {
+        name: "CUSTOM without a provider",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext}
+spec:
+  action: CUSTOM
+  rules:
+  - to:
+    - operation: {paths: ["/admin"]}
+"#,
+        want: &[
+            r#"case.yaml:4: error: AuthorizationPolicy default/ext: spec.provider: a CUSTOM policy needs a provider"#,
+        ],
+    },
+    Case {
+        name: "serviceAccounts together with principals",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/a"]
+        serviceAccounts: ["default/b"]
+"#,
+        want: &[
+            r#"case.yaml:9: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.serviceAccounts: serviceAccounts cannot be combined with principals or namespaces"#,
+        ],
+    },
+    Case {
+        name: "invalid IP block",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.0.0.0/33"]
+"#,
+        want: &[
+            r#"case.yaml:9: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.ipBlocks[0]: invalid IP address or CIDR "10.0.0.0/33""#,
+        ],
+    },
+    Case {
+        name: "Gateway without servers",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+"#,
+        want: &[r#"case.yaml:4: error: Gateway default/gw: spec.servers: at least one server is required"#],
+    },
+    Case {
+        name: "Gateway with an unknown protocol",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP3}
+    hosts: ["*"]
+"#,
+        want: &[
+            r#"case.yaml:7: error: Gateway default/gw: spec.servers[0].port.protocol: unknown protocol "HTTP3"; use one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS, MYSQL, UDP"#,
+        ],
+    },
+    Case {
+        name: "RequestAuthentication rule without issuer",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules:
+  - jwksUri: https://example.com/jwks.json
+"#,
+        want: &[
+            r#"case.yaml:6: error: RequestAuthentication default/jwt: spec.jwtRules[0].issuer: issuer is required"#,
+        ],
+    },
+    Case {
+        name: "Sidecar egress host without a namespace",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress:
+  - hosts: ["reviews.default.svc.cluster.local"]
+"#,
+        want: &[
+            r#"case.yaml:6: error: Sidecar default/default: spec.egress[0].hosts[0]: invalid egress host "reviews.default.svc.cluster.local": use NAMESPACE/DNSNAME, e.g. "./*" or "istio-system/*""#,
+        ],
+    },
+    Case {
+        name: "STATIC ServiceEntry with a host name address",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  ports:
+  - {number: 5432, name: tcp, protocol: TCP}
+  resolution: STATIC
+  endpoints:
+  - address: db.internal
+"#,
+        want: &[
+            r#"case.yaml:10: error: ServiceEntry default/db: spec.endpoints[0].address: resolution STATIC needs IP addresses, got "db.internal""#,
+        ],
+    },
+    Case {
+        name: "removing the host header",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - destination: {host: ratings}
+    headers:
+      request:
+        remove: [host]
+"#,
+        want: &[
+            r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].headers.request.remove[0]: host cannot be removed"#,
+        ],
+    },
+    Case {
+        name: "unsupported apiVersion",
+        yaml: r#"apiVersion: networking.istio.io/v2
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+"#,
+        want: &[
+            r#"case.yaml:1: error: VirtualService default/ratings: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService; use one of networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"#,
+        ],
+    },
+    Case {
+        name: "missing kind",
+        yaml: r#"apiVersion: networking.istio.io/v1
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+"#,
+        want: &[r#"case.yaml:1: error: document 1: kind: not a Kubernetes resource: `kind` is missing"#],
+    },
+    Case {
+        name: "missing metadata.name",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {namespace: default}
+spec:
+  host: ratings
+"#,
+        want: &[r#"case.yaml:3: error: DestinationRule default/: metadata.name: metadata.name is required"#],
+    },
+    Case {
+        name: "YAML syntax error",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings
+spec:
+  host: ratings
+"#,
+        want: &[
+            r#"case.yaml:4: error: -: -: invalid YAML: while parsing a flow mapping, did not find expected ',' or '}'"#,
+        ],
+    },
+    Case {
+        name: "duplicate key",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  host: reviews
+"#,
+        want: &[r#"case.yaml:6: error: -: -: invalid YAML: duplicate mapping key: host"#],
+    },
+    Case {
+        name: "Deployment selector that does not match its pods",
+        yaml: r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector:
+    matchLabels: {app: reviews, version: v1}
+  template:
+    metadata:
+      labels: {app: reviews, version: v2}
+    spec:
+      containers:
+      - name: reviews
+"#,
+        want: &[
+            r#"case.yaml:6: error: Deployment default/reviews-v1: spec.selector.matchLabels: selector does not match the pod template's labels"#,
+        ],
+    },
+];
+
+#[test]
+fn invalid_configs_report_the_exact_finding() {
+    assert!(CASES.len() >= 40);
+    let mut failures = Vec::new();
+    for case in CASES {
+        let loaded = load_str("case.yaml", case.yaml, &LoadOptions::default());
+        let got: Vec<String> =
+            loaded.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(ToString::to_string).collect();
+        if got != case.want {
+            failures.push(format!("{}:\n  want {:#?}\n  got  {:#?}", case.name, case.want, got));
+        }
+        // An error rejects the resource; a warning does not.
+        let has_error = case.want.iter().any(|w| w.contains(": error: "));
+        assert_eq!(loaded.resources.is_empty(), has_error, "{}", case.name);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
