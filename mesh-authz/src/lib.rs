@@ -1,2 +1,1 @@
 //! Istio AuthorizationPolicy and RequestAuthentication as a Tower layer (arrives with issue 4).
-#![warn(missing_docs)]

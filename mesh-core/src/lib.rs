@@ -23,7 +23,6 @@
 //!   fields in an Istio `spec` are errors, where Kubernetes would prune them silently.
 //! - Regexes are compiled with the Rust `regex` crate, whose syntax is RE2's minus a few
 //!   rarely used escapes; both reject lookaround and backreferences.
-#![warn(missing_docs)]
 
 pub mod api;
 pub mod body;
@@ -35,6 +34,8 @@ pub mod load;
 pub mod snapshot;
 pub mod source;
 pub mod string_match;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod validate;
 
 pub use body::BoxBody;

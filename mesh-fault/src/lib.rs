@@ -1,2 +1,1 @@
 //! Istio HTTP fault injection (delay, abort) as a Tower layer (arrives with issue 3).
-#![warn(missing_docs)]

@@ -1,2 +1,1 @@
 //! Mutual TLS with SPIFFE identities, a local CA and PeerAuthentication modes (arrives with issue 4).
-#![warn(missing_docs)]

@@ -1,2 +1,1 @@
 //! Istio standard metrics, trace context and access logs as Tower layers (arrives with issue 5).
-#![warn(missing_docs)]

@@ -312,7 +312,9 @@ fn load_object(
     let loaded = LoadedResource { resource: Arc::new(resource), file: file.clone(), node: doc.clone(), prefix };
     let findings = validate::validate(&loaded.resource);
     let rejected = findings.iter().any(|f| f.severity == Severity::Error);
-    out.diagnostics.extend(findings.into_iter().map(|f| loaded.diagnostic(f)));
+    let mut diagnostics: Vec<Diagnostic> = findings.into_iter().map(|f| loaded.diagnostic(f)).collect();
+    diagnostics.sort_by_key(|d| d.line);
+    out.diagnostics.extend(diagnostics);
     if !rejected {
         out.resources.push(loaded);
     }

@@ -1,0 +1,125 @@
+//! Loading: directories, JSON, multi-document files, List kinds, namespaces, skipped kinds.
+
+use mesh_core::{
+    Severity,
+    api::{Kind, Resource},
+    load::{LoadOptions, load_paths, load_str},
+};
+
+#[test]
+fn directories_are_walked_recursively_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(nested.join("dr.yml"), "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec: {host: reviews}\n").unwrap();
+    std::fs::write(
+        dir.path().join("sa.json"),
+        r#"{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bookinfo-reviews"}}"#,
+    )
+    .unwrap();
+    // Not config: ignored.
+    std::fs::write(dir.path().join("notes.txt"), "not yaml: [").unwrap();
+    std::fs::write(dir.path().join(".swap.yaml"), "not yaml: [").unwrap();
+    let loaded = load_paths(&[dir.path()], &LoadOptions::default());
+    assert!(loaded.diagnostics.is_empty(), "{}", loaded.report());
+    let kinds: Vec<Kind> = loaded.resources.iter().map(|r| r.resource.kind()).collect();
+    assert_eq!(kinds, [Kind::DestinationRule, Kind::ServiceAccount]);
+}
+
+#[test]
+fn a_missing_path_is_an_error() {
+    let loaded = load_paths(&["/nonexistent/mesh.yaml"], &LoadOptions::default());
+    assert_eq!(
+        loaded.report(),
+        "/nonexistent/mesh.yaml:0: error: -: -: cannot read: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn json_errors_have_lines_and_fields() {
+    let json = "{\n  \"apiVersion\": \"networking.istio.io/v1\",\n  \"kind\": \"VirtualService\",\n  \"metadata\": {\"name\": \"reviews\"},\n  \"spec\": {\n    \"hosts\": [\"reviews\"],\n    \"http\": [{\"route\": [{\"destination\": {\"host\": \"reviews\"}}], \"timeout\": \"soon\"}]\n  }\n}\n";
+    let loaded = load_str("vs.json", json, &LoadOptions::default());
+    assert_eq!(
+        loaded.report(),
+        "vs.json:7: error: VirtualService default/reviews: spec.http[0].timeout: invalid duration \"soon\": expected a number and a unit (ns, us, ms, s, m, h), e.g. \"1.5s\" or \"100ms\"\n"
+    );
+}
+
+#[test]
+fn list_kinds_are_unpacked_with_item_paths() {
+    let yaml = r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: ok, namespace: prod}
+  spec:
+    hosts: [ratings]
+    http:
+    - route:
+      - destination: {host: ratings}
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: bad}
+  spec:
+    hosts: [ratings]
+    http:
+    - route:
+      - destination: {host: ratings}
+        weight: -1
+      - destination: {host: ratings}
+"#;
+    let loaded = load_str("list.yaml", yaml, &LoadOptions::default());
+    assert_eq!(
+        loaded.report(),
+        "list.yaml:18: error: VirtualService default/bad: items[1].spec.http[0].route: total destination weight = 0: with several destinations, give at least one a weight\n\
+         list.yaml:20: error: VirtualService default/bad: items[1].spec.http[0].route[0].weight: weight must not be negative, got -1\n"
+    );
+    assert_eq!(loaded.resources.len(), 1);
+    assert_eq!(loaded.resources[0].resource.meta().namespace, "prod");
+}
+
+#[test]
+fn default_namespace_and_skipped_kinds() {
+    let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\nspec: {mtls: {mode: STRICT}}\n";
+    let options = LoadOptions { default_namespace: "prod".into(), ..LoadOptions::default() };
+    let loaded = load_str("m.yaml", yaml, &options);
+    assert!(!loaded.has_errors());
+    let notes: Vec<_> =
+        loaded.diagnostics.iter().filter(|d| d.severity == Severity::Note).map(ToString::to_string).collect();
+    assert_eq!(
+        notes,
+        [
+            "m.yaml:2: note: Namespace prod/prod: kind: Namespace (v1) is not used by the mesh; skipped",
+            "m.yaml:6: note: Secret prod/s: kind: Secret (v1) is not used by the mesh; skipped",
+        ]
+    );
+    let Resource::PeerAuthentication(pa) = &*loaded.resources[0].resource else { panic!() };
+    assert_eq!(pa.metadata.namespace, "prod");
+}
+
+#[test]
+fn a_broken_document_does_not_hide_the_others() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a, subsets: [{name: v1}, {name: v1}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: b}\nspec: {host: b}\n";
+    let loaded = load_str("drs.yaml", yaml, &LoadOptions::default());
+    assert_eq!(loaded.errors().count(), 1);
+    assert_eq!(loaded.resources.len(), 1);
+    assert_eq!(loaded.resources[0].resource.meta().name, "b");
+}
+
+#[test]
+fn snapshot_indexes() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: all, namespace: istio-system}\nspec: {host: \"*.local\"}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec: {host: reviews}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-viewer}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules: [{}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: mesh-wide, namespace: istio-system}\nspec: {}\n";
+    let snap = load_str("s.yaml", yaml, &LoadOptions::default()).into_snapshot();
+    let drs: Vec<_> =
+        snap.destination_rules_for_host("reviews.default.svc.cluster.local").map(|r| r.meta().name.clone()).collect();
+    assert_eq!(drs, ["reviews", "all"]);
+    let reviews_labels = [("app".to_string(), "reviews".to_string())].into();
+    let aps: Vec<_> = snap
+        .policies_for_workload(Kind::AuthorizationPolicy, "default", &reviews_labels)
+        .map(|r| r.meta().name.clone())
+        .collect();
+    assert_eq!(aps, ["mesh-wide", "reviews-viewer"]);
+    let other = [("app".to_string(), "ratings".to_string())].into();
+    assert_eq!(snap.policies_for_workload(Kind::AuthorizationPolicy, "default", &other).count(), 1);
+}
