@@ -309,10 +309,8 @@ fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
         }
     }
     if let Some(t) = &r.timeout {
-        // `0s` is accepted and means "no timeout", as Envoy reads it.
-        if !t.get().is_zero() {
-            min_duration(v, path.key("timeout"), t);
-        }
+        // As Istio's webhook: even `0s` is rejected (omit the field for "no timeout").
+        min_duration(v, path.key("timeout"), t);
     }
     if let Some(rt) = &r.retries {
         retries(v, &path.key("retries"), rt);

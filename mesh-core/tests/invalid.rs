@@ -263,6 +263,22 @@ spec:
         ],
     },
     Case {
+        name: "zero timeout (Istio rejects it; omit the field for no timeout)",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    timeout: 0s
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: duration must be at least 1ms, got 0s"#,
+        ],
+    },
+    Case {
         name: "fixed delay below 1ms",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
