@@ -30,6 +30,43 @@ pub fn empty() -> BoxBody {
     boxed(http_body_util::Empty::<Bytes>::new())
 }
 
+/// Body types a layer can build a local reply with (`fault filter abort`,
+/// `no healthy upstream`, `RBAC: access denied`...), so layers answer without changing
+/// the body type of the stack they sit in.
+pub trait LocalBody: Sized {
+    /// A body holding `text`.
+    fn from_static(text: &'static str) -> Self;
+}
+
+impl LocalBody for BoxBody {
+    fn from_static(text: &'static str) -> Self {
+        full(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl LocalBody for http_body_util::Full<Bytes> {
+    fn from_static(text: &'static str) -> Self {
+        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl LocalBody for String {
+    fn from_static(text: &'static str) -> Self {
+        text.to_string()
+    }
+}
+
+impl LocalBody for Bytes {
+    fn from_static(text: &'static str) -> Self {
+        Bytes::from_static(text.as_bytes())
+    }
+}
+
+/// For tests and layers whose callers do not read bodies: the text is dropped.
+impl LocalBody for () {
+    fn from_static(_: &'static str) -> Self {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,387 @@
+//! The service registry: which services exist, their ports, and the endpoints behind them.
+//!
+//! Built from a [`Snapshot`]: Kubernetes Services select Deployments by label (a Deployment
+//! is one workload; its address comes from whatever runs it, given as a [`Locator`]);
+//! ServiceEntries bring external or mesh-internal hosts with STATIC endpoints (inline or
+//! WorkloadEntries selected by label).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use crate::{
+    Snapshot,
+    api::{IntOrString, Kind, Labels, Resolution, Resource, ServiceEntryLocation, WorkloadEntrySpec},
+    snapshot::{labels_match, resolve_host},
+};
+
+/// Where workloads run: (namespace, workload name) to the addresses that serve them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locator {
+    addresses: BTreeMap<(String, String), Vec<SocketAddr>>,
+}
+
+impl Locator {
+    /// No addresses known.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The workload `namespace/name` (a Deployment) is served at `addr`.
+    pub fn insert(&mut self, namespace: &str, workload: &str, addr: SocketAddr) {
+        self.addresses.entry((namespace.to_string(), workload.to_string())).or_default().push(addr);
+    }
+
+    /// Builder form of [`Locator::insert`].
+    #[must_use]
+    pub fn with(mut self, namespace: &str, workload: &str, addr: SocketAddr) -> Self {
+        self.insert(namespace, workload, addr);
+        self
+    }
+
+    /// Addresses of a workload.
+    pub fn get(&self, namespace: &str, workload: &str) -> &[SocketAddr] {
+        self.addresses.get(&(namespace.to_string(), workload.to_string())).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A workload: a Deployment's pods, with their identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Deployment name, e.g. `reviews-v2`.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Pod labels.
+    pub labels: Labels,
+    /// Service account (`default` when unset, as Kubernetes does).
+    pub service_account: String,
+    /// Container ports by name (unnamed ports are listed under their number).
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Port name (`http`, `grpc-web`, ...).
+    pub name: String,
+    /// The port clients use.
+    pub number: u16,
+    /// Protocol, from the name prefix or declared (`HTTP`, `TCP`, ...), upper case.
+    pub protocol: String,
+}
+
+/// One endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Labels (subsets select on these).
+    pub labels: Labels,
+    /// The workload (Deployment or WorkloadEntry) name.
+    pub workload: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its service account, when it has a mesh identity.
+    pub service_account: Option<String>,
+    /// Load-balancing weight (WorkloadEntry `weight`; 1 otherwise).
+    pub weight: u32,
+}
+
+/// A service clients can call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Fully qualified host name, e.g. `reviews.default.svc.cluster.local`.
+    pub hostname: String,
+    /// Short name (`reviews`), or the host for ServiceEntries.
+    pub name: String,
+    /// Namespace of the defining resource.
+    pub namespace: String,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// Endpoints per service port number.
+    pub endpoints: BTreeMap<u16, Arc<[Endpoint]>>,
+    /// Outside the mesh (ServiceEntry MESH_EXTERNAL): no sidecar, no mTLS.
+    pub mesh_external: bool,
+}
+
+impl Service {
+    /// Endpoints behind a port.
+    pub fn endpoints(&self, port: u16) -> &[Endpoint] {
+        self.endpoints.get(&port).map_or(&[], |e| e)
+    }
+
+    /// The port a request without an explicit port means: the only port, else 80, else
+    /// the first declared.
+    pub fn default_port(&self) -> Option<u16> {
+        match self.ports.as_slice() {
+            [only] => Some(only.number),
+            ports => ports.iter().find(|p| p.number == 80).or(ports.first()).map(|p| p.number),
+        }
+    }
+}
+
+/// Every service and workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registry {
+    services: BTreeMap<String, Arc<Service>>,
+    workloads: BTreeMap<(String, String), Arc<Workload>>,
+}
+
+fn protocol_of(name: &str, declared: Option<&str>) -> String {
+    if let Some(p) = declared.filter(|p| !p.is_empty()) {
+        return p.to_ascii_uppercase();
+    }
+    // Istio's port naming convention: `<protocol>[-<suffix>]`.
+    let prefix = name.split('-').next().unwrap_or("").to_ascii_lowercase();
+    match prefix.as_str() {
+        "http" | "http2" | "https" | "grpc" | "grpc-web" | "tcp" | "tls" | "mongo" | "redis" | "mysql" | "udp" => {
+            prefix.to_ascii_uppercase()
+        }
+        _ => "TCP".into(),
+    }
+}
+
+impl Registry {
+    /// Build from a snapshot; Deployment endpoints get their addresses from `locator`.
+    pub fn build(snapshot: &Snapshot, locator: &Locator) -> Self {
+        let mut reg = Registry::default();
+        for r in snapshot.of_kind(Kind::Deployment) {
+            let Resource::Deployment(d) = &**r else { continue };
+            let pod = &d.spec.template.spec;
+            let ports = pod
+                .containers
+                .iter()
+                .flat_map(|c| &c.ports)
+                .filter_map(|p| {
+                    let n = u16::try_from(p.container_port).ok()?;
+                    Some((p.name.clone().unwrap_or_else(|| n.to_string()), n))
+                })
+                .collect();
+            let w = Workload {
+                name: d.metadata.name.clone(),
+                namespace: d.metadata.namespace.clone(),
+                labels: d.spec.template.metadata.labels.clone(),
+                service_account: pod.service_account_name.clone().unwrap_or_else(|| "default".into()),
+                ports,
+            };
+            reg.workloads.insert((w.namespace.clone(), w.name.clone()), Arc::new(w));
+        }
+
+        for r in snapshot.of_kind(Kind::Service) {
+            let Resource::Service(s) = &**r else { continue };
+            let ns = &s.metadata.namespace;
+            let selected: Vec<&Arc<Workload>> = reg
+                .workloads
+                .values()
+                .filter(|w| {
+                    &w.namespace == ns && !s.spec.selector.is_empty() && labels_match(&s.spec.selector, &w.labels)
+                })
+                .collect();
+            let mut ports = Vec::new();
+            let mut endpoints = BTreeMap::new();
+            for p in &s.spec.ports {
+                let Ok(number) = u16::try_from(p.port) else { continue };
+                let name = p.name.clone().unwrap_or_default();
+                ports.push(ServicePort { protocol: protocol_of(&name, p.app_protocol.as_deref()), name, number });
+                let eps: Vec<Endpoint> = selected
+                    .iter()
+                    .flat_map(|w| {
+                        // The target port, by number or by container port name.
+                        let target = match &p.target_port {
+                            None => Some(number),
+                            Some(IntOrString::Int(t)) => u16::try_from(*t).ok(),
+                            Some(IntOrString::String(n)) => w.ports.get(n).copied(),
+                        };
+                        locator.get(&w.namespace, &w.name).iter().filter(move |_| target.is_some()).map(|addr| {
+                            Endpoint {
+                                address: *addr,
+                                labels: w.labels.clone(),
+                                workload: w.name.clone(),
+                                namespace: w.namespace.clone(),
+                                service_account: Some(w.service_account.clone()),
+                                weight: 1,
+                            }
+                        })
+                    })
+                    .collect();
+                endpoints.insert(number, eps.into());
+            }
+            let svc = Service {
+                hostname: resolve_host(&s.metadata.name, ns),
+                name: s.metadata.name.clone(),
+                namespace: ns.clone(),
+                ports,
+                endpoints,
+                mesh_external: false,
+            };
+            reg.services.insert(svc.hostname.clone(), Arc::new(svc));
+        }
+
+        let workload_entries: Vec<(&str, &str, &WorkloadEntrySpec)> = snapshot
+            .of_kind(Kind::WorkloadEntry)
+            .filter_map(|r| match &**r {
+                Resource::WorkloadEntry(we) => {
+                    Some((we.metadata.name.as_str(), we.metadata.namespace.as_str(), &we.spec))
+                }
+                _ => None,
+            })
+            .collect();
+        for r in snapshot.of_kind(Kind::ServiceEntry) {
+            let Resource::ServiceEntry(se) = &**r else { continue };
+            let ns = &se.metadata.namespace;
+            let static_resolution = matches!(se.spec.resolution, Some(Resolution::Static));
+            let entries: Vec<(String, &WorkloadEntrySpec)> = match &se.spec.workload_selector {
+                Some(sel) => workload_entries
+                    .iter()
+                    .filter(|(_, wns, we)| *wns == ns && labels_match(&sel.labels, &we.labels))
+                    .map(|(name, _, we)| (name.to_string(), *we))
+                    .collect(),
+                None => se.spec.endpoints.iter().map(|e| (se.metadata.name.clone(), e)).collect(),
+            };
+            let ports: Vec<ServicePort> = se
+                .spec
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(ServicePort {
+                        name: p.name.clone(),
+                        number: u16::try_from(p.number).ok()?,
+                        protocol: protocol_of(&p.name, Some(&p.protocol)),
+                    })
+                })
+                .collect();
+            let mut endpoints = BTreeMap::new();
+            for (p, spec_port) in ports.iter().zip(&se.spec.ports) {
+                let eps: Vec<Endpoint> = if static_resolution {
+                    entries
+                        .iter()
+                        .filter_map(|(name, we)| {
+                            let ip: IpAddr = we.address.parse().ok()?;
+                            let port =
+                                we.ports.get(&p.name).copied().or(spec_port.target_port).unwrap_or(spec_port.number);
+                            Some(Endpoint {
+                                address: SocketAddr::new(ip, u16::try_from(port).ok()?),
+                                labels: we.labels.clone(),
+                                workload: name.clone(),
+                                namespace: ns.clone(),
+                                service_account: we.service_account.clone(),
+                                weight: we.weight.unwrap_or(1).max(1),
+                            })
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                endpoints.insert(p.number, eps.into());
+            }
+            for host in &se.spec.hosts {
+                let svc = Service {
+                    hostname: resolve_host(host, ns),
+                    name: host.clone(),
+                    namespace: ns.clone(),
+                    ports: ports.clone(),
+                    endpoints: endpoints.clone(),
+                    mesh_external: !matches!(se.spec.location, Some(ServiceEntryLocation::MeshInternal)),
+                };
+                reg.services.entry(svc.hostname.clone()).or_insert_with(|| Arc::new(svc));
+            }
+        }
+        reg
+    }
+
+    /// A service by fully qualified host name.
+    pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
+        self.services.get(hostname)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values()
+    }
+
+    /// A workload by namespace and name.
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.workloads.get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Every workload.
+    pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
+        self.workloads.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{LoadOptions, load_str};
+
+    const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: reviews}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec:
+      serviceAccountName: bookinfo-reviews
+      containers: [{name: reviews, ports: [{containerPort: 9080}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template:
+    metadata: {labels: {app: reviews, version: v2}}
+    spec:
+      containers: [{name: reviews, ports: [{containerPort: 9080}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: tcp-pg, protocol: TCP}, {number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {tcp-pg: 15432}, labels: {version: a}}
+  - {address: 127.0.0.2, weight: 3}
+"#;
+
+    #[test]
+    fn services_and_endpoints() {
+        let loaded = load_str("m.yaml", MANIFEST, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        let snap = loaded.into_snapshot();
+        let locator = Locator::new().with("default", "reviews-v1", "127.0.0.1:19001".parse().unwrap());
+        let reg = Registry::build(&snap, &locator);
+
+        let reviews = reg.service("reviews.default.svc.cluster.local").unwrap();
+        assert_eq!(reviews.default_port(), Some(9080));
+        assert_eq!(reviews.ports[0].protocol, "HTTP");
+        // reviews-v2 has no address yet: only v1 is an endpoint.
+        let eps = reviews.endpoints(9080);
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].workload, "reviews-v1");
+        assert_eq!(eps[0].service_account.as_deref(), Some("bookinfo-reviews"));
+        assert_eq!(reg.workload("default", "reviews-v2").unwrap().service_account, "default");
+
+        let db = reg.service("db.example.com").unwrap();
+        assert!(!db.mesh_external);
+        let pg: Vec<_> = db.endpoints(5432).iter().map(|e| (e.address.to_string(), e.weight)).collect();
+        assert_eq!(pg, [("127.0.0.1:15432".to_string(), 1), ("127.0.0.2:5432".to_string(), 3)]);
+        assert_eq!(db.default_port(), Some(80));
+    }
+}

@@ -1,0 +1,195 @@
+//! Fault policy: validated data and the percentage roll.
+
+use std::{sync::Mutex, time::Duration};
+
+use http::StatusCode;
+use mesh_core::api::HttpFaultInjection;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+/// What to inject on one route.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultPolicy {
+    /// Hold the request first.
+    pub delay: Option<Delay>,
+    /// Answer without forwarding.
+    pub abort: Option<Abort>,
+}
+
+/// A fixed delay applied to a share of requests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Delay {
+    /// How long.
+    pub fixed: Duration,
+    /// Share of requests.
+    pub percent: Percent,
+}
+
+/// An abort applied to a share of requests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Abort {
+    /// The answer.
+    pub kind: AbortKind,
+    /// Share of requests.
+    pub percent: Percent,
+}
+
+/// Istio `httpStatus` or `grpcStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortKind {
+    /// An HTTP status.
+    Http(StatusCode),
+    /// A gRPC status code (answered as HTTP 200 with `grpc-status`).
+    Grpc(u16),
+}
+
+/// A percentage in 0..=100, validated once when config is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(f64);
+
+/// Why a fault config cannot be used (mesh-core validation rejects these first).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InvalidFault {
+    /// Not within 0..=100.
+    #[error("fault percentage must be within 0..=100, got {0}")]
+    Percent(f64),
+    /// Not 200..=599.
+    #[error("abort httpStatus must be within 200..=599, got {0}")]
+    Status(i32),
+    /// Not a gRPC status name.
+    #[error("unknown grpcStatus {0:?}")]
+    GrpcStatus(String),
+    /// `fixedDelay` missing or below 1 ms.
+    #[error("delay needs a fixedDelay of at least 1ms")]
+    Delay,
+    /// Neither httpStatus nor grpcStatus.
+    #[error("abort needs httpStatus or grpcStatus")]
+    AbortKind,
+}
+
+impl Percent {
+    /// Every request.
+    pub const ALWAYS: Self = Self(100.0);
+    /// No request.
+    pub const NEVER: Self = Self(0.0);
+
+    /// A checked percentage.
+    pub fn new(v: f64) -> Result<Self, InvalidFault> {
+        if (0.0..=100.0).contains(&v) { Ok(Self(v)) } else { Err(InvalidFault::Percent(v)) }
+    }
+
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Whether this request is selected.
+    pub fn roll(self, rng: &dyn Roll) -> bool {
+        self.0 >= 100.0 || (self.0 > 0.0 && rng.roll() < self.0)
+    }
+}
+
+/// The random source: a uniform number in `[0, 100)`. Injectable so tests are deterministic.
+pub trait Roll: Send + Sync + std::fmt::Debug {
+    /// A uniform sample in `[0, 100)`.
+    fn roll(&self) -> f64;
+}
+
+/// The thread-local generator (production default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadRoll;
+
+impl Roll for ThreadRoll {
+    fn roll(&self) -> f64 {
+        rand::rng().random::<f64>() * 100.0
+    }
+}
+
+/// A seeded generator: the same seed gives the same sequence.
+#[derive(Debug)]
+pub struct SeededRoll(Mutex<StdRng>);
+
+impl SeededRoll {
+    /// Seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(Mutex::new(StdRng::seed_from_u64(seed)))
+    }
+}
+
+impl Roll for SeededRoll {
+    fn roll(&self) -> f64 {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).random::<f64>() * 100.0
+    }
+}
+
+/// The numeric code of a gRPC status name (`UNAVAILABLE` is 14).
+pub fn grpc_code(name: &str) -> Option<u16> {
+    let code = match name {
+        "OK" => 0,
+        "CANCELLED" => 1,
+        "UNKNOWN" => 2,
+        "INVALID_ARGUMENT" => 3,
+        "DEADLINE_EXCEEDED" => 4,
+        "NOT_FOUND" => 5,
+        "ALREADY_EXISTS" => 6,
+        "PERMISSION_DENIED" => 7,
+        "RESOURCE_EXHAUSTED" => 8,
+        "FAILED_PRECONDITION" => 9,
+        "ABORTED" => 10,
+        "OUT_OF_RANGE" => 11,
+        "UNIMPLEMENTED" => 12,
+        "INTERNAL" => 13,
+        "UNAVAILABLE" => 14,
+        "DATA_LOSS" => 15,
+        "UNAUTHENTICATED" => 16,
+        _ => return None,
+    };
+    Some(code)
+}
+
+impl TryFrom<&HttpFaultInjection> for FaultPolicy {
+    type Error = InvalidFault;
+
+    fn try_from(f: &HttpFaultInjection) -> Result<Self, InvalidFault> {
+        let delay = f
+            .delay
+            .as_ref()
+            .map(|d| {
+                let fixed = d
+                    .fixed_delay
+                    .map(|d| d.get())
+                    .filter(|d| *d >= Duration::from_millis(1))
+                    .ok_or(InvalidFault::Delay)?;
+                // `percentage` wins; the deprecated integer `percent` only when it is absent;
+                // neither means no request is delayed.
+                let percent = match (&d.percentage, d.percent) {
+                    (Some(p), _) => Percent::new(p.value)?,
+                    (None, Some(p)) => Percent::new(f64::from(p))?,
+                    (None, None) => Percent::NEVER,
+                };
+                Ok(Delay { fixed, percent })
+            })
+            .transpose()?;
+        let abort = f
+            .abort
+            .as_ref()
+            .map(|a| {
+                let kind = match (a.http_status, &a.grpc_status) {
+                    (Some(s), _) => AbortKind::Http(
+                        u16::try_from(s)
+                            .ok()
+                            .filter(|s| (200..=599).contains(s))
+                            .and_then(|s| StatusCode::from_u16(s).ok())
+                            .ok_or(InvalidFault::Status(s))?,
+                    ),
+                    (None, Some(g)) => {
+                        AbortKind::Grpc(grpc_code(g).ok_or_else(|| InvalidFault::GrpcStatus(g.clone()))?)
+                    }
+                    (None, None) => return Err(InvalidFault::AbortKind),
+                };
+                let percent = a.percentage.as_ref().map_or(Ok(Percent::NEVER), |p| Percent::new(p.value))?;
+                Ok(Abort { kind, percent })
+            })
+            .transpose()?;
+        Ok(Self { delay, abort })
+    }
+}
