@@ -1,0 +1,287 @@
+//! Clusters: a destination (service, subset, port) resolved to endpoints and the
+//! DestinationRule's traffic policy for that port and subset.
+
+use std::{sync::Arc, time::Duration};
+
+use http::HeaderName;
+use mesh_core::{
+    api::{
+        ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, SimpleLb,
+        TrafficPolicy,
+    },
+    registry::Endpoint,
+};
+
+/// An upstream cluster, named as Envoy names it: `outbound|PORT|SUBSET|HOST`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    /// `outbound|9080|v1|reviews.default.svc.cluster.local`.
+    pub name: Arc<str>,
+    /// The service FQDN.
+    pub service: Arc<str>,
+    /// The subset, if any.
+    pub subset: Option<Arc<str>>,
+    /// The service port.
+    pub port: u16,
+    /// Endpoints (the subset's, when there is one).
+    pub endpoints: Arc<[Endpoint]>,
+    /// Load balancing.
+    pub lb: LbPolicy,
+    /// Circuit-breaking limits.
+    pub pool: PoolLimits,
+    /// Passive health checking; `None` when the DestinationRule has no outlierDetection.
+    pub outlier: Option<OutlierPolicy>,
+    /// Upstream TLS settings from the DestinationRule (`None`: auto mTLS).
+    pub tls: Option<ClientTlsSettings>,
+    /// Outside the mesh: no sidecar on the other side.
+    pub mesh_external: bool,
+}
+
+impl Cluster {
+    /// Envoy's cluster name.
+    pub fn envoy_name(port: u16, subset: Option<&str>, host: &str) -> String {
+        format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+    }
+}
+
+/// The load-balancing algorithm.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LbPolicy {
+    /// Power of two random choices on outstanding requests (the default).
+    LeastRequest,
+    /// Rotate.
+    RoundRobin,
+    /// Uniform random.
+    Random,
+    /// Original destination (no balancing).
+    Passthrough,
+    /// Soft affinity by a request key.
+    ConsistentHash(HashPolicy),
+}
+
+/// `consistentHash`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HashPolicy {
+    /// What to hash.
+    pub key: HashKey,
+    /// Ring size (ring hash) or table size (maglev).
+    pub table: HashTable,
+}
+
+/// The hash key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HashKey {
+    /// A request header.
+    Header(HeaderName),
+    /// A cookie, generated with `ttl` when absent and a ttl is set.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Lifetime of a generated cookie.
+        ttl: Option<Duration>,
+    },
+    /// The client address.
+    SourceIp,
+    /// A query parameter.
+    QueryParam(String),
+}
+
+/// The consistent-hash table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashTable {
+    /// Ketama-style ring with at least this many entries (default 1024).
+    RingHash(u64),
+    /// Maglev with this table size (default 65537).
+    Maglev(u64),
+}
+
+/// Circuit-breaking limits; `None` is unlimited. Istio treats 0 as unset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// TCP connections per endpoint.
+    pub max_connections: Option<u32>,
+    /// Requests queued waiting for a connection.
+    pub max_pending_requests: Option<u32>,
+    /// Active requests to the cluster.
+    pub max_requests: Option<u32>,
+    /// Concurrent retries to the cluster.
+    pub max_retries: Option<u32>,
+    /// Requests per connection (1 disables keep-alive).
+    pub max_requests_per_connection: Option<u32>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle connection timeout.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            max_pending_requests: None,
+            max_requests: None,
+            max_retries: None,
+            max_requests_per_connection: None,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Passive outlier detection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutlierPolicy {
+    /// Consecutive 5xx (local failures included unless split) before ejection; `None` off.
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502/503/504 before ejection; `None` off.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Count local-origin failures separately.
+    pub split_local_origin: bool,
+    /// Local-origin failures before ejection (when split).
+    pub consecutive_local_origin: u32,
+    /// Scan interval: ejections end on the first scan after their time is up.
+    pub interval: Duration,
+    /// Ejection time, multiplied by the number of times a host was ejected.
+    pub base_ejection_time: Duration,
+    /// Envoy's cap on one ejection.
+    pub max_ejection_time: Duration,
+    /// At most this share of hosts ejected at once (at least one host always can be).
+    pub max_ejection_percent: u32,
+}
+
+fn positive(v: Option<i32>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
+}
+
+/// The four policy blocks after precedence is applied.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResolvedPolicy {
+    /// loadBalancer.
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// connectionPool.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// outlierDetection.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// tls.
+    pub tls: Option<ClientTlsSettings>,
+}
+
+impl ResolvedPolicy {
+    fn from_port_level(p: &PortTrafficPolicy) -> Self {
+        Self {
+            load_balancer: p.load_balancer.clone(),
+            connection_pool: p.connection_pool.clone(),
+            outlier_detection: p.outlier_detection.clone(),
+            tls: p.tls.clone(),
+        }
+    }
+
+    /// One level of ISTIO-SEMANTICS §3.3: port-level settings replace all four blocks
+    /// wholesale (unset blocks revert to defaults).
+    fn level(tp: &TrafficPolicy, port: u16) -> Self {
+        match tp.port_level_settings.iter().find(|p| p.port.is_some_and(|p| p.number == u32::from(port))) {
+            Some(p) => Self::from_port_level(p),
+            None => Self {
+                load_balancer: tp.load_balancer.clone(),
+                connection_pool: tp.connection_pool.clone(),
+                outlier_detection: tp.outlier_detection.clone(),
+                tls: tp.tls.clone(),
+            },
+        }
+    }
+
+    /// Host policy, then the subset's: each block the subset sets replaces the host's.
+    pub fn resolve(host: Option<&TrafficPolicy>, subset: Option<&TrafficPolicy>, port: u16) -> Self {
+        let mut p = host.map(|tp| Self::level(tp, port)).unwrap_or_default();
+        if let Some(sp) = subset.map(|tp| Self::level(tp, port)) {
+            p.load_balancer = sp.load_balancer.or(p.load_balancer);
+            p.connection_pool = sp.connection_pool.or(p.connection_pool);
+            p.outlier_detection = sp.outlier_detection.or(p.outlier_detection);
+            p.tls = sp.tls.or(p.tls);
+        }
+        p
+    }
+
+    /// The load-balancing policy.
+    pub fn lb(&self) -> LbPolicy {
+        let Some(lb) = &self.load_balancer else { return LbPolicy::LeastRequest };
+        if let Some(ch) = &lb.consistent_hash {
+            let key = if let Some(h) = ch
+                .http_header_name
+                .as_ref()
+                .and_then(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+            {
+                HashKey::Header(h)
+            } else if let Some(c) = &ch.http_cookie {
+                HashKey::Cookie { name: c.name.clone(), path: c.path.clone(), ttl: c.ttl.map(|d| d.get()) }
+            } else if ch.use_source_ip == Some(true) {
+                HashKey::SourceIp
+            } else if let Some(q) = &ch.http_query_parameter_name {
+                HashKey::QueryParam(q.clone())
+            } else {
+                return LbPolicy::LeastRequest;
+            };
+            let table = match (&ch.maglev, &ch.ring_hash) {
+                (Some(m), _) => HashTable::Maglev(m.table_size.unwrap_or(65537)),
+                (None, Some(r)) => HashTable::RingHash(r.minimum_ring_size.unwrap_or(1024)),
+                (None, None) => HashTable::RingHash(ch.minimum_ring_size.unwrap_or(1024)),
+            };
+            return LbPolicy::ConsistentHash(HashPolicy { key, table });
+        }
+        match lb.simple {
+            Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+            Some(SimpleLb::Random) => LbPolicy::Random,
+            Some(SimpleLb::Passthrough) => LbPolicy::Passthrough,
+            Some(SimpleLb::LeastRequest | SimpleLb::LeastConn | SimpleLb::Unspecified) | None => LbPolicy::LeastRequest,
+        }
+    }
+
+    /// The pool limits.
+    pub fn pool(&self) -> PoolLimits {
+        let mut limits = PoolLimits::default();
+        if let Some(pool) = &self.connection_pool {
+            if let Some(tcp) = &pool.tcp {
+                limits.max_connections = positive(tcp.max_connections);
+                if let Some(t) = tcp.connect_timeout {
+                    limits.connect_timeout = t.get();
+                }
+                if let Some(t) = tcp.idle_timeout {
+                    limits.idle_timeout = t.get();
+                }
+            }
+            if let Some(http) = &pool.http {
+                limits.max_pending_requests = positive(http.http1_max_pending_requests);
+                limits.max_requests = positive(http.http2_max_requests);
+                limits.max_retries = positive(http.max_retries);
+                limits.max_requests_per_connection = positive(http.max_requests_per_connection);
+                if let Some(t) = http.idle_timeout {
+                    limits.idle_timeout = t.get();
+                }
+            }
+        }
+        limits
+    }
+
+    /// The outlier policy, with Istio's defaults for unset fields.
+    pub fn outlier(&self) -> Option<OutlierPolicy> {
+        let o = self.outlier_detection.as_ref()?;
+        let consecutive_5xx = match (o.consecutive_5xx_errors, o.consecutive_errors) {
+            (Some(n), _) => Some(n),
+            (None, Some(n)) => u32::try_from(n).ok(),
+            (None, None) => Some(5),
+        }
+        .filter(|n| *n > 0);
+        Some(OutlierPolicy {
+            consecutive_5xx,
+            consecutive_gateway_errors: o.consecutive_gateway_errors.filter(|n| *n > 0),
+            split_local_origin: o.split_external_local_origin_errors.unwrap_or(false),
+            consecutive_local_origin: o.consecutive_local_origin_failures.unwrap_or(5),
+            interval: o.interval.map_or(Duration::from_secs(10), |d| d.get()),
+            base_ejection_time: o.base_ejection_time.map_or(Duration::from_secs(30), |d| d.get()),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: o.max_ejection_percent.and_then(|p| u32::try_from(p).ok()).unwrap_or(10),
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! HTTPMatchRequest: compiled once, matched per request.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName};
+use mesh_core::{
+    api::{HttpMatchRequest, StringMatch, ValueMatch},
+    string_match::{InvalidRegex, StringMatcher},
+};
+
+/// The parts of a request that routing looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:scheme` (`http` or `https`).
+    pub scheme: &'a str,
+    /// `:authority` / `Host` as sent (may carry a port).
+    pub authority: &'a str,
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestInfo<'a> {
+    /// From an `http::Request`: the authority comes from the URI (absolute form) or the
+    /// `Host` header; the scheme from the URI or `default_scheme`.
+    pub fn from_request<B>(req: &'a http::Request<B>, default_scheme: &'a str) -> Self {
+        let uri = req.uri();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        Self {
+            method: req.method().as_str(),
+            scheme: uri.scheme_str().unwrap_or(default_scheme),
+            authority,
+            path: uri.path(),
+            query: uri.query(),
+            headers: req.headers(),
+        }
+    }
+}
+
+/// One compiled match block: every set condition must hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchBlock {
+    /// Block name.
+    pub name: Option<String>,
+    uri: Option<StringMatcher>,
+    ignore_uri_case: bool,
+    scheme: Option<StringMatcher>,
+    method: Option<StringMatcher>,
+    authority: Option<StringMatcher>,
+    headers: Vec<(HeaderName, StringMatcher)>,
+    without_headers: Vec<(HeaderName, StringMatcher)>,
+    query_params: Vec<(String, StringMatcher)>,
+    /// The uri prefix, when the uri condition is a prefix (for prefix rewrites).
+    pub uri_prefix: Option<String>,
+}
+
+/// Why a match block cannot be compiled (mesh-core validation rejects these first).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidMatch {
+    /// A regex did not compile.
+    #[error(transparent)]
+    Regex(#[from] InvalidRegex),
+    /// A header name is not a valid HTTP header name.
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+}
+
+fn value_matcher(m: &ValueMatch) -> Result<StringMatcher, InvalidRegex> {
+    StringMatcher::for_presence_or(m.string_match())
+}
+
+fn header_conditions(
+    map: &std::collections::BTreeMap<String, ValueMatch>,
+) -> Result<Vec<(HeaderName, StringMatcher)>, InvalidMatch> {
+    map.iter()
+        // Pseudo-header keys are matched by their own fields, not here (as Istio does).
+        .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
+        .map(|(k, v)| {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| InvalidMatch::HeaderName(k.clone()))?;
+            Ok((name, value_matcher(v)?))
+        })
+        .collect()
+}
+
+impl TryFrom<&HttpMatchRequest> for MatchBlock {
+    type Error = InvalidMatch;
+
+    fn try_from(m: &HttpMatchRequest) -> Result<Self, InvalidMatch> {
+        let compile = |sm: &Option<StringMatch>| sm.as_ref().map(StringMatcher::try_from).transpose();
+        Ok(Self {
+            name: m.name.clone(),
+            uri: compile(&m.uri)?,
+            ignore_uri_case: m.ignore_uri_case,
+            scheme: compile(&m.scheme)?,
+            method: compile(&m.method)?,
+            authority: compile(&m.authority)?,
+            headers: header_conditions(&m.headers)?,
+            without_headers: header_conditions(&m.without_headers)?,
+            query_params: m
+                .query_params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), value_matcher(v)?)))
+                .collect::<Result<_, InvalidRegex>>()?,
+            uri_prefix: match &m.uri {
+                Some(StringMatch::Prefix(p)) => Some(p.clone()),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl MatchBlock {
+    /// A block that matches everything (a route without `match`).
+    pub fn any() -> Self {
+        Self {
+            name: None,
+            uri: None,
+            ignore_uri_case: false,
+            scheme: None,
+            method: None,
+            authority: None,
+            headers: Vec::new(),
+            without_headers: Vec::new(),
+            query_params: Vec::new(),
+            uri_prefix: None,
+        }
+    }
+
+    /// Whether the block matches every request.
+    pub fn is_catch_all(&self) -> bool {
+        self.uri.as_ref().is_none_or(StringMatcher::is_catch_all_uri)
+            && self.scheme.is_none()
+            && self.method.is_none()
+            && self.authority.is_none()
+            && self.headers.is_empty()
+            && self.without_headers.is_empty()
+            && self.query_params.is_empty()
+    }
+
+    /// Whether every condition of the block holds for `req`.
+    pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        if let Some(uri) = &self.uri {
+            let ok = if self.ignore_uri_case { uri.matches_ignore_case(req.path) } else { uri.matches(req.path) };
+            if !ok {
+                return false;
+            }
+        }
+        let simple = [(&self.scheme, req.scheme), (&self.method, req.method), (&self.authority, req.authority)];
+        if simple.iter().any(|(m, v)| m.as_ref().is_some_and(|m| !m.matches(v))) {
+            return false;
+        }
+        let values = |name: &HeaderName| req.headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok());
+        if !self.headers.iter().all(|(name, m)| m.matches_any(values(name))) {
+            return false;
+        }
+        if !self.without_headers.iter().all(|(name, m)| m.without(values(name))) {
+            return false;
+        }
+        if !self.query_params.is_empty() {
+            return self.query_params.iter().all(|(name, m)| match first_query_value(req.query, name) {
+                Some(v) => m.matches(&v),
+                None => false,
+            });
+        }
+        true
+    }
+}
+
+/// The first value of a query parameter, percent-decoded (`?key` and `?key=` give `""`).
+pub fn first_query_value<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str>> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values() {
+        assert_eq!(first_query_value(Some("a=1&b=2&a=3"), "a").as_deref(), Some("1"));
+        assert_eq!(first_query_value(Some("flag&x=1"), "flag").as_deref(), Some(""));
+        assert_eq!(first_query_value(Some("flag="), "flag").as_deref(), Some(""));
+        assert_eq!(first_query_value(Some("n=a%20b"), "n").as_deref(), Some("a b"));
+        assert_eq!(first_query_value(Some("n=%zz%4"), "n").as_deref(), Some("%zz%4"));
+        assert_eq!(first_query_value(None, "n"), None);
+        assert_eq!(first_query_value(Some("m=1"), "n"), None);
+    }
+}
