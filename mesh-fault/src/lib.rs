@@ -39,5 +39,5 @@ mod tests;
 
 pub use layer::{Fault, FaultLayer, ResponseFuture};
 pub use policy::{
-    Abort, AbortKind, Delay, FaultPolicy, InvalidFault, Percent, Roll, SeededRoll, ThreadRoll, grpc_code,
+    Abort, AbortKind, Delay, FaultPolicy, InvalidFault, Percent, Roll, SeededRoll, ThreadRoll, grpc_code, grpc_name,
 };

@@ -123,27 +123,7 @@ impl Roll for SeededRoll {
 
 /// The numeric code of a gRPC status name (`UNAVAILABLE` is 14).
 pub fn grpc_code(name: &str) -> Option<u16> {
-    let code = match name {
-        "OK" => 0,
-        "CANCELLED" => 1,
-        "UNKNOWN" => 2,
-        "INVALID_ARGUMENT" => 3,
-        "DEADLINE_EXCEEDED" => 4,
-        "NOT_FOUND" => 5,
-        "ALREADY_EXISTS" => 6,
-        "PERMISSION_DENIED" => 7,
-        "RESOURCE_EXHAUSTED" => 8,
-        "FAILED_PRECONDITION" => 9,
-        "ABORTED" => 10,
-        "OUT_OF_RANGE" => 11,
-        "UNIMPLEMENTED" => 12,
-        "INTERNAL" => 13,
-        "UNAVAILABLE" => 14,
-        "DATA_LOSS" => 15,
-        "UNAUTHENTICATED" => 16,
-        _ => return None,
-    };
-    Some(code)
+    (0..17).find(|c| grpc_name(*c) == Some(name))
 }
 
 impl TryFrom<&HttpFaultInjection> for FaultPolicy {
@@ -192,4 +172,28 @@ impl TryFrom<&HttpFaultInjection> for FaultPolicy {
             .transpose()?;
         Ok(Self { delay, abort })
     }
+}
+
+/// The name of a gRPC status code (14 is `UNAVAILABLE`).
+pub fn grpc_name(code: u16) -> Option<&'static str> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(usize::from(code)).copied()
 }

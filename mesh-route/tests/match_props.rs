@@ -126,7 +126,9 @@ fn regex_pattern() -> impl Strategy<Value = String> {
 fn string_match_strategy(allow_empty_prefix: bool) -> impl Strategy<Value = StringMatch> {
     prop_oneof![
         text().prop_map(StringMatch::Exact),
-        text().prop_filter("empty prefix only for uri", move |p| allow_empty_prefix || !p.is_empty()).prop_map(StringMatch::Prefix),
+        text()
+            .prop_filter("empty prefix only for uri", move |p| allow_empty_prefix || !p.is_empty())
+            .prop_map(StringMatch::Prefix),
         regex_pattern().prop_map(StringMatch::Regex),
     ]
 }
@@ -149,32 +151,40 @@ fn block() -> impl Strategy<Value = HttpMatchRequest> {
         option::of(string_match_strategy(true)),
         any::<bool>(),
         option::of(prop::sample::select(vec!["GET", "POST"]).prop_map(|m| StringMatch::Exact(m.into()))),
-        option::of(prop::sample::select(vec![StringMatch::Exact("reviews".into()), StringMatch::Prefix("reviews:".into())])),
+        option::of(prop::sample::select(vec![
+            StringMatch::Exact("reviews".into()),
+            StringMatch::Prefix("reviews:".into()),
+        ])),
         prop::collection::btree_map(names(), value_match(), 0..2),
         prop::collection::btree_map(names(), value_match(), 0..2),
         prop::collection::btree_map(prop::sample::select(vec!["u".to_string(), "v".to_string()]), value_match(), 0..2),
     )
-        .prop_map(|(uri, ignore_uri_case, method, authority, headers, without_headers, query_params)| HttpMatchRequest {
-            uri,
-            ignore_uri_case,
-            method,
-            authority,
-            headers,
-            without_headers,
-            query_params,
-            ..Default::default()
+        .prop_map(|(uri, ignore_uri_case, method, authority, headers, without_headers, query_params)| {
+            HttpMatchRequest {
+                uri,
+                ignore_uri_case,
+                method,
+                authority,
+                headers,
+                without_headers,
+                query_params,
+                ..Default::default()
+            }
         })
 }
 
 fn request() -> impl Strategy<Value = SimpleRequest> {
-    let query = prop::collection::vec((prop::sample::select(vec!["u", "v", "w"]), option::of("[aAbB]{0,3}")), 0..3).prop_map(|pairs| {
-        pairs.into_iter().map(|(k, v)| match v {
-            Some(v) => format!("{k}={v}"),
-            None => k.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-    });
+    let query = prop::collection::vec((prop::sample::select(vec!["u", "v", "w"]), option::of("[aAbB]{0,3}")), 0..3)
+        .prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
     (
         prop::sample::select(vec!["GET", "POST"]),
         prop::sample::select(vec!["reviews", "reviews:9080", "ratings"]),
@@ -215,7 +225,11 @@ proptest! {
 /// Per-request weighted choice: chi-square over a seeded RNG (df = 2, p = 0.001: 13.82).
 #[test]
 fn weighted_choice_chi_square() {
-    let t = |w| WeightedTarget { target: Target::Missing { name: format!("c{w}").into(), host: "h".into(), subset: None, port: None }, weight: w, headers: HeaderOps::default() };
+    let t = |w| WeightedTarget {
+        target: Target::Missing { name: format!("c{w}").into(), host: "h".into(), subset: None, port: None },
+        weight: w,
+        headers: HeaderOps::default(),
+    };
     let targets = WeightedTargets::new(vec![t(50), t(30), t(20)]);
     for seed in [1u64, 2, 3] {
         let mut rng = StdRng::seed_from_u64(seed);

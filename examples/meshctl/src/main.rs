@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod route;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,11 +34,24 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Explain the routing decision for one request, as a sidecar (or a gateway) would make
+    /// it. Prints one JSON object and exits 0 whenever a decision was made (no route
+    /// included); exits 1 with a message on stderr for invalid config or arguments.
+    ///
+    /// Output: {"virtual_service": "ns/name"|null, "route_index": N|null, "route_name":
+    /// S|null, "action": "route"|"redirect"|"direct_response"|"no_route", "status":
+    /// null|404|301|..., "destinations": [{"host", "subset", "port", "percent"}],
+    /// "timeout_ms": N|null, "retries": {"attempts", "per_try_timeout_ms", "retry_on"}|null,
+    /// "fault": null|{"delay": null|{"ms", "percent"}, "abort": null|{"http_status",
+    /// "grpc_status", "percent"}}}. `percent` is each destination's effective share.
+    #[command(verbatim_doc_comment)]
+    Route(route::RouteArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze { paths, namespace, quiet } => analyze::run(&paths, &namespace, quiet),
+        Command::Route(args) => route::run(&args),
     }
 }

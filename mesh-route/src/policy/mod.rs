@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod cluster;
+pub mod explain;
 pub mod matching;
 pub mod retry;
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! `meshctl route`: explain the routing decision for one request.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use mesh_core::{
+    api::{Kind, Labels, Resource},
+    load::{LoadOptions, load_paths},
+    registry::{Locator, Registry},
+};
+use mesh_route::policy::{ProxyContext, RouteTable, explain::Explanation, matching::RequestInfo};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RouteArgs {
+    /// Config files or directories (repeatable).
+    #[arg(long = "config", required = true, value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The Host header as sent; it may carry a port (`reviews:9080`).
+    #[arg(long)]
+    host: String,
+    /// The destination port (sidecar) or listener port (gateway), when HOST has none.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request path, optionally with a query string.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Request scheme.
+    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
+    scheme: String,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Namespace of resources that do not name one, and of the client by default.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Labels of the client workload (`app=productpage,version=v1`), for sourceLabels.
+    #[arg(long, value_name = "K=V,...")]
+    source_labels: Option<String>,
+    /// Namespace of the client workload (default: --namespace).
+    #[arg(long, value_name = "NS")]
+    source_namespace: Option<String>,
+    /// Decide as the gateway NS/NAME (or NAME in --namespace) instead of a sidecar.
+    #[arg(long, value_name = "NS/NAME")]
+    gateway: Option<String>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("meshctl route: {msg}");
+    ExitCode::from(1)
+}
+
+/// `k=v,k=v` into labels.
+pub(crate) fn parse_labels(s: &str) -> Result<Labels, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(format!("invalid label {kv:?}: use key=value")),
+        })
+        .collect()
+}
+
+pub(crate) fn run(args: &RouteArgs) -> ExitCode {
+    let options = LoadOptions { default_namespace: args.namespace.clone(), ..LoadOptions::default() };
+    let loaded = load_paths(&args.config, &options);
+    if loaded.has_errors() {
+        for d in loaded.errors() {
+            eprintln!("{d}");
+        }
+        return fail("the config has errors");
+    }
+    let snapshot = loaded.into_snapshot();
+    let registry = Registry::build(&snapshot, &Locator::new());
+
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return fail(format!("invalid --header {h:?}: use 'name: value'"));
+        };
+        let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()), HeaderValue::from_str(value.trim()))
+        else {
+            return fail(format!("invalid --header {h:?}"));
+        };
+        headers.append(name, value);
+    }
+    let (ctx, listener_port) = match &args.gateway {
+        Some(gw) => {
+            let (ns, name) = gw.split_once('/').unwrap_or((&args.namespace, gw));
+            let Some(r) = snapshot.get(Kind::Gateway, ns, name) else {
+                return fail(format!("Gateway {ns}/{name} is not in the config"));
+            };
+            let Resource::Gateway(g) = &**r else { unreachable!("indexed by kind") };
+            let first = g.spec.servers.first().and_then(|s| u16::try_from(s.port.number).ok());
+            (ProxyContext::gateway(ns, name), args.port.or(first))
+        }
+        None => {
+            let labels = match args.source_labels.as_deref().map(parse_labels).transpose() {
+                Ok(l) => l.unwrap_or_default(),
+                Err(e) => return fail(e),
+            };
+            let ns = args.source_namespace.as_deref().unwrap_or(&args.namespace);
+            // At a sidecar the port picks the service port when the Host carries none.
+            let has_port = mesh_route::policy::action::split_authority(&args.host).1.is_some();
+            (ProxyContext::sidecar(ns, labels), if has_port { None } else { args.port })
+        }
+    };
+    let table = RouteTable::compile(&snapshot, &registry, &ctx);
+    for w in &table.warnings {
+        eprintln!("warning: {w}");
+    }
+    let (path, query) = match args.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (args.path.as_str(), None),
+    };
+    let req = RequestInfo {
+        method: &args.method,
+        scheme: &args.scheme,
+        authority: &args.host,
+        path,
+        query,
+        headers: &headers,
+    };
+    let explanation = Explanation::of(&table, &req, listener_port);
+    println!("{}", serde_json::to_string(&explanation).expect("plain data serializes"));
+    ExitCode::SUCCESS
+}
