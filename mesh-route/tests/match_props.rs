@@ -50,20 +50,20 @@ fn reference(block: &HttpMatchRequest, req: &SimpleRequest) -> bool {
         Some((p, q)) => (p, Some(q)),
         None => (req.uri.as_str(), None),
     };
-    if let Some(u) = &block.uri {
-        if !string_match(u, path, block.ignore_uri_case) {
-            return false;
-        }
+    if let Some(u) = &block.uri
+        && !string_match(u, path, block.ignore_uri_case)
+    {
+        return false;
     }
-    if let Some(m) = &block.method {
-        if !string_match(m, &req.method, false) {
-            return false;
-        }
+    if let Some(m) = &block.method
+        && !string_match(m, &req.method, false)
+    {
+        return false;
     }
-    if let Some(a) = &block.authority {
-        if !string_match(a, &req.authority, false) {
-            return false;
-        }
+    if let Some(a) = &block.authority
+        && !string_match(a, &req.authority, false)
+    {
+        return false;
     }
     for (name, m) in &block.headers {
         let values = header_values(req, name);
