@@ -34,37 +34,42 @@ pub fn empty() -> BoxBody {
 /// `no healthy upstream`, `RBAC: access denied`...), so layers answer without changing
 /// the body type of the stack they sit in.
 pub trait LocalBody: Sized {
+    /// A body holding `bytes` (a configured direct response).
+    fn from_bytes(bytes: Bytes) -> Self;
+
     /// A body holding `text`.
-    fn from_static(text: &'static str) -> Self;
+    fn from_static(text: &'static str) -> Self {
+        Self::from_bytes(Bytes::from_static(text.as_bytes()))
+    }
 }
 
 impl LocalBody for BoxBody {
-    fn from_static(text: &'static str) -> Self {
-        full(Bytes::from_static(text.as_bytes()))
+    fn from_bytes(bytes: Bytes) -> Self {
+        if bytes.is_empty() { empty() } else { full(bytes) }
     }
 }
 
 impl LocalBody for http_body_util::Full<Bytes> {
-    fn from_static(text: &'static str) -> Self {
-        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
+    fn from_bytes(bytes: Bytes) -> Self {
+        http_body_util::Full::new(bytes)
     }
 }
 
 impl LocalBody for String {
-    fn from_static(text: &'static str) -> Self {
-        text.to_string()
+    fn from_bytes(bytes: Bytes) -> Self {
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 
 impl LocalBody for Bytes {
-    fn from_static(text: &'static str) -> Self {
-        Bytes::from_static(text.as_bytes())
+    fn from_bytes(bytes: Bytes) -> Self {
+        bytes
     }
 }
 
-/// For tests and layers whose callers do not read bodies: the text is dropped.
+/// For tests and layers whose callers do not read bodies: the bytes are dropped.
 impl LocalBody for () {
-    fn from_static(_: &'static str) -> Self {}
+    fn from_bytes(_: Bytes) {}
 }
 
 #[cfg(test)]

@@ -12,4 +12,6 @@
 //! - At sidecars only the oldest VirtualService for a host is used (Istio merges only at
 //!   gateways); the others are reported in `RouteTable::warnings`.
 
+pub mod error;
+pub mod layer;
 pub mod policy;

@@ -36,7 +36,7 @@ pub struct Route {
     /// Timeout over all tries.
     pub timeout: Option<Duration>,
     /// Retries; `None` when disabled.
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<Arc<RetryPolicy>>,
     /// Fault injection.
     pub fault: Option<Arc<FaultPolicy>>,
     /// Shadow traffic.
@@ -227,6 +227,11 @@ impl HeaderOps {
 }
 
 impl HeaderOpsSide {
+    /// Whether there is nothing to do.
+    pub fn is_empty_side(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
     /// Apply: remove, then set, then add.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {

@@ -87,7 +87,7 @@ pub struct VirtualHost {
     /// `namespace/name` of the VirtualService(s), if any.
     pub virtual_service: Option<Arc<str>>,
     /// Routes, first match wins.
-    pub routes: Arc<[Route]>,
+    pub routes: Arc<[Arc<Route>]>,
 }
 
 /// The outcome of routing one request.
@@ -98,7 +98,7 @@ pub enum Decision<'t> {
     /// A virtual host, but no route matched: 404 NR (never a fallback).
     NoRoute(&'t VirtualHost),
     /// A route matched, through this block (`None`: a route without match blocks).
-    Route(&'t VirtualHost, &'t Route, Option<&'t MatchBlock>),
+    Route(&'t VirtualHost, &'t Arc<Route>, Option<&'t MatchBlock>),
 }
 
 /// The compiled routing table of one proxy.
@@ -257,7 +257,7 @@ impl<'a> Compiler<'a> {
         vs: &VirtualServiceSpec,
         vhost_host: &str,
         port: Option<u16>,
-    ) -> Vec<Route> {
+    ) -> Vec<Arc<Route>> {
         let vs_ref: Arc<str> = format!("{}/{}", meta.namespace, meta.name).into();
         let mut out = Vec::new();
         for (i, r) in vs.http.iter().enumerate() {
@@ -276,7 +276,7 @@ impl<'a> Compiler<'a> {
             // After config-time selectors, a block without request conditions matches
             // everything: Istio drops the routes after it.
             let catch_all = route.matches.is_empty() || route.matches.iter().any(MatchBlock::is_catch_all);
-            out.push(route);
+            out.push(Arc::new(route));
             if catch_all && i + 1 < vs.http.len() {
                 self.warnings.push(format!(
                     "VirtualService {vs_ref}: spec.http[{i}] matches every request; the {} route(s) after it are not used",
@@ -365,7 +365,7 @@ impl<'a> Compiler<'a> {
             matches,
             action,
             timeout: r.timeout.map(|d| d.get()),
-            retry: RetryPolicy::for_route(r.retries.as_ref()),
+            retry: RetryPolicy::for_route(r.retries.as_ref()).map(Arc::new),
             fault: r.fault.as_ref().map(FaultPolicy::try_from).transpose()?.map(Arc::new),
             mirrors,
             cors: r.cors_policy.as_ref().map(Cors::compile).transpose()?.map(Arc::new),
@@ -548,7 +548,7 @@ impl<'a> Compiler<'a> {
                             port: Some(p.number),
                             default_port: svc.default_port() == Some(p.number),
                             virtual_service: None,
-                            routes: vec![route].into(),
+                            routes: vec![Arc::new(route)].into(),
                         },
                         host_aliases(&svc.hostname, &svc.namespace, ctx_ns),
                     );
@@ -636,7 +636,7 @@ impl<'a> Compiler<'a> {
 
 /// Routes for one host at a gateway: ordinary routes, catch-alls (moved last), and the
 /// VirtualServices they came from.
-type GatewayHost = (Vec<Route>, Vec<Route>, Vec<String>);
+type GatewayHost = (Vec<Arc<Route>>, Vec<Arc<Route>>, Vec<String>);
 
 /// The names a client can use for a Kubernetes service: the FQDN, `name.ns.svc`, `name.ns`,
 /// and `name` from the same namespace.
@@ -663,7 +663,7 @@ fn default_route(target: Target) -> Route {
             headers: HeaderOps::default(),
         }])),
         timeout: None,
-        retry: Some(RetryPolicy::istio_default()),
+        retry: Some(Arc::new(RetryPolicy::istio_default())),
         fault: None,
         mirrors: Vec::new(),
         cors: None,

@@ -113,7 +113,7 @@ fn without_a_virtual_service_the_whole_service_is_used() {
         "-[-] -> outbound|9080||reviews.default.svc.cluster.local (3 endpoints) 100%"
     );
     let Decision::Route(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
-    assert_eq!(route.retry, Some(retry::RetryPolicy::istio_default()));
+    assert_eq!(route.retry.as_deref(), Some(&retry::RetryPolicy::istio_default()));
     assert_eq!(route.timeout, None);
 }
 

@@ -1,0 +1,422 @@
+//! Endpoint choice within the routed cluster: load balancing, passive outlier ejection and
+//! connection-pool limits. State (outstanding requests, ejections) is kept per cluster name
+//! and endpoint address, so it survives config reloads.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+};
+
+use http::{HeaderValue, Request, Response, Uri, header, uri::Scheme};
+use mesh_core::{BoxError, ext::UpstreamHost, is_caused_by, registry::Endpoint};
+use mesh_fault::{Roll, ThreadRoll};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{ServiceExt, util::Oneshot};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    error::{ConnectFailure, EndpointError, NoCluster, NoHealthyUpstream, Overflow, PerTryTimeout},
+    policy::{
+        action::Target,
+        cluster::{Cluster, HashKey, LbPolicy, OutlierPolicy},
+        matching::first_query_value,
+    },
+};
+
+/// Endpoints already tried for this request (set by the retry layer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TriedHosts(pub Vec<SocketAddr>);
+
+/// The downstream client's address (for `useSourceIp` hashing), set by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Picks an endpoint of the request's [`Target`] cluster and sends the request there.
+#[derive(Clone, Debug)]
+pub struct BalanceLayer {
+    states: Arc<RwLock<HashMap<Arc<str>, Arc<ClusterState>>>>,
+    rng: Arc<dyn Roll>,
+}
+
+impl Default for BalanceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BalanceLayer {
+    /// A balancer with fresh state.
+    pub fn new() -> Self {
+        Self { states: Arc::default(), rng: Arc::new(ThreadRoll) }
+    }
+
+    /// Random source for P2C and RANDOM.
+    #[must_use]
+    pub fn with_rng(mut self, rng: Arc<dyn Roll>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Endpoints of `cluster` currently ejected by outlier detection.
+    pub fn ejected(&self, cluster: &str) -> Vec<SocketAddr> {
+        let states = self.states.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(c) = states.get(cluster) else { return Vec::new() };
+        let now = Instant::now();
+        let eps = c.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<SocketAddr> = eps.iter().filter(|(_, e)| e.is_ejected(now)).map(|(a, _)| *a).collect();
+        out.sort();
+        out
+    }
+
+    fn cluster_state(&self, name: &Arc<str>) -> Arc<ClusterState> {
+        if let Some(s) = self.states.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name) {
+            return s.clone();
+        }
+        self.states.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(name.clone()).or_default().clone()
+    }
+}
+
+impl<S> Layer<S> for BalanceLayer {
+    type Service = Balance<S>;
+    fn layer(&self, inner: S) -> Balance<S> {
+        Balance { inner, layer: self.clone() }
+    }
+}
+
+/// See [`BalanceLayer`].
+#[derive(Clone, Debug)]
+pub struct Balance<S> {
+    inner: S,
+    layer: BalanceLayer,
+}
+
+#[derive(Debug, Default)]
+struct ClusterState {
+    active: AtomicU32,
+    round_robin: AtomicUsize,
+    endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+}
+
+impl ClusterState {
+    fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        if let Some(e) = self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&addr) {
+            return e.clone();
+        }
+        self.endpoints.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(addr).or_default().clone()
+    }
+}
+
+#[derive(Debug, Default)]
+struct EndpointState {
+    outstanding: AtomicU32,
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
+    times_ejected: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl EndpointState {
+    fn is_ejected(&self, now: Instant) -> bool {
+        let mut until = self.ejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl<S, B, ResB> Service<Request<B>> for Balance<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = BalanceFuture<S, Request<B>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The endpoint is chosen in `call`; the request goes to a clone with `oneshot`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let cluster = match req.extensions().get::<Target>() {
+            Some(Target::Cluster(c)) => c.clone(),
+            Some(Target::Missing { name, .. }) => return BalanceFuture::error(NoCluster { cluster: name.to_string() }),
+            None => return BalanceFuture::error(NoCluster { cluster: "(no route target)".into() }),
+        };
+        let state = self.layer.cluster_state(&cluster.name);
+        let pool = &cluster.pool;
+        let active = state.active.load(Ordering::Acquire);
+        let limit = match (pool.max_requests, pool.max_connections) {
+            (Some(r), Some(c)) => Some(r.min(c.saturating_add(pool.max_pending_requests.unwrap_or(u32::MAX - c)))),
+            (Some(r), None) => Some(r),
+            (None, Some(c)) => Some(c.saturating_add(pool.max_pending_requests.unwrap_or(u32::MAX - c))),
+            (None, None) => None,
+        };
+        if limit.is_some_and(|l| active >= l) {
+            return BalanceFuture::error(Overflow { cluster: cluster.name.to_string() });
+        }
+        let tried = req.extensions().get::<TriedHosts>().map(|t| t.0.as_slice()).unwrap_or(&[]);
+        let mut set_cookie = None;
+        let Some(endpoint) = pick(&cluster, &state, &*self.layer.rng, &req, tried, &mut set_cookie) else {
+            return BalanceFuture::error(NoHealthyUpstream { cluster: cluster.name.to_string() });
+        };
+        let address = endpoint.address;
+        // Absolute form toward the endpoint; the Host header keeps the service name.
+        if !req.headers().contains_key(header::HOST)
+            && let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, a);
+        }
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = http::uri::Authority::try_from(address.to_string().as_str()).ok();
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+
+        let ep_state = state.endpoint(address);
+        ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
+        state.active.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight { cluster: cluster.clone(), state, endpoint: ep_state, address, set_cookie };
+        BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
+    }
+}
+
+/// Choose an endpoint: skip ejected ones, prefer untried ones, then apply the algorithm.
+fn pick<'c, B>(
+    cluster: &'c Cluster,
+    state: &ClusterState,
+    rng: &dyn Roll,
+    req: &Request<B>,
+    tried: &[SocketAddr],
+    set_cookie: &mut Option<HeaderValue>,
+) -> Option<&'c Endpoint> {
+    let now = Instant::now();
+    let healthy: Vec<&Endpoint> =
+        cluster.endpoints.iter().filter(|e| !state.endpoint(e.address).is_ejected(now)).collect();
+    if healthy.is_empty() {
+        return None;
+    }
+    let hashing = matches!(cluster.lb, LbPolicy::ConsistentHash(_));
+    let fresh: Vec<&Endpoint> = healthy.iter().copied().filter(|e| !tried.contains(&e.address)).collect();
+    // Retries prefer another host, except under consistent hashing.
+    let candidates = if !hashing && !fresh.is_empty() { fresh } else { healthy };
+    let sample = |n: usize| ((rng.roll() / 100.0) * n as f64) as usize % n;
+    let chosen = match &cluster.lb {
+        LbPolicy::RoundRobin | LbPolicy::Passthrough => {
+            candidates[state.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len()]
+        }
+        LbPolicy::Random => candidates[sample(candidates.len())],
+        LbPolicy::LeastRequest => {
+            if candidates.len() == 1 {
+                candidates[0]
+            } else {
+                // Power of two choices on outstanding requests, weights as tie-breaker.
+                let a = candidates[sample(candidates.len())];
+                let b = candidates[sample(candidates.len())];
+                let load = |e: &Endpoint| state.endpoint(e.address).outstanding.load(Ordering::Acquire);
+                if load(b) < load(a) { b } else { a }
+            }
+        }
+        LbPolicy::ConsistentHash(h) => {
+            let key: Option<u64> = match &h.key {
+                HashKey::Header(name) => req.headers().get(name).map(|v| hash_of(v.as_bytes())),
+                HashKey::QueryParam(name) => first_query_value(req.uri().query(), name).map(|v| hash_of(v.as_ref())),
+                HashKey::SourceIp => req.extensions().get::<ClientAddr>().map(|a| hash_of(a.0.ip())),
+                HashKey::Cookie { name, path, ttl } => match cookie(req, name) {
+                    Some(v) => Some(hash_of(v)),
+                    None => ttl.map(|ttl| {
+                        // Envoy generates the cookie when it is absent and a ttl is set.
+                        let value = format!("{:016x}", hash_of((rng.roll().to_bits(), now.elapsed().as_nanos())));
+                        let mut c = format!("{name}=\"{value}\"; Max-Age={}", ttl.as_secs());
+                        if let Some(p) = path {
+                            c.push_str(&format!("; Path={p}"));
+                        }
+                        *set_cookie = HeaderValue::from_str(&c).ok();
+                        hash_of(value.as_str())
+                    }),
+                },
+            };
+            match key {
+                // Rendezvous hashing: each key goes to the endpoint with the highest
+                // combined hash; adding or removing an endpoint moves about 1/N of keys.
+                Some(k) => *candidates.iter().max_by_key(|e| hash_of((k, e.address))).expect("not empty"),
+                None => candidates[sample(candidates.len())],
+            }
+        }
+    };
+    Some(chosen)
+}
+
+fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
+}
+
+struct InFlight {
+    cluster: Arc<Cluster>,
+    state: Arc<ClusterState>,
+    endpoint: Arc<EndpointState>,
+    address: SocketAddr,
+    set_cookie: Option<HeaderValue>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.state.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a try told outlier detection.
+enum Outcome {
+    Status(u16),
+    LocalFailure,
+}
+
+impl InFlight {
+    fn record(&self, outcome: Outcome) {
+        let Some(policy) = &self.cluster.outlier else { return };
+        let e = &self.endpoint;
+        let (is_5xx, is_gateway, local) = match outcome {
+            Outcome::Status(s) => ((500..600).contains(&s), matches!(s, 502..=504), false),
+            Outcome::LocalFailure => {
+                (!policy.split_local_origin, !policy.split_local_origin, policy.split_local_origin)
+            }
+        };
+        let bump = |c: &AtomicU32, hit: bool| {
+            if hit {
+                c.fetch_add(1, Ordering::AcqRel) + 1
+            } else {
+                c.store(0, Ordering::Release);
+                0
+            }
+        };
+        let n5 = bump(&e.consecutive_5xx, is_5xx);
+        let ngw = bump(&e.consecutive_gateway, is_gateway);
+        let nlocal = if local { e.consecutive_local.fetch_add(1, Ordering::AcqRel) + 1 } else { 0 };
+        if !local && !is_5xx {
+            e.consecutive_local.store(0, Ordering::Release);
+        }
+        let trip = policy.consecutive_5xx.is_some_and(|t| n5 >= t)
+            || policy.consecutive_gateway_errors.is_some_and(|t| ngw >= t)
+            || (policy.split_local_origin && nlocal >= policy.consecutive_local_origin);
+        if trip {
+            self.eject(policy);
+        }
+    }
+
+    fn eject(&self, policy: &OutlierPolicy) {
+        let now = Instant::now();
+        let total = self.cluster.endpoints.len();
+        let ejected =
+            self.cluster.endpoints.iter().filter(|ep| self.state.endpoint(ep.address).is_ejected(now)).count();
+        // At most max_ejection_percent of hosts, but at least one host can always go.
+        let max = ((total as u64 * u64::from(policy.max_ejection_percent)) / 100).max(1) as usize;
+        let e = &self.endpoint;
+        if ejected >= max || e.is_ejected(now) {
+            return;
+        }
+        let times = e.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
+        let duration = (policy.base_ejection_time * times).min(policy.max_ejection_time.max(policy.base_ejection_time));
+        *e.ejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now + duration);
+        for c in [&e.consecutive_5xx, &e.consecutive_gateway, &e.consecutive_local] {
+            c.store(0, Ordering::Release);
+        }
+        tracing::info!(cluster = %self.cluster.name, endpoint = %self.address, ?duration, "outlier ejected");
+    }
+}
+
+pin_project! {
+    /// Response future of [`Balance`].
+    pub struct BalanceFuture<S, Req> where S: Service<Req> {
+        #[pin]
+        state: BalanceState<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = BalanceStateProj]
+    enum BalanceState<S, Req> where S: Service<Req> {
+        Error { error: Option<BoxError> },
+        Call { #[pin] fut: Oneshot<S, Req>, guard: Option<InFlight> },
+    }
+}
+
+impl<S, Req> BalanceFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn error(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { state: BalanceState::Error { error: Some(Box::new(e)) } }
+    }
+}
+
+impl<S, B, ResB> Future for BalanceFuture<S, Request<B>>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            BalanceStateProj::Error { error } => Poll::Ready(Err(error.take().expect("polled after ready"))),
+            BalanceStateProj::Call { fut, guard } => {
+                let result = ready!(fut.poll(cx));
+                let guard = guard.take().expect("polled after ready");
+                Poll::Ready(match result {
+                    Ok(mut rsp) => {
+                        guard.record(Outcome::Status(rsp.status().as_u16()));
+                        rsp.extensions_mut().insert(UpstreamHost(guard.address));
+                        if let Some(c) = guard.set_cookie.clone() {
+                            rsp.headers_mut().append(header::SET_COOKIE, c);
+                        }
+                        Ok(rsp)
+                    }
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        if is_caused_by::<ConnectFailure>(&*e)
+                            || is_caused_by::<PerTryTimeout>(&*e)
+                            || !is_caused_by::<NoHealthyUpstream>(&*e)
+                        {
+                            guard.record(Outcome::LocalFailure);
+                        }
+                        Err(Box::new(EndpointError { address: guard.address, source: e }))
+                    }
+                })
+            }
+        }
+    }
+}

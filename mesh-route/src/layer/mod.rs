@@ -1,0 +1,90 @@
+//! The routing layers, outermost first: [`RescueLayer`] (errors to Envoy's local replies),
+//! [`RouteLayer`] (match, decide, rewrite), the fault layer (`mesh-fault`), [`TimeoutLayer`]
+//! (route timeout), [`RetryLayer`] (retries, per-try timeout, body replay, budget),
+//! [`BalanceLayer`] (endpoint choice, outlier ejection, pool limits), and [`HttpClient`]
+//! (pooled hyper client).
+//!
+//! Per-request policy travels from the router to the layers below it in the request
+//! extensions: the route's `Arc<FaultPolicy>`, [`RouteTimeoutSetting`], `Arc<RetryPolicy>`
+//! and the chosen [`Target`](crate::policy::action::Target).
+
+mod balance;
+mod client;
+mod rescue;
+mod retry;
+mod router;
+mod table;
+mod timeout;
+
+pub use balance::{Balance, BalanceLayer, ClientAddr, TriedHosts};
+pub use client::HttpClient;
+pub use rescue::{Rescue, RescueLayer, local_reply};
+pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
+pub use router::{MirrorSink, Route as RouteService, RouteLayer};
+pub use table::{TableHandle, follow};
+pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
+
+use http::{Request, Response};
+use mesh_core::{BoxBody, BoxError};
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
+
+/// The client-side stack as one type: what a Rust service uses to call other services by
+/// name (`http://ratings:9080/ratings/0`) with routing, fault injection, timeouts, retries
+/// and load balancing, over a pooled hyper client.
+pub type ClientStack<B> = Rescue<RouteService<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
+
+/// Build the [`ClientStack`] over `table`:
+///
+/// ```
+/// use mesh_core::{BoxBody, load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
+/// use mesh_route::{layer::*, policy::{ProxyContext, RouteTable}};
+/// use tower::ServiceBuilder;
+///
+/// # let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config/mesh");
+/// let snapshot = load_paths(&[config], &LoadOptions::default()).into_snapshot();
+/// let me = ProxyContext::sidecar("default", [("app".into(), "reviews".into())].into());
+/// let table = TableHandle::new(RouteTable::compile(&snapshot, &Registry::build(&snapshot, &Locator::new()), &me));
+///
+/// // The same stack `client_stack` builds, layer by layer:
+/// let client: ClientStack<BoxBody> = ServiceBuilder::new()
+///     .layer(RescueLayer::new())
+///     .layer(RouteLayer::new(table.clone()))
+///     .layer(mesh_fault::FaultLayer::per_route())
+///     .layer(TimeoutLayer::new())
+///     .layer(RetryLayer::new())
+///     .layer(BalanceLayer::new())
+///     .service(HttpClient::new());
+/// # let _ = client;
+/// ```
+pub fn client_stack<B>(table: TableHandle) -> ClientStack<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let balance = BalanceLayer::new();
+    let mirror: MirrorSink = BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody>::new()));
+    ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouteLayer::new(table).with_mirror(mirror))
+        .layer(mesh_fault::FaultLayer::per_route())
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .layer(balance)
+        .service(HttpClient::new())
+}
+
+impl BalanceLayer {
+    /// This balancer (sharing its state) over `inner`.
+    pub fn layer_service<S>(&self, inner: S) -> Balance<S> {
+        tower_layer::Layer::layer(self, inner)
+    }
+}
+
+/// A compile-time check that a stack is a service for requests of body `B`.
+pub fn assert_service<S, B>(_: &S)
+where
+    S: tower_service::Service<Request<B>, Response = Response<BoxBody>>,
+{
+}
+#[cfg(test)]
+mod tests;

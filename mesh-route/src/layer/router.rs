@@ -1,0 +1,339 @@
+//! The router: match the request against the current table, answer redirects, direct
+//! responses and CORS preflights itself, and otherwise pick a weighted destination, edit
+//! the request and pass it down with the route's policies in its extensions.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use mesh_core::{BoxBody, BoxError, body::LocalBody, ext::RouteDecision};
+use mesh_fault::{Roll, ThreadRoll};
+use pin_project_lite::pin_project;
+use tower::{
+    ServiceExt,
+    util::{BoxCloneSyncService, Oneshot},
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{table::TableHandle, timeout::RouteTimeoutSetting};
+use crate::{
+    error::RouteNotFound,
+    policy::{
+        Decision,
+        action::{Action, Cors, HeaderOpsSide, Route as RoutePolicy, Target},
+        matching::RequestInfo,
+    },
+};
+
+/// Where mirrored copies go: a stack that takes a request with a [`Target`] in its
+/// extensions (the balancer and client), boxed.
+pub type MirrorSink = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
+
+/// Routes requests with the table in a [`TableHandle`].
+#[derive(Clone, Debug)]
+pub struct RouteLayer {
+    table: TableHandle,
+    rng: Arc<dyn Roll>,
+    listener_port: Option<u16>,
+    default_scheme: &'static str,
+    mirror: Option<MirrorSink>,
+}
+
+impl RouteLayer {
+    /// Route with `table` (a sidecar's: the authority's port picks the service port).
+    pub fn new(table: TableHandle) -> Self {
+        Self { table, rng: Arc::new(ThreadRoll), listener_port: None, default_scheme: "http", mirror: None }
+    }
+
+    /// Route as a gateway listener on `port` (the Host's port is then ignored).
+    #[must_use]
+    pub fn with_listener_port(mut self, port: u16) -> Self {
+        self.listener_port = Some(port);
+        self
+    }
+
+    /// The scheme of requests that do not carry one (`https` behind TLS termination).
+    #[must_use]
+    pub fn with_default_scheme(mut self, scheme: &'static str) -> Self {
+        self.default_scheme = scheme;
+        self
+    }
+
+    /// The random source for weighted choice and mirror percentages.
+    #[must_use]
+    pub fn with_rng(mut self, rng: Arc<dyn Roll>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Send mirrored copies (requests without a body) to `sink`.
+    #[must_use]
+    pub fn with_mirror(mut self, sink: MirrorSink) -> Self {
+        self.mirror = Some(sink);
+        self
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+    fn layer(&self, inner: S) -> Route<S> {
+        Route { inner, layer: self.clone() }
+    }
+}
+
+/// See [`RouteLayer`].
+#[derive(Clone, Debug)]
+pub struct Route<S> {
+    inner: S,
+    layer: RouteLayer,
+}
+
+/// What to do to the response on its way back.
+struct Post {
+    route: Arc<RoutePolicy>,
+    target_headers: Option<HeaderOpsSide>,
+    origin: Option<HeaderMap>,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Route<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    ResB: LocalBody,
+    ReqB: http_body::Body,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = RouteFuture<S, Request<ReqB>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The destination is known only in `call`: the request goes to a clone of the
+        // inner service with `oneshot`, so no readiness is reserved here.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let table = self.layer.table.load();
+        let info = RequestInfo::from_request(&req, self.layer.default_scheme);
+        let (route, block) = match table.route(&info, self.layer.listener_port) {
+            Decision::NoVirtualHost | Decision::NoRoute(_) => {
+                let err = RouteNotFound { authority: info.authority.to_string() };
+                return RouteFuture::ready(Err(Box::new(err)));
+            }
+            Decision::Route(_, route, block) => (route, block),
+        };
+        let matched_prefix = block.and_then(|b| b.uri_prefix.as_deref());
+        let mut decision = RouteDecision {
+            virtual_service: route.virtual_service.clone(),
+            route_index: route.index,
+            route_name: route.name.clone(),
+            ..RouteDecision::default()
+        };
+
+        if let Some(cors) = &route.cors {
+            match cors.preflight(info.method, info.headers) {
+                Some(Ok(headers)) => {
+                    return RouteFuture::ready(Ok(local(StatusCode::OK, Bytes::new(), headers, decision)));
+                }
+                Some(Err(false)) => {
+                    return RouteFuture::ready(Ok(local(StatusCode::OK, Bytes::new(), HeaderMap::new(), decision)));
+                }
+                Some(Err(true)) | None => {}
+            }
+        }
+        let targets = match &route.action {
+            Action::Redirect(r) => {
+                let mut headers = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&r.location(&info, matched_prefix)) {
+                    headers.insert(header::LOCATION, v);
+                }
+                return RouteFuture::ready(Ok(local(r.status, Bytes::new(), headers, decision)));
+            }
+            Action::DirectResponse(d) => {
+                return RouteFuture::ready(Ok(local(d.status, d.body.clone(), HeaderMap::new(), decision)));
+            }
+            Action::Forward(targets) => targets,
+        };
+        let rng = &*self.layer.rng;
+        let Some(picked) = targets.pick(rng.roll() / 100.0) else {
+            let err = RouteNotFound { authority: info.authority.to_string() };
+            return RouteFuture::ready(Err(Box::new(err)));
+        };
+        let (host, subset, port) = picked.target.parts();
+        decision.destination_service = Some(host.into());
+        decision.subset = subset.map(Arc::from);
+        decision.port = port;
+
+        // Rewrites, after matching.
+        let new_path = route.rewrite.as_ref().and_then(|rw| rw.path(info.path, info.query, matched_prefix));
+        let new_authority = route
+            .rewrite
+            .as_ref()
+            .and_then(|rw| rw.authority.clone())
+            .or_else(|| route.headers.authority.clone())
+            .or_else(|| picked.headers.authority.clone());
+        let origin = route.cors.as_ref().and_then(|_| req.headers().get(header::ORIGIN).cloned()).map(|o| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ORIGIN, o);
+            h
+        });
+        if let Some(path) = new_path {
+            let original = req.uri().path().to_string();
+            set_path(req.uri_mut(), &path);
+            if let Ok(v) = HeaderValue::from_str(&original) {
+                req.headers_mut().insert("x-envoy-original-path", v);
+            }
+        }
+        if let Some(authority) = new_authority {
+            set_authority(&mut req, authority);
+        }
+        route.headers.request.apply(req.headers_mut());
+        picked.headers.request.apply(req.headers_mut());
+
+        if let Some(sink) = &self.layer.mirror {
+            for m in &route.mirrors {
+                if m.percent >= 100.0 || (m.percent > 0.0 && rng.roll() < m.percent) {
+                    mirror(sink, &req, &m.target);
+                }
+            }
+        }
+
+        let ext = req.extensions_mut();
+        if let Some(f) = &route.fault {
+            ext.insert(f.clone());
+        }
+        if let Some(t) = route.timeout {
+            ext.insert(RouteTimeoutSetting(t));
+        }
+        if let Some(r) = &route.retry {
+            ext.insert(r.clone());
+        }
+        ext.insert(picked.target.clone());
+        ext.insert(decision.clone());
+
+        let target_headers = (!picked.headers.response.is_empty_side()).then(|| picked.headers.response.clone());
+        let post = Post { route: route.clone(), target_headers, origin };
+        RouteFuture {
+            state: State::Forward { fut: self.inner.clone().oneshot(req), post: Some(post), decision: Some(decision) },
+        }
+    }
+}
+
+fn local<B: LocalBody>(status: StatusCode, body: Bytes, headers: HeaderMap, decision: RouteDecision) -> Response<B> {
+    let mut rsp = Response::new(B::from_bytes(body));
+    *rsp.status_mut() = status;
+    *rsp.headers_mut() = headers;
+    rsp.extensions_mut().insert(decision);
+    rsp
+}
+
+fn set_path(uri: &mut Uri, path_and_query: &str) {
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = PathAndQuery::try_from(path_and_query).ok().or(parts.path_and_query);
+    *uri = Uri::from_parts(parts).unwrap_or_default();
+}
+
+fn set_authority<B>(req: &mut Request<B>, authority: HeaderValue) {
+    if req.uri().authority().is_some()
+        && let Ok(a) = http::uri::Authority::try_from(authority.as_bytes())
+    {
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.authority = Some(a);
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    }
+    req.headers_mut().insert(header::HOST, authority);
+}
+
+/// Fire and forget a copy, with `-shadow` appended to the host (Envoy's behaviour).
+fn mirror<B>(sink: &MirrorSink, req: &Request<B>, target: &Target)
+where
+    B: http_body::Body,
+{
+    if req.body().size_hint().exact() != Some(0) {
+        tracing::debug!(target = target.name(), "request has a body; not mirrored");
+        return;
+    }
+    let mut copy = Request::new(mesh_core::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    if let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+        let (h, port) = crate::policy::action::split_authority(host);
+        let shadow = match port {
+            Some(p) => format!("{h}-shadow:{p}"),
+            None => format!("{h}-shadow"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            copy.headers_mut().insert(header::HOST, v);
+        }
+    }
+    copy.extensions_mut().insert(target.clone());
+    // Boxed here, outside the spawned block, so its `Send` proof sees concrete lifetimes.
+    let fut: Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>> =
+        Box::pin(sink.clone().oneshot(copy));
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::debug!(error = %e, "mirrored request failed");
+        }
+    });
+}
+
+pin_project! {
+    /// Response future of [`Route`].
+    pub struct RouteFuture<S, Req> where S: Service<Req> {
+        #[pin]
+        state: State<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req> where S: Service<Req> {
+        Ready { result: Option<Result<S::Response, BoxError>> },
+        Forward { #[pin] fut: Oneshot<S, Req>, post: Option<Post>, decision: Option<RouteDecision> },
+    }
+}
+
+impl<S, Req> RouteFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn ready(result: Result<S::Response, BoxError>) -> Self {
+        Self { state: State::Ready { result: Some(result) } }
+    }
+}
+
+impl<S, ReqB, ResB> Future for RouteFuture<S, Request<ReqB>>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Ready { result } => Poll::Ready(result.take().expect("polled after ready")),
+            StateProj::Forward { fut, post, decision } => {
+                let mut rsp = ready!(fut.poll(cx)).map_err(Into::into)?;
+                let post = post.take().expect("polled after ready");
+                post.route.headers.response.apply(rsp.headers_mut());
+                if let Some(h) = &post.target_headers {
+                    h.apply(rsp.headers_mut());
+                }
+                if let (Some(cors), Some(origin)) = (&post.route.cors, &post.origin) {
+                    Cors::response_headers(cors, origin, rsp.headers_mut());
+                }
+                if let Some(d) = decision.take() {
+                    rsp.extensions_mut().insert(d);
+                }
+                Poll::Ready(Ok(rsp))
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Layer behaviour with mocks and paused time.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use mesh_core::{
+    BoxBody, BoxError,
+    ext::{ResponseFlags, UpstreamHost},
+    load::{LoadOptions, load_str},
+    registry::{Locator, Registry},
+};
+use mesh_fault::SeededRoll;
+use tokio_test::{assert_pending, assert_ready_ok, task};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_test::mock;
+
+use super::*;
+use crate::{
+    error::{NoCluster, NoHealthyUpstream, Overflow, RouteNotFound, RouteTimeout},
+    policy::{ProxyContext, RouteTable, action::Target, retry::RetryPolicy},
+};
+
+fn flags<B>(rsp: &Response<B>) -> String {
+    rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string()
+}
+
+async fn text(rsp: Response<BoxBody>) -> String {
+    String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+fn retry_policy(yaml_retries: &str) -> Arc<RetryPolicy> {
+    let r: mesh_core::api::HttpRetry = serde_json::from_str(yaml_retries).unwrap();
+    Arc::new(RetryPolicy::for_route(Some(&r)).unwrap())
+}
+
+fn request_with<T: Clone + Send + Sync + 'static>(ext: T) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(Bytes::new()));
+    req.extensions_mut().insert(ext);
+    req
+}
+
+// === timeout ===
+
+#[tokio::test(start_paused = true)]
+async fn route_timeout_fires_and_is_504_ut() {
+    let (svc, mut handle) = mock::pair::<Request<()>, Response<BoxBody>>();
+    let mut svc = RescueLayer::new().layer(TimeoutLayer::new().layer(svc));
+    handle.allow(1);
+    let mut req = Request::new(());
+    req.extensions_mut().insert(RouteTimeoutSetting(Duration::from_millis(500)));
+    let mut fut = task::spawn(svc.ready().await.unwrap().call(req));
+    assert_pending!(fut.poll());
+    let (_r, _send) = handle.next_request().await.unwrap(); // the upstream never answers
+    tokio::time::advance(Duration::from_millis(499)).await;
+    assert_pending!(fut.poll());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let rsp = assert_ready_ok!(fut.poll());
+    assert_eq!(rsp.status(), 504);
+    assert_eq!(flags(&rsp), "UT");
+    assert_eq!(text(rsp).await, "upstream request timeout");
+}
+
+#[tokio::test]
+async fn no_timeout_by_default_and_backpressure_is_kept() {
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<()>, _>(TimeoutLayer::new());
+    handle.allow(0);
+    assert_pending!(svc.poll_ready());
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    let fut = svc.call(Request::new(()));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new(()));
+    fut.await.unwrap();
+}
+
+// === retry ===
+
+/// An upstream answering the given statuses in order, counting calls.
+fn scripted(
+    statuses: &'static [u16],
+    calls: Arc<AtomicUsize>,
+) -> impl Service<Request<RetryBody<Full<Bytes>>>, Response = Response<()>, Error = Infallible, Future = impl Send>
++ Clone
++ Send
++ 'static {
+    service_fn(move |req: Request<RetryBody<Full<Bytes>>>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        let calls = calls.clone();
+        async move {
+            // The replayed body arrives whole on every try.
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty() || body == "payload", "{body:?}");
+            let _ = calls;
+            let mut rsp = Response::new(());
+            *rsp.status_mut() = StatusCode::from_u16(statuses[n.min(statuses.len() - 1)]).unwrap();
+            Ok(rsp)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_on_5xx_then_succeeds() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = RetryLayer::new().with_rng(Arc::new(SeededRoll::new(1))).layer(scripted(&[503, 503, 200], calls.clone()));
+    let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
+    *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
+    let rsp = svc.oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(flags(&rsp), "-");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_policy_does_not_retry_503_and_exhaustion_sets_urx() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = RetryLayer::new().layer(scripted(&[503], calls.clone()));
+    let rsp = svc.clone().oneshot(request_with(Arc::new(RetryPolicy::istio_default()))).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 1));
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = RetryLayer::new().layer(scripted(&[503], calls.clone()));
+    let rsp = svc.oneshot(request_with(retry_policy(r#"{"attempts": 2, "retryOn": "gateway-error"}"#))).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 3));
+    assert_eq!(flags(&rsp), "URX");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_over_the_cap_are_not_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = RetryLayer::new().with_max_replay_bytes(4).layer(scripted(&[503, 200], calls.clone()));
+    let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
+    *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
+    let rsp = svc.oneshot(req).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_is_retried_under_5xx_only() {
+    // The first try hangs; the second answers.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let upstream = service_fn(move |_: Request<RetryBody<Full<Bytes>>>| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok::<_, Infallible>(Response::new(()))
+        }
+    });
+    let svc = RetryLayer::new().layer(upstream.clone());
+    let rsp = svc
+        .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "5xx"}"#)))
+        .await
+        .unwrap();
+    assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (200, 2));
+
+    calls.store(0, Ordering::SeqCst);
+    let svc = RescueLayer::new().layer(RetryLayer::new().layer(upstream));
+    let rsp: Response<BoxBody> = svc
+        .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "connect-failure"}"#)))
+        .await
+        .map(|r| r.map(|()| mesh_core::body::empty()))
+        .unwrap();
+    assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (504, 1));
+    assert_eq!(flags(&rsp), "UT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_concurrent_retries() {
+    // Budget: 0 % of active requests, at least 1 retry at a time.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let upstream = service_fn(move |_: Request<RetryBody<Full<Bytes>>>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let svc = RetryLayer::new().with_budget(0, 1).layer(upstream);
+    let policy = retry_policy(r#"{"attempts": 1, "retryOn": "503"}"#);
+    let handles: Vec<_> = (0..4).map(|_| tokio::spawn(svc.clone().oneshot(request_with(policy.clone())))).collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap().unwrap().status(), 503);
+    }
+    // Four first tries fail together; the budget (at least 1 retry at a time, 0 % of
+    // active requests) lets one of them retry; the others answer with their 503.
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+// === router, balance, rescue: over a compiled table ===
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 1}}}
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}, {name: v3, labels: {version: v3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, authority: reviews.example.com}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /v3}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{uri: {prefix: /nope}}]
+    route: [{destination: {host: reviews, subset: nope}}]
+  - match: [{uri: {prefix: /api}}]
+    rewrite: {uri: /v2/api}
+    headers:
+      request: {set: {x-route: api}, remove: [x-drop]}
+      response: {add: {x-served-by: mesh}}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+"#;
+
+fn table() -> TableHandle {
+    let loaded = load_str("c.yaml", CONFIG, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let locator = Locator::new().with("default", "reviews-v1", "127.0.0.1:1".parse().unwrap()).with(
+        "default",
+        "reviews-v2",
+        "127.0.0.2:2".parse().unwrap(),
+    );
+    TableHandle::new(RouteTable::compile(
+        &s,
+        &Registry::build(&s, &locator),
+        &ProxyContext::sidecar("default", Default::default()),
+    ))
+}
+
+/// The stack above the client, with an echoing upstream that reports where it was sent.
+fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = Infallible> + Clone {
+    let upstream = service_fn(|req: Request<RetryBody<Full<Bytes>>>| async move {
+        let text = format!(
+            "{} {} host={} x-route={} x-drop={}",
+            req.uri(),
+            req.uri().path(),
+            req.headers().get("host").map_or("-", |h| h.to_str().unwrap()),
+            req.headers().get("x-route").map_or("-", |h| h.to_str().unwrap()),
+            req.headers().get("x-drop").map_or("-", |h| h.to_str().unwrap()),
+        );
+        Ok::<_, BoxError>(Response::new(mesh_core::body::full(text)))
+    });
+    tower::ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouteLayer::new(table()))
+        .layer(mesh_fault::FaultLayer::per_route())
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .layer(BalanceLayer::new())
+        .service(upstream)
+}
+
+fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::builder().uri(uri).header("host", "reviews:9080").body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn router_answers_and_forwards() {
+    let svc = stack();
+    assert_service::<_, Full<Bytes>>(&svc);
+
+    let rsp = svc.clone().oneshot(get("/old/x?q=1")).await.unwrap();
+    assert_eq!(rsp.status(), 301);
+    assert_eq!(rsp.headers()["location"], "http://reviews.example.com/new?q=1");
+
+    let rsp = svc.clone().oneshot(get("/teapot")).await.unwrap();
+    assert_eq!(rsp.status(), 418);
+    assert_eq!(text(rsp).await, "short and stout");
+
+    let mut req = get("/api/items?x=1");
+    req.headers_mut().insert("x-drop", "secret".parse().unwrap());
+    let rsp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["x-served-by"], "mesh");
+    assert_eq!(rsp.extensions().get::<UpstreamHost>().unwrap().0.to_string(), "127.0.0.2:2");
+    let decision = rsp.extensions().get::<mesh_core::ext::RouteDecision>().unwrap().clone();
+    assert_eq!(
+        (decision.virtual_service.as_deref(), decision.route_index, decision.subset.as_deref()),
+        (Some("default/reviews"), Some(4), Some("v2"))
+    );
+    assert_eq!(
+        text(rsp).await,
+        "http://127.0.0.2:2/v2/api/items?x=1 /v2/api/items host=reviews:9080 x-route=api x-drop=-"
+    );
+}
+
+#[tokio::test]
+async fn local_replies_for_failures() {
+    let svc = stack();
+    // No route matched on a host with a VirtualService.
+    let rsp = svc.clone().oneshot(get("/")).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), flags(&rsp)), (404, "NR".to_string()));
+    // Unknown host.
+    let mut req = get("/");
+    req.headers_mut().insert("host", "nowhere".parse().unwrap());
+    let rsp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), flags(&rsp)), (404, "NR".to_string()));
+    // Subset defined, no pods: 503 UH.
+    let rsp = svc.clone().oneshot(get("/v3")).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), flags(&rsp)), (503, "UH".to_string()));
+    assert_eq!(text(rsp).await, "no healthy upstream");
+    // Subset not defined: 503 NC.
+    let rsp = svc.clone().oneshot(get("/nope")).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), flags(&rsp)), (503, "NC".to_string()));
+}
+
+#[tokio::test]
+async fn rescue_maps_every_error() {
+    let cases: Vec<(BoxError, u16, &str, &str)> = vec![
+        (Box::new(RouteNotFound { authority: "a".into() }), 404, "NR", ""),
+        (Box::new(NoCluster { cluster: "c".into() }), 503, "NC", ""),
+        (Box::new(NoHealthyUpstream { cluster: "c".into() }), 503, "UH", "no healthy upstream"),
+        (
+            Box::new(Overflow { cluster: "c".into() }),
+            503,
+            "UO",
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+        ),
+        (Box::new(RouteTimeout), 504, "UT", "upstream request timeout"),
+    ];
+    for (err, status, flag, body) in cases {
+        let rsp: Response<BoxBody> = local_reply(&*err, false);
+        assert_eq!((rsp.status().as_u16(), flags(&rsp)), (status, flag.to_string()));
+        if flag == "UO" {
+            assert_eq!(rsp.headers()["x-envoy-overloaded"], "true");
+        }
+        assert_eq!(text(rsp).await, body);
+        let grpc: Response<BoxBody> = local_reply(&*err, true);
+        assert_eq!(grpc.status(), 200);
+        assert_eq!(grpc.headers()["grpc-status"], if status == 404 { "12" } else { "14" });
+    }
+}
+
+#[tokio::test]
+async fn connection_pool_overflow_is_503_uo() {
+    let (inner, mut handle) = mock::pair::<Request<Full<Bytes>>, Response<BoxBody>>();
+    let mut svc = RescueLayer::new().layer(RouteLayer::new(table()).layer(BalanceLayer::new().layer(inner)));
+    handle.allow(2);
+    let mut first = task::spawn(svc.ready().await.unwrap().call(get("/api")));
+    assert_pending!(first.poll());
+    // http2MaxRequests: 1, and one request is active.
+    let rsp = svc.ready().await.unwrap().call(get("/api")).await.unwrap();
+    assert_eq!((rsp.status().as_u16(), flags(&rsp)), (503, "UO".to_string()));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_response(Response::new(mesh_core::body::empty()));
+    assert_eq!(assert_ready_ok!(first.poll()).status(), 200);
+}
+
+#[tokio::test]
+async fn target_missing_from_extensions_is_nc() {
+    let svc = BalanceLayer::new().layer(service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) }));
+    let err = svc.oneshot(Request::new(())).await.unwrap_err();
+    assert!(mesh_core::is_caused_by::<NoCluster>(&*err));
+    let missing =
+        Target::Missing { name: "outbound|9080|x|h".into(), host: "h".into(), subset: None, port: Some(9080) };
+    let svc = BalanceLayer::new().layer(service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) }));
+    let mut req = Request::new(());
+    req.extensions_mut().insert(missing);
+    assert!(mesh_core::is_caused_by::<NoCluster>(&*svc.oneshot(req).await.unwrap_err()));
+}
