@@ -1,0 +1,297 @@
+//! The client stack against real hyper servers on loopback.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use mesh_core::{
+    BoxBody,
+    ext::ResponseFlags,
+    load::{LoadOptions, load_str},
+    registry::{Locator, Registry},
+};
+use mesh_fault::{FaultLayer, SeededRoll};
+use mesh_route::{
+    layer::*,
+    policy::{ProxyContext, RouteTable},
+};
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// An upstream that answers `name` (and counts requests); `fail_every` > 0 makes every
+/// n-th request a 503.
+async fn upstream(name: &'static str, status: u16, fail_every: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        let user = req.headers().get("end-user").map_or("-", |v| v.to_str().unwrap()).to_string();
+                        let mut rsp =
+                            Response::new(Full::new(Bytes::from(format!("{name} {} {user}", req.uri().path()))));
+                        let failing = fail_every > 0 && n % fail_every != 0;
+                        *rsp.status_mut() = StatusCode::from_u16(if failing { 503 } else { status }).unwrap();
+                        Ok::<_, Infallible>(rsp)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1}
+spec:
+  selector: {matchLabels: {app: ratings, version: v1}}
+  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1-bad}
+spec:
+  selector: {matchLabels: {app: ratings, version: v1, build: bad}}
+  template: {metadata: {labels: {app: ratings, version: v1, build: bad}}, spec: {containers: [{name: r}]}}
+"#;
+
+fn table(config: &str, locator: &Locator) -> TableHandle {
+    let loaded = load_str("c.yaml", &format!("{MANIFEST}\n---\n{config}"), &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let ctx = ProxyContext::sidecar("default", [("app".to_string(), "productpage".to_string())].into());
+    TableHandle::new(RouteTable::compile(&s, &Registry::build(&s, locator), &ctx))
+}
+
+fn get(url: &str, user: Option<&str>) -> Request<BoxBody> {
+    let mut b = Request::builder().uri(url);
+    if let Some(u) = user {
+        b = b.header("end-user", u);
+    }
+    b.body(mesh_core::body::empty()).unwrap()
+}
+
+async fn send<S>(svc: &S, req: Request<BoxBody>) -> (u16, String, String)
+where
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible> + Clone,
+{
+    let rsp = svc.clone().oneshot(req).await.unwrap();
+    let flags = rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string();
+    let status = rsp.status().as_u16();
+    let body = String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, body, flags)
+}
+
+/// The client stack, with seeded randomness.
+fn seeded_stack(table: TableHandle, seed: u64) -> ClientStack<BoxBody> {
+    ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouteLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
+        .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
+        .service(HttpClient::new())
+}
+
+const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_by_end_user_header() {
+    let (v1, _) = upstream("reviews-v1", 200, 0).await;
+    let (v2, _) = upstream("reviews-v2", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", v1).with("default", "reviews-v2", v2);
+    let vs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bookinfo/config/tutorial/networking/virtual-service-reviews-test-v2.yaml"
+    ))
+    .unwrap();
+    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    for _ in 0..3 {
+        assert_eq!(
+            send(&client, get("http://reviews:9080/reviews/0", Some("jason"))).await,
+            (200, "reviews-v2 /reviews/0 jason".into(), "-".into())
+        );
+        assert_eq!(
+            send(&client, get("http://reviews:9080/reviews/0", None)).await,
+            (200, "reviews-v1 /reviews/0 -".into(), "-".into())
+        );
+    }
+    // Origin form with a Host header routes the same way.
+    let req = Request::builder()
+        .uri("/reviews/1")
+        .header("host", "reviews.default.svc.cluster.local:9080")
+        .header("end-user", "jason")
+        .body(mesh_core::body::empty())
+        .unwrap();
+    assert_eq!(send(&client, req).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eighty_twenty_split() {
+    let (v1, hits1) = upstream("reviews-v1", 200, 0).await;
+    let (v2, hits2) = upstream("reviews-v2", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", v1).with("default", "reviews-v2", v2);
+    let vs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bookinfo/config/tutorial/networking/virtual-service-reviews-80-20.yaml"
+    ))
+    .unwrap();
+    let client = seeded_stack(table(&format!("{DR}---\n{vs}"), &locator), 7);
+    let n = 1000;
+    for _ in 0..n {
+        assert_eq!(send(&client, get("http://reviews:9080/", None)).await.0, 200);
+    }
+    let (a, b) = (hits1.load(Ordering::SeqCst), hits2.load(Ordering::SeqCst));
+    assert_eq!(a + b, n);
+    // Binomial(1000, 0.8): sd ~ 12.6; four sd either way.
+    assert!((750..=850).contains(&a), "v1 got {a} of {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_over_a_flaky_upstream() {
+    // Every second request to the upstream fails with 503.
+    let (v1, hits) = upstream("reviews-v1", 200, 2).await;
+    let locator = Locator::new().with("default", "reviews-v1", v1);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 3, retryOn: 5xx}\n";
+    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    for _ in 0..10 {
+        assert_eq!(send(&client, get("http://reviews:9080/", None)).await.0, 200);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 20, "each request needed one retry");
+
+    // Istio's default policy does not retry 503.
+    let (v1, _) = upstream("reviews-v1", 200, 2).await;
+    let locator = Locator::new().with("default", "reviews-v1", v1);
+    let client = client_stack(table("", &locator));
+    let statuses: Vec<u16> = futures(&client, 4).await;
+    assert_eq!(statuses, [503, 200, 503, 200]);
+}
+
+async fn futures(client: &ClientStack<BoxBody>, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(send(client, get("http://reviews:9080/", None)).await.0);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint() {
+    let (good, good_hits) = upstream("ratings-good", 200, 0).await;
+    let (bad, bad_hits) = upstream("ratings-bad", 500, 0).await;
+    let locator = Locator::new().with("default", "ratings-v1", good).with("default", "ratings-v1-bad", bad);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n";
+    let balance = BalanceLayer::new();
+    let client: ClientStack<BoxBody> = ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouteLayer::new(table(dr, &locator)))
+        .layer(FaultLayer::per_route())
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .layer(balance.clone())
+        .service(HttpClient::new());
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        codes.push(send(&client, get("http://ratings:9080/ratings/0", None)).await.0);
+    }
+    // Round robin sends two requests to the bad host (500, 500), then it is ejected.
+    assert_eq!(bad_hits.load(Ordering::SeqCst), 2);
+    assert_eq!(good_hits.load(Ordering::SeqCst), 18);
+    assert_eq!(codes.iter().filter(|c| **c == 500).count(), 2);
+    assert_eq!(balance.ejected("outbound|9080||ratings.default.svc.cluster.local"), [bad]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_500_for_jason_never_reaches_ratings() {
+    let (r1, hits) = upstream("ratings-v1", 200, 0).await;
+    let locator = Locator::new().with("default", "ratings-v1", r1);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let vs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bookinfo/config/tutorial/networking/virtual-service-ratings-test-abort.yaml"
+    ))
+    .unwrap();
+    let client = client_stack(table(&format!("{dr}---\n{vs}"), &locator));
+    assert_eq!(
+        send(&client, get("http://ratings:9080/ratings/0", Some("jason"))).await,
+        (500, "fault filter abort".into(), "FI".into())
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert_eq!(send(&client, get("http://ratings:9080/ratings/0", Some("bob"))).await.0, 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "only the request that was not aborted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn seven_second_delay_with_paused_time() {
+    let (r1, hits) = upstream("ratings-v1", 200, 0).await;
+    let locator = Locator::new().with("default", "ratings-v1", r1);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    let vs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/bookinfo/config/tutorial/networking/virtual-service-ratings-test-delay.yaml"
+    ))
+    .unwrap();
+    let client = client_stack(table(&format!("{dr}---\n{vs}"), &locator));
+    let start = tokio::time::Instant::now();
+    let (status, body, flags) = send(&client, get("http://ratings:9080/ratings/0", Some("jason"))).await;
+    assert_eq!((status, body.as_str(), flags.as_str()), (200, "ratings-v1 /ratings/0 jason", "DI"));
+    assert!(start.elapsed() >= Duration::from_secs(7), "{:?}", start.elapsed());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_503_uf_after_retries() {
+    // A port nothing listens on.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let locator = Locator::new().with("default", "reviews-v1", dead);
+    let client = client_stack(table("", &locator));
+    let (status, body, flags) = send(&client, get("http://reviews:9080/", None)).await;
+    assert_eq!(status, 503);
+    assert_eq!(flags, "UF,URX");
+    assert!(body.starts_with("upstream connect error or disconnect/reset before headers"), "{body}");
+}
