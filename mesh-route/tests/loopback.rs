@@ -47,7 +47,7 @@ async fn upstream(name: &'static str, status: u16, fail_every: usize) -> (Socket
                         let user = req.headers().get("end-user").map_or("-", |v| v.to_str().unwrap()).to_string();
                         let mut rsp =
                             Response::new(Full::new(Bytes::from(format!("{name} {} {user}", req.uri().path()))));
-                        let failing = fail_every > 0 && n % fail_every != 0;
+                        let failing = fail_every > 0 && !n.is_multiple_of(fail_every);
                         *rsp.status_mut() = StatusCode::from_u16(if failing { 503 } else { status }).unwrap();
                         Ok::<_, Infallible>(rsp)
                     }
