@@ -3,13 +3,64 @@
 //! Layers keep their concrete body types; the sidecar and embedders erase them once, at the
 //! boundary between stacks, with [`boxed`].
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::BoxError;
 
 /// A type-erased HTTP body: `Bytes` frames, boxed errors; `Send`, not `Sync`.
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+///
+/// A newtype rather than an alias of `UnsyncBoxBody<Bytes, BoxError>`: a trait object in a
+/// type parameter (`Request<UnsyncBoxBody<_, Box<dyn Error>>>`) trips rustc's auto-trait
+/// checks of spawned futures ("implementation of `Service` is not general enough"); the
+/// newtype keeps the trait object out of every signature.
+pub struct BoxBody(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>>);
+
+impl BoxBody {
+    /// Erase a body's type.
+    pub fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self(Box::pin(body.map_err(Into::into)))
+    }
+}
+
+impl http_body::Body for BoxBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.get_mut().0.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+impl Default for BoxBody {
+    fn default() -> Self {
+        empty()
+    }
+}
+
+impl std::fmt::Debug for BoxBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxBody").finish_non_exhaustive()
+    }
+}
 
 /// Erase a body's type.
 pub fn boxed<B>(body: B) -> BoxBody
@@ -17,7 +68,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    BoxBody::new(body)
 }
 
 /// A body with the given bytes (local replies such as `no healthy upstream`).

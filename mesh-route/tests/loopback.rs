@@ -27,7 +27,7 @@ use mesh_route::{
     policy::{ProxyContext, RouteTable},
 };
 use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 
 /// An upstream that answers `name` (and counts requests); `fail_every` > 0 makes every
 /// n-th request a 503.
@@ -115,10 +115,7 @@ fn get(url: &str, user: Option<&str>) -> Request<BoxBody> {
     b.body(mesh_core::body::empty()).unwrap()
 }
 
-async fn send<S>(svc: &S, req: Request<BoxBody>) -> (u16, String, String)
-where
-    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible> + Clone,
-{
+async fn send(svc: &MeshClient, req: Request<BoxBody>) -> (u16, String, String) {
     let rsp = svc.clone().oneshot(req).await.unwrap();
     let flags = rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string();
     let status = rsp.status().as_u16();
@@ -127,15 +124,17 @@ where
 }
 
 /// The client stack, with seeded randomness.
-fn seeded_stack(table: TableHandle, seed: u64) -> ClientStack<BoxBody> {
-    ServiceBuilder::new()
-        .layer(RescueLayer::new())
-        .layer(RouteLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
-        .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
-        .layer(TimeoutLayer::new())
-        .layer(RetryLayer::new())
-        .layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
-        .service(HttpClient::new())
+fn seeded_stack(table: TableHandle, seed: u64) -> MeshClient {
+    MeshClient::new(
+        ServiceBuilder::new()
+            .layer(RescueLayer::new())
+            .layer(RouteLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
+            .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
+            .layer(TimeoutLayer::new())
+            .layer(RetryLayer::new())
+            .layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
+            .service(HttpClient::new()),
+    )
 }
 
 const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n";
@@ -212,7 +211,7 @@ async fn retry_over_a_flaky_upstream() {
     assert_eq!(statuses, [503, 200, 503, 200]);
 }
 
-async fn futures(client: &ClientStack<BoxBody>, n: usize) -> Vec<u16> {
+async fn futures(client: &MeshClient, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(send(client, get("http://reviews:9080/", None)).await.0);
@@ -227,14 +226,16 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
     let locator = Locator::new().with("default", "ratings-v1", good).with("default", "ratings-v1-bad", bad);
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n";
     let balance = BalanceLayer::new();
-    let client: ClientStack<BoxBody> = ServiceBuilder::new()
-        .layer(RescueLayer::new())
-        .layer(RouteLayer::new(table(dr, &locator)))
-        .layer(FaultLayer::per_route())
-        .layer(TimeoutLayer::new())
-        .layer(RetryLayer::new())
-        .layer(balance.clone())
-        .service(HttpClient::new());
+    let client = MeshClient::new(
+        ServiceBuilder::new()
+            .layer(RescueLayer::new())
+            .layer(RouteLayer::new(table(dr, &locator)))
+            .layer(FaultLayer::per_route())
+            .layer(TimeoutLayer::new())
+            .layer(RetryLayer::new())
+            .layer(balance.clone())
+            .service(HttpClient::new()),
+    );
     let mut codes = Vec::new();
     for _ in 0..20 {
         codes.push(send(&client, get("http://ratings:9080/ratings/0", None)).await.0);
@@ -294,4 +295,165 @@ async fn connect_failure_is_503_uf_after_retries() {
     assert_eq!(status, 503);
     assert_eq!(flags, "UF,URX");
     assert!(body.starts_with("upstream connect error or disconnect/reset before headers"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_snapshot_applies_to_new_requests_without_dropping_in_flight_ones() {
+    // A slow v1 (holds its request until told), a fast v2.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = listener.local_addr().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let svc = service_fn(move |_req: Request<Incoming>| {
+            let r = r.clone();
+            async move {
+                r.notified().await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow v1"))))
+            }
+        });
+        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+    });
+    let (v2, _) = upstream("reviews-v2", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", slow).with("default", "reviews-v2", v2);
+    let snapshot = |subset: &str| {
+        let vs = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n"
+        );
+        let loaded = load_str("c.yaml", &format!("{MANIFEST}\n---\n{DR}---\n{vs}"), &LoadOptions::default());
+        Arc::new(loaded.into_snapshot())
+    };
+    let (tx, rx) = tokio::sync::watch::channel(snapshot("v1"));
+    let ctx = ProxyContext::sidecar("default", Default::default());
+    let handle = follow(rx, locator, ctx);
+    let client = client_stack(handle.clone());
+
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { send(&client, get("http://reviews:9080/", None)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = handle.load();
+    tx.send(snapshot("v2")).unwrap();
+    // The follower task compiles the new table and swaps it in.
+    for _ in 0..500 {
+        if !Arc::ptr_eq(&before, &handle.load()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(send(&client, get("http://reviews:9080/", None)).await.1, "reviews-v2 / -");
+    release.notify_one();
+    assert_eq!(in_flight.await.unwrap(), (200, "slow v1".into(), "-".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_sends_a_shadow_copy() {
+    let (v1, _) = upstream("reviews-v1", 200, 0).await;
+    // The mirror target answers slowly and with an error: the client never sees it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shadow_addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let seen = seen_tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let _ = seen.send(req.headers().get("host").map(|h| h.to_str().unwrap().to_string()));
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    let locator = Locator::new().with("default", "reviews-v1", v1).with("default", "reviews-v2", shadow_addr);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n";
+    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    let start = std::time::SystemTime::now();
+    assert_eq!(send(&client, get("http://reviews:9080/x", None)).await.0, 200);
+    assert!(start.elapsed().unwrap() < Duration::from_millis(200), "the mirror must not delay the response");
+    let host = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await.unwrap().unwrap();
+    assert_eq!(host.as_deref(), Some("reviews-shadow:9080"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_another_endpoint() {
+    // Two v1 endpoints: one refuses connections. With retries on connect-failure, every
+    // request succeeds, whichever endpoint the balancer tries first.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let (good, hits) = upstream("reviews-v1", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", dead).with("default", "reviews-v1", good);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 1, retryOn: connect-failure}\n";
+    let client = seeded_stack(table(&format!("{DR}---\n{vs}"), &locator), 3);
+    for _ in 0..20 {
+        assert_eq!(send(&client, get("http://reviews:9080/", None)).await.0, 200);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_a_user_on_one_endpoint() {
+    let (a, hits_a) = upstream("a", 200, 0).await;
+    let (b, hits_b) = upstream("b", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", a).with("default", "reviews-v2", b);
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: end-user}}\n";
+    let client = client_stack(table(dr, &locator));
+    let mut by_user = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for user in ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"] {
+            let body = send(&client, get("http://reviews:9080/", Some(user))).await.1;
+            let server = body.split(' ').next().unwrap().to_string();
+            if round == 0 {
+                by_user.insert(user, server);
+            } else {
+                assert_eq!(by_user[user], server, "{user} moved");
+            }
+        }
+    }
+    // Both endpoints serve someone.
+    assert!(hits_a.load(Ordering::SeqCst) > 0 && hits_b.load(Ordering::SeqCst) > 0, "{by_user:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_and_response_headers() {
+    let (v1, hits) = upstream("reviews-v1", 200, 0).await;
+    let locator = Locator::new().with("default", "reviews-v1", v1);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    corsPolicy:\n      allowOrigins: [{exact: \"https://bookinfo.example\"}, {regex: \"https://.*\\\\.test\"}]\n      allowMethods: [GET, POST]\n      allowHeaders: [x-user]\n      exposeHeaders: [x-trace]\n      maxAge: 24h\n      allowCredentials: true\n";
+    let client = client_stack(table(vs, &locator));
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("http://reviews:9080/")
+        .header("origin", "https://a.test")
+        .header("access-control-request-method", "POST")
+        .body(mesh_core::body::empty())
+        .unwrap();
+    let rsp = client.clone().oneshot(preflight).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["access-control-allow-origin"], "https://a.test");
+    assert_eq!(rsp.headers()["access-control-allow-methods"], "GET,POST");
+    assert_eq!(rsp.headers()["access-control-max-age"], "86400");
+    assert_eq!(rsp.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "an allowed preflight is answered by the proxy");
+
+    let get = Request::builder()
+        .uri("http://reviews:9080/")
+        .header("origin", "https://bookinfo.example")
+        .body(mesh_core::body::empty())
+        .unwrap();
+    let rsp = client.clone().oneshot(get).await.unwrap();
+    assert_eq!(rsp.headers()["access-control-allow-origin"], "https://bookinfo.example");
+    assert_eq!(rsp.headers()["access-control-expose-headers"], "x-trace");
+    let other = Request::builder()
+        .uri("http://reviews:9080/")
+        .header("origin", "https://evil.example")
+        .body(mesh_core::body::empty())
+        .unwrap();
+    assert!(!client.oneshot(other).await.unwrap().headers().contains_key("access-control-allow-origin"));
 }

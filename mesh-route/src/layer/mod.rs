@@ -25,7 +25,7 @@ pub use table::{TableHandle, follow};
 pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 
 use http::{Request, Response};
-use mesh_core::{BoxBody, BoxError};
+use mesh_core::BoxBody;
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
 /// The client-side stack as one type: what a Rust service uses to call other services by
@@ -33,7 +33,11 @@ use tower::{ServiceBuilder, util::BoxCloneSyncService};
 /// and load balancing, over a pooled hyper client.
 pub type ClientStack<B> = Rescue<RouteService<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
 
-/// Build the [`ClientStack`] over `table`:
+/// The client stack behind one boxed, cloneable service: the type to store and to hand to
+/// spawned tasks (the box is the stack boundary; nothing inside it is boxed per layer).
+pub type MeshClient = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, std::convert::Infallible>;
+
+/// Build the client stack over `table`, boxed as a [`MeshClient`]:
 ///
 /// ```
 /// use mesh_core::{BoxBody, load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
@@ -45,7 +49,10 @@ pub type ClientStack<B> = Rescue<RouteService<mesh_fault::Fault<Timeout<Retry<Ba
 /// let me = ProxyContext::sidecar("default", [("app".into(), "reviews".into())].into());
 /// let table = TableHandle::new(RouteTable::compile(&snapshot, &Registry::build(&snapshot, &Locator::new()), &me));
 ///
-/// // The same stack `client_stack` builds, layer by layer:
+/// let client: MeshClient = client_stack(table.clone());
+/// # let _ = client;
+///
+/// // The same stack, layer by layer (unboxed):
 /// let client: ClientStack<BoxBody> = ServiceBuilder::new()
 ///     .layer(RescueLayer::new())
 ///     .layer(RouteLayer::new(table.clone()))
@@ -56,21 +63,18 @@ pub type ClientStack<B> = Rescue<RouteService<mesh_fault::Fault<Timeout<Retry<Ba
 ///     .service(HttpClient::new());
 /// # let _ = client;
 /// ```
-pub fn client_stack<B>(table: TableHandle) -> ClientStack<B>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
+pub fn client_stack(table: TableHandle) -> MeshClient {
     let balance = BalanceLayer::new();
     let mirror: MirrorSink = BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody>::new()));
-    ServiceBuilder::new()
+    let stack: ClientStack<BoxBody> = ServiceBuilder::new()
         .layer(RescueLayer::new())
         .layer(RouteLayer::new(table).with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::new())
         .layer(RetryLayer::new())
         .layer(balance)
-        .service(HttpClient::new())
+        .service(HttpClient::new());
+    BoxCloneSyncService::new(stack)
 }
 
 impl BalanceLayer {

@@ -263,7 +263,12 @@ where
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.headers_mut() = req.headers().clone();
-    if let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = host {
         let (h, port) = crate::policy::action::split_authority(host);
         let shadow = match port {
             Some(p) => format!("{h}-shadow:{p}"),
