@@ -1,0 +1,546 @@
+//! AuthorizationPolicy as pure data: compiled once per workload, evaluated per request
+//! (ISTIO-SEMANTICS §6): CUSTOM, then DENY, then ALLOW; AUDIT only marks.
+
+pub mod path;
+#[cfg(test)]
+mod tests;
+pub mod value;
+
+use std::{net::IpAddr, sync::Arc};
+
+use http::{HeaderMap, HeaderName};
+use mesh_core::{
+    Identity, Snapshot,
+    api::{AuthorizationAction, AuthorizationPolicySpec, Kind, Labels, Resource},
+};
+use serde::Serialize;
+
+use self::value::{Cidr, ValueMatcher};
+
+/// What the JWT layer established about the request (RequestAuthentication).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestAuth {
+    /// `iss/sub`.
+    pub principal: String,
+    /// `aud` values.
+    pub audiences: Vec<String>,
+    /// `azp`.
+    pub presenter: Option<String>,
+    /// Every claim.
+    pub claims: serde_json::Value,
+}
+
+/// The attributes of one request or connection that policies look at.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthzRequest<'a> {
+    /// The mTLS peer; `None` for plaintext.
+    pub peer: Option<&'a Identity>,
+    /// The connection's source address.
+    pub source_ip: Option<IpAddr>,
+    /// The original client (X-Forwarded-For), when known.
+    pub remote_ip: Option<IpAddr>,
+    /// The validated JWT, if any.
+    pub request_auth: Option<&'a RequestAuth>,
+    /// HTTP method (empty for TCP).
+    pub method: &'a str,
+    /// Normalised path without query (empty for TCP).
+    pub path: &'a str,
+    /// `Host` as sent (empty for TCP).
+    pub host: &'a str,
+    /// The workload port the connection arrived on.
+    pub port: u16,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// The destination address.
+    pub destination_ip: Option<IpAddr>,
+    /// TLS SNI.
+    pub sni: Option<&'a str>,
+}
+
+/// Traffic the policy is compiled for: HTTP, or TCP where HTTP-only conditions cannot be
+/// evaluated (ALLOW rules using them vanish; DENY and AUDIT rules lose those conditions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP requests.
+    Http,
+    /// TCP connections.
+    Tcp,
+}
+
+/// The action that decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    /// An external authorizer.
+    Custom,
+    /// A DENY policy.
+    Deny,
+    /// ALLOW policies.
+    Allow,
+}
+
+/// The outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// Which action decided (`None` when no policy applies).
+    pub action: Option<Action>,
+    /// The policy that decided (`None` when no policy applies, or when ALLOW policies
+    /// apply and none matched).
+    pub policy: Option<Arc<str>>,
+    /// AUDIT policies that matched.
+    pub audit: Vec<Arc<str>>,
+    /// Dry-run policies that matched (evaluated, not enforced).
+    pub dry_run: Vec<Arc<str>>,
+}
+
+/// A CUSTOM policy matched: ask its provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomCheck {
+    /// `namespace/name`.
+    pub policy: Arc<str>,
+    /// The `extensionProviders` name.
+    pub provider: String,
+}
+
+/// Evaluation: an optional external check, then the local decision (used when the
+/// external authorizer allows, or when there is none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    /// The CUSTOM check to make first.
+    pub custom: Option<CustomCheck>,
+    /// DENY, then ALLOW.
+    pub decision: Decision,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Field(Vec<ValueMatcher>);
+
+impl Field {
+    fn new(values: &[String], compile: fn(&str) -> ValueMatcher) -> Self {
+        Self(values.iter().map(|v| compile(v)).collect())
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// An absent attribute is the empty string: `x` and `*` fail, `notX` passes.
+    fn any(&self, value: Option<&str>) -> bool {
+        let v = value.unwrap_or("");
+        self.0.iter().any(|m| m.matches(v))
+    }
+    /// `X` holds (when set) and `notX` does not.
+    fn check(&self, not: &Field, value: Option<&str>) -> bool {
+        (self.is_empty() || self.any(value)) && !(not.any(value))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Blocks(Vec<Cidr>);
+
+impl Blocks {
+    fn new(values: &[String]) -> Self {
+        Self(values.iter().filter_map(|v| Cidr::parse(v)).collect())
+    }
+    fn any(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| self.0.iter().any(|c| c.contains(ip)))
+    }
+    fn check(&self, not: &Blocks, ip: Option<IpAddr>) -> bool {
+        (self.0.is_empty() || self.any(ip)) && !not.any(ip)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Source {
+    principals: Field,
+    not_principals: Field,
+    request_principals: Field,
+    not_request_principals: Field,
+    namespaces: Field,
+    not_namespaces: Field,
+    service_accounts: Vec<(String, String)>,
+    not_service_accounts: Vec<(String, String)>,
+    trust_domains: Field,
+    not_trust_domains: Field,
+    ip_blocks: Blocks,
+    not_ip_blocks: Blocks,
+    remote_ip_blocks: Blocks,
+    not_remote_ip_blocks: Blocks,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Operation {
+    hosts: Field,
+    not_hosts: Field,
+    ports: Vec<u16>,
+    not_ports: Vec<u16>,
+    methods: Field,
+    not_methods: Field,
+    paths: Field,
+    not_paths: Field,
+}
+
+#[derive(Clone, Debug)]
+enum Key {
+    Header(HeaderName),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    SourceServiceAccount,
+    SourceTrustDomain,
+    AuthPrincipal,
+    AuthAudiences,
+    AuthPresenter,
+    AuthClaim(Vec<String>),
+    DestinationIp,
+    DestinationPort,
+    Sni,
+}
+
+impl Key {
+    fn http_only(&self) -> bool {
+        matches!(self, Key::Header(_) | Key::AuthPrincipal | Key::AuthAudiences | Key::AuthPresenter | Key::AuthClaim(_))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Condition {
+    key: Key,
+    values: Field,
+    not_values: Field,
+    blocks: Blocks,
+    not_blocks: Blocks,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Rule {
+    from: Vec<Source>,
+    to: Vec<Operation>,
+    when: Vec<Condition>,
+}
+
+/// One compiled policy.
+#[derive(Clone, Debug)]
+struct Compiled {
+    name: Arc<str>,
+    rules: Vec<Rule>,
+    provider: Option<String>,
+    dry_run: bool,
+}
+
+/// The policies in force for one workload, compiled.
+#[derive(Clone, Debug, Default)]
+pub struct AuthzPolicy {
+    custom: Vec<Compiled>,
+    deny: Vec<Compiled>,
+    allow: Vec<Compiled>,
+    audit: Vec<Compiled>,
+    /// Rules left out while compiling, and why.
+    pub warnings: Vec<String>,
+}
+
+fn parse_key(key: &str) -> Option<Key> {
+    let bracket = |prefix: &str| key.strip_prefix(prefix).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']'));
+    if let Some(name) = bracket("request.headers") {
+        return HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok().map(Key::Header);
+    }
+    if let Some(path) = key.strip_prefix("request.auth.claims") {
+        // `[a][b]` (nested) or `[a]`.
+        let inner = path.strip_prefix('[')?.strip_suffix(']')?;
+        return Some(Key::AuthClaim(inner.split("][").map(str::to_string).collect()));
+    }
+    Some(match key {
+        "source.ip" => Key::SourceIp,
+        "remote.ip" => Key::RemoteIp,
+        "source.namespace" => Key::SourceNamespace,
+        "source.principal" => Key::SourcePrincipal,
+        "source.serviceAccount" => Key::SourceServiceAccount,
+        "source.trustDomain" => Key::SourceTrustDomain,
+        "request.auth.principal" => Key::AuthPrincipal,
+        "request.auth.audiences" => Key::AuthAudiences,
+        "request.auth.presenter" => Key::AuthPresenter,
+        "destination.ip" => Key::DestinationIp,
+        "destination.port" => Key::DestinationPort,
+        "connection.sni" => Key::Sni,
+        _ => return None,
+    })
+}
+
+fn service_accounts(values: &[String], policy_ns: &str) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| match v.split_once('/') {
+            Some((ns, sa)) => (ns.to_string(), sa.to_string()),
+            None => (policy_ns.to_string(), v.clone()),
+        })
+        .collect()
+}
+
+fn compile_rule(r: &mesh_core::api::Rule, policy_ns: &str, action: AuthorizationAction, protocol: Protocol) -> Result<Option<Rule>, String> {
+    let tcp = protocol == Protocol::Tcp;
+    let mut uses_http = false;
+    let from = r
+        .from
+        .iter()
+        .map(|f| {
+            let s = &f.source;
+            uses_http |= !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
+            Source {
+                principals: Field::new(&s.principals, ValueMatcher::new),
+                not_principals: Field::new(&s.not_principals, ValueMatcher::new),
+                request_principals: if tcp { Field::default() } else { Field::new(&s.request_principals, ValueMatcher::new) },
+                not_request_principals: if tcp { Field::default() } else { Field::new(&s.not_request_principals, ValueMatcher::new) },
+                namespaces: Field::new(&s.namespaces, ValueMatcher::glob),
+                not_namespaces: Field::new(&s.not_namespaces, ValueMatcher::glob),
+                service_accounts: service_accounts(&s.service_accounts, policy_ns),
+                not_service_accounts: service_accounts(&s.not_service_accounts, policy_ns),
+                trust_domains: Field::new(&s.trust_domains, ValueMatcher::new),
+                not_trust_domains: Field::new(&s.not_trust_domains, ValueMatcher::new),
+                ip_blocks: Blocks::new(&s.ip_blocks),
+                not_ip_blocks: Blocks::new(&s.not_ip_blocks),
+                remote_ip_blocks: Blocks::new(&s.remote_ip_blocks),
+                not_remote_ip_blocks: Blocks::new(&s.not_remote_ip_blocks),
+            }
+        })
+        .collect();
+    let to = r
+        .to
+        .iter()
+        .map(|t| {
+            let o = &t.operation;
+            let http = [&o.hosts, &o.not_hosts, &o.methods, &o.not_methods, &o.paths, &o.not_paths];
+            uses_http |= http.iter().any(|f| !f.is_empty());
+            let lower = |v: &str| ValueMatcher::new(v).lowercase();
+            let ports = |v: &[String]| v.iter().filter_map(|p| p.parse().ok()).collect();
+            let keep = |f: Field| if tcp { Field::default() } else { f };
+            Operation {
+                hosts: keep(Field::new(&o.hosts, lower)),
+                not_hosts: keep(Field::new(&o.not_hosts, lower)),
+                ports: ports(&o.ports),
+                not_ports: ports(&o.not_ports),
+                methods: keep(Field::new(&o.methods, ValueMatcher::new)),
+                not_methods: keep(Field::new(&o.not_methods, ValueMatcher::new)),
+                paths: keep(Field::new(&o.paths, ValueMatcher::path)),
+                not_paths: keep(Field::new(&o.not_paths, ValueMatcher::path)),
+            }
+        })
+        .collect();
+    let mut when = Vec::new();
+    for c in &r.when {
+        let key = parse_key(&c.key).ok_or_else(|| format!("unknown attribute {:?}", c.key))?;
+        if key.http_only() {
+            uses_http = true;
+            if tcp {
+                continue;
+            }
+        }
+        let compile = if matches!(key, Key::SourceNamespace) { ValueMatcher::glob } else { ValueMatcher::new };
+        when.push(Condition {
+            values: Field::new(&c.values, compile),
+            not_values: Field::new(&c.not_values, compile),
+            blocks: Blocks::new(&c.values),
+            not_blocks: Blocks::new(&c.not_values),
+            key,
+        });
+    }
+    // On TCP an ALLOW rule that needs HTTP attributes allows nothing: drop it.
+    if tcp && uses_http && action == AuthorizationAction::Allow {
+        return Ok(None);
+    }
+    Ok(Some(Rule { from, to, when }))
+}
+
+impl AuthzPolicy {
+    /// The policies that apply to a workload in `namespace` with `labels`: the root
+    /// namespace's and its own namespace's, without a selector or with a matching one.
+    /// Policies attached with `targetRefs` apply to gateways and waypoints, not here.
+    pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels, protocol: Protocol) -> Self {
+        let mut out = Self::default();
+        let mut policies: Vec<&Arc<Resource>> = snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).collect();
+        policies.sort_by(|a, b| (&a.meta().creation_timestamp, &a.meta().namespace, &a.meta().name).cmp(&(&b.meta().creation_timestamp, &b.meta().namespace, &b.meta().name)));
+        for r in policies {
+            let Resource::AuthorizationPolicy(ap) = &**r else { continue };
+            let spec: &AuthorizationPolicySpec = &ap.spec;
+            if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
+                continue;
+            }
+            let name: Arc<str> = format!("{}/{}", ap.metadata.namespace, ap.metadata.name).into();
+            let action = spec.action();
+            let mut rules = Vec::new();
+            for (i, rule) in spec.rules.iter().enumerate() {
+                match compile_rule(rule, &ap.metadata.namespace, action, protocol) {
+                    Ok(Some(r)) => rules.push(r),
+                    Ok(None) => out.warnings.push(format!("AuthorizationPolicy {name}: spec.rules[{i}] uses HTTP attributes and is dropped for TCP")),
+                    // A rule that fails translation is skipped; the policy still applies.
+                    Err(e) => out.warnings.push(format!("AuthorizationPolicy {name}: spec.rules[{i}] is skipped: {e}")),
+                }
+            }
+            let compiled = Compiled {
+                name,
+                rules,
+                provider: spec.provider.as_ref().map(|p| p.name.clone()),
+                dry_run: ap.metadata.annotations.get("istio.io/dry-run").is_some_and(|v| v == "true"),
+            };
+            match action {
+                AuthorizationAction::Custom => out.custom.push(compiled),
+                AuthorizationAction::Deny => out.deny.push(compiled),
+                AuthorizationAction::Allow => out.allow.push(compiled),
+                AuthorizationAction::Audit => out.audit.push(compiled),
+            }
+        }
+        out
+    }
+
+    /// Whether any policy applies.
+    pub fn is_empty(&self) -> bool {
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+    }
+
+    /// Evaluate a request.
+    pub fn evaluate(&self, req: &AuthzRequest<'_>) -> Evaluation {
+        let mut dry_run = Vec::new();
+        let matching = |policies: &[Compiled], dry_run: &mut Vec<Arc<str>>| -> Option<Arc<str>> {
+            for p in policies {
+                if p.matches(req) {
+                    if p.dry_run {
+                        dry_run.push(p.name.clone());
+                    } else {
+                        return Some(p.name.clone());
+                    }
+                }
+            }
+            None
+        };
+        let custom = self.custom.iter().filter(|p| !p.dry_run).find(|p| p.matches(req)).map(|p| CustomCheck {
+            policy: p.name.clone(),
+            provider: p.provider.clone().unwrap_or_default(),
+        });
+        let audit: Vec<Arc<str>> = self.audit.iter().filter(|p| p.matches(req)).map(|p| p.name.clone()).collect();
+        let decision = if let Some(policy) = matching(&self.deny, &mut dry_run) {
+            Decision { allowed: false, action: Some(Action::Deny), policy: Some(policy), audit, dry_run }
+        } else if self.allow.iter().all(|p| p.dry_run) {
+            // No (enforced) ALLOW policy applies: allow.
+            let _ = matching(&self.allow, &mut dry_run);
+            Decision { allowed: true, action: None, policy: None, audit, dry_run }
+        } else if let Some(policy) = matching(&self.allow, &mut dry_run) {
+            Decision { allowed: true, action: Some(Action::Allow), policy: Some(policy), audit, dry_run }
+        } else {
+            Decision { allowed: false, action: Some(Action::Allow), policy: None, audit, dry_run }
+        };
+        Evaluation { custom, decision }
+    }
+}
+
+impl Compiled {
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        // No rules: never matches (for ALLOW, the allow-nothing policy).
+        self.rules.iter().any(|r| r.matches(req))
+    }
+}
+
+impl Rule {
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        (self.from.is_empty() || self.from.iter().any(|s| s.matches(req)))
+            && (self.to.is_empty() || self.to.iter().any(|o| o.matches(req)))
+            && self.when.iter().all(|c| c.matches(req))
+    }
+}
+
+fn principal(req: &AuthzRequest<'_>) -> Option<String> {
+    req.peer.map(Identity::principal)
+}
+
+fn sa_matches(list: &[(String, String)], peer: Option<&Identity>) -> bool {
+    peer.is_some_and(|p| list.iter().any(|(ns, sa)| p.namespace() == ns && p.service_account() == sa))
+}
+
+impl Source {
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        let principal = principal(req);
+        let principal = principal.as_deref();
+        let namespace = req.peer.map(Identity::namespace);
+        let trust_domain = req.peer.map(Identity::trust_domain);
+        let request_principal = req.request_auth.map(|a| a.principal.as_str());
+        self.principals.check(&self.not_principals, principal)
+            && self.namespaces.check(&self.not_namespaces, namespace)
+            && (self.service_accounts.is_empty() || sa_matches(&self.service_accounts, req.peer))
+            && !sa_matches(&self.not_service_accounts, req.peer)
+            && self.trust_domains.check(&self.not_trust_domains, trust_domain)
+            && self.request_principals.check(&self.not_request_principals, request_principal)
+            && self.ip_blocks.check(&self.not_ip_blocks, req.source_ip)
+            && self.remote_ip_blocks.check(&self.not_remote_ip_blocks, req.remote_ip.or(req.source_ip))
+    }
+}
+
+impl Operation {
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        let host = req.host.to_ascii_lowercase();
+        self.hosts.check(&self.not_hosts, Some(&host))
+            && (self.ports.is_empty() || self.ports.contains(&req.port))
+            && !self.not_ports.contains(&req.port)
+            && self.methods.check(&self.not_methods, Some(req.method))
+            && self.paths.check(&self.not_paths, Some(req.path))
+    }
+}
+
+fn claim<'v>(claims: &'v serde_json::Value, path: &[String]) -> Vec<String> {
+    let mut v = claims;
+    for p in path {
+        match v.get(p) {
+            Some(next) => v = next,
+            None => return Vec::new(),
+        }
+    }
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        serde_json::Value::Bool(b) => vec![b.to_string()],
+        serde_json::Value::Number(n) => vec![n.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+impl Condition {
+    fn values_check(&self, values: &[String]) -> bool {
+        let pos = self.values.is_empty() || values.iter().any(|v| self.values.any(Some(v)));
+        let neg = values.iter().any(|v| self.not_values.any(Some(v)));
+        pos && !neg
+    }
+
+    fn matches(&self, req: &AuthzRequest<'_>) -> bool {
+        let one = |v: Option<String>| self.values.check(&self.not_values, v.as_deref());
+        match &self.key {
+            Key::Header(name) => {
+                let values: Vec<String> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+                if values.is_empty() {
+                    return self.values.is_empty() && !self.not_values.any(None);
+                }
+                // Presence: a header sent with an empty value counts as present.
+                let present_or = |f: &Field| f.0.iter().any(|m| matches!(m, ValueMatcher::Presence));
+                let pos = self.values.is_empty() || present_or(&self.values) || values.iter().any(|v| self.values.any(Some(v)));
+                let neg = present_or(&self.not_values) || values.iter().any(|v| self.not_values.any(Some(v)));
+                pos && !neg
+            }
+            Key::SourceIp => self.blocks.check(&self.not_blocks, req.source_ip),
+            Key::RemoteIp => self.blocks.check(&self.not_blocks, req.remote_ip.or(req.source_ip)),
+            Key::DestinationIp => self.blocks.check(&self.not_blocks, req.destination_ip),
+            Key::SourceNamespace => one(req.peer.map(|p| p.namespace().to_string())),
+            Key::SourcePrincipal => one(principal(req)),
+            Key::SourceServiceAccount => one(req.peer.map(|p| format!("{}/{}", p.namespace(), p.service_account()))),
+            Key::SourceTrustDomain => one(req.peer.map(|p| p.trust_domain().to_string())),
+            Key::AuthPrincipal => one(req.request_auth.map(|a| a.principal.clone())),
+            Key::AuthPresenter => one(req.request_auth.and_then(|a| a.presenter.clone())),
+            Key::AuthAudiences => match req.request_auth {
+                Some(a) if !a.audiences.is_empty() => self.values_check(&a.audiences),
+                _ => one(None),
+            },
+            Key::AuthClaim(path) => match req.request_auth.map(|a| claim(&a.claims, path)) {
+                Some(values) if !values.is_empty() => self.values_check(&values),
+                _ => one(None),
+            },
+            Key::DestinationPort => one(Some(req.port.to_string())),
+            Key::Sni => one(req.sni.map(str::to_string)),
+        }
+    }
+}
