@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod authz;
 mod route;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,15 @@ enum Command {
     /// "grpc_status", "percent"}}}. `percent` is each destination's effective share.
     #[command(verbatim_doc_comment)]
     Route(route::RouteArgs),
+    /// Explain the authorization decision for one request to a workload, as its sidecar
+    /// makes it (CUSTOM, then DENY, then ALLOW). Prints one JSON object:
+    /// {"decision": "ALLOW"|"DENY", "action": "CUSTOM"|"DENY"|"ALLOW"|null, "policy":
+    /// "ns/name"|null, "audit": ["ns/name", ...]}. Without --principal the caller is
+    /// plaintext. `policy` is null when no policy applies, or when ALLOW policies apply and
+    /// none matched. A matching CUSTOM policy denies here (no provider is reachable).
+    /// Exits 1 with a message on stderr for invalid config or arguments.
+    #[command(verbatim_doc_comment)]
+    Authz(authz::AuthzArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +63,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Analyze { paths, namespace, quiet } => analyze::run(&paths, &namespace, quiet),
         Command::Route(args) => route::run(&args),
+        Command::Authz(args) => authz::run(&args),
     }
 }

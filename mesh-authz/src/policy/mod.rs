@@ -200,7 +200,10 @@ enum Key {
 
 impl Key {
     fn http_only(&self) -> bool {
-        matches!(self, Key::Header(_) | Key::AuthPrincipal | Key::AuthAudiences | Key::AuthPresenter | Key::AuthClaim(_))
+        matches!(
+            self,
+            Key::Header(_) | Key::AuthPrincipal | Key::AuthAudiences | Key::AuthPresenter | Key::AuthClaim(_)
+        )
     }
 }
 
@@ -241,7 +244,8 @@ pub struct AuthzPolicy {
 }
 
 fn parse_key(key: &str) -> Option<Key> {
-    let bracket = |prefix: &str| key.strip_prefix(prefix).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']'));
+    let bracket =
+        |prefix: &str| key.strip_prefix(prefix).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']'));
     if let Some(name) = bracket("request.headers") {
         return HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok().map(Key::Header);
     }
@@ -277,7 +281,12 @@ fn service_accounts(values: &[String], policy_ns: &str) -> Vec<(String, String)>
         .collect()
 }
 
-fn compile_rule(r: &mesh_core::api::Rule, policy_ns: &str, action: AuthorizationAction, protocol: Protocol) -> Result<Option<Rule>, String> {
+fn compile_rule(
+    r: &mesh_core::api::Rule,
+    policy_ns: &str,
+    action: AuthorizationAction,
+    protocol: Protocol,
+) -> Result<Option<Rule>, String> {
     let tcp = protocol == Protocol::Tcp;
     let mut uses_http = false;
     let from = r
@@ -289,8 +298,16 @@ fn compile_rule(r: &mesh_core::api::Rule, policy_ns: &str, action: Authorization
             Source {
                 principals: Field::new(&s.principals, ValueMatcher::new),
                 not_principals: Field::new(&s.not_principals, ValueMatcher::new),
-                request_principals: if tcp { Field::default() } else { Field::new(&s.request_principals, ValueMatcher::new) },
-                not_request_principals: if tcp { Field::default() } else { Field::new(&s.not_request_principals, ValueMatcher::new) },
+                request_principals: if tcp {
+                    Field::default()
+                } else {
+                    Field::new(&s.request_principals, ValueMatcher::new)
+                },
+                not_request_principals: if tcp {
+                    Field::default()
+                } else {
+                    Field::new(&s.not_request_principals, ValueMatcher::new)
+                },
                 namespaces: Field::new(&s.namespaces, ValueMatcher::glob),
                 not_namespaces: Field::new(&s.not_namespaces, ValueMatcher::glob),
                 service_accounts: service_accounts(&s.service_accounts, policy_ns),
@@ -304,28 +321,27 @@ fn compile_rule(r: &mesh_core::api::Rule, policy_ns: &str, action: Authorization
             }
         })
         .collect();
-    let to = r
-        .to
-        .iter()
-        .map(|t| {
-            let o = &t.operation;
-            let http = [&o.hosts, &o.not_hosts, &o.methods, &o.not_methods, &o.paths, &o.not_paths];
-            uses_http |= http.iter().any(|f| !f.is_empty());
-            let lower = |v: &str| ValueMatcher::new(v).lowercase();
-            let ports = |v: &[String]| v.iter().filter_map(|p| p.parse().ok()).collect();
-            let keep = |f: Field| if tcp { Field::default() } else { f };
-            Operation {
-                hosts: keep(Field::new(&o.hosts, lower)),
-                not_hosts: keep(Field::new(&o.not_hosts, lower)),
-                ports: ports(&o.ports),
-                not_ports: ports(&o.not_ports),
-                methods: keep(Field::new(&o.methods, ValueMatcher::new)),
-                not_methods: keep(Field::new(&o.not_methods, ValueMatcher::new)),
-                paths: keep(Field::new(&o.paths, ValueMatcher::path)),
-                not_paths: keep(Field::new(&o.not_paths, ValueMatcher::path)),
-            }
-        })
-        .collect();
+    let to =
+        r.to.iter()
+            .map(|t| {
+                let o = &t.operation;
+                let http = [&o.hosts, &o.not_hosts, &o.methods, &o.not_methods, &o.paths, &o.not_paths];
+                uses_http |= http.iter().any(|f| !f.is_empty());
+                let lower = |v: &str| ValueMatcher::new(v).lowercase();
+                let ports = |v: &[String]| v.iter().filter_map(|p| p.parse().ok()).collect();
+                let keep = |f: Field| if tcp { Field::default() } else { f };
+                Operation {
+                    hosts: keep(Field::new(&o.hosts, lower)),
+                    not_hosts: keep(Field::new(&o.not_hosts, lower)),
+                    ports: ports(&o.ports),
+                    not_ports: ports(&o.not_ports),
+                    methods: keep(Field::new(&o.methods, ValueMatcher::new)),
+                    not_methods: keep(Field::new(&o.not_methods, ValueMatcher::new)),
+                    paths: keep(Field::new(&o.paths, ValueMatcher::path)),
+                    not_paths: keep(Field::new(&o.not_paths, ValueMatcher::path)),
+                }
+            })
+            .collect();
     let mut when = Vec::new();
     for c in &r.when {
         let key = parse_key(&c.key).ok_or_else(|| format!("unknown attribute {:?}", c.key))?;
@@ -357,8 +373,15 @@ impl AuthzPolicy {
     /// Policies attached with `targetRefs` apply to gateways and waypoints, not here.
     pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels, protocol: Protocol) -> Self {
         let mut out = Self::default();
-        let mut policies: Vec<&Arc<Resource>> = snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).collect();
-        policies.sort_by(|a, b| (&a.meta().creation_timestamp, &a.meta().namespace, &a.meta().name).cmp(&(&b.meta().creation_timestamp, &b.meta().namespace, &b.meta().name)));
+        let mut policies: Vec<&Arc<Resource>> =
+            snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).collect();
+        policies.sort_by(|a, b| {
+            (&a.meta().creation_timestamp, &a.meta().namespace, &a.meta().name).cmp(&(
+                &b.meta().creation_timestamp,
+                &b.meta().namespace,
+                &b.meta().name,
+            ))
+        });
         for r in policies {
             let Resource::AuthorizationPolicy(ap) = &**r else { continue };
             let spec: &AuthorizationPolicySpec = &ap.spec;
@@ -371,7 +394,9 @@ impl AuthzPolicy {
             for (i, rule) in spec.rules.iter().enumerate() {
                 match compile_rule(rule, &ap.metadata.namespace, action, protocol) {
                     Ok(Some(r)) => rules.push(r),
-                    Ok(None) => out.warnings.push(format!("AuthorizationPolicy {name}: spec.rules[{i}] uses HTTP attributes and is dropped for TCP")),
+                    Ok(None) => out.warnings.push(format!(
+                        "AuthorizationPolicy {name}: spec.rules[{i}] uses HTTP attributes and is dropped for TCP"
+                    )),
                     // A rule that fails translation is skipped; the policy still applies.
                     Err(e) => out.warnings.push(format!("AuthorizationPolicy {name}: spec.rules[{i}] is skipped: {e}")),
                 }
@@ -412,10 +437,12 @@ impl AuthzPolicy {
             }
             None
         };
-        let custom = self.custom.iter().filter(|p| !p.dry_run).find(|p| p.matches(req)).map(|p| CustomCheck {
-            policy: p.name.clone(),
-            provider: p.provider.clone().unwrap_or_default(),
-        });
+        let custom = self
+            .custom
+            .iter()
+            .filter(|p| !p.dry_run)
+            .find(|p| p.matches(req))
+            .map(|p| CustomCheck { policy: p.name.clone(), provider: p.provider.clone().unwrap_or_default() });
         let audit: Vec<Arc<str>> = self.audit.iter().filter(|p| p.matches(req)).map(|p| p.name.clone()).collect();
         let decision = if let Some(policy) = matching(&self.deny, &mut dry_run) {
             Decision { allowed: false, action: Some(Action::Deny), policy: Some(policy), audit, dry_run }
@@ -512,13 +539,16 @@ impl Condition {
         let one = |v: Option<String>| self.values.check(&self.not_values, v.as_deref());
         match &self.key {
             Key::Header(name) => {
-                let values: Vec<String> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+                let values: Vec<String> =
+                    req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
                 if values.is_empty() {
                     return self.values.is_empty() && !self.not_values.any(None);
                 }
                 // Presence: a header sent with an empty value counts as present.
                 let present_or = |f: &Field| f.0.iter().any(|m| matches!(m, ValueMatcher::Presence));
-                let pos = self.values.is_empty() || present_or(&self.values) || values.iter().any(|v| self.values.any(Some(v)));
+                let pos = self.values.is_empty()
+                    || present_or(&self.values)
+                    || values.iter().any(|v| self.values.any(Some(v)));
                 let neg = present_or(&self.not_values) || values.iter().any(|v| self.not_values.any(Some(v)));
                 pos && !neg
             }

@@ -79,14 +79,22 @@ fn eval(policies: &str, r: &Req) -> (bool, Option<Action>, Option<String>, Vec<S
     let e = policy.evaluate(&req);
     let d = match e.custom {
         // No provider is reachable in these tables: a matching CUSTOM policy denies.
-        Some(c) => Decision { allowed: false, action: Some(Action::Custom), policy: Some(c.policy), audit: e.decision.audit, dry_run: vec![] },
+        Some(c) => Decision {
+            allowed: false,
+            action: Some(Action::Custom),
+            policy: Some(c.policy),
+            audit: e.decision.audit,
+            dry_run: vec![],
+        },
         None => e.decision,
     };
     (d.allowed, d.action, d.policy.map(|p| p.to_string()), d.audit.iter().map(|a| a.to_string()).collect())
 }
 
 fn ap(name: &str, ns: &str, spec: &str) -> String {
-    format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n---\n")
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n---\n"
+    )
 }
 
 fn allow(decided_by: Option<&str>) -> (bool, Option<Action>, Option<String>, Vec<String>) {
@@ -216,10 +224,16 @@ fn authorization_table() {
 #[test]
 fn bookinfo_tutorial_policies() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config/tutorial/security");
-    let text: String = ["authz-allow-nothing.yaml", "authz-productpage-viewer.yaml", "authz-details-viewer.yaml", "authz-reviews-viewer.yaml", "authz-ratings-viewer.yaml"]
-        .iter()
-        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap() + "\n---\n")
-        .collect();
+    let text: String = [
+        "authz-allow-nothing.yaml",
+        "authz-productpage-viewer.yaml",
+        "authz-details-viewer.yaml",
+        "authz-reviews-viewer.yaml",
+        "authz-ratings-viewer.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap() + "\n---\n")
+    .collect();
     let page = Req { labels: &[("app", "productpage")], host: "bookinfo.example", path: "/productpage", ..BASE };
     assert_eq!(eval(&text, &page), allow(Some("default/productpage-viewer")));
     assert_eq!(eval(&text, &Req { method: "POST", ..page.clone() }), deny_by(Action::Allow, None));

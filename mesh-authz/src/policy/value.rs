@@ -55,7 +55,11 @@ impl ValueMatcher {
 
     /// Compile a `namespaces` value (`*` anywhere).
     pub fn glob(v: &str) -> Self {
-        if v.contains('*') { Self::Glob(v.split('*').map(str::to_string).collect()) } else { Self::Exact(v.to_string()) }
+        if v.contains('*') {
+            Self::Glob(v.split('*').map(str::to_string).collect())
+        } else {
+            Self::Exact(v.to_string())
+        }
     }
 
     /// Lowercase the literal parts (for case-insensitive `hosts`).
@@ -83,7 +87,8 @@ impl ValueMatcher {
                     parts.len() > segments.len()
                         && segments.iter().zip(&parts).all(|(t, p)| segment_matches(t.as_deref(), p))
                 } else {
-                    parts.len() == segments.len() && segments.iter().zip(&parts).all(|(t, p)| segment_matches(t.as_deref(), p))
+                    parts.len() == segments.len()
+                        && segments.iter().zip(&parts).all(|(t, p)| segment_matches(t.as_deref(), p))
                 }
             }
             Self::Glob(parts) => glob_matches(parts, value),
@@ -166,7 +171,9 @@ mod tests {
         let m = ValueMatcher::path("/api/{*}/reviews/{**}");
         assert!(m.matches("/api/v1/reviews/0") && m.matches("/api/v1/reviews/0/x") && !m.matches("/api/v1/ratings/0"));
         let g = ValueMatcher::glob("prod-*-eu");
-        assert!(g.matches("prod-web-eu") && g.matches("prod--eu") && !g.matches("prod-web-us") && !g.matches("prod-eu"));
+        assert!(
+            g.matches("prod-web-eu") && g.matches("prod--eu") && !g.matches("prod-web-us") && !g.matches("prod-eu")
+        );
         assert!(ValueMatcher::glob("*").matches("") && ValueMatcher::glob("*a*").matches("xay"));
     }
 

@@ -1,0 +1,137 @@
+//! `meshctl authz`: explain the authorization decision for one request.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use mesh_authz::policy::{Action, AuthzPolicy, AuthzRequest, Protocol, RequestAuth, path::normalize};
+use mesh_core::{
+    Identity,
+    load::{LoadOptions, load_paths},
+};
+use serde::Serialize;
+
+use crate::route::parse_labels;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuthzArgs {
+    /// Config files or directories.
+    #[arg(long = "config", required = true, num_args = 1.., value_name = "PATH")]
+    config: Vec<PathBuf>,
+    /// The workload's namespace (and of resources that do not name one).
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// The workload's labels, `app=reviews,version=v1`.
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    workload_labels: String,
+    /// The caller's mTLS identity, `TD/ns/NS/sa/SA` (none: a plaintext caller).
+    #[arg(long, value_name = "TD/ns/NS/sa/SA")]
+    principal: Option<String>,
+    /// The caller's address.
+    #[arg(long, value_name = "IP")]
+    source_ip: Option<IpAddr>,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request path (normalised, query removed).
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Host header.
+    #[arg(long, default_value = "")]
+    host: String,
+    /// The workload port the request arrives on.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// A request header, `name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The request's JWT principal `ISS/SUB`, as RequestAuthentication would set it.
+    #[arg(long, value_name = "ISS/SUB")]
+    request_principal: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Output {
+    decision: &'static str,
+    action: Option<Action>,
+    policy: Option<String>,
+    audit: Vec<String>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("meshctl authz: {msg}");
+    ExitCode::from(1)
+}
+
+pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
+    let options = LoadOptions { default_namespace: args.namespace.clone(), ..LoadOptions::default() };
+    let loaded = load_paths(&args.config, &options);
+    if loaded.has_errors() {
+        for d in loaded.errors() {
+            eprintln!("{d}");
+        }
+        return fail("the config has errors");
+    }
+    let labels = match parse_labels(&args.workload_labels) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let peer: Option<Identity> = match &args.principal {
+        None => None,
+        Some(p) => match format!("spiffe://{}", p.strip_prefix("spiffe://").unwrap_or(p)).parse() {
+            Ok(id) => Some(id),
+            Err(e) => return fail(format!("invalid --principal {p:?}: {e}")),
+        },
+    };
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let parsed = h.split_once(':').and_then(|(n, v)| {
+            Some((
+                HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok()?,
+                HeaderValue::from_str(v.trim()).ok()?,
+            ))
+        });
+        let Some((name, value)) = parsed else { return fail(format!("invalid --header {h:?}: use 'name: value'")) };
+        headers.append(name, value);
+    }
+    let path = match normalize(&args.path) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("invalid --path: {e} (the proxy answers 400)")),
+    };
+    let auth = args.request_principal.as_ref().map(|p| RequestAuth { principal: p.clone(), ..RequestAuth::default() });
+    let snapshot = loaded.into_snapshot();
+    let policy = AuthzPolicy::compile(&snapshot, &args.namespace, &labels, Protocol::Http);
+    for w in &policy.warnings {
+        eprintln!("warning: {w}");
+    }
+    let req = AuthzRequest {
+        peer: peer.as_ref(),
+        source_ip: args.source_ip,
+        remote_ip: None,
+        request_auth: auth.as_ref(),
+        method: &args.method,
+        path: &path,
+        host: &args.host,
+        port: args.port,
+        headers: &headers,
+        destination_ip: None,
+        sni: None,
+    };
+    let evaluation = policy.evaluate(&req);
+    let d = evaluation.decision;
+    let out = match evaluation.custom {
+        Some(c) => Output {
+            decision: "DENY",
+            action: Some(Action::Custom),
+            policy: Some(c.policy.to_string()),
+            audit: Vec::new(),
+        },
+        None => Output {
+            decision: if d.allowed { "ALLOW" } else { "DENY" },
+            action: d.action,
+            policy: d.policy.map(|p| p.to_string()),
+            audit: d.audit.iter().map(|a| a.to_string()).collect(),
+        },
+    };
+    println!("{}", serde_json::to_string(&out).expect("plain data serializes"));
+    ExitCode::SUCCESS
+}
