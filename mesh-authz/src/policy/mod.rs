@@ -511,7 +511,7 @@ impl Operation {
     }
 }
 
-fn claim<'v>(claims: &'v serde_json::Value, path: &[String]) -> Vec<String> {
+fn claim(claims: &serde_json::Value, path: &[String]) -> Vec<String> {
     let mut v = claims;
     for p in path {
         match v.get(p) {
