@@ -44,7 +44,10 @@ const BASE: Req = Req {
 const PP: &str = "cluster.local/ns/default/sa/bookinfo-productpage";
 const RV: &str = "cluster.local/ns/default/sa/bookinfo-reviews";
 
-fn eval(policies: &str, r: &Req) -> (bool, Option<Action>, Option<String>, Vec<String>) {
+/// (allowed, action, policy, audit).
+type Outcome = (bool, Option<Action>, Option<String>, Vec<String>);
+
+fn eval(policies: &str, r: &Req) -> Outcome {
     let loaded = load_str("p.yaml", policies, &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let snapshot = loaded.into_snapshot();
@@ -97,10 +100,10 @@ fn ap(name: &str, ns: &str, spec: &str) -> String {
     )
 }
 
-fn allow(decided_by: Option<&str>) -> (bool, Option<Action>, Option<String>, Vec<String>) {
+fn allow(decided_by: Option<&str>) -> Outcome {
     (true, decided_by.map(|_| Action::Allow), decided_by.map(str::to_string), vec![])
 }
-fn deny_by(action: Action, policy: Option<&str>) -> (bool, Option<Action>, Option<String>, Vec<String>) {
+fn deny_by(action: Action, policy: Option<&str>) -> Outcome {
     (false, Some(action), policy.map(str::to_string), vec![])
 }
 
@@ -114,7 +117,7 @@ macro_rules! case {
 fn authorization_table() {
     let any_get = "{rules: [{to: [{operation: {methods: [GET]}}]}]}";
     let reviews_viewer = "{selector: {matchLabels: {app: reviews}}, rules: [{from: [{source: {principals: [\"cluster.local/ns/default/sa/bookinfo-productpage\"]}}], to: [{operation: {methods: [GET]}}]}]}";
-    let cases: Vec<(&str, String, Req, (bool, Option<Action>, Option<String>, Vec<String>))> = vec![
+    let cases: Vec<(&str, String, Req, Outcome)> = vec![
         // §6.2 and checklist 19: no policy, allow-nothing, allow-all.
         case!("no policy allows", String::new(), BASE, allow(None)),
         case!("spec: {} denies everything", ap("allow-nothing", "default", "{}"), BASE, deny_by(Action::Allow, None)),
