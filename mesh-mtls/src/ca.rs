@@ -76,7 +76,8 @@ impl std::fmt::Debug for CertificateAuthority {
 
 fn offset(t: SystemTime) -> Result<time::OffsetDateTime, CaError> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).map_err(|_| CaError::Time)?;
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(d.as_secs()).map_err(|_| CaError::Time)?).map_err(|_| CaError::Time)
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(d.as_secs()).map_err(|_| CaError::Time)?)
+        .map_err(|_| CaError::Time)
 }
 
 impl CertificateAuthority {
@@ -89,21 +90,29 @@ impl CertificateAuthority {
         dn.push(DnType::CommonName, "mesh root CA");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = SystemTime::now();
         params.not_before = offset(now - Duration::from_secs(3600))?;
         params.not_after = offset(now + Duration::from_secs(10 * 365 * 24 * 3600))?;
         let cert = params.self_signed(&key)?;
         let root_pem = cert.pem();
         let key_pem = key.serialize_pem();
-        Ok(Self { root: cert.der().clone(), root_pem, key_pem, issuer: Issuer::new(params, key), trust_domain: trust_domain.into() })
+        Ok(Self {
+            root: cert.der().clone(),
+            root_pem,
+            key_pem,
+            issuer: Issuer::new(params, key),
+            trust_domain: trust_domain.into(),
+        })
     }
 
     /// A root given as PEM (certificate and key), e.g. from an existing CA.
     pub fn from_pem(cert_pem: &str, key_pem: &str, trust_domain: &str) -> Result<Self, CaError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        let root = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes()).map_err(|_| CaError::Cert(rcgen::Error::CouldNotParseCertificate))?;
+        let root = rustls_pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| CaError::Cert(rcgen::Error::CouldNotParseCertificate))?;
         Ok(Self { issuer, root, root_pem: cert_pem.into(), key_pem: key_pem.into(), trust_domain: trust_domain.into() })
     }
 
@@ -151,7 +160,12 @@ impl CertificateAuthority {
     }
 
     /// A certificate for `identity` valid in the given period (tests mint expired ones).
-    pub fn issue_for_period(&self, identity: &Identity, not_before: SystemTime, not_after: SystemTime) -> Result<IssuedCert, CaError> {
+    pub fn issue_for_period(
+        &self,
+        identity: &Identity,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, CaError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         // Istio's workload certificates carry no subject; the identity is the URI SAN.

@@ -24,7 +24,9 @@ pub enum ConfigError {
 }
 
 /// A root store holding the mesh roots.
-pub fn roots<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'static>>) -> Result<Arc<RootCertStore>, ConfigError> {
+pub fn roots<'a>(
+    certs: impl IntoIterator<Item = &'a CertificateDer<'static>>,
+) -> Result<Arc<RootCertStore>, ConfigError> {
     let mut store = RootCertStore::empty();
     for c in certs {
         store.add(c.clone())?;
@@ -46,7 +48,11 @@ pub fn server_config(store: Arc<CertStore>, roots: Arc<RootCertStore>) -> Result
 
 /// A client presenting the workload certificate that accepts only servers with one of
 /// `allowed` identities (empty: any identity signed by `roots`).
-pub fn client_config(store: Arc<CertStore>, roots: Arc<RootCertStore>, allowed: Vec<Identity>) -> Result<Arc<ClientConfig>, ConfigError> {
+pub fn client_config(
+    store: Arc<CertStore>,
+    roots: Arc<RootCertStore>,
+    allowed: Vec<Identity>,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let provider = crate::store::provider();
     let verifier = Arc::new(SpiffeServerVerifier::new(roots, allowed, provider.clone()));
     let mut config = ClientConfig::builder_with_provider(provider)

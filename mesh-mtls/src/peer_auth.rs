@@ -55,7 +55,9 @@ impl PeerAuthn {
         let mesh = all.iter().find(|(m, s)| m.namespace == root && s.selector.is_none());
         let ns = all.iter().find(|(m, s)| m.namespace == namespace && namespace != root && s.selector.is_none());
         let workload = all.iter().find(|(m, s)| {
-            m.namespace == namespace && namespace != root && s.selector.as_ref().is_some_and(|sel| labels_match(&sel.match_labels, labels))
+            m.namespace == namespace
+                && namespace != root
+                && s.selector.as_ref().is_some_and(|sel| labels_match(&sel.match_labels, labels))
         });
         let mut sources = Vec::new();
         let mut mode = Mode::Permissive;
@@ -90,7 +92,9 @@ mod tests {
     use mesh_core::load::{LoadOptions, load_str};
 
     fn pa(name: &str, ns: &str, spec: &str) -> String {
-        format!("apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n---\n")
+        format!(
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n---\n"
+        )
     }
 
     fn mode(yaml: &str, ns: &str, labels: &[(&str, &str)], port: u16) -> Mode {
@@ -107,7 +111,11 @@ mod tests {
         let mesh_strict = pa("default", "istio-system", "{mtls: {mode: STRICT}}");
         assert_eq!(mode(&mesh_strict, "default", app, 9080), Mode::Strict);
         let ns_permissive = pa("default", "default", "{mtls: {mode: PERMISSIVE}}");
-        assert_eq!(mode(&(mesh_strict.clone() + &ns_permissive), "default", app, 9080), Mode::Permissive, "namespace beats mesh");
+        assert_eq!(
+            mode(&(mesh_strict.clone() + &ns_permissive), "default", app, 9080),
+            Mode::Permissive,
+            "namespace beats mesh"
+        );
         let wl_disable = pa("reviews", "default", "{selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}");
         let all = mesh_strict.clone() + &ns_permissive + &wl_disable;
         assert_eq!(mode(&all, "default", app, 9080), Mode::Disable, "workload beats namespace");
@@ -120,7 +128,11 @@ mod tests {
         let root_selector = pa("r", "istio-system", "{selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}");
         assert_eq!(mode(&(mesh_strict.clone() + &root_selector), "default", app, 9080), Mode::Strict);
         // portLevelMtls: by container port; port UNSET takes the workload's mode.
-        let ports = pa("reviews", "default", "{selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}, portLevelMtls: {9080: {mode: PERMISSIVE}, 9090: {mode: UNSET}}}");
+        let ports = pa(
+            "reviews",
+            "default",
+            "{selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}, portLevelMtls: {9080: {mode: PERMISSIVE}, 9090: {mode: UNSET}}}",
+        );
         assert_eq!(mode(&ports, "default", app, 9080), Mode::Permissive);
         assert_eq!(mode(&ports, "default", app, 9090), Mode::Strict);
         assert_eq!(mode(&ports, "default", app, 15000), Mode::Strict);

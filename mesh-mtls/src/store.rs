@@ -50,7 +50,11 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, provider: &CryptoProvider) -> Result<CertifiedKey, StoreError> {
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, StoreError> {
     Ok(CertifiedKey::from_der(chain, key, provider)?)
 }
 
@@ -87,13 +91,22 @@ impl CertStore {
 
     /// Keep the certificate fresh from `ca`: re-issue when two thirds of its lifetime
     /// have passed. The task ends when the store is dropped.
-    pub fn rotate_from(self: &Arc<Self>, ca: Arc<CertificateAuthority>, identity: Identity, ttl: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn rotate_from(
+        self: &Arc<Self>,
+        ca: Arc<CertificateAuthority>,
+        identity: Identity,
+        ttl: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ttl.mul_f64(2.0 / 3.0)).await;
                 let Some(store) = weak.upgrade() else { return };
-                match ca.issue(&identity, ttl).map_err(|e| e.to_string()).and_then(|c| store.set(&c).map_err(|e| e.to_string())) {
+                match ca
+                    .issue(&identity, ttl)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| store.set(&c).map_err(|e| e.to_string()))
+                {
                     Ok(()) => tracing::info!(%identity, "workload certificate rotated"),
                     Err(e) => tracing::error!(%identity, error = %e, "certificate rotation failed; retrying"),
                 }
@@ -121,7 +134,9 @@ impl CertStore {
                         last = now;
                         tracing::info!(cert = %cert.display(), "certificate reloaded from files");
                     }
-                    Err(e) => tracing::warn!(error = %e, "certificate files are not usable yet; keeping the current one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "certificate files are not usable yet; keeping the current one")
+                    }
                 }
             }
         })
@@ -149,7 +164,8 @@ fn load_files(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Cert
     if chain.is_empty() {
         return Err(StoreError::Invalid(format!("{}: no certificate", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| StoreError::Invalid(format!("{}: {e}", key.display())))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| StoreError::Invalid(format!("{}: {e}", key.display())))?;
     certified(chain, key, provider)
 }
 
@@ -160,7 +176,11 @@ impl ResolvesServerCert for CertStore {
 }
 
 impl ResolvesClientCert for CertStore {
-    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
 
