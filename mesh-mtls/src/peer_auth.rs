@@ -62,11 +62,11 @@ impl PeerAuthn {
         let mut sources = Vec::new();
         let mut mode = Mode::Permissive;
         for (level, p) in [("mesh", mesh), ("namespace", ns), ("workload", workload)] {
-            if let Some((meta, spec)) = p {
-                if let Some(m) = mode_of(spec.mtls.as_ref()) {
-                    mode = m;
-                    sources.insert(0, format!("{level}: {}/{}", meta.namespace, meta.name));
-                }
+            if let Some((meta, spec)) = p
+                && let Some(m) = mode_of(spec.mtls.as_ref())
+            {
+                mode = m;
+                sources.insert(0, format!("{level}: {}/{}", meta.namespace, meta.name));
             }
         }
         let ports = workload
