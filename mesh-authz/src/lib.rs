@@ -16,4 +16,6 @@
 //! - Policies attached with `targetRefs` apply to gateways and waypoints, which this
 //!   sidecar-side evaluation does not model yet.
 
+pub mod jwt;
+pub mod layer;
 pub mod policy;

@@ -145,3 +145,16 @@ mod tests {
         assert_eq!(ext.get::<ResponseFlags>().unwrap().to_string(), "UT,DI");
     }
 }
+
+/// The mTLS peer of the connection a request arrived on (request extension, set by the
+/// server that accepted it; absent for plaintext).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity(pub crate::Identity);
+
+/// The downstream client's address (request extension, set by the server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The local address and port a request arrived on (request extension, set by the server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);

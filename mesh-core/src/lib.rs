@@ -25,6 +25,7 @@
 //!   rarely used escapes; both reject lookaround and backreferences.
 
 pub mod api;
+pub mod base64;
 pub mod body;
 pub mod diag;
 pub mod duration;

@@ -37,9 +37,7 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TriedHosts(pub Vec<SocketAddr>);
 
-/// The downstream client's address (for `useSourceIp` hashing), set by the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+pub use mesh_core::ext::ClientAddr;
 
 /// Picks an endpoint of the request's [`Target`] cluster and sends the request there.
 #[derive(Clone, Debug)]

@@ -411,32 +411,10 @@ impl DirectResponse {
         let body = match body {
             None => Bytes::new(),
             Some(HttpBody::String(s)) => Bytes::from(s.clone()),
-            Some(HttpBody::Bytes(b)) => Bytes::from(base64_decode(b).ok_or(RouteConfigError::Base64)?),
+            Some(HttpBody::Bytes(b)) => Bytes::from(mesh_core::base64::decode(b).ok_or(RouteConfigError::Base64)?),
         };
         Ok(Self { status, body })
     }
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// A mirror destination.
@@ -607,10 +585,4 @@ mod tests {
         assert_eq!(split.pick(0.9999).unwrap().weight, 20);
     }
 
-    #[test]
-    fn base64() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
-        assert!(base64_decode("a*b").is_none());
-    }
 }

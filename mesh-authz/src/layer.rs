@@ -1,0 +1,513 @@
+//! The server-side layers: [`AuthnLayer`] (RequestAuthentication, 401 on a bad token) and
+//! [`AuthzLayer`] (CUSTOM, DENY, ALLOW; 403 `RBAC: access denied`).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use mesh_core::{
+    BoxError,
+    body::LocalBody,
+    ext::{ClientAddr, LocalAddr, PeerIdentity, ResponseFlags},
+};
+use pin_project_lite::pin_project;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    jwt::JwtPolicy,
+    policy::{AuthzPolicy, AuthzRequest, Decision, RequestAuth, path::normalize},
+};
+
+// === RequestAuthentication ===
+
+/// Validates JWTs with the workload's RequestAuthentication; a bad token is 401.
+#[derive(Clone, Debug)]
+pub struct AuthnLayer {
+    policy: Arc<ArcSwap<JwtPolicy>>,
+}
+
+impl AuthnLayer {
+    /// With the given (swappable) policy.
+    pub fn new(policy: Arc<ArcSwap<JwtPolicy>>) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+    fn layer(&self, inner: S) -> Authn<S> {
+        Authn { inner, policy: self.policy.clone() }
+    }
+}
+
+/// See [`AuthnLayer`].
+#[derive(Clone, Debug)]
+pub struct Authn<S> {
+    inner: S,
+    policy: Arc<ArcSwap<JwtPolicy>>,
+}
+
+impl<S, B, ResB> Service<Request<B>> for Authn<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: LocalBody,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = LocalOr<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let policy = self.policy.load();
+        if policy.is_empty() {
+            return LocalOr::inner(self.inner.call(req));
+        }
+        let query = req.uri().query().map(str::to_string);
+        match policy.authenticate(req.headers_mut(), query.as_deref(), SystemTime::now()) {
+            Ok(Some(auth)) => {
+                req.extensions_mut().insert(auth);
+                LocalOr::inner(self.inner.call(req))
+            }
+            Ok(None) => LocalOr::inner(self.inner.call(req)),
+            Err(e) => {
+                tracing::debug!(error = %e, "request authentication failed");
+                let mut rsp = Response::new(ResB::from_bytes(Bytes::from(e.to_string())));
+                *rsp.status_mut() = StatusCode::UNAUTHORIZED;
+                rsp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mesh\", error=\"invalid_token\""));
+                rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                LocalOr::local(rsp)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A local answer or the inner future.
+    pub struct LocalOr<F, B> {
+        #[pin]
+        inner: Option<F>,
+        local: Option<Response<B>>,
+    }
+}
+
+impl<F, B> LocalOr<F, B> {
+    fn inner(f: F) -> Self {
+        Self { inner: Some(f), local: None }
+    }
+    fn local(r: Response<B>) -> Self {
+        Self { inner: None, local: Some(r) }
+    }
+}
+
+impl<F, B, E> Future for LocalOr<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => Poll::Ready(Ok(this.local.take().expect("polled after ready"))),
+        }
+    }
+}
+
+// === CUSTOM: the external authorizer ===
+
+/// Istio's mesh config `extensionProviders[].envoyExtAuthzHttp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtAuthzHttp {
+    /// Provider name, referenced by `provider.name`.
+    pub name: String,
+    /// The authorizer's host (a name or an address).
+    pub service: String,
+    /// Its port.
+    pub port: u16,
+    /// Prefix added to the checked path.
+    pub path_prefix: String,
+    /// Request headers sent in the check (besides `host`, `method`, `path`, `authorization`).
+    pub include_request_headers_in_check: Vec<String>,
+    /// Authorizer headers copied onto the upstream request when it allows.
+    pub headers_to_upstream_on_allow: Vec<String>,
+    /// Authorizer headers copied onto the answer when it denies.
+    pub headers_to_downstream_on_deny: Vec<String>,
+    /// Allow when the authorizer cannot be reached.
+    pub fail_open: bool,
+    /// Check timeout.
+    pub timeout: Duration,
+    /// Status when the authorizer cannot be reached (default 403).
+    pub status_on_error: u16,
+}
+
+impl ExtAuthzHttp {
+    /// The `envoyExtAuthzHttp` providers of a mesh config (YAML or JSON), e.g.
+    /// `extensionProviders: [{name: ext-authz, envoyExtAuthzHttp: {service: ..., port: ...}}]`.
+    pub fn from_mesh_config(text: &str) -> Result<Vec<Self>, String> {
+        let docs = mesh_core::load::parse_documents(text, &mesh_core::load::Limits::default()).map_err(|e| format!("line {}: {}", e.line, e.message))?;
+        let mut out = Vec::new();
+        for doc in docs {
+            let v = doc.to_json();
+            let Some(providers) = v.get("extensionProviders").and_then(|p| p.as_array()) else { continue };
+            for p in providers {
+                let Some(e) = p.get("envoyExtAuthzHttp") else { continue };
+                let strings = |k: &str| -> Vec<String> { e.get(k).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default() };
+                let timeout = e.get("timeout").and_then(|t| t.as_str()).map(|t| t.parse::<mesh_core::Duration>().map(|d| d.get())).transpose().map_err(|e| e.to_string())?;
+                out.push(Self {
+                    name: p.get("name").and_then(|n| n.as_str()).ok_or("an extension provider needs a name")?.to_string(),
+                    service: e.get("service").and_then(|s| s.as_str()).ok_or("envoyExtAuthzHttp needs service")?.to_string(),
+                    port: e.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok()).ok_or("envoyExtAuthzHttp needs port")?,
+                    path_prefix: e.get("pathPrefix").and_then(|s| s.as_str()).unwrap_or("").to_string(),
+                    include_request_headers_in_check: strings("includeRequestHeadersInCheck"),
+                    headers_to_upstream_on_allow: strings("headersToUpstreamOnAllow"),
+                    headers_to_downstream_on_deny: strings("headersToDownstreamOnDeny"),
+                    fail_open: e.get("failOpen").and_then(|f| f.as_bool()).unwrap_or(false),
+                    timeout: timeout.unwrap_or(Duration::from_secs(600)),
+                    status_on_error: e.get("statusOnError").and_then(|s| s.as_str()).and_then(|s| s.parse().ok()).unwrap_or(403),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The authorizer's verdict.
+enum Verdict {
+    Allow(HeaderMap),
+    Deny(Response<Bytes>),
+}
+
+type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+async fn check(client: &Client, p: &ExtAuthzHttp, method: &http::Method, path: &str, headers: &HeaderMap) -> Verdict {
+    let uri: Result<Uri, _> = format!("http://{}:{}{}{}", p.service, p.port, p.path_prefix, path).parse();
+    let failed = |why: String| {
+        tracing::warn!(provider = %p.name, error = %why, "external authorizer unreachable");
+        if p.fail_open {
+            Verdict::Allow(HeaderMap::new())
+        } else {
+            let mut r = Response::new(Bytes::new());
+            *r.status_mut() = StatusCode::from_u16(p.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
+            Verdict::Deny(r)
+        }
+    };
+    let Ok(uri) = uri else { return failed("invalid authorizer address".into()) };
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    for name in ["host", "authorization"].iter().map(|s| s.to_string()).chain(p.include_request_headers_in_check.iter().cloned()) {
+        if let Ok(n) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            for v in headers.get_all(&n) {
+                req.headers_mut().append(n.clone(), v.clone());
+            }
+        }
+    }
+    let sent = async {
+        let rsp = client.request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = rsp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>(Response::from_parts(parts, body))
+    };
+    match tokio::time::timeout(p.timeout, sent).await {
+        Err(_) => failed("timeout".into()),
+        Ok(Err(e)) => failed(e),
+        Ok(Ok(rsp)) if rsp.status().is_success() => {
+            let mut add = HeaderMap::new();
+            for name in &p.headers_to_upstream_on_allow {
+                if let Ok(n) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                    for v in rsp.headers().get_all(&n) {
+                        add.append(n.clone(), v.clone());
+                    }
+                }
+            }
+            Verdict::Allow(add)
+        }
+        Ok(Ok(rsp)) => {
+            let mut out = Response::new(rsp.body().clone());
+            *out.status_mut() = rsp.status();
+            for name in &p.headers_to_downstream_on_deny {
+                if let Ok(n) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+                    for v in rsp.headers().get_all(&n) {
+                        out.headers_mut().append(n.clone(), v.clone());
+                    }
+                }
+            }
+            Verdict::Deny(out)
+        }
+    }
+}
+
+// === AuthorizationPolicy ===
+
+/// Counters of decisions, for telemetry.
+#[derive(Debug, Default)]
+pub struct AuthzStats {
+    /// Requests allowed.
+    pub allowed: AtomicU64,
+    /// Requests denied by DENY or ALLOW policies.
+    pub denied: AtomicU64,
+    /// Requests denied by an external authorizer.
+    pub custom_denied: AtomicU64,
+    /// Requests refused for an invalid path (400).
+    pub bad_path: AtomicU64,
+    /// Dry-run policy matches (not enforced).
+    pub dry_run: AtomicU64,
+}
+
+struct State {
+    policy: Arc<ArcSwap<AuthzPolicy>>,
+    providers: HashMap<String, ExtAuthzHttp>,
+    client: Client,
+    stats: AuthzStats,
+    port: u16,
+    trusted_proxies: usize,
+}
+
+/// Authorizes requests with the workload's AuthorizationPolicies.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for AuthzLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzLayer").field("port", &self.state.port).finish_non_exhaustive()
+    }
+}
+
+impl AuthzLayer {
+    /// Authorize with `policy` for the workload port `port` (used when the request does
+    /// not carry a [`LocalAddr`]).
+    pub fn new(policy: Arc<ArcSwap<AuthzPolicy>>, port: u16) -> Self {
+        Self::with_providers(policy, port, Vec::new(), 0)
+    }
+
+    /// With CUSTOM providers, and the number of trusted proxies in front (`remote.ip` comes
+    /// from `X-Forwarded-For` only when there are some).
+    pub fn with_providers(policy: Arc<ArcSwap<AuthzPolicy>>, port: u16, providers: Vec<ExtAuthzHttp>, trusted_proxies: usize) -> Self {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        Self {
+            state: Arc::new(State {
+                policy,
+                providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
+                client,
+                stats: AuthzStats::default(),
+                port,
+                trusted_proxies,
+            }),
+        }
+    }
+
+    /// The decision counters.
+    pub fn stats(&self) -> &AuthzStats {
+        &self.state.stats
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Authz<S> {
+        Authz { inner, state: self.state.clone() }
+    }
+}
+
+/// See [`AuthzLayer`].
+#[derive(Clone)]
+pub struct Authz<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Authz<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authz").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+fn local<B: LocalBody>(status: StatusCode, body: &'static str) -> Response<B> {
+    let mut rsp = Response::new(B::from_static(body));
+    *rsp.status_mut() = status;
+    if !body.is_empty() {
+        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    rsp
+}
+
+fn remote_ip(headers: &HeaderMap, trusted: usize) -> Option<IpAddr> {
+    if trusted == 0 {
+        return None;
+    }
+    let all: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
+    all.len().checked_sub(trusted).and_then(|i| all.get(i)).and_then(|ip| ip.parse().ok())
+}
+
+impl State {
+    fn record(&self, d: &Decision, authority: &str, path: &str) {
+        let counter = if d.allowed { &self.stats.allowed } else { &self.stats.denied };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !d.dry_run.is_empty() {
+            self.stats.dry_run.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(policies = ?d.dry_run, "dry-run policy matched (not enforced)");
+        }
+        tracing::debug!(allowed = d.allowed, action = ?d.action, policy = ?d.policy, audit = ?d.audit, %authority, %path, "authorization decision");
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, ResB> Service<Request<B>> for Authz<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    ResB: LocalBody + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = AuthzFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let path = match normalize(req.uri().path()) {
+            Ok(p) => p,
+            Err(_) => {
+                self.state.stats.bad_path.fetch_add(1, Ordering::Relaxed);
+                return AuthzFuture::local(local(StatusCode::BAD_REQUEST, "Bad Request"));
+            }
+        };
+        // The backend receives the normalised path.
+        if path != req.uri().path() {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
+            parts.path_and_query = pq.parse().ok();
+            *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        }
+        let state = &self.state;
+        let policy = state.policy.load();
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("").to_string();
+        let ext = req.extensions();
+        let peer = ext.get::<PeerIdentity>().map(|p| &p.0);
+        let auth: Option<&RequestAuth> = ext.get::<RequestAuth>();
+        let attrs = AuthzRequest {
+            peer,
+            source_ip: ext.get::<ClientAddr>().map(|a| a.0.ip()),
+            remote_ip: remote_ip(req.headers(), state.trusted_proxies),
+            request_auth: auth,
+            method: req.method().as_str(),
+            path: &path,
+            host: &host,
+            port: ext.get::<LocalAddr>().map_or(state.port, |a| a.0.port()),
+            headers: req.headers(),
+            destination_ip: ext.get::<LocalAddr>().map(|a| a.0.ip()),
+            sni: None,
+        };
+        let evaluation = policy.evaluate(&attrs);
+        let decision = evaluation.decision;
+        let Some(custom) = evaluation.custom else {
+            state.record(&decision, &host, &path);
+            return if decision.allowed { AuthzFuture::inner(self.inner.call(req)) } else { AuthzFuture::local(local(StatusCode::FORBIDDEN, "RBAC: access denied")) };
+        };
+        // Slow path: ask the external authorizer first (boxed).
+        let state = self.state.clone();
+        let svc = self.inner.clone();
+        AuthzFuture::boxed(Box::pin(async move {
+            let Some(provider) = state.providers.get(&custom.provider) else {
+                tracing::warn!(provider = %custom.provider, policy = %custom.policy, "unknown extension provider: denied");
+                state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
+                return Ok(deny_custom(Response::new(Bytes::new())));
+            };
+            match check(&state.client, provider, req.method(), req.uri().path_and_query().map_or("/", |p| p.as_str()), req.headers()).await {
+                Verdict::Deny(rsp) => {
+                    state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
+                    Ok(deny_custom(rsp))
+                }
+                Verdict::Allow(add) => {
+                    for (k, v) in &add {
+                        req.headers_mut().insert(k.clone(), v.clone());
+                    }
+                    state.record(&decision, &host, &path);
+                    if decision.allowed {
+                        svc.oneshot(req).await.map_err(Into::into)
+                    } else {
+                        Ok(local(StatusCode::FORBIDDEN, "RBAC: access denied"))
+                    }
+                }
+            }
+        }))
+    }
+}
+
+fn deny_custom<B: LocalBody>(rsp: Response<Bytes>) -> Response<B> {
+    let (mut parts, body) = rsp.into_parts();
+    if parts.status.is_success() {
+        parts.status = StatusCode::FORBIDDEN;
+    }
+    let mut out = Response::from_parts(parts, B::from_bytes(body));
+    ResponseFlags::add_to(out.extensions_mut(), ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+    out
+}
+
+pin_project! {
+    /// Response future of [`Authz`].
+    pub struct AuthzFuture<F, B> {
+        #[pin]
+        inner: Option<F>,
+        local: Option<Response<B>>,
+        slow: Option<BoxFuture<Result<Response<B>, BoxError>>>,
+    }
+}
+
+impl<F, B> AuthzFuture<F, B> {
+    fn inner(f: F) -> Self {
+        Self { inner: Some(f), local: None, slow: None }
+    }
+    fn local(r: Response<B>) -> Self {
+        Self { inner: None, local: Some(r), slow: None }
+    }
+    fn boxed(f: BoxFuture<Result<Response<B>, BoxError>>) -> Self {
+        Self { inner: None, local: None, slow: Some(f) }
+    }
+}
+
+impl<F, B, E> Future for AuthzFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(f) = this.inner.as_pin_mut() {
+            return f.poll(cx).map_err(Into::into);
+        }
+        if let Some(f) = this.slow.as_mut() {
+            return f.as_mut().poll(cx);
+        }
+        Poll::Ready(Ok(this.local.take().expect("polled after ready")))
+    }
+}
