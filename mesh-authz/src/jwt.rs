@@ -69,11 +69,12 @@ impl Jwks {
                     _ => continue,
                 },
                 Some("EC") => {
-                    let (curve, alg): (&'static signature::EcdsaVerificationAlgorithm, _) = match k.get("crv").and_then(Value::as_str) {
-                        Some("P-256") => (&signature::ECDSA_P256_SHA256_FIXED, "ES256"),
-                        Some("P-384") => (&signature::ECDSA_P384_SHA384_FIXED, "ES384"),
-                        _ => continue,
-                    };
+                    let (curve, alg): (&'static signature::EcdsaVerificationAlgorithm, _) =
+                        match k.get("crv").and_then(Value::as_str) {
+                            Some("P-256") => (&signature::ECDSA_P256_SHA256_FIXED, "ES256"),
+                            Some("P-384") => (&signature::ECDSA_P384_SHA384_FIXED, "ES384"),
+                            _ => continue,
+                        };
                     let (Some(x), Some(y)) = (b(k, "x"), b(k, "y")) else { continue };
                     let mut point = vec![0x04];
                     point.extend(x);
@@ -153,12 +154,20 @@ fn compile_rule(r: &JwtRule) -> Result<Rule, String> {
     let mut locations: Vec<Location> = r
         .from_headers
         .iter()
-        .filter_map(|h| Some(Location::Header(HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).ok()?, h.prefix.clone().unwrap_or_default())))
+        .filter_map(|h| {
+            Some(Location::Header(
+                HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).ok()?,
+                h.prefix.clone().unwrap_or_default(),
+            ))
+        })
         .collect();
     locations.extend(r.from_params.iter().map(|p| Location::Param(p.clone())));
     if locations.is_empty() {
         // Istio's defaults: `Authorization: Bearer <token>` and `?access_token=`.
-        locations = vec![Location::Header(http::header::AUTHORIZATION, "Bearer ".into()), Location::Param("access_token".into())];
+        locations = vec![
+            Location::Header(http::header::AUTHORIZATION, "Bearer ".into()),
+            Location::Param("access_token".into()),
+        ];
     }
     Ok(Rule {
         issuer: r.issuer.clone(),
@@ -167,7 +176,10 @@ fn compile_rule(r: &JwtRule) -> Result<Rule, String> {
         jwks_uri: r.jwks_uri.clone(),
         locations,
         forward: r.forward_original_token.unwrap_or(false),
-        output_payload_to_header: r.output_payload_to_header.as_ref().and_then(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
+        output_payload_to_header: r
+            .output_payload_to_header
+            .as_ref()
+            .and_then(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
     })
 }
 
@@ -183,7 +195,10 @@ impl JwtPolicy {
             for (i, rule) in ra.spec.jwt_rules.iter().enumerate() {
                 match compile_rule(rule) {
                     Ok(c) => out.rules.push(c),
-                    Err(e) => out.warnings.push(format!("RequestAuthentication {}/{}: spec.jwtRules[{i}]: {e}", ra.metadata.namespace, ra.metadata.name)),
+                    Err(e) => out.warnings.push(format!(
+                        "RequestAuthentication {}/{}: spec.jwtRules[{i}]: {e}",
+                        ra.metadata.namespace, ra.metadata.name
+                    )),
                 }
             }
         }
@@ -215,13 +230,26 @@ impl JwtPolicy {
     /// Authenticate a request: `Ok(None)` when it carries no token, the authenticated
     /// principal when a token is valid, an error (401) otherwise. The token header is
     /// removed unless `forwardOriginalToken` is set.
-    pub fn authenticate(&self, headers: &mut HeaderMap, query: Option<&str>, now: SystemTime) -> Result<Option<RequestAuth>, JwtError> {
+    pub fn authenticate(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Option<RequestAuth>, JwtError> {
         let mut found = None;
         'search: for rule in &self.rules {
             for loc in &rule.locations {
                 let token = match loc {
-                    Location::Header(name, prefix) => headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix(prefix.as_str())).map(str::to_string),
-                    Location::Param(p) => query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(p.as_str()).and_then(|r| r.strip_prefix('=')))).map(str::to_string),
+                    Location::Header(name, prefix) => headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix(prefix.as_str()))
+                        .map(str::to_string),
+                    Location::Param(p) => query
+                        .and_then(|q| {
+                            q.split('&').find_map(|kv| kv.strip_prefix(p.as_str()).and_then(|r| r.strip_prefix('=')))
+                        })
+                        .map(str::to_string),
                 };
                 if let Some(t) = token {
                     found = Some((t, loc.clone()));
@@ -231,9 +259,13 @@ impl JwtPolicy {
         }
         let Some((token, location)) = found else { return Ok(None) };
         let mut parts = token.trim().split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else { return Err(JwtError::Malformed) };
-        let header: Value = base64::decode(h).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)?;
-        let claims: Value = base64::decode(p).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)?;
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(JwtError::Malformed);
+        };
+        let header: Value =
+            base64::decode(h).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)?;
+        let claims: Value =
+            base64::decode(p).and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Malformed)?;
         let sig = base64::decode(s).ok_or(JwtError::Malformed)?;
         let iss = claims.get("iss").and_then(Value::as_str).ok_or(JwtError::UnknownIssuer)?;
         let rule = self.rules.iter().find(|r| r.issuer == iss).ok_or(JwtError::UnknownIssuer)?;
@@ -256,15 +288,15 @@ impl JwtPolicy {
         if !rule.audiences.is_empty() && !audiences.iter().any(|a| rule.audiences.contains(a)) {
             return Err(JwtError::Audience);
         }
-        if !rule.forward {
-            if let Location::Header(name, _) = &location {
-                headers.remove(name);
-            }
+        if !rule.forward
+            && let Location::Header(name, _) = &location
+        {
+            headers.remove(name);
         }
-        if let Some(out) = &rule.output_payload_to_header {
-            if let Ok(v) = HeaderValue::from_str(p) {
-                headers.insert(out.clone(), v);
-            }
+        if let Some(out) = &rule.output_payload_to_header
+            && let Ok(v) = HeaderValue::from_str(p)
+        {
+            headers.insert(out.clone(), v);
         }
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         Ok(Some(RequestAuth {

@@ -91,7 +91,10 @@ where
                 tracing::debug!(error = %e, "request authentication failed");
                 let mut rsp = Response::new(ResB::from_bytes(Bytes::from(e.to_string())));
                 *rsp.status_mut() = StatusCode::UNAUTHORIZED;
-                rsp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mesh\", error=\"invalid_token\""));
+                rsp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"mesh\", error=\"invalid_token\""),
+                );
                 rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 LocalOr::local(rsp)
             }
@@ -162,26 +165,53 @@ impl ExtAuthzHttp {
     /// The `envoyExtAuthzHttp` providers of a mesh config (YAML or JSON), e.g.
     /// `extensionProviders: [{name: ext-authz, envoyExtAuthzHttp: {service: ..., port: ...}}]`.
     pub fn from_mesh_config(text: &str) -> Result<Vec<Self>, String> {
-        let docs = mesh_core::load::parse_documents(text, &mesh_core::load::Limits::default()).map_err(|e| format!("line {}: {}", e.line, e.message))?;
+        let docs = mesh_core::load::parse_documents(text, &mesh_core::load::Limits::default())
+            .map_err(|e| format!("line {}: {}", e.line, e.message))?;
         let mut out = Vec::new();
         for doc in docs {
             let v = doc.to_json();
             let Some(providers) = v.get("extensionProviders").and_then(|p| p.as_array()) else { continue };
             for p in providers {
                 let Some(e) = p.get("envoyExtAuthzHttp") else { continue };
-                let strings = |k: &str| -> Vec<String> { e.get(k).and_then(|v| v.as_array()).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default() };
-                let timeout = e.get("timeout").and_then(|t| t.as_str()).map(|t| t.parse::<mesh_core::Duration>().map(|d| d.get())).transpose().map_err(|e| e.to_string())?;
+                let strings = |k: &str| -> Vec<String> {
+                    e.get(k)
+                        .and_then(|v| v.as_array())
+                        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default()
+                };
+                let timeout = e
+                    .get("timeout")
+                    .and_then(|t| t.as_str())
+                    .map(|t| t.parse::<mesh_core::Duration>().map(|d| d.get()))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 out.push(Self {
-                    name: p.get("name").and_then(|n| n.as_str()).ok_or("an extension provider needs a name")?.to_string(),
-                    service: e.get("service").and_then(|s| s.as_str()).ok_or("envoyExtAuthzHttp needs service")?.to_string(),
-                    port: e.get("port").and_then(|p| p.as_u64()).and_then(|p| u16::try_from(p).ok()).ok_or("envoyExtAuthzHttp needs port")?,
+                    name: p
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .ok_or("an extension provider needs a name")?
+                        .to_string(),
+                    service: e
+                        .get("service")
+                        .and_then(|s| s.as_str())
+                        .ok_or("envoyExtAuthzHttp needs service")?
+                        .to_string(),
+                    port: e
+                        .get("port")
+                        .and_then(|p| p.as_u64())
+                        .and_then(|p| u16::try_from(p).ok())
+                        .ok_or("envoyExtAuthzHttp needs port")?,
                     path_prefix: e.get("pathPrefix").and_then(|s| s.as_str()).unwrap_or("").to_string(),
                     include_request_headers_in_check: strings("includeRequestHeadersInCheck"),
                     headers_to_upstream_on_allow: strings("headersToUpstreamOnAllow"),
                     headers_to_downstream_on_deny: strings("headersToDownstreamOnDeny"),
                     fail_open: e.get("failOpen").and_then(|f| f.as_bool()).unwrap_or(false),
                     timeout: timeout.unwrap_or(Duration::from_secs(600)),
-                    status_on_error: e.get("statusOnError").and_then(|s| s.as_str()).and_then(|s| s.parse().ok()).unwrap_or(403),
+                    status_on_error: e
+                        .get("statusOnError")
+                        .and_then(|s| s.as_str())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(403),
                 });
             }
         }
@@ -213,7 +243,11 @@ async fn check(client: &Client, p: &ExtAuthzHttp, method: &http::Method, path: &
     let mut req = Request::new(Empty::new());
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
-    for name in ["host", "authorization"].iter().map(|s| s.to_string()).chain(p.include_request_headers_in_check.iter().cloned()) {
+    for name in ["host", "authorization"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(p.include_request_headers_in_check.iter().cloned())
+    {
         if let Ok(n) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             for v in headers.get_all(&n) {
                 req.headers_mut().append(n.clone(), v.clone());
@@ -302,7 +336,12 @@ impl AuthzLayer {
 
     /// With CUSTOM providers, and the number of trusted proxies in front (`remote.ip` comes
     /// from `X-Forwarded-For` only when there are some).
-    pub fn with_providers(policy: Arc<ArcSwap<AuthzPolicy>>, port: u16, providers: Vec<ExtAuthzHttp>, trusted_proxies: usize) -> Self {
+    pub fn with_providers(
+        policy: Arc<ArcSwap<AuthzPolicy>>,
+        port: u16,
+        providers: Vec<ExtAuthzHttp>,
+        trusted_proxies: usize,
+    ) -> Self {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Self {
             state: Arc::new(State {
@@ -355,7 +394,13 @@ fn remote_ip(headers: &HeaderMap, trusted: usize) -> Option<IpAddr> {
     if trusted == 0 {
         return None;
     }
-    let all: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim).collect();
+    let all: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     all.len().checked_sub(trusted).and_then(|i| all.get(i)).and_then(|ip| ip.parse().ok())
 }
 
@@ -409,7 +454,13 @@ where
         }
         let state = &self.state;
         let policy = state.policy.load();
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or("").to_string();
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_string();
         let ext = req.extensions();
         let peer = ext.get::<PeerIdentity>().map(|p| &p.0);
         let auth: Option<&RequestAuth> = ext.get::<RequestAuth>();
@@ -430,7 +481,11 @@ where
         let decision = evaluation.decision;
         let Some(custom) = evaluation.custom else {
             state.record(&decision, &host, &path);
-            return if decision.allowed { AuthzFuture::inner(self.inner.call(req)) } else { AuthzFuture::local(local(StatusCode::FORBIDDEN, "RBAC: access denied")) };
+            return if decision.allowed {
+                AuthzFuture::inner(self.inner.call(req))
+            } else {
+                AuthzFuture::local(local(StatusCode::FORBIDDEN, "RBAC: access denied"))
+            };
         };
         // Slow path: ask the external authorizer first (boxed).
         let state = self.state.clone();
@@ -441,7 +496,15 @@ where
                 state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
                 return Ok(deny_custom(Response::new(Bytes::new())));
             };
-            match check(&state.client, provider, req.method(), req.uri().path_and_query().map_or("/", |p| p.as_str()), req.headers()).await {
+            match check(
+                &state.client,
+                provider,
+                req.method(),
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                req.headers(),
+            )
+            .await
+            {
                 Verdict::Deny(rsp) => {
                     state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
                     Ok(deny_custom(rsp))

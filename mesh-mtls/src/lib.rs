@@ -36,5 +36,6 @@ pub mod accept;
 pub mod ca;
 pub mod config;
 pub mod peer_auth;
+pub mod server;
 pub mod store;
 pub mod verify;

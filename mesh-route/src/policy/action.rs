@@ -584,5 +584,4 @@ mod tests {
         assert_eq!(split.pick(0.8).unwrap().weight, 20);
         assert_eq!(split.pick(0.9999).unwrap().weight, 20);
     }
-
 }
