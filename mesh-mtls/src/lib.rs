@@ -35,6 +35,7 @@
 pub mod accept;
 pub mod ca;
 pub mod config;
+pub mod connector;
 pub mod peer_auth;
 pub mod server;
 pub mod store;

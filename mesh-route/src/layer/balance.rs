@@ -16,7 +16,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, Uri, header, uri::Scheme};
-use mesh_core::{BoxError, ext::UpstreamHost, is_caused_by, registry::Endpoint};
+use mesh_core::{BoxError, api::ClientTlsMode, ext::UpstreamHost, is_caused_by, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -44,6 +44,7 @@ pub use mesh_core::ext::ClientAddr;
 pub struct BalanceLayer {
     states: Arc<RwLock<HashMap<Arc<str>, Arc<ClusterState>>>>,
     rng: Arc<dyn Roll>,
+    auto_mtls: bool,
 }
 
 impl Default for BalanceLayer {
@@ -55,7 +56,16 @@ impl Default for BalanceLayer {
 impl BalanceLayer {
     /// A balancer with fresh state.
     pub fn new() -> Self {
-        Self { states: Arc::default(), rng: Arc::new(ThreadRoll) }
+        Self { states: Arc::default(), rng: Arc::new(ThreadRoll), auto_mtls: false }
+    }
+
+    /// Auto mTLS: toward mesh endpoints (with a service account, not MESH_EXTERNAL) of a
+    /// cluster whose DestinationRule sets no `tls`, use `https` (the mTLS connector). With
+    /// it off, only `ISTIO_MUTUAL` clusters use mTLS.
+    #[must_use]
+    pub fn with_auto_mtls(mut self, on: bool) -> Self {
+        self.auto_mtls = on;
+        self
     }
 
     /// Random source for P2C and RANDOM.
@@ -188,8 +198,16 @@ where
         {
             req.headers_mut().insert(header::HOST, a);
         }
+        // mTLS or plaintext toward this endpoint (DestinationRule `tls`, else auto mTLS).
+        let tls = match cluster.tls.as_ref().and_then(|t| t.mode) {
+            Some(ClientTlsMode::Disable) => false,
+            // SIMPLE and MUTUAL originate TLS with other certificates: not supported by the
+            // mesh connector, which then refuses (503 UF) rather than send plaintext.
+            Some(ClientTlsMode::IstioMutual | ClientTlsMode::Simple | ClientTlsMode::Mutual) => true,
+            None => self.layer.auto_mtls && !cluster.mesh_external && endpoint.service_account.is_some(),
+        };
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
         parts.authority = http::uri::Authority::try_from(address.to_string().as_str()).ok();
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));

@@ -11,7 +11,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper_util::{
-    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
+    client::legacy::{
+        Client, ResponseFuture,
+        connect::{Connect, HttpConnector},
+    },
     rt::TokioExecutor,
 };
 use mesh_core::{BoxBody, BoxError, body::boxed};
@@ -20,16 +23,32 @@ use tower_service::Service;
 
 use crate::error::ConnectFailure;
 
-/// A pooled hyper client (HTTP/1.1, keep-alive) sending to the absolute URI the balancer
-/// set; connect failures become [`ConnectFailure`].
+/// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it) sending to
+/// the absolute URI the balancer set (`https` for mTLS); connect failures become
+/// [`ConnectFailure`]. The connector decides how `https` is spoken (mesh-mtls provides the
+/// mTLS one).
 #[derive(Debug)]
-pub struct HttpClient<B> {
-    client: Client<HttpConnector, B>,
+pub struct HttpClient<B, C = HttpConnector> {
+    client: Client<C, B>,
 }
 
-impl<B> Clone for HttpClient<B> {
+impl<B, C: Clone> Clone for HttpClient<B, C> {
     fn clone(&self) -> Self {
         Self { client: self.client.clone() }
+    }
+}
+
+impl<B, C> HttpClient<B, C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// A client over `connector`.
+    pub fn with_connector(connector: C) -> Self {
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
+        Self { client }
     }
 }
 
@@ -61,8 +80,9 @@ where
     }
 }
 
-impl<B> Service<Request<B>> for HttpClient<B>
+impl<B, C> Service<Request<B>> for HttpClient<B, C>
 where
+    C: Connect + Clone + Send + Sync + 'static,
     B: Body<Data = Bytes> + Send + 'static + Unpin,
     B::Error: Into<BoxError>,
 {

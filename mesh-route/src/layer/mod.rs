@@ -77,6 +77,26 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
     BoxCloneSyncService::new(stack)
 }
 
+/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS),
+/// with auto mTLS toward mesh endpoints when `auto_mtls` is set.
+pub fn client_stack_with<C>(table: TableHandle, connector: C, auto_mtls: bool) -> MeshClient
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let balance = BalanceLayer::new().with_auto_mtls(auto_mtls);
+    let mirror: MirrorSink =
+        BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
+    let stack = ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouteLayer::new(table).with_mirror(mirror))
+        .layer(mesh_fault::FaultLayer::per_route())
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .layer(balance)
+        .service(HttpClient::<RetryBody<BoxBody>, C>::with_connector(connector));
+    BoxCloneSyncService::new(stack)
+}
+
 impl BalanceLayer {
     /// This balancer (sharing its state) over `inner`.
     pub fn layer_service<S>(&self, inner: S) -> Balance<S> {

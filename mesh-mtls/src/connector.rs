@@ -1,0 +1,194 @@
+//! The client side for hyper's pooled client: `http://` URIs connect in plaintext,
+//! `https://` URIs with mTLS using the workload certificate, accepting only the identities
+//! the destination address may have (secure naming, from the registry).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use arc_swap::ArcSwap;
+use http::Uri;
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection, HttpConnector},
+    rt::TokioIo,
+};
+use mesh_core::{BoxError, Identity, registry::Registry};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tower_service::Service;
+
+use crate::store::CertStore;
+
+/// Which identities each endpoint address may present: the service accounts of every
+/// service the address backs, in `trust_domain`.
+pub fn secure_naming(registry: &Registry, trust_domain: &str) -> HashMap<SocketAddr, Vec<Identity>> {
+    let mut out: HashMap<SocketAddr, Vec<Identity>> = HashMap::new();
+    for svc in registry.services() {
+        let accounts: Vec<Identity> = svc
+            .endpoints
+            .values()
+            .flat_map(|eps| eps.iter())
+            .filter_map(|e| Identity::new(trust_domain, &e.namespace, e.service_account.as_deref()?).ok())
+            .collect();
+        for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
+            let ids = out.entry(e.address).or_default();
+            for a in &accounts {
+                if !ids.contains(a) {
+                    ids.push(a.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Tls {
+    store: Arc<CertStore>,
+    roots: Arc<RootCertStore>,
+    naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
+    configs: Mutex<HashMap<Vec<Identity>, Arc<ClientConfig>>>,
+}
+
+impl Tls {
+    fn config(&self, addr: SocketAddr) -> Result<Arc<ClientConfig>, BoxError> {
+        let allowed = self.naming.load().get(&addr).cloned().unwrap_or_default();
+        if allowed.is_empty() {
+            return Err(format!("no mesh identity is known for {addr}; refusing mTLS without secure naming").into());
+        }
+        let mut configs = self.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = configs.get(&allowed) {
+            return Ok(c.clone());
+        }
+        let c = crate::config::client_config(self.store.clone(), self.roots.clone(), allowed.clone())?;
+        configs.insert(allowed, c.clone());
+        Ok(c)
+    }
+}
+
+/// A connector for `hyper_util`'s legacy client.
+#[derive(Clone)]
+pub struct MeshConnector {
+    http: HttpConnector,
+    tls: Option<Arc<Tls>>,
+}
+
+impl std::fmt::Debug for MeshConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConnector").field("mtls", &self.tls.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl MeshConnector {
+    /// Plaintext only.
+    pub fn plain() -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        http.enforce_http(false);
+        Self { http, tls: None }
+    }
+
+    /// mTLS for `https://` URIs with `store`'s certificate, `roots`, and the secure naming
+    /// map (swap it when the registry changes).
+    pub fn mtls(
+        store: Arc<CertStore>,
+        roots: Arc<RootCertStore>,
+        naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
+    ) -> Self {
+        let mut c = Self::plain();
+        c.tls = Some(Arc::new(Tls { store, roots, naming, configs: Mutex::default() }));
+        c
+    }
+}
+
+impl Service<Uri> for MeshConnector {
+    type Response = MeshIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let tls = self.tls.clone();
+        let connecting = self.http.call(uri);
+        Box::pin(async move {
+            let tcp: TcpStream = connecting.await?.into_inner();
+            if !https {
+                return Ok(MeshIo::Plain(TokioIo::new(tcp)));
+            }
+            let tls = tls.ok_or("https to a mesh endpoint needs a workload certificate")?;
+            let addr = tcp.peer_addr()?;
+            let config = tls.config(addr)?;
+            let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
+            Ok(MeshIo::Tls(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A connection made by [`MeshConnector`].
+#[derive(Debug)]
+pub enum MeshIo {
+    /// Plaintext.
+    Plain(TokioIo<TcpStream>),
+    /// mTLS.
+    Tls(TokioIo<TlsStream<TcpStream>>),
+}
+
+impl Connection for MeshIo {
+    fn connected(&self) -> Connected {
+        match self {
+            MeshIo::Plain(_) => Connected::new(),
+            MeshIo::Tls(t) => {
+                let c = Connected::new();
+                if t.inner().get_ref().1.alpn_protocol() == Some(b"h2") { c.negotiated_h2() } else { c }
+            }
+        }
+    }
+}
+
+impl hyper::rt::Read for MeshIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MeshIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MeshIo::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for MeshIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MeshIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MeshIo::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MeshIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            MeshIo::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MeshIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MeshIo::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

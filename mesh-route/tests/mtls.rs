@@ -1,0 +1,119 @@
+//! The client stack over mTLS: auto mTLS toward a STRICT server, secure naming, and
+//! `tls: DISABLE` toward STRICT failing as Istio's does.
+
+use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mesh_core::{
+    BoxBody, Identity,
+    ext::{PeerIdentity, ResponseFlags},
+    load::{LoadOptions, load_str},
+    registry::{Locator, Registry},
+};
+use mesh_mtls::{
+    accept::MtlsAcceptor,
+    ca::CertificateAuthority,
+    config,
+    connector::{MeshConnector, secure_naming},
+    peer_auth::Mode,
+    server,
+    store::CertStore,
+};
+use mesh_route::{
+    layer::{TableHandle, client_stack_with},
+    policy::{ProxyContext, RouteTable},
+};
+use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
+
+const DAY: Duration = Duration::from_secs(86400);
+
+fn id(sa: &str) -> Identity {
+    format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
+}
+
+async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
+    let store = CertStore::new(&ca.issue(&id("bookinfo-reviews"), DAY).unwrap()).unwrap();
+    let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()]).unwrap()).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = service_fn(|req: Request<Incoming>| async move {
+        let peer = req.extensions().get::<PeerIdentity>().map_or("plaintext".to_string(), |p| p.0.to_string());
+        Ok::<_, Infallible>(Response::new(mesh_core::body::full(format!("peer={peer}"))))
+    });
+    tokio::spawn(server::serve(listener, acceptor, server::fixed(Mode::Strict), BoxCloneSyncService::new(app)));
+    addr
+}
+
+fn setup(addr: SocketAddr, dr_tls: &str) -> (TableHandle, Registry) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec: {{ports: [{{port: 9080, name: http}}], selector: {{app: reviews}}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v1}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  template: {{metadata: {{labels: {{app: reviews}}}}, spec: {{serviceAccountName: bookinfo-reviews, containers: [{{name: r}}]}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec: {{host: reviews{dr_tls}}}\n"
+    );
+    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let registry = Registry::build(&s, &Locator::new().with("default", "reviews-v1", addr));
+    let table = RouteTable::compile(
+        &s,
+        &registry,
+        &ProxyContext::sidecar("default", [("app".to_string(), "productpage".to_string())].into()),
+    );
+    (TableHandle::new(table), registry)
+}
+
+async fn get(client: &mesh_route::layer::MeshClient) -> (u16, String, String) {
+    let req = Request::builder().uri("http://reviews:9080/reviews/0").body(mesh_core::body::empty()).unwrap();
+    let rsp: Response<BoxBody> = client.clone().oneshot(req).await.unwrap();
+    let flags = rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string();
+    let status = rsp.status().as_u16();
+    (status, String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(), flags)
+}
+
+fn connector(ca: &CertificateAuthority, naming: HashMap<SocketAddr, Vec<Identity>>) -> MeshConnector {
+    let store = CertStore::new(&ca.issue(&id("bookinfo-productpage"), DAY).unwrap()).unwrap();
+    MeshConnector::mtls(store, config::roots([ca.root()]).unwrap(), Arc::new(ArcSwap::from_pointee(naming)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mtls_with_secure_naming() {
+    let ca = CertificateAuthority::generate("cluster.local").unwrap();
+    let addr = strict_server(&ca).await;
+    let (table, registry) = setup(addr, "");
+    let naming = secure_naming(&registry, "cluster.local");
+    assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
+    let client = client_stack_with(table, connector(&ca, naming), true);
+    assert_eq!(
+        get(&client).await,
+        (200, "peer=spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into(), "-".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_the_wrong_identity_is_refused() {
+    let ca = CertificateAuthority::generate("cluster.local").unwrap();
+    let addr = strict_server(&ca).await;
+    let (table, _) = setup(addr, "");
+    // The registry says this address is ratings: the reviews certificate does not fit.
+    let naming = HashMap::from([(addr, vec![id("bookinfo-ratings")])]);
+    let client = client_stack_with(table, connector(&ca, naming), true);
+    let (status, _, flags) = get(&client).await;
+    assert_eq!(status, 503);
+    assert!(flags.starts_with("UF"), "{flags}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_disable_toward_strict_fails() {
+    let ca = CertificateAuthority::generate("cluster.local").unwrap();
+    let addr = strict_server(&ca).await;
+    let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: DISABLE}}");
+    let client = client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), true);
+    let (status, _, flags) = get(&client).await;
+    assert_eq!(status, 503);
+    assert!(flags.starts_with("UC") || flags.starts_with("UF"), "{flags}");
+    // ISTIO_MUTUAL spelled out works as auto mTLS does.
+    let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}");
+    let client = client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), false);
+    assert_eq!(get(&client).await.0, 200);
+}
