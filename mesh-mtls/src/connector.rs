@@ -131,7 +131,7 @@ impl Service<Uri> for MeshConnector {
             let addr = tcp.peer_addr()?;
             let config = tls.config(addr)?;
             let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
-            Ok(MeshIo::Tls(TokioIo::new(stream)))
+            Ok(MeshIo::Tls(Box::new(TokioIo::new(stream))))
         })
     }
 }
@@ -142,7 +142,7 @@ pub enum MeshIo {
     /// Plaintext.
     Plain(TokioIo<TcpStream>),
     /// mTLS.
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl Connection for MeshIo {
@@ -165,7 +165,7 @@ impl hyper::rt::Read for MeshIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MeshIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MeshIo::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            MeshIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -174,21 +174,21 @@ impl hyper::rt::Write for MeshIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MeshIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MeshIo::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            MeshIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MeshIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            MeshIo::Tls(s) => Pin::new(s).poll_flush(cx),
+            MeshIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MeshIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MeshIo::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            MeshIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
