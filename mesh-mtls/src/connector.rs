@@ -18,9 +18,16 @@ use hyper_util::{
     client::legacy::connect::{Connected, Connection, HttpConnector},
     rt::TokioIo,
 };
-use mesh_core::{BoxError, Identity, registry::Registry};
+use std::path::PathBuf;
+
+use mesh_core::{
+    BoxError, Identity,
+    api::{ClientTlsMode, ClientTlsSettings},
+    registry::Registry,
+};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tower_service::Service;
@@ -50,11 +57,119 @@ pub fn secure_naming(registry: &Registry, trust_domain: &str) -> HashMap<SocketA
     out
 }
 
+/// TLS origination toward a server outside the mesh (DestinationRule `tls` SIMPLE or
+/// MUTUAL): the server is verified by name against `caCertificates` (or the Mozilla roots),
+/// and MUTUAL presents the given client certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origination {
+    /// Name sent as SNI and verified: `sni`, else `subjectAltNames[0]`, else the host.
+    pub server_name: String,
+    /// CA bundle file.
+    pub ca_certificates: Option<PathBuf>,
+    /// Client certificate chain file (MUTUAL).
+    pub client_certificate: Option<PathBuf>,
+    /// Client key file (MUTUAL).
+    pub private_key: Option<PathBuf>,
+    /// Skip server verification (`insecureSkipVerify`).
+    pub insecure_skip_verify: bool,
+}
+
+impl Origination {
+    /// From a DestinationRule's `tls` for the destination `host`; `None` unless the mode is
+    /// SIMPLE or MUTUAL.
+    pub fn from_settings(tls: &ClientTlsSettings, host: &str) -> Option<Self> {
+        if !matches!(tls.mode, Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) {
+            return None;
+        }
+        let server_name =
+            tls.sni.clone().or_else(|| tls.subject_alt_names.first().cloned()).unwrap_or_else(|| host.to_string());
+        Some(Self {
+            server_name,
+            ca_certificates: tls.ca_certificates.as_ref().map(PathBuf::from),
+            client_certificate: tls.client_certificate.as_ref().map(PathBuf::from),
+            private_key: tls.private_key.as_ref().map(PathBuf::from),
+            insecure_skip_verify: tls.insecure_skip_verify == Some(true),
+        })
+    }
+
+    fn client_config(&self) -> Result<Arc<ClientConfig>, BoxError> {
+        let provider = crate::store::provider();
+        let mut roots = RootCertStore::empty();
+        match &self.ca_certificates {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    roots.add(c.map_err(|e| format!("{}: {e}", path.display()))?)?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = if self.insecure_skip_verify {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match (&self.client_certificate, &self.private_key) {
+            (Some(cert), Some(key)) => {
+                let store = CertStore::from_files(cert, key)?;
+                builder.with_client_cert_resolver(store)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = crate::config::ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}
+
+/// `insecureSkipVerify: true`.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls_pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 struct Tls {
     store: Arc<CertStore>,
     roots: Arc<RootCertStore>,
     naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
     configs: Mutex<HashMap<Vec<Identity>, Arc<ClientConfig>>>,
+}
+
+/// Origination settings by endpoint address, and their built configurations.
+#[derive(Default)]
+struct Originations {
+    by_addr: ArcSwap<HashMap<SocketAddr, Origination>>,
+    configs: Mutex<HashMap<Origination, Arc<ClientConfig>>>,
 }
 
 impl Tls {
@@ -78,6 +193,7 @@ impl Tls {
 pub struct MeshConnector {
     http: HttpConnector,
     tls: Option<Arc<Tls>>,
+    origination: Arc<Originations>,
 }
 
 impl std::fmt::Debug for MeshConnector {
@@ -93,7 +209,13 @@ impl MeshConnector {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
         http.enforce_http(false);
-        Self { http, tls: None }
+        Self { http, tls: None, origination: Arc::default() }
+    }
+
+    /// TLS origination for endpoints of SIMPLE or MUTUAL clusters, by address (replaces
+    /// the previous map; call it when the route table changes).
+    pub fn set_origination(&self, by_addr: HashMap<SocketAddr, Origination>) {
+        self.origination.by_addr.store(Arc::new(by_addr));
     }
 
     /// mTLS for `https://` URIs with `store`'s certificate, `roots`, and the secure naming
@@ -121,14 +243,32 @@ impl Service<Uri> for MeshConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let https = uri.scheme_str() == Some("https");
         let tls = self.tls.clone();
+        let origination = self.origination.clone();
         let connecting = self.http.call(uri);
         Box::pin(async move {
             let tcp: TcpStream = connecting.await?.into_inner();
             if !https {
                 return Ok(MeshIo::Plain(TokioIo::new(tcp)));
             }
-            let tls = tls.ok_or("https to a mesh endpoint needs a workload certificate")?;
             let addr = tcp.peer_addr()?;
+            let settings = origination.by_addr.load().get(&addr).cloned();
+            if let Some(o) = settings {
+                let config = {
+                    let mut configs = origination.configs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match configs.get(&o) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = o.client_config()?;
+                            configs.insert(o.clone(), c.clone());
+                            c
+                        }
+                    }
+                };
+                let name = ServerName::try_from(o.server_name.clone())?;
+                let stream = TlsConnector::from(config).connect(name, tcp).await?;
+                return Ok(MeshIo::Tls(Box::new(TokioIo::new(stream))));
+            }
+            let tls = tls.ok_or("https to a mesh endpoint needs a workload certificate")?;
             let config = tls.config(addr)?;
             let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
             Ok(MeshIo::Tls(Box::new(TokioIo::new(stream))))

@@ -117,3 +117,80 @@ async fn tls_disable_toward_strict_fails() {
     let client = client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), false);
     assert_eq!(get(&client).await.0, 200);
 }
+
+/// A TLS server outside the mesh, with a DNS certificate for `ratings.example`.
+async fn external_tls_server(dir: &std::path::Path) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["ratings.example".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(mesh_mtls::store::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 4096];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                let _ = n;
+                let body = format!("external sni={sni}");
+                let _ = tls
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_tls_origination_to_an_external_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = external_tls_server(dir.path()).await;
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext}}\nspec:\n  hosts: [ratings.example]\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{https: {port}}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: ext}}\nspec:\n  host: ratings.example\n  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {ca}}}}}\n",
+        port = addr.port(),
+        ca = dir.path().join("ca.pem").display()
+    );
+    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let registry = Registry::build(&s, &Locator::new());
+    let table = RouteTable::compile(&s, &registry, &ProxyContext::sidecar("default", Default::default()));
+    // What the sidecar does on each table change: origination settings by endpoint.
+    let connector = MeshConnector::plain();
+    let mut by_addr = HashMap::new();
+    for c in table.clusters() {
+        if let Some(o) = c.tls.as_ref().and_then(|t| mesh_mtls::connector::Origination::from_settings(t, &c.service)) {
+            for e in c.endpoints.iter() {
+                by_addr.insert(e.address, o.clone());
+            }
+        }
+    }
+    assert_eq!(by_addr.len(), 1);
+    connector.set_origination(by_addr);
+    let client = client_stack_with(TableHandle::new(table), connector, false);
+    let req = Request::builder().uri("http://ratings.example:443/ratings/0").body(mesh_core::body::empty()).unwrap();
+    let rsp: Response<BoxBody> = client.oneshot(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(
+        String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+        "external sni=ratings.example"
+    );
+}

@@ -163,6 +163,25 @@ impl RouteTable {
         &self.vhosts
     }
 
+    /// Every cluster the routes (and mirrors) can send to, once each.
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        let mut out: Vec<Arc<Cluster>> = Vec::new();
+        for route in self.vhosts.iter().flat_map(|v| v.routes.iter()) {
+            let forward = match &route.action {
+                Action::Forward(t) => t.targets.iter().map(|t| &t.target).collect(),
+                _ => Vec::new(),
+            };
+            for target in forward.into_iter().chain(route.mirrors.iter().map(|m| &m.target)) {
+                if let Target::Cluster(c) = target {
+                    if !out.iter().any(|o| o.name == c.name) {
+                        out.push(c.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The virtual host for an authority (`reviews`, `reviews:9080`, ...). At a sidecar the
     /// authority's port picks the service port; at a gateway pass the listener port, and
     /// the authority's port is ignored.
