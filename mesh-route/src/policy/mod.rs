@@ -172,10 +172,10 @@ impl RouteTable {
                 _ => Vec::new(),
             };
             for target in forward.into_iter().chain(route.mirrors.iter().map(|m| &m.target)) {
-                if let Target::Cluster(c) = target {
-                    if !out.iter().any(|o| o.name == c.name) {
-                        out.push(c.clone());
-                    }
+                if let Target::Cluster(c) = target
+                    && !out.iter().any(|o| o.name == c.name)
+                {
+                    out.push(c.clone());
                 }
             }
         }
