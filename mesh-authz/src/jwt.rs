@@ -334,3 +334,16 @@ pub async fn fetch_jwks(uris: &[String]) -> HashMap<String, Jwks> {
 
 /// A shared, swappable policy (for the layer).
 pub type SharedJwtPolicy = Arc<arc_swap::ArcSwap<JwtPolicy>>;
+
+/// Fetch the keys of every `jwksUri` of the policy in `shared` and swap in a policy that
+/// has them (call after each compile, and periodically: Istio refreshes every 20 minutes).
+pub async fn refresh_keys(shared: &arc_swap::ArcSwap<JwtPolicy>) {
+    let uris = shared.load().jwks_uris();
+    if uris.is_empty() {
+        return;
+    }
+    let fetched = fetch_jwks(&uris).await;
+    let mut next = JwtPolicy::clone(&shared.load());
+    next.set_fetched_keys(&fetched);
+    shared.store(Arc::new(next));
+}

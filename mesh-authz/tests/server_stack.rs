@@ -283,3 +283,41 @@ async fn strict_refuses_plaintext_at_the_stack() {
     assert!(s.send_request(Request::builder().uri("/").body(Full::new(Bytes::new())).unwrap()).await.is_err());
     assert_eq!(send(&stack, Some("bookinfo-productpage"), "GET", "/reviews/0", &[]).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_jwks_uri() {
+    let issuer = Issuer::new();
+    let jwks = issuer.jwks.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let jwks = jwks.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let jwks = jwks.clone();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(jwks)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+            });
+        }
+    });
+    let yaml = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt}}\nspec:\n  jwtRules:\n  - issuer: https://issuer.test\n    jwksUri: http://{jwks_addr}/jwks.json\n"
+    );
+    let snapshot = load_str("ra.yaml", &yaml, &LoadOptions::default()).into_snapshot();
+    let shared = ArcSwap::from_pointee(JwtPolicy::compile(&snapshot, "default", &Default::default()));
+    let token = issuer.token(serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "exp": now() + 60}));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    // Before the keys are fetched, the token cannot be checked.
+    assert_eq!(
+        shared.load().authenticate(&mut headers.clone(), None, SystemTime::now()),
+        Err(mesh_authz::jwt::JwtError::NoKey)
+    );
+    mesh_authz::jwt::refresh_keys(&shared).await;
+    let auth = shared.load().authenticate(&mut headers, None, SystemTime::now()).unwrap().unwrap();
+    assert_eq!(auth.principal, "https://issuer.test/jason");
+    assert!(headers.get("authorization").is_none(), "the token is not forwarded by default");
+}

@@ -145,3 +145,20 @@ mod tests {
         assert_eq!(mode(&format!("{a}{b}"), "default", &[], 9080), Mode::Strict);
     }
 }
+
+/// Endpoints whose workload accepts plaintext only (PeerAuthentication DISABLE on the
+/// endpoint's port): auto mTLS sends them plaintext, as Istio does.
+pub fn plaintext_endpoints(
+    snapshot: &Snapshot,
+    registry: &mesh_core::registry::Registry,
+) -> std::collections::HashSet<std::net::SocketAddr> {
+    let mut out = std::collections::HashSet::new();
+    for svc in registry.services() {
+        for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
+            if PeerAuthn::compile(snapshot, &e.namespace, &e.labels).mode(e.address.port()) == Mode::Disable {
+                out.insert(e.address);
+            }
+        }
+    }
+    out
+}

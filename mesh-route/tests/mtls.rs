@@ -23,7 +23,7 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{TableHandle, client_stack_with},
+    layer::{BalanceLayer, TableHandle, client_stack_with},
     policy::{ProxyContext, RouteTable},
 };
 use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
@@ -35,6 +35,10 @@ fn id(sa: &str) -> Identity {
 }
 
 async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
+    server_with(ca, Mode::Strict).await
+}
+
+async fn server_with(ca: &CertificateAuthority, mode: Mode) -> SocketAddr {
     let store = CertStore::new(&ca.issue(&id("bookinfo-reviews"), DAY).unwrap()).unwrap();
     let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()]).unwrap()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,7 +47,7 @@ async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
         let peer = req.extensions().get::<PeerIdentity>().map_or("plaintext".to_string(), |p| p.0.to_string());
         Ok::<_, Infallible>(Response::new(mesh_core::body::full(format!("peer={peer}"))))
     });
-    tokio::spawn(server::serve(listener, acceptor, server::fixed(Mode::Strict), BoxCloneSyncService::new(app)));
+    tokio::spawn(server::serve(listener, acceptor, server::fixed(mode), BoxCloneSyncService::new(app)));
     addr
 }
 
@@ -83,7 +87,7 @@ async fn auto_mtls_with_secure_naming() {
     let (table, registry) = setup(addr, "");
     let naming = secure_naming(&registry, "cluster.local");
     assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
-    let client = client_stack_with(table, connector(&ca, naming), true);
+    let client = client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true));
     assert_eq!(
         get(&client).await,
         (200, "peer=spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into(), "-".into())
@@ -97,7 +101,7 @@ async fn a_server_with_the_wrong_identity_is_refused() {
     let (table, _) = setup(addr, "");
     // The registry says this address is ratings: the reviews certificate does not fit.
     let naming = HashMap::from([(addr, vec![id("bookinfo-ratings")])]);
-    let client = client_stack_with(table, connector(&ca, naming), true);
+    let client = client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true));
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
     assert!(flags.starts_with("UF"), "{flags}");
@@ -108,13 +112,18 @@ async fn tls_disable_toward_strict_fails() {
     let ca = CertificateAuthority::generate("cluster.local").unwrap();
     let addr = strict_server(&ca).await;
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: DISABLE}}");
-    let client = client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), true);
+    let client = client_stack_with(
+        table,
+        connector(&ca, secure_naming(&registry, "cluster.local")),
+        BalanceLayer::new().with_auto_mtls(true),
+    );
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
     assert!(flags.starts_with("UC") || flags.starts_with("UF"), "{flags}");
     // ISTIO_MUTUAL spelled out works as auto mTLS does.
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}");
-    let client = client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), false);
+    let client =
+        client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), BalanceLayer::new());
     assert_eq!(get(&client).await.0, 200);
 }
 
@@ -185,7 +194,7 @@ async fn simple_tls_origination_to_an_external_service() {
     }
     assert_eq!(by_addr.len(), 1);
     connector.set_origination(by_addr);
-    let client = client_stack_with(TableHandle::new(table), connector, false);
+    let client = client_stack_with(TableHandle::new(table), connector, BalanceLayer::new());
     let req = Request::builder().uri("http://ratings.example:443/ratings/0").body(mesh_core::body::empty()).unwrap();
     let rsp: Response<BoxBody> = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
@@ -193,4 +202,33 @@ async fn simple_tls_origination_to_an_external_service() {
         String::from_utf8(rsp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap(),
         "external sni=ratings.example"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
+    let ca = CertificateAuthority::generate("cluster.local").unwrap();
+    let addr = server_with(&ca, Mode::Disable).await;
+    let pa = "\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: reviews}\nspec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}\n";
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec: {{ports: [{{port: 9080, name: http}}], selector: {{app: reviews}}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v1}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  template: {{metadata: {{labels: {{app: reviews}}}}, spec: {{serviceAccountName: bookinfo-reviews, containers: [{{name: r}}]}}}}{pa}"
+    );
+    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let registry = Registry::build(&s, &Locator::new().with("default", "reviews-v1", addr));
+    let plaintext = mesh_mtls::peer_auth::plaintext_endpoints(&s, &registry);
+    assert!(plaintext.contains(&addr));
+    let table =
+        TableHandle::new(RouteTable::compile(&s, &registry, &ProxyContext::sidecar("default", Default::default())));
+    let balance =
+        BalanceLayer::new().with_auto_mtls(true).with_plaintext_endpoints(Arc::new(ArcSwap::from_pointee(plaintext)));
+    let client = client_stack_with(table.clone(), connector(&ca, secure_naming(&registry, "cluster.local")), balance);
+    assert_eq!(get(&client).await, (200, "peer=plaintext".into(), "-".into()));
+    // Without that knowledge auto mTLS would speak TLS to a plaintext server, and fail.
+    let blind = client_stack_with(
+        table,
+        connector(&ca, secure_naming(&registry, "cluster.local")),
+        BalanceLayer::new().with_auto_mtls(true),
+    );
+    assert_eq!(get(&blind).await.0, 503);
 }

@@ -45,6 +45,7 @@ pub struct BalanceLayer {
     states: Arc<RwLock<HashMap<Arc<str>, Arc<ClusterState>>>>,
     rng: Arc<dyn Roll>,
     auto_mtls: bool,
+    plaintext_only: Option<Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>>,
 }
 
 impl Default for BalanceLayer {
@@ -56,7 +57,18 @@ impl Default for BalanceLayer {
 impl BalanceLayer {
     /// A balancer with fresh state.
     pub fn new() -> Self {
-        Self { states: Arc::default(), rng: Arc::new(ThreadRoll), auto_mtls: false }
+        Self { states: Arc::default(), rng: Arc::new(ThreadRoll), auto_mtls: false, plaintext_only: None }
+    }
+
+    /// Endpoints that accept plaintext only (their PeerAuthentication is DISABLE): auto
+    /// mTLS leaves them plaintext. Swap the set when config changes.
+    #[must_use]
+    pub fn with_plaintext_endpoints(
+        mut self,
+        set: Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>,
+    ) -> Self {
+        self.plaintext_only = Some(set);
+        self
     }
 
     /// Auto mTLS: toward mesh endpoints (with a service account, not MESH_EXTERNAL) of a
@@ -204,7 +216,12 @@ where
             // SIMPLE and MUTUAL originate TLS with other certificates: not supported by the
             // mesh connector, which then refuses (503 UF) rather than send plaintext.
             Some(ClientTlsMode::IstioMutual | ClientTlsMode::Simple | ClientTlsMode::Mutual) => true,
-            None => self.layer.auto_mtls && !cluster.mesh_external && endpoint.service_account.is_some(),
+            None => {
+                self.layer.auto_mtls
+                    && !cluster.mesh_external
+                    && endpoint.service_account.is_some()
+                    && !self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address))
+            }
         };
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });

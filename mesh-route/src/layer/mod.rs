@@ -77,13 +77,12 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
     BoxCloneSyncService::new(stack)
 }
 
-/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS),
-/// with auto mTLS toward mesh endpoints when `auto_mtls` is set.
-pub fn client_stack_with<C>(table: TableHandle, connector: C, auto_mtls: bool) -> MeshClient
+/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS)
+/// and a configured balancer (auto mTLS, plaintext-only endpoints).
+pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLayer) -> MeshClient
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let balance = BalanceLayer::new().with_auto_mtls(auto_mtls);
     let mirror: MirrorSink =
         BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
     let stack = ServiceBuilder::new()
