@@ -86,6 +86,23 @@ impl PeerAuthn {
     }
 }
 
+/// Endpoints whose workload accepts plaintext only (PeerAuthentication DISABLE on the
+/// endpoint's port): auto mTLS sends them plaintext, as Istio does.
+pub fn plaintext_endpoints(
+    snapshot: &Snapshot,
+    registry: &mesh_core::registry::Registry,
+) -> std::collections::HashSet<std::net::SocketAddr> {
+    let mut out = std::collections::HashSet::new();
+    for svc in registry.services() {
+        for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
+            if PeerAuthn::compile(snapshot, &e.namespace, &e.labels).mode(e.address.port()) == Mode::Disable {
+                out.insert(e.address);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,21 +161,4 @@ mod tests {
         let b = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: a-older, namespace: default, creationTimestamp: \"2026-01-01T00:00:00Z\"}\nspec: {mtls: {mode: STRICT}}\n";
         assert_eq!(mode(&format!("{a}{b}"), "default", &[], 9080), Mode::Strict);
     }
-}
-
-/// Endpoints whose workload accepts plaintext only (PeerAuthentication DISABLE on the
-/// endpoint's port): auto mTLS sends them plaintext, as Istio does.
-pub fn plaintext_endpoints(
-    snapshot: &Snapshot,
-    registry: &mesh_core::registry::Registry,
-) -> std::collections::HashSet<std::net::SocketAddr> {
-    let mut out = std::collections::HashSet::new();
-    for svc in registry.services() {
-        for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
-            if PeerAuthn::compile(snapshot, &e.namespace, &e.labels).mode(e.address.port()) == Mode::Disable {
-                out.insert(e.address);
-            }
-        }
-    }
-    out
 }
