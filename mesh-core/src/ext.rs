@@ -158,3 +158,8 @@ pub struct ClientAddr(pub SocketAddr);
 /// The local address and port a request arrived on (request extension, set by the server).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalAddr(pub SocketAddr);
+
+/// The endpoint a request was sent to, with its workload (response extension, set by the
+/// balancer): telemetry's `destination_*` labels come from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamEndpoint(pub crate::registry::Endpoint);

@@ -73,19 +73,20 @@ pub struct ServicePort {
     pub protocol: String,
 }
 
-/// One endpoint of a service.
+/// One endpoint of a service. Cheap to clone (shared strings), so layers can carry the
+/// chosen endpoint in extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// Where to connect.
     pub address: SocketAddr,
     /// Labels (subsets select on these).
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     /// The workload (Deployment or WorkloadEntry) name.
-    pub workload: String,
+    pub workload: Arc<str>,
     /// Its namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Its service account, when it has a mesh identity.
-    pub service_account: Option<String>,
+    pub service_account: Option<Arc<str>>,
     /// Load-balancing weight (WorkloadEntry `weight`; 1 otherwise).
     pub weight: u32,
 }
@@ -195,13 +196,17 @@ impl Registry {
                             Some(IntOrString::Int(t)) => u16::try_from(*t).ok(),
                             Some(IntOrString::String(n)) => w.ports.get(n).copied(),
                         };
-                        locator.get(&w.namespace, &w.name).iter().filter(move |_| target.is_some()).map(|addr| {
+                        let labels = Arc::new(w.labels.clone());
+                        let (workload, namespace): (Arc<str>, Arc<str>) =
+                            (w.name.as_str().into(), w.namespace.as_str().into());
+                        let sa: Arc<str> = w.service_account.as_str().into();
+                        locator.get(&w.namespace, &w.name).iter().filter(move |_| target.is_some()).map(move |addr| {
                             Endpoint {
                                 address: *addr,
-                                labels: w.labels.clone(),
-                                workload: w.name.clone(),
-                                namespace: w.namespace.clone(),
-                                service_account: Some(w.service_account.clone()),
+                                labels: labels.clone(),
+                                workload: workload.clone(),
+                                namespace: namespace.clone(),
+                                service_account: Some(sa.clone()),
                                 weight: 1,
                             }
                         })
@@ -264,10 +269,10 @@ impl Registry {
                                 we.ports.get(&p.name).copied().or(spec_port.target_port).unwrap_or(spec_port.number);
                             Some(Endpoint {
                                 address: SocketAddr::new(ip, u16::try_from(port).ok()?),
-                                labels: we.labels.clone(),
-                                workload: name.clone(),
-                                namespace: ns.clone(),
-                                service_account: we.service_account.clone(),
+                                labels: Arc::new(we.labels.clone()),
+                                workload: name.as_str().into(),
+                                namespace: ns.as_str().into(),
+                                service_account: we.service_account.as_deref().map(Arc::from),
                                 weight: we.weight.unwrap_or(1).max(1),
                             })
                         })
@@ -374,7 +379,7 @@ spec:
         // reviews-v2 has no address yet: only v1 is an endpoint.
         let eps = reviews.endpoints(9080);
         assert_eq!(eps.len(), 1);
-        assert_eq!(eps[0].workload, "reviews-v1");
+        assert_eq!(&*eps[0].workload, "reviews-v1");
         assert_eq!(eps[0].service_account.as_deref(), Some("bookinfo-reviews"));
         assert_eq!(reg.workload("default", "reviews-v2").unwrap().service_account, "default");
 

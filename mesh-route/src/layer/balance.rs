@@ -204,6 +204,7 @@ where
             return BalanceFuture::error(NoHealthyUpstream { cluster: cluster.name.to_string() });
         };
         let address = endpoint.address;
+        let upstream = mesh_core::ext::UpstreamEndpoint(endpoint.clone());
         // Absolute form toward the endpoint; the Host header keeps the service name.
         if !req.headers().contains_key(header::HOST)
             && let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -234,7 +235,7 @@ where
         let ep_state = state.endpoint(address);
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight { cluster: cluster.clone(), state, endpoint: ep_state, address, set_cookie };
+        let guard = InFlight { cluster: cluster.clone(), state, endpoint: ep_state, address, set_cookie, upstream };
         BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
     }
 }
@@ -318,6 +319,7 @@ fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
 }
 
 struct InFlight {
+    upstream: mesh_core::ext::UpstreamEndpoint,
     cluster: Arc<Cluster>,
     state: Arc<ClusterState>,
     endpoint: Arc<EndpointState>,
@@ -433,6 +435,7 @@ where
                     Ok(mut rsp) => {
                         guard.record(Outcome::Status(rsp.status().as_u16()));
                         rsp.extensions_mut().insert(UpstreamHost(guard.address));
+                        rsp.extensions_mut().insert(guard.upstream.clone());
                         if let Some(c) = guard.set_cookie.clone() {
                             rsp.headers_mut().append(header::SET_COOKIE, c);
                         }
