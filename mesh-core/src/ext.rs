@@ -70,6 +70,11 @@ impl ResponseFlags {
         self.0 & other.0 == other.0
     }
 
+    /// The flags as bits (for cache keys).
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
     /// Whether no flag is set.
     pub const fn is_empty(self) -> bool {
         self.0 == 0

@@ -1,0 +1,256 @@
+//! Access logs: one line per request, in Envoy's (Istio's default) text format or as JSON.
+
+use std::{sync::Arc, time::SystemTime};
+
+use http::{Request, header};
+
+/// The fields of one access log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Start of the request.
+    pub start: SystemTime,
+    /// Method.
+    pub method: String,
+    /// Path (the original one when rewritten).
+    pub path: String,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: String,
+    /// Status sent, 0 when none.
+    pub status: u16,
+    /// Response flags, `-` when none.
+    pub flags: String,
+    /// Request body bytes.
+    pub bytes_received: u64,
+    /// Response body bytes.
+    pub bytes_sent: u64,
+    /// Milliseconds to the end of the response.
+    pub duration_ms: u64,
+    /// `x-forwarded-for`.
+    pub forwarded_for: Option<String>,
+    /// `user-agent`.
+    pub user_agent: Option<String>,
+    /// `x-request-id`.
+    pub request_id: Option<String>,
+    /// `:authority`.
+    pub authority: String,
+    /// The endpoint the request went to.
+    pub upstream_host: Option<String>,
+    /// The route's name.
+    pub route_name: Option<String>,
+    /// Trace id.
+    pub trace_id: Option<String>,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Self {
+            start: SystemTime::UNIX_EPOCH,
+            method: String::new(),
+            path: String::new(),
+            protocol: String::new(),
+            status: 0,
+            flags: "-".into(),
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 0,
+            forwarded_for: None,
+            user_agent: None,
+            request_id: None,
+            authority: String::new(),
+            upstream_host: None,
+            route_name: None,
+            trace_id: None,
+        }
+    }
+}
+
+impl Entry {
+    /// The request-side fields.
+    pub fn from_request<B>(req: &Request<B>, authority: &str) -> Self {
+        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Self {
+            start: SystemTime::now(),
+            method: req.method().to_string(),
+            path: h("x-envoy-original-path")
+                .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string()),
+            protocol: format!("{:?}", req.version()),
+            forwarded_for: h("x-forwarded-for"),
+            user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            request_id: h("x-request-id"),
+            authority: authority.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Envoy's default format (Istio's `TEXT` encoding), with the trace id last.
+    pub fn text(&self) -> String {
+        let q = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        format!(
+            "[{}] \"{} {} {}\" {} {} - - \"-\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" - - - - - {} {}",
+            rfc3339(self.start),
+            self.method,
+            self.path,
+            self.protocol,
+            self.status,
+            self.flags,
+            self.bytes_received,
+            self.bytes_sent,
+            self.duration_ms,
+            q(&self.forwarded_for),
+            q(&self.user_agent),
+            q(&self.request_id),
+            self.authority,
+            q(&self.upstream_host),
+            q(&self.route_name),
+            q(&self.trace_id),
+        )
+    }
+
+    /// The same fields as one JSON object (Istio's `JSON` encoding).
+    pub fn json(&self) -> String {
+        let s = |v: &str| serde_like_escape(v);
+        let o = |v: &Option<String>| v.as_deref().map_or("null".to_string(), s);
+        format!(
+            "{{\"start_time\":{},\"method\":{},\"path\":{},\"protocol\":{},\"response_code\":{},\"response_flags\":{},\"bytes_received\":{},\"bytes_sent\":{},\"duration\":{},\"x_forwarded_for\":{},\"user_agent\":{},\"request_id\":{},\"authority\":{},\"upstream_host\":{},\"route_name\":{},\"trace_id\":{}}}",
+            s(&rfc3339(self.start)),
+            s(&self.method),
+            s(&self.path),
+            s(&self.protocol),
+            self.status,
+            s(&self.flags),
+            self.bytes_received,
+            self.bytes_sent,
+            self.duration_ms,
+            o(&self.forwarded_for),
+            o(&self.user_agent),
+            o(&self.request_id),
+            s(&self.authority),
+            o(&self.upstream_host),
+            o(&self.route_name),
+            o(&self.trace_id),
+        )
+    }
+}
+
+fn serde_like_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `2026-11-27T08:00:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil from days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// The line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Envoy's default text line.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where access log lines go.
+#[derive(Clone)]
+pub struct AccessLog {
+    format: Format,
+    sink: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog").field("format", &self.format).finish_non_exhaustive()
+    }
+}
+
+impl AccessLog {
+    /// Lines to standard output (the sidecar's default, as Envoy's).
+    pub fn stdout(format: Format) -> Self {
+        Self::to(format, |line| println!("{line}"))
+    }
+
+    /// Lines to a function.
+    pub fn to(format: Format, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self { format, sink: Arc::new(sink) }
+    }
+
+    /// Write one entry.
+    pub fn write(&self, e: &Entry) {
+        let line = match self.format {
+            Format::Text => e.text(),
+            Format::Json => e.json(),
+        };
+        (self.sink)(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_680_000_123)),
+            "2026-11-26T08:00:00.123Z"
+        );
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_and_json() {
+        let e = Entry {
+            start: SystemTime::UNIX_EPOCH,
+            method: "GET".into(),
+            path: "/ratings/0".into(),
+            protocol: "HTTP/1.1".into(),
+            status: 500,
+            flags: "FI".into(),
+            authority: "ratings:9080".into(),
+            request_id: Some("abc".into()),
+            trace_id: Some("t1".into()),
+            ..Entry::default()
+        };
+        assert_eq!(
+            e.text(),
+            "[1970-01-01T00:00:00.000Z] \"GET /ratings/0 HTTP/1.1\" 500 FI - - \"-\" 0 0 0 - \"-\" \"-\" \"abc\" \"ratings:9080\" \"-\" - - - - - - t1"
+        );
+        assert!(
+            e.json().contains("\"response_flags\":\"FI\"") && e.json().contains("\"trace_id\":\"t1\""),
+            "{}",
+            e.json()
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! The telemetry layer: one record per request (metrics, access log), trace context and
+//! `x-request-id` on the way through, as Istio's sidecars do on both sides of a hop.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::SystemTime,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use mesh_core::{
+    BoxError,
+    api::Labels,
+    ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint, UpstreamHost},
+};
+use pin_project_lite::pin_project;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    access_log::{AccessLog, Entry},
+    metrics::{HandleCache, MeshMetrics, RequestHandles, RequestLabels},
+    trace::{TraceContext, request_id},
+};
+
+/// The header that carries the caller's workload to the callee's proxy (Istio's metadata
+/// exchange, in a plain `key=value;...` form).
+pub const PEER_HEADER: &str = "x-mesh-peer";
+
+/// Which side of the hop this proxy reports for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    /// The caller's proxy (outbound, gateways).
+    Source,
+    /// The callee's proxy (inbound).
+    Destination,
+}
+
+/// Who this proxy's workload is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadInfo {
+    /// Workload (Deployment) name.
+    pub workload: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `app` label.
+    pub app: String,
+    /// `version` label.
+    pub version: String,
+    /// SPIFFE identity, when the workload has one.
+    pub principal: Option<String>,
+    /// Cluster name.
+    pub cluster: String,
+}
+
+impl WorkloadInfo {
+    /// From a workload's labels, as Istio derives them (`app`, `version`; the canonical
+    /// service and revision labels when present).
+    pub fn new(workload: &str, namespace: &str, labels: &Labels, principal: Option<String>) -> Self {
+        let pick = |keys: &[&str], default: &str| {
+            keys.iter().find_map(|k| labels.get(*k)).cloned().unwrap_or_else(|| default.to_string())
+        };
+        Self {
+            workload: workload.to_string(),
+            namespace: namespace.to_string(),
+            app: pick(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"], workload),
+            version: pick(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"], "latest"),
+            principal,
+            cluster: "Kubernetes".into(),
+        }
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&format!(
+            "workload={};namespace={};app={};version={}",
+            self.workload, self.namespace, self.app, self.version
+        ))
+        .ok()
+    }
+}
+
+/// The fields of a peer header.
+fn parse_peer(v: &str) -> impl Fn(&str) -> String + '_ {
+    move |key| {
+        v.split(';')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+/// What identifies a label set cheaply.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Key {
+    peer: Option<Arc<str>>,
+    workload: Option<(Arc<str>, Arc<str>)>,
+    service: Option<Arc<str>>,
+    code: u16,
+    flags: u32,
+    grpc: Option<u16>,
+    grpc_protocol: bool,
+    mtls: bool,
+}
+
+struct Shared {
+    metrics: Arc<MeshMetrics>,
+    reporter: Reporter,
+    local: WorkloadInfo,
+    local_header: Option<HeaderValue>,
+    cache: HandleCache<Key>,
+    access_log: Option<AccessLog>,
+    sampling: f64,
+    rng: Mutex<SmallRng>,
+}
+
+/// Records Istio's standard metrics, writes access logs, and propagates trace context.
+#[derive(Clone)]
+pub struct TelemetryLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TelemetryLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryLayer")
+            .field("reporter", &self.shared.reporter)
+            .field("workload", &self.shared.local.workload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryLayer {
+    /// Report as `reporter` for `local`'s workload into `metrics`. No access log; traces
+    /// sampled at 1 % for new roots (Istio's default); seeded randomness for tests via
+    /// [`TelemetryLayer::with_seed`].
+    pub fn new(metrics: Arc<MeshMetrics>, reporter: Reporter, local: WorkloadInfo) -> Self {
+        Self::build(metrics, reporter, local, None, 1.0, rand::rng().random())
+    }
+
+    fn build(
+        metrics: Arc<MeshMetrics>,
+        reporter: Reporter,
+        local: WorkloadInfo,
+        access_log: Option<AccessLog>,
+        sampling: f64,
+        seed: u64,
+    ) -> Self {
+        let local_header = local.header_value();
+        Self {
+            shared: Arc::new(Shared {
+                metrics,
+                reporter,
+                local,
+                local_header,
+                cache: HandleCache::default(),
+                access_log,
+                sampling,
+                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+            }),
+        }
+    }
+
+    /// Write an access log line per request.
+    #[must_use]
+    pub fn with_access_log(self, log: AccessLog) -> Self {
+        let s = &self.shared;
+        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), Some(log), s.sampling, rand::rng().random())
+    }
+
+    /// Percentage of new traces sampled.
+    #[must_use]
+    pub fn with_sampling(self, percent: f64) -> Self {
+        let s = &self.shared;
+        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), s.access_log.clone(), percent, rand::rng().random())
+    }
+
+    /// Seed the generator of ids and sampling.
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        let s = &self.shared;
+        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), s.access_log.clone(), s.sampling, seed)
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = Telemetry<S>;
+    fn layer(&self, inner: S) -> Telemetry<S> {
+        Telemetry { inner, shared: self.shared.clone() }
+    }
+}
+
+/// See [`TelemetryLayer`].
+#[derive(Clone)]
+pub struct Telemetry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Telemetry<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+/// What the request side hands to the response side.
+struct Pending {
+    shared: Arc<Shared>,
+    start: Instant,
+    started_at: SystemTime,
+    peer: Option<Arc<str>>,
+    peer_principal: Option<Arc<str>>,
+    authority_host: Option<Arc<str>>,
+    grpc_protocol: bool,
+    request_bytes: u64,
+    log: Option<Box<Entry>>,
+    trace_id: u128,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ReqB: Body,
+{
+    type Response = Response<TelemetryBody<ResB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let start = Instant::now();
+        let (span, id) = {
+            let mut rng = shared.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let span = match TraceContext::extract(req.headers()) {
+                Some(parent) => parent.child(&mut *rng),
+                None => {
+                    let sampled = rng.random::<f64>() * 100.0 < shared.sampling;
+                    TraceContext::root(&mut *rng, sampled)
+                }
+            };
+            let id = (!req.headers().contains_key("x-request-id")).then(|| request_id(&mut *rng));
+            (span, id)
+        };
+        if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            req.headers_mut().insert("x-request-id", id);
+        }
+        span.inject(req.headers_mut());
+        let peer: Option<Arc<str>> = match shared.reporter {
+            Reporter::Source => {
+                if let Some(v) = &shared.local_header {
+                    req.headers_mut().insert(PEER_HEADER, v.clone());
+                }
+                None
+            }
+            Reporter::Destination => req.headers_mut().remove(PEER_HEADER).and_then(|v| v.to_str().ok().map(Arc::from)),
+        };
+        let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| Arc::from(p.0.to_string()));
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let authority_host = match shared.reporter {
+            Reporter::Destination => authority.map(|a| Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h))),
+            Reporter::Source => None,
+        };
+        let grpc_protocol = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/grpc"));
+        let request_bytes = req
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()))
+            .unwrap_or(0);
+        let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
+        let pending = Pending {
+            shared: shared.clone(),
+            start,
+            started_at: SystemTime::now(),
+            peer,
+            peer_principal,
+            authority_host,
+            grpc_protocol,
+            request_bytes,
+            log,
+            trace_id: span.trace_id,
+        };
+        ResponseFuture { inner: self.inner.call(req), pending: Some(pending) }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Telemetry`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TelemetryBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let pending = this.pending.take().expect("polled after ready");
+        Poll::Ready(match result {
+            Ok(rsp) => {
+                let (parts, body) = rsp.into_parts();
+                let done = pending.resolve(&parts);
+                Ok(Response::from_parts(parts, TelemetryBody { inner: body, done: Some(done), bytes: 0 }))
+            }
+            Err(e) => {
+                // No response was sent: response_code 0 (the caller went away or the stack
+                // failed without a local reply).
+                let head = Response::new(()).into_parts().0;
+                let mut done = pending.resolve(&head);
+                done.code_zero();
+                done.finish(0);
+                Err(e.into())
+            }
+        })
+    }
+}
+
+/// Everything needed to record the request when its response body ends.
+struct Done {
+    handles: RequestHandles,
+    start: Instant,
+    request_bytes: u64,
+    log: Option<(AccessLog, Box<Entry>)>,
+}
+
+impl Done {
+    fn code_zero(&mut self) {
+        if let Some((_, e)) = &mut self.log {
+            e.status = 0;
+        }
+    }
+
+    fn finish(&mut self, response_bytes: u64) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        self.handles.record(ms, self.request_bytes, response_bytes);
+        if let Some((log, mut entry)) = self.log.take() {
+            entry.duration_ms = ms as u64;
+            entry.bytes_received = self.request_bytes;
+            entry.bytes_sent = response_bytes;
+            log.write(&entry);
+        }
+    }
+}
+
+impl Pending {
+    fn resolve(self, head: &http::response::Parts) -> Done {
+        let shared = &self.shared;
+        let flags = head.extensions.get::<ResponseFlags>().copied().unwrap_or_default();
+        let decision = head.extensions.get::<RouteDecision>();
+        let upstream = head.extensions.get::<UpstreamEndpoint>();
+        let grpc = head.headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let code = head.status.as_u16();
+        let key = Key {
+            peer: self.peer.clone().or_else(|| self.peer_principal.clone()),
+            workload: upstream.map(|u| (u.0.workload.clone(), u.0.namespace.clone())),
+            service: decision.and_then(|d| d.destination_service.clone()).or_else(|| self.authority_host.clone()),
+            code,
+            flags: flags.bits(),
+            grpc,
+            grpc_protocol: self.grpc_protocol,
+            mtls: self.peer_principal.is_some(),
+        };
+        let handles = shared.cache.get(&key, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
+        let log = match (&shared.access_log, self.log) {
+            (Some(l), Some(mut e)) => {
+                e.status = code;
+                e.flags = flags.to_string();
+                e.upstream_host = head.extensions.get::<UpstreamHost>().map(|h| h.0.to_string());
+                e.route_name = decision.and_then(|d| d.route_name.as_deref().map(str::to_string));
+                e.trace_id = Some(format!("{:032x}", self.trace_id));
+                e.start = self.started_at;
+                Some((l.clone(), e))
+            }
+            _ => None,
+        };
+        Done { handles, start: self.start, request_bytes: self.request_bytes, log }
+    }
+
+    fn labels(
+        &self,
+        code: u16,
+        flags: ResponseFlags,
+        grpc: Option<u16>,
+        decision: Option<&RouteDecision>,
+        upstream: Option<&UpstreamEndpoint>,
+    ) -> RequestLabels {
+        let local = &self.shared.local;
+        let unknown = || "unknown".to_string();
+        let local_principal = local.principal.clone().unwrap_or_else(unknown);
+        let mut l = RequestLabels {
+            request_protocol: if self.grpc_protocol { "grpc" } else { "http" }.into(),
+            response_code: code.to_string(),
+            grpc_response_status: grpc.map(|g| g.to_string()).unwrap_or_default(),
+            response_flags: flags.to_string(),
+            ..RequestLabels::default()
+        };
+        let service_fqdn = decision.and_then(|d| d.destination_service.as_deref().map(str::to_string)).or_else(|| {
+            self.authority_host.as_deref().map(|h| {
+                if h.contains('.') { h.to_string() } else { format!("{h}.{}.svc.cluster.local", local.namespace) }
+            })
+        });
+        let (svc_name, svc_ns) = match &service_fqdn {
+            Some(f) => {
+                let mut parts = f.split('.');
+                (parts.next().unwrap_or("unknown").to_string(), parts.next().map_or_else(unknown, str::to_string))
+            }
+            None => (unknown(), unknown()),
+        };
+        l.destination_service = service_fqdn.unwrap_or_else(unknown);
+        l.destination_service_name = svc_name;
+        l.destination_service_namespace = svc_ns;
+        match self.shared.reporter {
+            Reporter::Source => {
+                l.reporter = "source".into();
+                l.source_workload = local.workload.clone();
+                l.source_workload_namespace = local.namespace.clone();
+                l.source_principal = local_principal;
+                l.source_app = local.app.clone();
+                l.source_version = local.version.clone();
+                l.source_canonical_service = local.app.clone();
+                l.source_canonical_revision = local.version.clone();
+                l.source_cluster = local.cluster.clone();
+                match upstream {
+                    Some(u) => {
+                        let e = &u.0;
+                        let get = |k: &str, d: &str| e.labels.get(k).cloned().unwrap_or_else(|| d.to_string());
+                        l.destination_workload = e.workload.to_string();
+                        l.destination_workload_namespace = e.namespace.to_string();
+                        l.destination_principal = e
+                            .service_account
+                            .as_deref()
+                            .map_or_else(unknown, |sa| format!("spiffe://cluster.local/ns/{}/sa/{sa}", e.namespace));
+                        l.destination_app = get("app", "unknown");
+                        l.destination_version = get("version", "unknown");
+                        l.destination_canonical_service = get("app", &e.workload);
+                        l.destination_canonical_revision = get("version", "latest");
+                        l.destination_cluster = local.cluster.clone();
+                    }
+                    None => {
+                        for f in [
+                            &mut l.destination_workload,
+                            &mut l.destination_workload_namespace,
+                            &mut l.destination_principal,
+                            &mut l.destination_app,
+                            &mut l.destination_version,
+                            &mut l.destination_canonical_service,
+                            &mut l.destination_cluster,
+                        ] {
+                            *f = unknown();
+                        }
+                        l.destination_canonical_revision = "latest".into();
+                    }
+                }
+                // The client cannot know what the server enforced.
+                l.connection_security_policy = "unknown".into();
+            }
+            Reporter::Destination => {
+                l.reporter = "destination".into();
+                l.destination_workload = local.workload.clone();
+                l.destination_workload_namespace = local.namespace.clone();
+                l.destination_principal = local_principal;
+                l.destination_app = local.app.clone();
+                l.destination_version = local.version.clone();
+                l.destination_canonical_service = local.app.clone();
+                l.destination_canonical_revision = local.version.clone();
+                l.destination_cluster = local.cluster.clone();
+                let field = self.peer.as_deref().map(parse_peer);
+                let get = |k: &str| field.as_ref().map_or_else(unknown, |f| f(k));
+                l.source_workload = get("workload");
+                l.source_workload_namespace = get("namespace");
+                l.source_app = get("app");
+                l.source_version = get("version");
+                l.source_canonical_service = get("app");
+                l.source_canonical_revision = if self.peer.is_some() { get("version") } else { "latest".into() };
+                l.source_principal = self.peer_principal.as_deref().map_or_else(unknown, str::to_string);
+                l.source_cluster = if self.peer.is_some() { local.cluster.clone() } else { unknown() };
+                l.connection_security_policy = if self.peer_principal.is_some() { "mutual_tls" } else { "none" }.into();
+            }
+        }
+        l
+    }
+}
+
+pin_project! {
+    /// The response body: counts bytes and records the request when it ends (or is dropped).
+    pub struct TelemetryBody<B> {
+        #[pin]
+        inner: B,
+        done: Option<Done>,
+        bytes: u64,
+    }
+
+    impl<B> PinnedDrop for TelemetryBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(mut done) = this.done.take() {
+                done.finish(*this.bytes);
+            }
+        }
+    }
+}
+
+impl<B> TelemetryBody<B> {
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B> Body for TelemetryBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    *this.bytes += d.len() as u64;
+                }
+            }
+            None | Some(Err(_)) => {
+                if let Some(mut done) = this.done.take() {
+                    done.finish(*this.bytes);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,296 @@
+//! Istio's standard metrics with Istio's names, labels and buckets, in a prometheus-client
+//! registry. Label sets are resolved once and cached (a lock-free map read per request; a
+//! lock only when a new combination appears).
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Arc, Mutex},
+};
+
+use arc_swap::ArcSwap;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Envoy's default histogram buckets, used by Istio for durations (ms) and sizes (bytes).
+pub const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// The labels of Istio's HTTP metrics.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `source` or `destination`.
+    pub reporter: String,
+    /// Caller workload.
+    pub source_workload: String,
+    /// Its namespace.
+    pub source_workload_namespace: String,
+    /// Its SPIFFE identity, or `unknown`.
+    pub source_principal: String,
+    /// Its `app` label.
+    pub source_app: String,
+    /// Its `version` label.
+    pub source_version: String,
+    /// Its canonical service.
+    pub source_canonical_service: String,
+    /// Its canonical revision (`latest` by default).
+    pub source_canonical_revision: String,
+    /// Its cluster.
+    pub source_cluster: String,
+    /// Callee workload.
+    pub destination_workload: String,
+    /// Its namespace.
+    pub destination_workload_namespace: String,
+    /// Its SPIFFE identity, or `unknown`.
+    pub destination_principal: String,
+    /// Its `app` label.
+    pub destination_app: String,
+    /// Its `version` label.
+    pub destination_version: String,
+    /// Service FQDN.
+    pub destination_service: String,
+    /// Service short name.
+    pub destination_service_name: String,
+    /// Service namespace.
+    pub destination_service_namespace: String,
+    /// Its canonical service.
+    pub destination_canonical_service: String,
+    /// Its canonical revision.
+    pub destination_canonical_revision: String,
+    /// Its cluster.
+    pub destination_cluster: String,
+    /// `http`, `grpc` or `tcp`.
+    pub request_protocol: String,
+    /// Status sent downstream, `0` when none.
+    pub response_code: String,
+    /// gRPC status, empty for non-gRPC.
+    pub grpc_response_status: String,
+    /// Envoy's response flags, `-` when none.
+    pub response_flags: String,
+    /// `mutual_tls`, `none`, or `unknown` (source reporter).
+    pub connection_security_policy: String,
+}
+
+/// The labels of Istio's TCP metrics (the HTTP ones without response code and gRPC status).
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// `source` or `destination`.
+    pub reporter: String,
+    /// Caller workload.
+    pub source_workload: String,
+    /// Its namespace.
+    pub source_workload_namespace: String,
+    /// Its identity.
+    pub source_principal: String,
+    /// Callee workload.
+    pub destination_workload: String,
+    /// Its namespace.
+    pub destination_workload_namespace: String,
+    /// Its identity.
+    pub destination_principal: String,
+    /// Service FQDN.
+    pub destination_service: String,
+    /// Service short name.
+    pub destination_service_name: String,
+    /// `tcp`.
+    pub request_protocol: String,
+    /// Flags.
+    pub response_flags: String,
+    /// `mutual_tls`, `none`, `unknown`.
+    pub connection_security_policy: String,
+}
+
+/// Counters of the proxy itself.
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// Config loads that were published.
+    pub config_reloads: Counter,
+    /// Config loads that failed (the last good config stayed).
+    pub config_reload_errors: Counter,
+    /// Seconds until the workload certificate expires.
+    pub cert_expiry_seconds: Gauge,
+    /// Retries sent upstream.
+    pub upstream_retries: Counter,
+    /// Outlier ejections.
+    pub outlier_ejections: Counter,
+    /// Authorization decisions by outcome.
+    pub authz_decisions: Family<DecisionLabels, Counter>,
+}
+
+/// Labels of `mesh_authz_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allow`, `deny`, `custom_deny`.
+    pub decision: String,
+}
+
+/// The handles of one label set.
+#[derive(Clone, Debug)]
+pub struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+impl RequestHandles {
+    /// Count one completed request.
+    pub fn record(&self, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+        self.requests.inc();
+        self.duration.observe(duration_ms);
+        self.request_bytes.observe(request_bytes as f64);
+        self.response_bytes.observe(response_bytes as f64);
+    }
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
+/// Every metric the proxy exports.
+pub struct MeshMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    request_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    response_bytes: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+    /// The proxy's own counters.
+    pub proxy: Arc<ProxyMetrics>,
+}
+
+impl std::fmt::Debug for MeshMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for MeshMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MeshMetrics {
+    /// A registry with every family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let request_bytes =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let response_bytes =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register("istio_requests", "Requests, counted once per reporter", requests.clone());
+        registry.register("istio_request_duration_milliseconds", "Request duration in milliseconds", duration.clone());
+        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
+        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
+        let tcp = || Family::<TcpLabels, Counter>::default();
+        let (tcp_opened, tcp_closed, tcp_sent, tcp_received) = (tcp(), tcp(), tcp(), tcp());
+        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
+        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
+        registry.register("istio_tcp_sent_bytes", "Bytes sent on TCP connections", tcp_sent.clone());
+        registry.register("istio_tcp_received_bytes", "Bytes received on TCP connections", tcp_received.clone());
+        let proxy = Arc::new(ProxyMetrics::default());
+        registry.register("mesh_config_reloads", "Config snapshots published", proxy.config_reloads.clone());
+        registry.register(
+            "mesh_config_reload_errors",
+            "Config loads rejected (the last good config stayed)",
+            proxy.config_reload_errors.clone(),
+        );
+        registry.register(
+            "mesh_cert_expiry_seconds",
+            "Seconds until the workload certificate expires",
+            proxy.cert_expiry_seconds.clone(),
+        );
+        registry.register("mesh_upstream_retries", "Retries sent upstream", proxy.upstream_retries.clone());
+        registry.register(
+            "mesh_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            proxy.outlier_ejections.clone(),
+        );
+        registry.register("mesh_authz_decisions", "Authorization decisions", proxy.authz_decisions.clone());
+        Self {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+            proxy,
+        }
+    }
+
+    /// The handles of a label set.
+    pub fn handles(&self, labels: &RequestLabels) -> RequestHandles {
+        RequestHandles {
+            requests: self.requests.get_or_create_owned(labels),
+            duration: self.duration.get_or_create_owned(labels),
+            request_bytes: self.request_bytes.get_or_create_owned(labels),
+            response_bytes: self.response_bytes.get_or_create_owned(labels),
+        }
+    }
+
+    /// Count a TCP connection opening.
+    pub fn tcp_opened(&self, labels: &TcpLabels) {
+        self.tcp_opened.get_or_create(labels).inc();
+    }
+
+    /// Count a TCP connection closing, with its bytes.
+    pub fn tcp_closed(&self, labels: &TcpLabels, sent: u64, received: u64) {
+        self.tcp_closed.get_or_create(labels).inc();
+        self.tcp_sent.get_or_create(labels).inc_by(sent);
+        self.tcp_received.get_or_create(labels).inc_by(received);
+    }
+
+    /// The Prometheus text exposition (OpenMetrics text, as `/stats/prometheus` serves it).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A cache from a cheap key to resolved handles: reads are a lock-free map lookup; a new
+/// key takes a lock, copies the map and swaps it.
+#[derive(Debug)]
+pub struct HandleCache<K> {
+    map: ArcSwap<HashMap<K, RequestHandles>>,
+    write: Mutex<()>,
+}
+
+impl<K: Clone + Hash + Eq> Default for HandleCache<K> {
+    fn default() -> Self {
+        Self { map: ArcSwap::from_pointee(HashMap::new()), write: Mutex::new(()) }
+    }
+}
+
+impl<K: Clone + Hash + Eq> HandleCache<K> {
+    /// The handles for `key`, resolving the full label set with `labels` on a miss.
+    pub fn get(&self, key: &K, metrics: &MeshMetrics, labels: impl FnOnce() -> RequestLabels) -> RequestHandles {
+        if let Some(h) = self.map.load().get(key) {
+            return h.clone();
+        }
+        let _guard = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = self.map.load().get(key) {
+            return h.clone();
+        }
+        let handles = metrics.handles(&labels());
+        let mut next = HashMap::clone(&self.map.load());
+        next.insert(key.clone(), handles.clone());
+        self.map.store(Arc::new(next));
+        handles
+    }
+}

@@ -1,0 +1,161 @@
+//! Trace context as Istio's proxies propagate it: W3C `traceparent`/`tracestate` and
+//! Zipkin B3 (`x-b3-*` and the single `b3` header), plus `x-request-id`.
+
+use http::{HeaderMap, HeaderValue};
+use rand::Rng;
+
+/// One span's place in a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 128-bit trace id.
+    pub trace_id: u128,
+    /// This span.
+    pub span_id: u64,
+    /// The parent span, if any.
+    pub parent_span_id: Option<u64>,
+    /// Whether the trace is sampled.
+    pub sampled: bool,
+}
+
+fn hex_u128(s: &str) -> Option<u128> {
+    (!s.is_empty() && s.len() <= 32).then(|| u128::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
+}
+
+fn hex_u64(s: &str) -> Option<u64> {
+    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
+}
+
+fn get<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+impl TraceContext {
+    /// The incoming context: `traceparent`, else `b3`, else `x-b3-*`.
+    pub fn extract(headers: &HeaderMap) -> Option<Self> {
+        if let Some(tp) = get(headers, "traceparent") {
+            let parts: Vec<&str> = tp.split('-').collect();
+            if let [version, trace, span, flags] = parts.as_slice() {
+                if version.len() == 2 && *version != "ff" && trace.len() == 32 {
+                    let flags = u8::from_str_radix(flags, 16).ok()?;
+                    return Some(Self {
+                        trace_id: hex_u128(trace)?,
+                        span_id: hex_u64(span)?,
+                        parent_span_id: None,
+                        sampled: flags & 1 == 1,
+                    });
+                }
+            }
+        }
+        if let Some(b3) = get(headers, "b3") {
+            let parts: Vec<&str> = b3.split('-').collect();
+            if parts.len() >= 2 {
+                let sampled = parts.get(2).is_none_or(|s| *s == "1" || *s == "d");
+                return Some(Self {
+                    trace_id: hex_u128(parts[0])?,
+                    span_id: hex_u64(parts[1])?,
+                    parent_span_id: parts.get(3).and_then(|p| hex_u64(p)),
+                    sampled,
+                });
+            }
+        }
+        let trace_id = hex_u128(get(headers, "x-b3-traceid")?)?;
+        Some(Self {
+            trace_id,
+            span_id: hex_u64(get(headers, "x-b3-spanid")?)?,
+            parent_span_id: get(headers, "x-b3-parentspanid").and_then(hex_u64),
+            sampled: get(headers, "x-b3-sampled").is_none_or(|s| s == "1") || get(headers, "x-b3-flags") == Some("1"),
+        })
+    }
+
+    /// A new root span.
+    pub fn root(rng: &mut impl Rng, sampled: bool) -> Self {
+        Self { trace_id: rng.random::<u128>() | 1, span_id: rng.random::<u64>() | 1, parent_span_id: None, sampled }
+    }
+
+    /// A child of this span.
+    pub fn child(&self, rng: &mut impl Rng) -> Self {
+        Self {
+            trace_id: self.trace_id,
+            span_id: rng.random::<u64>() | 1,
+            parent_span_id: Some(self.span_id),
+            sampled: self.sampled,
+        }
+    }
+
+    /// Write this context in both formats (the next hop may read either).
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let sampled = if self.sampled { "1" } else { "0" };
+        let put = |h: &mut HeaderMap, k: &'static str, v: String| {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        };
+        put(
+            headers,
+            "traceparent",
+            format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled)),
+        );
+        put(headers, "x-b3-traceid", format!("{:032x}", self.trace_id));
+        put(headers, "x-b3-spanid", format!("{:016x}", self.span_id));
+        put(headers, "x-b3-sampled", sampled.to_string());
+        match self.parent_span_id {
+            Some(p) => put(headers, "x-b3-parentspanid", format!("{p:016x}")),
+            None => {
+                headers.remove("x-b3-parentspanid");
+            }
+        }
+        headers.remove("b3");
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+/// A random UUID v4, for `x-request-id`.
+pub fn request_id(rng: &mut impl Rng) -> String {
+    let b: u128 = rng.random();
+    let b = (b & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let h = format!("{b:032x}");
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn w3c_and_b3_round_trip() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let root = TraceContext::root(&mut rng, true);
+        let child = root.child(&mut rng);
+        let mut h = HeaderMap::new();
+        child.inject(&mut h);
+        assert_eq!(TraceContext::extract(&h).unwrap().trace_id, root.trace_id);
+        assert_eq!(TraceContext::extract(&h).unwrap().span_id, child.span_id);
+        h.remove("traceparent");
+        let b3 = TraceContext::extract(&h).unwrap();
+        assert_eq!((b3.trace_id, b3.span_id, b3.parent_span_id), (root.trace_id, child.span_id, Some(root.span_id)));
+        let mut single = HeaderMap::new();
+        single.insert("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90".parse().unwrap());
+        let s = TraceContext::extract(&single).unwrap();
+        assert_eq!(s.trace_id, 0x80f198ee56343ba864fe8b2a57d3eff7);
+        assert_eq!(s.parent_span_id, Some(0x05e3ac9a4f6e3b90));
+        let mut w3c = HeaderMap::new();
+        w3c.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+        let t = TraceContext::extract(&w3c).unwrap();
+        assert_eq!((t.trace_id, t.span_id, t.sampled), (0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, true));
+        w3c.insert("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
+        assert!(TraceContext::extract(&w3c).is_none(), "an all-zero trace id is invalid");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = request_id(&mut StdRng::seed_from_u64(2));
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+    }
+}
