@@ -34,16 +34,18 @@ impl TraceContext {
     pub fn extract(headers: &HeaderMap) -> Option<Self> {
         if let Some(tp) = get(headers, "traceparent") {
             let parts: Vec<&str> = tp.split('-').collect();
-            if let [version, trace, span, flags] = parts.as_slice() {
-                if version.len() == 2 && *version != "ff" && trace.len() == 32 {
-                    let flags = u8::from_str_radix(flags, 16).ok()?;
-                    return Some(Self {
-                        trace_id: hex_u128(trace)?,
-                        span_id: hex_u64(span)?,
-                        parent_span_id: None,
-                        sampled: flags & 1 == 1,
-                    });
-                }
+            if let [version, trace, span, flags] = parts.as_slice()
+                && version.len() == 2
+                && *version != "ff"
+                && trace.len() == 32
+            {
+                let flags = u8::from_str_radix(flags, 16).ok()?;
+                return Some(Self {
+                    trace_id: hex_u128(trace)?,
+                    span_id: hex_u64(span)?,
+                    parent_span_id: None,
+                    sampled: flags & 1 == 1,
+                });
             }
         }
         if let Some(b3) = get(headers, "b3") {
