@@ -268,10 +268,9 @@ where
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        let authority_host = match shared.reporter {
-            Reporter::Destination => authority.map(|a| Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h))),
-            Reporter::Source => None,
-        };
+        // The service as the caller named it: the destination's own view, and the caller's
+        // fallback when no route decision came back (local replies).
+        let authority_host = authority.map(|a| Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h)));
         let grpc_protocol = req
             .headers()
             .get(header::CONTENT_TYPE)

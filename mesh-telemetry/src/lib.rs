@@ -31,6 +31,7 @@
 //! - Access log lines follow Envoy's default format with the trace id appended.
 
 pub mod access_log;
+pub mod admin;
 pub mod layer;
 pub mod metrics;
 pub mod trace;

@@ -255,12 +255,41 @@ impl MeshMetrics {
         self.tcp_received.get_or_create(labels).inc_by(received);
     }
 
-    /// The Prometheus text exposition (OpenMetrics text, as `/stats/prometheus` serves it).
+    /// The Prometheus text exposition (format 0.0.4), as `/stats/prometheus` serves it.
     pub fn encode(&self) -> String {
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
+            .expect("writing to a String cannot fail");
+        to_prometheus_text(&open_metrics)
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// OpenMetrics text to the classic Prometheus text format: counter families are named with
+/// their `_total` suffix in `HELP`/`TYPE`, and the `# EOF` marker goes.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open_metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line).trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// A cache from a cheap key to resolved handles: reads are a lock-free map lookup; a new
