@@ -116,12 +116,28 @@ struct Shared {
     access_log: Option<AccessLog>,
     sampling: f64,
     rng: Mutex<SmallRng>,
+    #[cfg(feature = "otel")]
+    otlp: Option<crate::otlp::OtlpExporter>,
+}
+
+/// How a [`TelemetryLayer`] is set up (kept so each `with_*` rebuilds from all of it).
+#[derive(Clone)]
+struct Options {
+    metrics: Arc<MeshMetrics>,
+    reporter: Reporter,
+    local: WorkloadInfo,
+    access_log: Option<AccessLog>,
+    sampling: f64,
+    seed: u64,
+    #[cfg(feature = "otel")]
+    otlp: Option<crate::otlp::OtlpExporter>,
 }
 
 /// Records Istio's standard metrics, writes access logs, and propagates trace context.
 #[derive(Clone)]
 pub struct TelemetryLayer {
     shared: Arc<Shared>,
+    options: Options,
 }
 
 impl std::fmt::Debug for TelemetryLayer {
@@ -134,55 +150,66 @@ impl std::fmt::Debug for TelemetryLayer {
 }
 
 impl TelemetryLayer {
-    /// Report as `reporter` for `local`'s workload into `metrics`. No access log; traces
-    /// sampled at 1 % for new roots (Istio's default); seeded randomness for tests via
-    /// [`TelemetryLayer::with_seed`].
+    /// Report as `reporter` for `local`'s workload into `metrics`. No access log; new
+    /// traces sampled at 1 % (Istio's default).
     pub fn new(metrics: Arc<MeshMetrics>, reporter: Reporter, local: WorkloadInfo) -> Self {
-        Self::build(metrics, reporter, local, None, 1.0, rand::rng().random())
+        Self::from_options(Options {
+            metrics,
+            reporter,
+            local,
+            access_log: None,
+            sampling: 1.0,
+            seed: rand::rng().random(),
+            #[cfg(feature = "otel")]
+            otlp: None,
+        })
     }
 
-    fn build(
-        metrics: Arc<MeshMetrics>,
-        reporter: Reporter,
-        local: WorkloadInfo,
-        access_log: Option<AccessLog>,
-        sampling: f64,
-        seed: u64,
-    ) -> Self {
-        let local_header = local.header_value();
-        Self {
-            shared: Arc::new(Shared {
-                metrics,
-                reporter,
-                local,
-                local_header,
-                cache: HandleCache::default(),
-                access_log,
-                sampling,
-                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-            }),
-        }
+    fn from_options(o: Options) -> Self {
+        let shared = Shared {
+            metrics: o.metrics.clone(),
+            reporter: o.reporter,
+            local_header: o.local.header_value(),
+            local: o.local.clone(),
+            cache: HandleCache::default(),
+            access_log: o.access_log.clone(),
+            sampling: o.sampling,
+            rng: Mutex::new(SmallRng::seed_from_u64(o.seed)),
+            #[cfg(feature = "otel")]
+            otlp: o.otlp.clone(),
+        };
+        Self { shared: Arc::new(shared), options: o }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Options)) -> Self {
+        let mut o = self.options.clone();
+        f(&mut o);
+        Self::from_options(o)
     }
 
     /// Write an access log line per request.
     #[must_use]
     pub fn with_access_log(self, log: AccessLog) -> Self {
-        let s = &self.shared;
-        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), Some(log), s.sampling, rand::rng().random())
+        self.with(|o| o.access_log = Some(log))
     }
 
     /// Percentage of new traces sampled.
     #[must_use]
     pub fn with_sampling(self, percent: f64) -> Self {
-        let s = &self.shared;
-        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), s.access_log.clone(), percent, rand::rng().random())
+        self.with(|o| o.sampling = percent)
     }
 
-    /// Seed the generator of ids and sampling.
+    /// Seed the generator of ids and sampling (deterministic tests).
     #[must_use]
     pub fn with_seed(self, seed: u64) -> Self {
-        let s = &self.shared;
-        Self::build(s.metrics.clone(), s.reporter, s.local.clone(), s.access_log.clone(), s.sampling, seed)
+        self.with(|o| o.seed = seed)
+    }
+
+    /// Export a span per sampled request over OTLP/HTTP.
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn with_otlp(self, exporter: crate::otlp::OtlpExporter) -> Self {
+        self.with(|o| o.otlp = Some(exporter))
     }
 }
 
@@ -218,6 +245,8 @@ struct Pending {
     request_bytes: u64,
     log: Option<Box<Entry>>,
     trace_id: u128,
+    #[cfg(feature = "otel")]
+    span: Option<(TraceContext, String)>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
@@ -294,6 +323,9 @@ where
             request_bytes,
             log,
             trace_id: span.trace_id,
+            #[cfg(feature = "otel")]
+            span: (shared.otlp.is_some() && span.sampled)
+                .then(|| (span, format!("{}{}", authority.unwrap_or("-"), req.uri().path()))),
         };
         ResponseFuture { inner: self.inner.call(req), pending: Some(pending) }
     }
@@ -344,12 +376,18 @@ struct Done {
     start: Instant,
     request_bytes: u64,
     log: Option<(AccessLog, Box<Entry>)>,
+    #[cfg(feature = "otel")]
+    span: Option<(crate::otlp::OtlpExporter, crate::otlp::SpanRecord)>,
 }
 
 impl Done {
     fn code_zero(&mut self) {
         if let Some((_, e)) = &mut self.log {
             e.status = 0;
+        }
+        #[cfg(feature = "otel")]
+        if let Some((_, s)) = &mut self.span {
+            s.error = true;
         }
     }
 
@@ -361,6 +399,12 @@ impl Done {
             entry.bytes_received = self.request_bytes;
             entry.bytes_sent = response_bytes;
             log.write(&entry);
+        }
+        #[cfg(feature = "otel")]
+        if let Some((exporter, mut span)) = self.span.take() {
+            span.end = SystemTime::now();
+            span.attributes.push(("response_size".into(), response_bytes.to_string()));
+            exporter.export(span);
         }
     }
 }
@@ -396,7 +440,42 @@ impl Pending {
             }
             _ => None,
         };
-        Done { handles, start: self.start, request_bytes: self.request_bytes, log }
+        #[cfg(feature = "otel")]
+        let span = match (&shared.otlp, self.span) {
+            (Some(exporter), Some((ctx, name))) => Some((
+                exporter.clone(),
+                crate::otlp::SpanRecord {
+                    trace_id: ctx.trace_id,
+                    span_id: ctx.span_id,
+                    parent_span_id: ctx.parent_span_id,
+                    name,
+                    server: shared.reporter == Reporter::Destination,
+                    start: self.started_at,
+                    end: self.started_at,
+                    attributes: vec![
+                        ("http.status_code".into(), code.to_string()),
+                        ("response_flags".into(), flags.to_string()),
+                        ("node_id".into(), format!("{}.{}", shared.local.workload, shared.local.namespace)),
+                        (
+                            "upstream_cluster".into(),
+                            decision
+                                .and_then(|d| d.destination_service.as_deref().map(str::to_string))
+                                .unwrap_or_else(|| "-".into()),
+                        ),
+                    ],
+                    error: code >= 500,
+                },
+            )),
+            _ => None,
+        };
+        Done {
+            handles,
+            start: self.start,
+            request_bytes: self.request_bytes,
+            log,
+            #[cfg(feature = "otel")]
+            span,
+        }
     }
 
     fn labels(

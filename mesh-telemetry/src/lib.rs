@@ -34,4 +34,6 @@ pub mod access_log;
 pub mod admin;
 pub mod layer;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otlp;
 pub mod trace;

@@ -1,0 +1,127 @@
+//! Spans exported over OTLP/HTTP, decoded with the official opentelemetry-proto types.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mesh_core::BoxBody;
+use mesh_telemetry::{
+    layer::{Reporter, TelemetryLayer, WorkloadInfo},
+    metrics::MeshMetrics,
+    otlp::OtlpExporter,
+};
+use opentelemetry_proto::tonic::{collector::trace::v1::ExportTraceServiceRequest, trace::v1::span::SpanKind};
+use prost::Message;
+use tokio::net::TcpListener;
+use tower::{Layer, ServiceExt, service_fn};
+
+/// A collector that keeps every decoded span.
+async fn collector() -> (String, Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/traces");
+                        assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let decoded =
+                            ExportTraceServiceRequest::decode(body).expect("a valid ExportTraceServiceRequest");
+                        for rs in decoded.resource_spans {
+                            let resource = rs.resource.unwrap();
+                            assert_eq!(resource.attributes[0].key, "service.name");
+                            for ss in rs.scope_spans {
+                                s.lock().unwrap().extend(ss.spans);
+                            }
+                        }
+                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1/traces"), spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parent_and_child_spans_share_the_trace() {
+    let (endpoint, spans) = collector().await;
+    let exporter = OtlpExporter::start(&endpoint, "bookinfo", Duration::from_millis(50));
+    let metrics = Arc::new(MeshMetrics::new());
+    let layer = |w: &str, reporter| {
+        let info = WorkloadInfo::new(
+            w,
+            "default",
+            &[("app".to_string(), w.split('-').next().unwrap().to_string())].into(),
+            None,
+        );
+        TelemetryLayer::new(metrics.clone(), reporter, info).with_sampling(100.0).with_otlp(exporter.clone())
+    };
+    let hop2 = layer("ratings-v1", Reporter::Destination).layer(service_fn(|_req: Request<BoxBody>| async {
+        Ok::<_, Infallible>(Response::new(mesh_core::body::empty()))
+    }));
+    let out = layer("reviews-v1", Reporter::Source).layer(hop2);
+    let hop1 = layer("reviews-v1", Reporter::Destination).layer(service_fn(move |req: Request<BoxBody>| {
+        let out = out.clone();
+        async move {
+            let mut next =
+                Request::builder().uri("http://ratings:9080/ratings/0").body(mesh_core::body::empty()).unwrap();
+            for h in ["traceparent", "x-request-id"] {
+                if let Some(v) = req.headers().get(h) {
+                    next.headers_mut().insert(h, v.clone());
+                }
+            }
+            let _ = out.oneshot(next).await.unwrap().into_body().collect().await;
+            Ok::<_, Infallible>(Response::new(mesh_core::body::empty()))
+        }
+    }));
+    let caller = layer("productpage-v1", Reporter::Source).layer(hop1);
+    let rsp = caller
+        .oneshot(Request::builder().uri("http://reviews:9080/reviews/0").body(mesh_core::body::empty()).unwrap())
+        .await
+        .unwrap();
+    let _ = rsp.into_body().collect().await;
+
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = spans.lock().unwrap().clone();
+        if got.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.len(), 4, "{got:#?}");
+    let trace = &got[0].trace_id;
+    assert!(got.iter().all(|s| &s.trace_id == trace), "one trace");
+    assert_eq!(trace.len(), 16);
+    let root = got.iter().find(|s| s.parent_span_id.is_empty()).expect("a root span");
+    assert_eq!(root.kind, SpanKind::Client as i32, "the caller's outbound span is the root");
+    // Every other span's parent is a span of the same trace: a chain of four.
+    let mut chain = vec![root.clone()];
+    while let Some(child) = got.iter().find(|s| s.parent_span_id == chain.last().unwrap().span_id) {
+        chain.push(child.clone());
+    }
+    let kinds: Vec<i32> = chain.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [SpanKind::Client as i32, SpanKind::Server as i32, SpanKind::Client as i32, SpanKind::Server as i32]
+    );
+    assert!(chain.iter().all(|s| s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0));
+    assert_eq!(chain[3].name, "ratings:9080/ratings/0");
+}
