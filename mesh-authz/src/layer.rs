@@ -307,6 +307,7 @@ pub struct AuthzStats {
 }
 
 struct State {
+    on_decision: std::sync::OnceLock<mesh_core::ext::Hook>,
     policy: Arc<ArcSwap<AuthzPolicy>>,
     providers: HashMap<String, ExtAuthzHttp>,
     client: Client,
@@ -345,6 +346,7 @@ impl AuthzLayer {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Self {
             state: Arc::new(State {
+                on_decision: std::sync::OnceLock::new(),
                 policy,
                 providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
                 client,
@@ -353,6 +355,14 @@ impl AuthzLayer {
                 trusted_proxies,
             }),
         }
+    }
+
+    /// Called with `allow`, `deny` or `custom_deny` for each decision (telemetry counts
+    /// them). Set once.
+    #[must_use]
+    pub fn with_on_decision(self, hook: mesh_core::ext::Hook) -> Self {
+        let _ = self.state.on_decision.set(hook);
+        self
     }
 
     /// The decision counters.
@@ -408,6 +418,9 @@ impl State {
     fn record(&self, d: &Decision, authority: &str, path: &str) {
         let counter = if d.allowed { &self.stats.allowed } else { &self.stats.denied };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = self.on_decision.get() {
+            h.call(if d.allowed { "allow" } else { "deny" });
+        }
         if !d.dry_run.is_empty() {
             self.stats.dry_run.fetch_add(1, Ordering::Relaxed);
             tracing::info!(policies = ?d.dry_run, "dry-run policy matched (not enforced)");
@@ -507,6 +520,9 @@ where
             {
                 Verdict::Deny(rsp) => {
                     state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
+                    if let Some(h) = state.on_decision.get() {
+                        h.call("custom_deny");
+                    }
                     Ok(deny_custom(rsp))
                 }
                 Verdict::Allow(add) => {

@@ -168,3 +168,26 @@ pub struct LocalAddr(pub SocketAddr);
 /// balancer): telemetry's `destination_*` labels come from here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamEndpoint(pub crate::registry::Endpoint);
+
+/// A callback a layer runs when something worth counting happens (a retry, an ejection,
+/// an authorization decision); telemetry provides it, so layers need no metrics library.
+#[derive(Clone)]
+pub struct Hook(Arc<dyn Fn(&'static str) + Send + Sync>);
+
+impl Hook {
+    /// Wrap a callback; its argument names what happened (`retry`, `ejection`, `allow`...).
+    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Run it.
+    pub fn call(&self, what: &'static str) {
+        (self.0)(what);
+    }
+}
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook")
+    }
+}

@@ -23,7 +23,7 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{BalanceLayer, TableHandle, client_stack_with},
+    layer::{BalanceLayer, RetryLayer, TableHandle, client_stack_with},
     policy::{ProxyContext, RouteTable},
 };
 use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
@@ -87,7 +87,8 @@ async fn auto_mtls_with_secure_naming() {
     let (table, registry) = setup(addr, "");
     let naming = secure_naming(&registry, "cluster.local");
     assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
-    let client = client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true));
+    let client =
+        client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true), RetryLayer::new());
     assert_eq!(
         get(&client).await,
         (200, "peer=spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into(), "-".into())
@@ -101,7 +102,8 @@ async fn a_server_with_the_wrong_identity_is_refused() {
     let (table, _) = setup(addr, "");
     // The registry says this address is ratings: the reviews certificate does not fit.
     let naming = HashMap::from([(addr, vec![id("bookinfo-ratings")])]);
-    let client = client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true));
+    let client =
+        client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true), RetryLayer::new());
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
     assert!(flags.starts_with("UF"), "{flags}");
@@ -116,14 +118,19 @@ async fn tls_disable_toward_strict_fails() {
         table,
         connector(&ca, secure_naming(&registry, "cluster.local")),
         BalanceLayer::new().with_auto_mtls(true),
+        RetryLayer::new(),
     );
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
     assert!(flags.starts_with("UC") || flags.starts_with("UF"), "{flags}");
     // ISTIO_MUTUAL spelled out works as auto mTLS does.
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}");
-    let client =
-        client_stack_with(table, connector(&ca, secure_naming(&registry, "cluster.local")), BalanceLayer::new());
+    let client = client_stack_with(
+        table,
+        connector(&ca, secure_naming(&registry, "cluster.local")),
+        BalanceLayer::new(),
+        RetryLayer::new(),
+    );
     assert_eq!(get(&client).await.0, 200);
 }
 
@@ -194,7 +201,7 @@ async fn simple_tls_origination_to_an_external_service() {
     }
     assert_eq!(by_addr.len(), 1);
     connector.set_origination(by_addr);
-    let client = client_stack_with(TableHandle::new(table), connector, BalanceLayer::new());
+    let client = client_stack_with(TableHandle::new(table), connector, BalanceLayer::new(), RetryLayer::new());
     let req = Request::builder().uri("http://ratings.example:443/ratings/0").body(mesh_core::body::empty()).unwrap();
     let rsp: Response<BoxBody> = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
@@ -222,13 +229,19 @@ async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
         TableHandle::new(RouteTable::compile(&s, &registry, &ProxyContext::sidecar("default", Default::default())));
     let balance =
         BalanceLayer::new().with_auto_mtls(true).with_plaintext_endpoints(Arc::new(ArcSwap::from_pointee(plaintext)));
-    let client = client_stack_with(table.clone(), connector(&ca, secure_naming(&registry, "cluster.local")), balance);
+    let client = client_stack_with(
+        table.clone(),
+        connector(&ca, secure_naming(&registry, "cluster.local")),
+        balance,
+        RetryLayer::new(),
+    );
     assert_eq!(get(&client).await, (200, "peer=plaintext".into(), "-".into()));
     // Without that knowledge auto mTLS would speak TLS to a plaintext server, and fail.
     let blind = client_stack_with(
         table,
         connector(&ca, secure_naming(&registry, "cluster.local")),
         BalanceLayer::new().with_auto_mtls(true),
+        RetryLayer::new(),
     );
     assert_eq!(get(&blind).await.0, 503);
 }

@@ -32,6 +32,9 @@ use crate::{
 /// The header that carries the caller's workload to the callee's proxy (Istio's metadata
 /// exchange, in a plain `key=value;...` form).
 pub const PEER_HEADER: &str = "x-mesh-peer";
+static PEER: http::HeaderName = http::HeaderName::from_static(PEER_HEADER);
+static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// Which side of the hop this proxy reports for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -240,7 +243,7 @@ struct Pending {
     started_at: SystemTime,
     peer: Option<Arc<str>>,
     peer_principal: Option<Arc<str>>,
-    authority_host: Option<Arc<str>>,
+    authority: Option<HeaderValue>,
     grpc_protocol: bool,
     request_bytes: u64,
     log: Option<Box<Entry>>,
@@ -275,31 +278,32 @@ where
                     TraceContext::root(&mut *rng, sampled)
                 }
             };
-            let id = (!req.headers().contains_key("x-request-id")).then(|| request_id(&mut *rng));
+            let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| request_id(&mut *rng));
             (span, id)
         };
-        if let Some(id) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-            req.headers_mut().insert("x-request-id", id);
+        if let Some(id) = id {
+            req.headers_mut().insert(REQUEST_ID.clone(), id);
         }
         span.inject(req.headers_mut());
         let peer: Option<Arc<str>> = match shared.reporter {
             Reporter::Source => {
                 if let Some(v) = &shared.local_header {
-                    req.headers_mut().insert(PEER_HEADER, v.clone());
+                    req.headers_mut().insert(PEER.clone(), v.clone());
                 }
                 None
             }
-            Reporter::Destination => req.headers_mut().remove(PEER_HEADER).and_then(|v| v.to_str().ok().map(Arc::from)),
+            Reporter::Destination => req.headers_mut().remove(&PEER).and_then(|v| v.to_str().ok().map(Arc::from)),
         };
         let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| Arc::from(p.0.to_string()));
-        let authority = req
+        // The service as the caller named it: the destination's own view, and the caller's
+        // fallback when no route decision came back (local replies). A shared copy of the
+        // header, no allocation.
+        let authority_value: Option<HeaderValue> = req
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        // The service as the caller named it: the destination's own view, and the caller's
-        // fallback when no route decision came back (local replies).
-        let authority_host = authority.map(|a| Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h)));
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let authority = authority_value.as_ref().and_then(|v| v.to_str().ok());
         let grpc_protocol = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -312,20 +316,23 @@ where
             .or_else(|| req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()))
             .unwrap_or(0);
         let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
+        #[cfg(feature = "otel")]
+        let span_name = (shared.otlp.is_some() && span.sampled)
+            .then(|| format!("{}{}", authority.unwrap_or("-"), req.uri().path()));
+        let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
         let pending = Pending {
+            authority: authority_value,
             shared: shared.clone(),
             start,
-            started_at: SystemTime::now(),
+            started_at: if needs_wall_clock { SystemTime::now() } else { SystemTime::UNIX_EPOCH },
             peer,
             peer_principal,
-            authority_host,
             grpc_protocol,
             request_bytes,
             log,
             trace_id: span.trace_id,
             #[cfg(feature = "otel")]
-            span: (shared.otlp.is_some() && span.sampled)
-                .then(|| (span, format!("{}{}", authority.unwrap_or("-"), req.uri().path()))),
+            span: span_name.map(|name| (span, name)),
         };
         ResponseFuture { inner: self.inner.call(req), pending: Some(pending) }
     }
@@ -410,17 +417,23 @@ impl Done {
 }
 
 impl Pending {
+    /// The authority's host part.
+    fn authority_host(&self) -> Option<Arc<str>> {
+        let a = self.authority.as_ref()?.to_str().ok()?;
+        Some(Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h)))
+    }
+
     fn resolve(self, head: &http::response::Parts) -> Done {
         let shared = &self.shared;
         let flags = head.extensions.get::<ResponseFlags>().copied().unwrap_or_default();
         let decision = head.extensions.get::<RouteDecision>();
         let upstream = head.extensions.get::<UpstreamEndpoint>();
-        let grpc = head.headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let grpc = head.headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let code = head.status.as_u16();
         let key = Key {
             peer: self.peer.clone().or_else(|| self.peer_principal.clone()),
             workload: upstream.map(|u| (u.0.workload.clone(), u.0.namespace.clone())),
-            service: decision.and_then(|d| d.destination_service.clone()).or_else(|| self.authority_host.clone()),
+            service: decision.and_then(|d| d.destination_service.clone()).or_else(|| self.authority_host()),
             code,
             flags: flags.bits(),
             grpc,
@@ -497,7 +510,7 @@ impl Pending {
             ..RequestLabels::default()
         };
         let service_fqdn = decision.and_then(|d| d.destination_service.as_deref().map(str::to_string)).or_else(|| {
-            self.authority_host.as_deref().map(|h| {
+            self.authority_host().as_deref().map(|h| {
                 if h.contains('.') { h.to_string() } else { format!("{h}.{}.svc.cluster.local", local.namespace) }
             })
         });

@@ -122,6 +122,60 @@ pub struct ProxyMetrics {
     pub authz_decisions: Family<DecisionLabels, Counter>,
 }
 
+impl ProxyMetrics {
+    /// A hook for `RetryLayer::with_on_retry`.
+    pub fn retry_hook(self: &Arc<Self>) -> mesh_core::ext::Hook {
+        let me = self.clone();
+        mesh_core::ext::Hook::new(move |_| {
+            me.upstream_retries.inc();
+        })
+    }
+
+    /// A hook for `BalanceLayer::with_on_ejection`.
+    pub fn ejection_hook(self: &Arc<Self>) -> mesh_core::ext::Hook {
+        let me = self.clone();
+        mesh_core::ext::Hook::new(move |_| {
+            me.outlier_ejections.inc();
+        })
+    }
+
+    /// A hook for `AuthzLayer::with_on_decision`.
+    pub fn authz_hook(self: &Arc<Self>) -> mesh_core::ext::Hook {
+        let me = self.clone();
+        mesh_core::ext::Hook::new(move |decision| {
+            me.authz_decisions.get_or_create(&DecisionLabels { decision: decision.to_string() }).inc();
+        })
+    }
+
+    /// Seconds until the workload certificate expires.
+    pub fn set_cert_expiry(&self, not_after: std::time::SystemTime) {
+        let left = not_after.duration_since(std::time::SystemTime::now()).map_or(0, |d| d.as_secs());
+        self.cert_expiry_seconds.set(i64::try_from(left).unwrap_or(i64::MAX));
+    }
+
+    /// Count config reloads and failed loads as a config source reports them.
+    pub fn follow_source(
+        self: &Arc<Self>,
+        mut status: tokio::sync::watch::Receiver<mesh_core::SourceStatus>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (mut generation, mut loads) = {
+                let s = status.borrow_and_update();
+                (s.generation, s.loads)
+            };
+            while status.changed().await.is_ok() {
+                let s = status.borrow_and_update().clone();
+                me.config_reloads.inc_by(s.generation.saturating_sub(generation));
+                if !s.errors.is_empty() {
+                    me.config_reload_errors.inc_by(s.loads.saturating_sub(loads).max(1));
+                }
+                (generation, loads) = (s.generation, s.loads);
+            }
+        })
+    }
+}
+
 /// Labels of `mesh_authz_decisions_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -296,13 +350,57 @@ fn to_prometheus_text(open_metrics: &str) -> String {
 /// key takes a lock, copies the map and swaps it.
 #[derive(Debug)]
 pub struct HandleCache<K> {
-    map: ArcSwap<HashMap<K, RequestHandles>>,
+    map: ArcSwap<HashMap<K, RequestHandles, FastHash>>,
     write: Mutex<()>,
+}
+
+/// A fast, non-cryptographic hash (FxHash's scheme) for label keys: the keys are not
+/// attacker-chosen in a way that matters (the cache only grows with real label sets).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastHash;
+
+/// The hasher of [`FastHash`].
+#[derive(Debug, Default)]
+pub struct FastHasher(u64);
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
 }
 
 impl<K: Clone + Hash + Eq> Default for HandleCache<K> {
     fn default() -> Self {
-        Self { map: ArcSwap::from_pointee(HashMap::new()), write: Mutex::new(()) }
+        Self { map: ArcSwap::from_pointee(HashMap::default()), write: Mutex::new(()) }
     }
 }
 
@@ -321,5 +419,49 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
         next.insert(key.clone(), handles.clone());
         self.map.store(Arc::new(next));
         handles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn proxy_counters_follow_the_config_source() {
+        let m = MeshMetrics::new();
+        let (tx, rx) =
+            tokio::sync::watch::channel(mesh_core::SourceStatus { generation: 1, loads: 1, ..Default::default() });
+        let task = m.proxy.follow_source(rx);
+        tokio::task::yield_now().await; // the follower reads the current status first
+        tx.send_modify(|s| {
+            s.generation = 2;
+            s.loads = 2;
+        });
+        tokio::task::yield_now().await;
+        let broken = mesh_core::Diagnostic {
+            file: "vs.yaml".into(),
+            line: 1,
+            severity: mesh_core::Severity::Error,
+            object: "-".into(),
+            field: mesh_core::diag::FieldPath::root(),
+            message: "bad".into(),
+        };
+        tx.send_modify(|s| {
+            s.loads = 3;
+            s.errors = vec![broken];
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        drop(tx);
+        task.await.unwrap();
+        m.proxy.set_cert_expiry(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+        let text = m.encode();
+        assert!(text.contains("mesh_config_reloads_total 1"), "{text}");
+        assert!(text.contains("mesh_config_reload_errors_total 1"), "{text}");
+        assert!(
+            text.contains("mesh_cert_expiry_seconds 3599") || text.contains("mesh_cert_expiry_seconds 3600"),
+            "{text}"
+        );
     }
 }

@@ -1,7 +1,15 @@
 //! Trace context as Istio's proxies propagate it: W3C `traceparent`/`tracestate` and
 //! Zipkin B3 (`x-b3-*` and the single `b3` header), plus `x-request-id`.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static B3: HeaderName = HeaderName::from_static("b3");
+static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+static B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 use rand::Rng;
 
 /// One span's place in a trace.
@@ -25,14 +33,14 @@ fn hex_u64(s: &str) -> Option<u64> {
     (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
 }
 
-fn get<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn get<'h>(h: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 impl TraceContext {
     /// The incoming context: `traceparent`, else `b3`, else `x-b3-*`.
     pub fn extract(headers: &HeaderMap) -> Option<Self> {
-        if let Some(tp) = get(headers, "traceparent") {
+        if let Some(tp) = get(headers, &TRACEPARENT) {
             let parts: Vec<&str> = tp.split('-').collect();
             if let [version, trace, span, flags] = parts.as_slice()
                 && version.len() == 2
@@ -48,7 +56,7 @@ impl TraceContext {
                 });
             }
         }
-        if let Some(b3) = get(headers, "b3") {
+        if let Some(b3) = get(headers, &B3) {
             let parts: Vec<&str> = b3.split('-').collect();
             if parts.len() >= 2 {
                 let sampled = parts.get(2).is_none_or(|s| *s == "1" || *s == "d");
@@ -60,12 +68,12 @@ impl TraceContext {
                 });
             }
         }
-        let trace_id = hex_u128(get(headers, "x-b3-traceid")?)?;
+        let trace_id = hex_u128(get(headers, &B3_TRACE_ID)?)?;
         Some(Self {
             trace_id,
-            span_id: hex_u64(get(headers, "x-b3-spanid")?)?,
-            parent_span_id: get(headers, "x-b3-parentspanid").and_then(hex_u64),
-            sampled: get(headers, "x-b3-sampled").is_none_or(|s| s == "1") || get(headers, "x-b3-flags") == Some("1"),
+            span_id: hex_u64(get(headers, &B3_SPAN_ID)?)?,
+            parent_span_id: get(headers, &B3_PARENT).and_then(hex_u64),
+            sampled: get(headers, &B3_SAMPLED).is_none_or(|s| s == "1") || get(headers, &B3_FLAGS) == Some("1"),
         })
     }
 
@@ -115,12 +123,28 @@ impl TraceContext {
     }
 }
 
+/// Lowercase hex of the low `out.len() * 4` bits of `v`, most significant first.
+fn hex(out: &mut [u8], v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+    }
+}
+
 /// A random UUID v4, for `x-request-id`.
-pub fn request_id(rng: &mut impl Rng) -> String {
+pub fn request_id(rng: &mut impl Rng) -> HeaderValue {
     let b: u128 = rng.random();
     let b = (b & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let h = format!("{b:032x}");
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    let mut h = [0u8; 32];
+    hex(&mut h, b);
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&h[..8]);
+    out[9..13].copy_from_slice(&h[8..12]);
+    out[14..18].copy_from_slice(&h[12..16]);
+    out[19..23].copy_from_slice(&h[16..20]);
+    out[24..].copy_from_slice(&h[20..]);
+    HeaderValue::from_bytes(&out).expect("hex and dashes")
 }
 
 #[cfg(test)]
@@ -156,6 +180,7 @@ mod tests {
     #[test]
     fn request_ids_are_uuid_v4() {
         let id = request_id(&mut StdRng::seed_from_u64(2));
+        let id = id.to_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");

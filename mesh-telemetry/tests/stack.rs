@@ -32,7 +32,7 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{BalanceLayer, MeshClient, TableHandle, client_stack_with},
+    layer::{BalanceLayer, MeshClient, RetryLayer, TableHandle, client_stack_with},
     policy::{ProxyContext, RouteTable},
 };
 use mesh_telemetry::{
@@ -138,7 +138,7 @@ async fn mesh() -> Mesh {
             Reporter::Destination,
             WorkloadInfo::new("reviews-v1", "default", &reviews_labels, Some(id("bookinfo-reviews").to_string())),
         ))
-        .layer(AuthzLayer::new(policy, 9080))
+        .layer(AuthzLayer::new(policy, 9080).with_on_decision(metrics.proxy.authz_hook()))
         .service(app);
     tokio::spawn(server::serve(
         listener,
@@ -179,9 +179,13 @@ async fn mesh() -> Mesh {
                 .service(client),
         )
     };
-    let mtls_client =
-        wrap(client_stack_with(table.clone(), connector.clone(), BalanceLayer::new().with_auto_mtls(true)));
-    let plain_client = wrap(client_stack_with(table, connector, BalanceLayer::new()));
+    let mtls_client = wrap(client_stack_with(
+        table.clone(),
+        connector.clone(),
+        BalanceLayer::new().with_auto_mtls(true).with_on_ejection(metrics.proxy.ejection_hook()),
+        RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
+    ));
+    let plain_client = wrap(client_stack_with(table, connector, BalanceLayer::new(), RetryLayer::new()));
     Mesh { metrics, mtls_client, plain_client, access_log }
 }
 
@@ -302,6 +306,13 @@ async fn labels_for_every_outcome() {
         1
     );
     assert_eq!(find(&all, &[("reporter", "source"), ("response_code", "403")]).len(), 1);
+
+    // The proxy's own counters: the connect failure was retried twice (Istio's default
+    // policy), and reviews' authorization decided the five requests that reached it.
+    let text = m.metrics.encode();
+    assert!(text.contains("mesh_upstream_retries_total 2"), "{text}");
+    assert!(text.contains("mesh_authz_decisions_total{decision=\"allow\"} 4"), "{text}");
+    assert!(text.contains("mesh_authz_decisions_total{decision=\"deny\"} 1"), "{text}");
 
     // Access log lines: one per request, with flags, upstream host and trace id.
     let log = m.access_log.lock().unwrap().clone();

@@ -46,6 +46,7 @@ pub struct BalanceLayer {
     rng: Arc<dyn Roll>,
     auto_mtls: bool,
     plaintext_only: Option<Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>>,
+    on_ejection: Option<mesh_core::ext::Hook>,
 }
 
 impl Default for BalanceLayer {
@@ -57,7 +58,20 @@ impl Default for BalanceLayer {
 impl BalanceLayer {
     /// A balancer with fresh state.
     pub fn new() -> Self {
-        Self { states: Arc::default(), rng: Arc::new(ThreadRoll), auto_mtls: false, plaintext_only: None }
+        Self {
+            states: Arc::default(),
+            rng: Arc::new(ThreadRoll),
+            auto_mtls: false,
+            plaintext_only: None,
+            on_ejection: None,
+        }
+    }
+
+    /// Called for every outlier ejection (telemetry counts them).
+    #[must_use]
+    pub fn with_on_ejection(mut self, hook: mesh_core::ext::Hook) -> Self {
+        self.on_ejection = Some(hook);
+        self
     }
 
     /// Endpoints that accept plaintext only (their PeerAuthentication is DISABLE): auto
@@ -235,7 +249,15 @@ where
         let ep_state = state.endpoint(address);
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight { cluster: cluster.clone(), state, endpoint: ep_state, address, set_cookie, upstream };
+        let guard = InFlight {
+            cluster: cluster.clone(),
+            state,
+            endpoint: ep_state,
+            address,
+            set_cookie,
+            upstream,
+            on_ejection: self.layer.on_ejection.clone(),
+        };
         BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
     }
 }
@@ -319,6 +341,7 @@ fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
 }
 
 struct InFlight {
+    on_ejection: Option<mesh_core::ext::Hook>,
     upstream: mesh_core::ext::UpstreamEndpoint,
     cluster: Arc<Cluster>,
     state: Arc<ClusterState>,
@@ -390,6 +413,9 @@ impl InFlight {
             c.store(0, Ordering::Release);
         }
         tracing::info!(cluster = %self.cluster.name, endpoint = %self.address, ?duration, "outlier ejected");
+        if let Some(hook) = &self.on_ejection {
+            hook.call("ejection");
+        }
     }
 }
 

@@ -77,9 +77,10 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
     BoxCloneSyncService::new(stack)
 }
 
-/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS)
-/// and a configured balancer (auto mTLS, plaintext-only endpoints).
-pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLayer) -> MeshClient
+/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS),
+/// a configured balancer (auto mTLS, plaintext-only endpoints, ejection hook) and retry
+/// layer (budget, retry hook).
+pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLayer, retry: RetryLayer) -> MeshClient
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -90,7 +91,7 @@ where
         .layer(RouteLayer::new(table).with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::new())
-        .layer(RetryLayer::new())
+        .layer(retry)
         .layer(balance)
         .service(HttpClient::<RetryBody<BoxBody>, C>::with_connector(connector));
     BoxCloneSyncService::new(stack)

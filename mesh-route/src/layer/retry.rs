@@ -42,6 +42,7 @@ pub struct RetryLayer {
     rng: Arc<dyn Roll>,
     max_replay: u64,
     budget: Arc<Budget>,
+    on_retry: Option<mesh_core::ext::Hook>,
 }
 
 impl Default for RetryLayer {
@@ -54,7 +55,19 @@ impl RetryLayer {
     /// Default cap and budget (retries may be at most 20 % of active requests, and at
     /// least 3 at a time, as Envoy's default retry budget).
     pub fn new() -> Self {
-        Self { rng: Arc::new(ThreadRoll), max_replay: DEFAULT_MAX_REPLAY_BYTES, budget: Arc::new(Budget::new(20, 3)) }
+        Self {
+            rng: Arc::new(ThreadRoll),
+            max_replay: DEFAULT_MAX_REPLAY_BYTES,
+            budget: Arc::new(Budget::new(20, 3)),
+            on_retry: None,
+        }
+    }
+
+    /// Called for every retry sent (telemetry counts them).
+    #[must_use]
+    pub fn with_on_retry(mut self, hook: mesh_core::ext::Hook) -> Self {
+        self.on_retry = Some(hook);
+        self
     }
 
     /// Largest request body that is buffered for replay.
@@ -304,6 +317,9 @@ where
         drop(result);
         n += 1;
         _retrying = guard;
+        if let Some(hook) = &layer.on_retry {
+            hook.call("retry");
+        }
         tokio::time::sleep(policy.backoff(n, layer.rng.roll() / 100.0)).await;
     }
 }
