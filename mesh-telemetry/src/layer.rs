@@ -4,7 +4,10 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, ready},
     time::SystemTime,
 };
@@ -118,7 +121,9 @@ struct Shared {
     cache: HandleCache<Key>,
     access_log: Option<AccessLog>,
     sampling: f64,
-    rng: Mutex<SmallRng>,
+    /// Seed of the generators; each service instance takes the next stream.
+    seed: u64,
+    streams: AtomicU64,
     #[cfg(feature = "otel")]
     otlp: Option<crate::otlp::OtlpExporter>,
 }
@@ -177,7 +182,8 @@ impl TelemetryLayer {
             cache: HandleCache::default(),
             access_log: o.access_log.clone(),
             sampling: o.sampling,
-            rng: Mutex::new(SmallRng::seed_from_u64(o.seed)),
+            seed: o.seed,
+            streams: AtomicU64::new(0),
             #[cfg(feature = "otel")]
             otlp: o.otlp.clone(),
         };
@@ -219,15 +225,30 @@ impl TelemetryLayer {
 impl<S> Layer<S> for TelemetryLayer {
     type Service = Telemetry<S>;
     fn layer(&self, inner: S) -> Telemetry<S> {
-        Telemetry { inner, shared: self.shared.clone() }
+        Telemetry { inner, rng: self.shared.next_rng(), shared: self.shared.clone() }
+    }
+}
+
+impl Shared {
+    /// A generator for one service instance: ids and sampling without a shared lock, and
+    /// still deterministic for a given seed and order of clones.
+    fn next_rng(&self) -> SmallRng {
+        let stream = self.streams.fetch_add(1, Ordering::Relaxed);
+        SmallRng::seed_from_u64(self.seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 }
 
 /// See [`TelemetryLayer`].
-#[derive(Clone)]
 pub struct Telemetry<S> {
     inner: S,
     shared: Arc<Shared>,
+    rng: SmallRng,
+}
+
+impl<S: Clone> Clone for Telemetry<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), rng: self.shared.next_rng(), shared: self.shared.clone() }
+    }
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Telemetry<S> {
@@ -269,18 +290,18 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
         let start = Instant::now();
-        let (span, id) = {
-            let mut rng = shared.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let span = match TraceContext::extract(req.headers()) {
-                Some(parent) => parent.child(&mut *rng),
-                None => {
-                    let sampled = rng.random::<f64>() * 100.0 < shared.sampling;
-                    TraceContext::root(&mut *rng, sampled)
-                }
-            };
-            let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| request_id(&mut *rng));
-            (span, id)
+        let rng = &mut self.rng;
+        let span = match TraceContext::extract(req.headers()) {
+            Some(parent) => parent.child(rng),
+            None => {
+                let sampled = rng.random::<f64>() * 100.0 < shared.sampling;
+                TraceContext::root(rng, sampled)
+            }
         };
+        let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| request_id(rng));
+        // Room for what this layer adds (request id, trace context, peer), so the map
+        // grows at most once.
+        req.headers_mut().reserve(7);
         if let Some(id) = id {
             req.headers_mut().insert(REQUEST_ID.clone(), id);
         }
@@ -379,7 +400,7 @@ where
 
 /// Everything needed to record the request when its response body ends.
 struct Done {
-    handles: RequestHandles,
+    handles: Arc<RequestHandles>,
     start: Instant,
     request_bytes: u64,
     log: Option<(AccessLog, Box<Entry>)>,

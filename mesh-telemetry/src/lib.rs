@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod histogram;
 pub mod layer;
 pub mod metrics;
 #[cfg(feature = "otel")]

@@ -9,9 +9,11 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+
+use crate::histogram::AtomicHistogram as Histogram;
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
@@ -203,7 +205,7 @@ impl RequestHandles {
 }
 
 fn histogram() -> Histogram {
-    Histogram::new(BUCKETS.iter().copied())
+    Histogram::default()
 }
 
 /// Every metric the proxy exports.
@@ -350,7 +352,7 @@ fn to_prometheus_text(open_metrics: &str) -> String {
 /// key takes a lock, copies the map and swaps it.
 #[derive(Debug)]
 pub struct HandleCache<K> {
-    map: ArcSwap<HashMap<K, RequestHandles, FastHash>>,
+    map: ArcSwap<HashMap<K, Arc<RequestHandles>, FastHash>>,
     write: Mutex<()>,
 }
 
@@ -406,7 +408,7 @@ impl<K: Clone + Hash + Eq> Default for HandleCache<K> {
 
 impl<K: Clone + Hash + Eq> HandleCache<K> {
     /// The handles for `key`, resolving the full label set with `labels` on a miss.
-    pub fn get(&self, key: &K, metrics: &MeshMetrics, labels: impl FnOnce() -> RequestLabels) -> RequestHandles {
+    pub fn get(&self, key: &K, metrics: &MeshMetrics, labels: impl FnOnce() -> RequestLabels) -> Arc<RequestHandles> {
         if let Some(h) = self.map.load().get(key) {
             return h.clone();
         }
@@ -414,7 +416,7 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
         if let Some(h) = self.map.load().get(key) {
             return h.clone();
         }
-        let handles = metrics.handles(&labels());
+        let handles = Arc::new(metrics.handles(&labels()));
         let mut next = HashMap::clone(&self.map.load());
         next.insert(key.clone(), handles.clone());
         self.map.store(Arc::new(next));

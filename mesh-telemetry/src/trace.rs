@@ -1,6 +1,7 @@
 //! Trace context as Istio's proxies propagate it: W3C `traceparent`/`tracestate` and
 //! Zipkin B3 (`x-b3-*` and the single `b3` header), plus `x-request-id`.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -92,29 +93,36 @@ impl TraceContext {
         }
     }
 
-    /// Write this context in both formats (the next hop may read either).
+    /// Write this context in both formats (the next hop may read either). One buffer holds
+    /// every value; the headers share slices of it.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let sampled = if self.sampled { "1" } else { "0" };
-        let put = |h: &mut HeaderMap, k: &'static str, v: String| {
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                h.insert(k, v);
-            }
+        // "00-<trace:32>-<span:16>-0<flag>" then the parent span's 16 digits.
+        let mut buf = [0u8; 55 + 16];
+        buf[..3].copy_from_slice(b"00-");
+        hex(&mut buf[3..35], self.trace_id);
+        buf[35] = b'-';
+        hex(&mut buf[36..52], u128::from(self.span_id));
+        buf[52..55].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        let len = if let Some(p) = self.parent_span_id {
+            hex(&mut buf[55..71], u128::from(p));
+            71
+        } else {
+            55
         };
-        put(
-            headers,
-            "traceparent",
-            format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, u8::from(self.sampled)),
-        );
-        put(headers, "x-b3-traceid", format!("{:032x}", self.trace_id));
-        put(headers, "x-b3-spanid", format!("{:016x}", self.span_id));
-        put(headers, "x-b3-sampled", sampled.to_string());
-        match self.parent_span_id {
-            Some(p) => put(headers, "x-b3-parentspanid", format!("{p:016x}")),
-            None => {
-                headers.remove("x-b3-parentspanid");
-            }
+        let all = Bytes::copy_from_slice(&buf[..len]);
+        let value = |range: std::ops::Range<usize>| {
+            HeaderValue::from_maybe_shared(all.slice(range)).expect("hex digits and dashes are a valid header value")
+        };
+        headers.insert(TRACEPARENT.clone(), value(0..55));
+        headers.insert(B3_TRACE_ID.clone(), value(3..35));
+        headers.insert(B3_SPAN_ID.clone(), value(36..52));
+        headers.insert(B3_SAMPLED.clone(), HeaderValue::from_static(if self.sampled { "1" } else { "0" }));
+        if len == 71 {
+            headers.insert(B3_PARENT.clone(), value(55..71));
+        } else {
+            headers.remove(&B3_PARENT);
         }
-        headers.remove("b3");
+        headers.remove(&B3);
     }
 
     /// The trace id as 32 hex digits.
