@@ -29,7 +29,7 @@ use tower_service::Service;
 use crate::{
     access_log::{AccessLog, Entry},
     metrics::{HandleCache, MeshMetrics, RequestHandles, RequestLabels},
-    trace::{TraceContext, request_id},
+    trace::TraceContext,
 };
 
 /// The header that carries the caller's workload to the callee's proxy (Istio's metadata
@@ -100,12 +100,13 @@ fn parse_peer(v: &str) -> impl Fn(&str) -> String + '_ {
     }
 }
 
-/// What identifies a label set cheaply.
+/// What identifies a label set cheaply: stored with shared strings, looked up with borrowed
+/// ones (both hash alike), so a hit neither allocates nor touches a reference count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct Key {
-    peer: Option<Arc<str>>,
-    workload: Option<(Arc<str>, Arc<str>)>,
-    service: Option<Arc<str>>,
+struct Key<S> {
+    peer: Option<S>,
+    workload: Option<(S, S)>,
+    service: Option<S>,
     code: u16,
     flags: u32,
     grpc: Option<u16>,
@@ -113,12 +114,37 @@ struct Key {
     mtls: bool,
 }
 
+impl Key<&str> {
+    fn to_owned(&self) -> Key<Arc<str>> {
+        Key {
+            peer: self.peer.map(Arc::from),
+            workload: self.workload.map(|(w, n)| (Arc::from(w), Arc::from(n))),
+            service: self.service.map(Arc::from),
+            code: self.code,
+            flags: self.flags,
+            grpc: self.grpc,
+            grpc_protocol: self.grpc_protocol,
+            mtls: self.mtls,
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Key<Arc<str>>> for Key<&str> {
+    fn equivalent(&self, k: &Key<Arc<str>>) -> bool {
+        self.peer == k.peer.as_deref()
+            && self.workload == k.workload.as_ref().map(|(w, n)| (&**w, &**n))
+            && self.service == k.service.as_deref()
+            && (self.code, self.flags, self.grpc, self.grpc_protocol, self.mtls)
+                == (k.code, k.flags, k.grpc, k.grpc_protocol, k.mtls)
+    }
+}
+
 struct Shared {
     metrics: Arc<MeshMetrics>,
     reporter: Reporter,
     local: WorkloadInfo,
     local_header: Option<HeaderValue>,
-    cache: HandleCache<Key>,
+    cache: HandleCache<Key<Arc<str>>>,
     access_log: Option<AccessLog>,
     sampling: f64,
     /// Seed of the generators; each service instance takes the next stream.
@@ -298,14 +324,11 @@ where
                 TraceContext::root(rng, sampled)
             }
         };
-        let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| request_id(rng));
+        let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| rng.random::<u128>());
         // Room for what this layer adds (request id, trace context, peer), so the map
         // grows at most once.
         req.headers_mut().reserve(7);
-        if let Some(id) = id {
-            req.headers_mut().insert(REQUEST_ID.clone(), id);
-        }
-        span.inject(req.headers_mut());
+        span.inject_with_request_id(req.headers_mut(), id);
         let peer: Option<Arc<str>> = match shared.reporter {
             Reporter::Source => {
                 if let Some(v) = &shared.local_header {
@@ -439,9 +462,9 @@ impl Done {
 
 impl Pending {
     /// The authority's host part.
-    fn authority_host(&self) -> Option<Arc<str>> {
+    fn authority_host(&self) -> Option<&str> {
         let a = self.authority.as_ref()?.to_str().ok()?;
-        Some(Arc::from(a.rsplit_once(':').map_or(a, |(h, _)| h)))
+        Some(a.rsplit_once(':').map_or(a, |(h, _)| h))
     }
 
     fn resolve(self, head: &http::response::Parts) -> Done {
@@ -452,16 +475,18 @@ impl Pending {
         let grpc = head.headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let code = head.status.as_u16();
         let key = Key {
-            peer: self.peer.clone().or_else(|| self.peer_principal.clone()),
-            workload: upstream.map(|u| (u.0.workload.clone(), u.0.namespace.clone())),
-            service: decision.and_then(|d| d.destination_service.clone()).or_else(|| self.authority_host()),
+            peer: self.peer.as_deref().or(self.peer_principal.as_deref()),
+            workload: upstream.map(|u| (&*u.0.workload, &*u.0.namespace)),
+            service: decision.and_then(|d| d.destination_service.as_deref()).or_else(|| self.authority_host()),
             code,
             flags: flags.bits(),
             grpc,
             grpc_protocol: self.grpc_protocol,
             mtls: self.peer_principal.is_some(),
         };
-        let handles = shared.cache.get(&key, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
+        let handles = shared
+            .cache
+            .get(&key, Key::to_owned, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
         let log = match (&shared.access_log, self.log) {
             (Some(l), Some(mut e)) => {
                 e.status = code;
@@ -531,7 +556,7 @@ impl Pending {
             ..RequestLabels::default()
         };
         let service_fqdn = decision.and_then(|d| d.destination_service.as_deref().map(str::to_string)).or_else(|| {
-            self.authority_host().as_deref().map(|h| {
+            self.authority_host().map(|h| {
                 if h.contains('.') { h.to_string() } else { format!("{h}.{}.svc.cluster.local", local.namespace) }
             })
         });

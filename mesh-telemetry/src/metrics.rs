@@ -3,7 +3,6 @@
 //! lock only when a new combination appears).
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     sync::{Arc, Mutex},
 };
@@ -352,7 +351,7 @@ fn to_prometheus_text(open_metrics: &str) -> String {
 /// key takes a lock, copies the map and swaps it.
 #[derive(Debug)]
 pub struct HandleCache<K> {
-    map: ArcSwap<HashMap<K, Arc<RequestHandles>, FastHash>>,
+    map: ArcSwap<hashbrown::HashMap<K, Arc<RequestHandles>, FastHash>>,
     write: Mutex<()>,
 }
 
@@ -402,13 +401,20 @@ impl std::hash::Hasher for FastHasher {
 
 impl<K: Clone + Hash + Eq> Default for HandleCache<K> {
     fn default() -> Self {
-        Self { map: ArcSwap::from_pointee(HashMap::default()), write: Mutex::new(()) }
+        Self { map: ArcSwap::from_pointee(hashbrown::HashMap::default()), write: Mutex::new(()) }
     }
 }
 
 impl<K: Clone + Hash + Eq> HandleCache<K> {
-    /// The handles for `key`, resolving the full label set with `labels` on a miss.
-    pub fn get(&self, key: &K, metrics: &MeshMetrics, labels: impl FnOnce() -> RequestLabels) -> Arc<RequestHandles> {
+    /// The handles for `key` (a borrowed form of `K`), resolving the full label set with
+    /// `labels` on a miss.
+    pub fn get<Q: Hash + hashbrown::Equivalent<K>>(
+        &self,
+        key: &Q,
+        to_owned: impl FnOnce(&Q) -> K,
+        metrics: &MeshMetrics,
+        labels: impl FnOnce() -> RequestLabels,
+    ) -> Arc<RequestHandles> {
         if let Some(h) = self.map.load().get(key) {
             return h.clone();
         }
@@ -417,8 +423,8 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
             return h.clone();
         }
         let handles = Arc::new(metrics.handles(&labels()));
-        let mut next = HashMap::clone(&self.map.load());
-        next.insert(key.clone(), handles.clone());
+        let mut next = hashbrown::HashMap::clone(&self.map.load());
+        next.insert(to_owned(key), handles.clone());
         self.map.store(Arc::new(next));
         handles
     }

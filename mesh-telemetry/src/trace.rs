@@ -11,6 +11,7 @@ static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 static B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 use rand::Rng;
 
 /// One span's place in a trace.
@@ -93,32 +94,42 @@ impl TraceContext {
         }
     }
 
-    /// Write this context in both formats (the next hop may read either). One buffer holds
-    /// every value; the headers share slices of it.
+    /// Write this context in both formats (the next hop may read either).
     pub fn inject(&self, headers: &mut HeaderMap) {
-        // "00-<trace:32>-<span:16>-0<flag>" then the parent span's 16 digits.
-        let mut buf = [0u8; 55 + 16];
+        self.inject_with_request_id(headers, None);
+    }
+
+    /// [`inject`](Self::inject), and set `x-request-id` to a UUID made of `request_id`'s
+    /// bits. One buffer holds every value; the headers share slices of it.
+    pub fn inject_with_request_id(&self, headers: &mut HeaderMap, request_id: Option<u128>) {
+        // "00-<trace:32>-<span:16>-0<flag>", the parent span's 16 digits, the request id's 36.
+        const PARENT: usize = 55;
+        const ID: usize = PARENT + 16;
+        let mut buf = [0u8; ID + 36];
         buf[..3].copy_from_slice(b"00-");
         hex(&mut buf[3..35], self.trace_id);
         buf[35] = b'-';
         hex(&mut buf[36..52], u128::from(self.span_id));
         buf[52..55].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
-        let len = if let Some(p) = self.parent_span_id {
-            hex(&mut buf[55..71], u128::from(p));
-            71
-        } else {
-            55
-        };
-        let all = Bytes::copy_from_slice(&buf[..len]);
+        if let Some(p) = self.parent_span_id {
+            hex(&mut buf[PARENT..ID], u128::from(p));
+        }
+        if let Some(bits) = request_id {
+            uuid_v4(&mut buf[ID..], bits);
+        }
+        let all = Bytes::copy_from_slice(&buf);
         let value = |range: std::ops::Range<usize>| {
             HeaderValue::from_maybe_shared(all.slice(range)).expect("hex digits and dashes are a valid header value")
         };
+        if request_id.is_some() {
+            headers.insert(REQUEST_ID.clone(), value(ID..ID + 36));
+        }
         headers.insert(TRACEPARENT.clone(), value(0..55));
         headers.insert(B3_TRACE_ID.clone(), value(3..35));
         headers.insert(B3_SPAN_ID.clone(), value(36..52));
         headers.insert(B3_SAMPLED.clone(), HeaderValue::from_static(if self.sampled { "1" } else { "0" }));
-        if len == 71 {
-            headers.insert(B3_PARENT.clone(), value(55..71));
+        if self.parent_span_id.is_some() {
+            headers.insert(B3_PARENT.clone(), value(PARENT..ID));
         } else {
             headers.remove(&B3_PARENT);
         }
@@ -131,27 +142,43 @@ impl TraceContext {
     }
 }
 
-/// Lowercase hex of the low `out.len() * 4` bits of `v`, most significant first.
+/// Lowercase hex of the low `out.len() * 4` bits of `v`, most significant first
+/// (`out.len()` even), two digits per table lookup.
 fn hex(out: &mut [u8], v: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+    const PAIRS: [[u8; 2]; 256] = {
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
+    let bytes = v.to_be_bytes();
+    let n = out.len() / 2;
+    for (pair, byte) in out.chunks_exact_mut(2).zip(&bytes[16 - n..]) {
+        pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
     }
 }
 
-/// A random UUID v4, for `x-request-id`.
-pub fn request_id(rng: &mut impl Rng) -> HeaderValue {
-    let b: u128 = rng.random();
-    let b = (b & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+/// A UUID v4 in its 36-character form, from 128 random bits.
+fn uuid_v4(out: &mut [u8], bits: u128) {
+    let b = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let mut h = [0u8; 32];
     hex(&mut h, b);
-    let mut out = [b'-'; 36];
+    out.fill(b'-');
     out[..8].copy_from_slice(&h[..8]);
     out[9..13].copy_from_slice(&h[8..12]);
     out[14..18].copy_from_slice(&h[12..16]);
     out[19..23].copy_from_slice(&h[16..20]);
-    out[24..].copy_from_slice(&h[20..]);
+    out[24..36].copy_from_slice(&h[20..]);
+}
+
+/// A random UUID v4, for `x-request-id`.
+pub fn request_id(rng: &mut impl Rng) -> HeaderValue {
+    let mut out = [0u8; 36];
+    uuid_v4(&mut out, rng.random());
     HeaderValue::from_bytes(&out).expect("hex and dashes")
 }
 
@@ -183,6 +210,35 @@ mod tests {
         assert_eq!((t.trace_id, t.span_id, t.sampled), (0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, true));
         w3c.insert("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".parse().unwrap());
         assert!(TraceContext::extract(&w3c).is_none(), "an all-zero trace id is invalid");
+    }
+
+    proptest::proptest! {
+        /// The table-driven hex writer against `format!`.
+        #[test]
+        fn hex_matches_format(v: u128) {
+            let mut long = [0u8; 32];
+            hex(&mut long, v);
+            proptest::prop_assert_eq!(std::str::from_utf8(&long).unwrap(), format!("{v:032x}"));
+            let mut short = [0u8; 16];
+            hex(&mut short, v);
+            proptest::prop_assert_eq!(std::str::from_utf8(&short).unwrap(), format!("{:016x}", v as u64));
+        }
+    }
+
+    #[test]
+    fn one_buffer_carries_trace_and_request_id() {
+        let ctx = TraceContext { trace_id: 0xabc, span_id: 0x12, parent_span_id: Some(0x34), sampled: true };
+        let mut h = HeaderMap::new();
+        h.insert("b3", "stale".parse().unwrap());
+        ctx.inject_with_request_id(&mut h, Some(u128::MAX));
+        let get = |k: &str| h.get(k).unwrap().to_str().unwrap();
+        assert_eq!(get("traceparent"), "00-00000000000000000000000000000abc-0000000000000012-01");
+        assert_eq!(get("x-b3-traceid"), "00000000000000000000000000000abc");
+        assert_eq!(get("x-b3-spanid"), "0000000000000012");
+        assert_eq!(get("x-b3-parentspanid"), "0000000000000034");
+        assert_eq!(get("x-b3-sampled"), "1");
+        assert_eq!(get("x-request-id"), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert!(h.get("b3").is_none(), "a stale single-header b3 would contradict the new context");
     }
 
     #[test]
