@@ -66,7 +66,9 @@ fn telemetry(c: &mut Criterion) {
         &[("app".to_string(), "productpage".to_string())].into(),
         Some("spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into()),
     );
-    let mut with = TelemetryLayer::new(metrics.clone(), Reporter::Source, me).with_seed(1).layer(upstream.clone());
+    let layer = TelemetryLayer::new(metrics.clone(), Reporter::Source, me).with_seed(1);
+    let mut with = layer.clone().layer(upstream.clone());
+    let mut untraced = layer.with_tracing(false).layer(upstream.clone());
     let mut without = upstream;
     // What curl sends, as hyper's server hands it over (the header map sized for its headers).
     let req = || {
@@ -86,6 +88,9 @@ fn telemetry(c: &mut Criterion) {
             // Dropping the response ends its body: the request is recorded.
             black_box(now(with.call(req())).unwrap());
         })
+    });
+    g.bench_function("source_reporter_all_labels_tracing_off", |b| {
+        b.iter(|| black_box(now(untraced.call(req())).unwrap()))
     });
     g.finish();
     assert!(metrics.encode().contains("destination_workload=\"reviews-v2\""));

@@ -29,7 +29,7 @@ use tower_service::Service;
 use crate::{
     access_log::{AccessLog, Entry},
     metrics::{HandleCache, MeshMetrics, RequestHandles, RequestLabels},
-    trace::TraceContext,
+    trace::{TraceContext, request_id_from_bits},
 };
 
 /// The header that carries the caller's workload to the callee's proxy (Istio's metadata
@@ -147,6 +147,7 @@ struct Shared {
     cache: HandleCache<Key<Arc<str>>>,
     access_log: Option<AccessLog>,
     sampling: f64,
+    tracing: bool,
     /// Seed of the generators; each service instance takes the next stream.
     seed: u64,
     streams: AtomicU64,
@@ -162,6 +163,7 @@ struct Options {
     local: WorkloadInfo,
     access_log: Option<AccessLog>,
     sampling: f64,
+    tracing: bool,
     seed: u64,
     #[cfg(feature = "otel")]
     otlp: Option<crate::otlp::OtlpExporter>,
@@ -193,6 +195,7 @@ impl TelemetryLayer {
             local,
             access_log: None,
             sampling: 1.0,
+            tracing: true,
             seed: rand::rng().random(),
             #[cfg(feature = "otel")]
             otlp: None,
@@ -208,6 +211,7 @@ impl TelemetryLayer {
             cache: HandleCache::default(),
             access_log: o.access_log.clone(),
             sampling: o.sampling,
+            tracing: o.tracing,
             seed: o.seed,
             streams: AtomicU64::new(0),
             #[cfg(feature = "otel")]
@@ -232,6 +236,14 @@ impl TelemetryLayer {
     #[must_use]
     pub fn with_sampling(self, percent: f64) -> Self {
         self.with(|o| o.sampling = percent)
+    }
+
+    /// Propagate trace context (on by default). Off is Istio's `meshConfig.enableTracing:
+    /// false`: no trace headers are read or written and no spans are exported;
+    /// `x-request-id` is still generated when absent.
+    #[must_use]
+    pub fn with_tracing(self, enabled: bool) -> Self {
+        self.with(|o| o.tracing = enabled)
     }
 
     /// Seed the generator of ids and sampling (deterministic tests).
@@ -294,7 +306,7 @@ struct Pending {
     grpc_protocol: bool,
     request_bytes: u64,
     log: Option<Box<Entry>>,
-    trace_id: u128,
+    trace_id: Option<u128>,
     #[cfg(feature = "otel")]
     span: Option<(TraceContext, String)>,
 }
@@ -317,18 +329,27 @@ where
         let shared = &self.shared;
         let start = Instant::now();
         let rng = &mut self.rng;
-        let span = match TraceContext::extract(req.headers()) {
+        let span = shared.tracing.then(|| match TraceContext::extract(req.headers()) {
             Some(parent) => parent.child(rng),
             None => {
                 let sampled = rng.random::<f64>() * 100.0 < shared.sampling;
                 TraceContext::root(rng, sampled)
             }
-        };
+        });
         let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| rng.random::<u128>());
         // Room for what this layer adds (request id, trace context, peer), so the map
         // grows at most once.
-        req.headers_mut().reserve(7);
-        span.inject_with_request_id(req.headers_mut(), id);
+        match &span {
+            Some(span) => {
+                req.headers_mut().reserve(7);
+                span.inject_with_request_id(req.headers_mut(), id);
+            }
+            None => {
+                if let Some(id) = id {
+                    req.headers_mut().insert(REQUEST_ID.clone(), request_id_from_bits(id));
+                }
+            }
+        }
         let peer: Option<Arc<str>> = match shared.reporter {
             Reporter::Source => {
                 if let Some(v) = &shared.local_header {
@@ -361,7 +382,7 @@ where
             .unwrap_or(0);
         let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
         #[cfg(feature = "otel")]
-        let span_name = (shared.otlp.is_some() && span.sampled)
+        let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled))
             .then(|| format!("{}{}", authority.unwrap_or("-"), req.uri().path()));
         let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
         let pending = Pending {
@@ -374,9 +395,9 @@ where
             grpc_protocol,
             request_bytes,
             log,
-            trace_id: span.trace_id,
+            trace_id: span.map(|s| s.trace_id),
             #[cfg(feature = "otel")]
-            span: span_name.map(|name| (span, name)),
+            span: span.zip(span_name),
         };
         ResponseFuture { inner: self.inner.call(req), pending: Some(pending) }
     }
@@ -493,7 +514,7 @@ impl Pending {
                 e.flags = flags.to_string();
                 e.upstream_host = head.extensions.get::<UpstreamHost>().map(|h| h.0.to_string());
                 e.route_name = decision.and_then(|d| d.route_name.as_deref().map(str::to_string));
-                e.trace_id = Some(format!("{:032x}", self.trace_id));
+                e.trace_id = self.trace_id.map(|t| format!("{t:032x}"));
                 e.start = self.started_at;
                 Some((l.clone(), e))
             }
@@ -699,5 +720,49 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::Format;
+    use std::convert::Infallible;
+    use tower::{ServiceExt, service_fn};
+
+    /// Tracing off (`enableTracing: false`): trace headers pass through untouched, none are
+    /// added, the request id still is, and the access log shows no trace id.
+    #[tokio::test]
+    async fn tracing_off_writes_only_the_request_id() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (seen2, sink) = (seen.clone(), lines.clone());
+        let app = service_fn(move |req: Request<mesh_core::BoxBody>| {
+            seen2.lock().unwrap().push(req.headers().clone());
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok"))))
+        });
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let layer = TelemetryLayer::new(Arc::new(MeshMetrics::new()), Reporter::Destination, me)
+            .with_tracing(false)
+            .with_access_log(AccessLog::to(Format::Text, move |l| sink.lock().unwrap().push(l.to_string())));
+        let svc = layer.layer(app);
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for traced in [false, true] {
+            let mut req = Request::builder().header("host", "reviews:9080");
+            if traced {
+                req = req.header("traceparent", parent);
+            }
+            drop(svc.clone().oneshot(req.body(mesh_core::body::empty()).unwrap()).await.unwrap());
+        }
+        let seen = seen.lock().unwrap();
+        assert!(seen[0].get("traceparent").is_none() && seen[0].get("x-b3-traceid").is_none());
+        assert_eq!(seen[1].get("traceparent").unwrap(), parent, "passed through as sent");
+        assert!(seen[1].get("x-b3-traceid").is_none());
+        for h in seen.iter() {
+            assert_eq!(h.get("x-request-id").unwrap().len(), 36);
+        }
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.ends_with(" -") && !l.contains("4bf92f3577b34da6")), "{lines:?}");
     }
 }

@@ -177,8 +177,13 @@ fn uuid_v4(out: &mut [u8], bits: u128) {
 
 /// A random UUID v4, for `x-request-id`.
 pub fn request_id(rng: &mut impl Rng) -> HeaderValue {
+    request_id_from_bits(rng.random())
+}
+
+/// The UUID v4 made of 128 random bits, for `x-request-id`.
+pub fn request_id_from_bits(bits: u128) -> HeaderValue {
     let mut out = [0u8; 36];
-    uuid_v4(&mut out, rng.random());
+    uuid_v4(&mut out, bits);
     HeaderValue::from_bytes(&out).expect("hex and dashes")
 }
 
