@@ -104,27 +104,29 @@ fn parse_peer(v: &str) -> impl Fn(&str) -> String + '_ {
 /// ones (both hash alike), so a hit neither allocates nor touches a reference count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Key<S> {
+    /// The caller's metadata header.
     peer: Option<S>,
+    /// The caller's mTLS identity (trust domain, namespace, service account).
+    principal: Option<(S, S, S)>,
     workload: Option<(S, S)>,
     service: Option<S>,
     code: u16,
     flags: u32,
     grpc: Option<u16>,
     grpc_protocol: bool,
-    mtls: bool,
 }
 
 impl Key<&str> {
     fn to_owned(&self) -> Key<Arc<str>> {
         Key {
             peer: self.peer.map(Arc::from),
+            principal: self.principal.map(|(t, n, s)| (Arc::from(t), Arc::from(n), Arc::from(s))),
             workload: self.workload.map(|(w, n)| (Arc::from(w), Arc::from(n))),
             service: self.service.map(Arc::from),
             code: self.code,
             flags: self.flags,
             grpc: self.grpc,
             grpc_protocol: self.grpc_protocol,
-            mtls: self.mtls,
         }
     }
 }
@@ -132,10 +134,10 @@ impl Key<&str> {
 impl hashbrown::Equivalent<Key<Arc<str>>> for Key<&str> {
     fn equivalent(&self, k: &Key<Arc<str>>) -> bool {
         self.peer == k.peer.as_deref()
+            && self.principal == k.principal.as_ref().map(|(t, n, s)| (&**t, &**n, &**s))
             && self.workload == k.workload.as_ref().map(|(w, n)| (&**w, &**n))
             && self.service == k.service.as_deref()
-            && (self.code, self.flags, self.grpc, self.grpc_protocol, self.mtls)
-                == (k.code, k.flags, k.grpc, k.grpc_protocol, k.mtls)
+            && (self.code, self.flags, self.grpc, self.grpc_protocol) == (k.code, k.flags, k.grpc, k.grpc_protocol)
     }
 }
 
@@ -301,7 +303,7 @@ struct Pending {
     start: Instant,
     started_at: SystemTime,
     peer: Option<Arc<str>>,
-    peer_principal: Option<Arc<str>>,
+    peer_principal: Option<mesh_core::Identity>,
     authority: Option<HeaderValue>,
     grpc_protocol: bool,
     request_bytes: u64,
@@ -359,7 +361,7 @@ where
             }
             Reporter::Destination => req.headers_mut().remove(&PEER).and_then(|v| v.to_str().ok().map(Arc::from)),
         };
-        let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| Arc::from(p.0.to_string()));
+        let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| p.0.clone());
         // The service as the caller named it: the destination's own view, and the caller's
         // fallback when no route decision came back (local replies). A shared copy of the
         // header, no allocation.
@@ -496,14 +498,14 @@ impl Pending {
         let grpc = head.headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let code = head.status.as_u16();
         let key = Key {
-            peer: self.peer.as_deref().or(self.peer_principal.as_deref()),
+            peer: self.peer.as_deref(),
+            principal: self.peer_principal.as_ref().map(|i| (i.trust_domain(), i.namespace(), i.service_account())),
             workload: upstream.map(|u| (&*u.0.workload, &*u.0.namespace)),
             service: decision.and_then(|d| d.destination_service.as_deref()).or_else(|| self.authority_host()),
             code,
             flags: flags.bits(),
             grpc,
             grpc_protocol: self.grpc_protocol,
-            mtls: self.peer_principal.is_some(),
         };
         let handles = shared
             .cache
@@ -654,7 +656,7 @@ impl Pending {
                 l.source_version = get("version");
                 l.source_canonical_service = get("app");
                 l.source_canonical_revision = if self.peer.is_some() { get("version") } else { "latest".into() };
-                l.source_principal = self.peer_principal.as_deref().map_or_else(unknown, str::to_string);
+                l.source_principal = self.peer_principal.as_ref().map_or_else(unknown, ToString::to_string);
                 l.source_cluster = if self.peer.is_some() { local.cluster.clone() } else { unknown() };
                 l.connection_security_policy = if self.peer_principal.is_some() { "mutual_tls" } else { "none" }.into();
             }
@@ -764,5 +766,39 @@ mod tests {
         let lines = lines.lock().unwrap();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.ends_with(" -") && !l.contains("4bf92f3577b34da6")), "{lines:?}");
+    }
+
+    /// The label cache tells callers apart by identity even when their metadata is the same
+    /// (two service accounts running the same workload name).
+    #[tokio::test]
+    async fn callers_with_the_same_metadata_but_other_identities_get_their_own_labels() {
+        let app = service_fn(|_req: Request<mesh_core::BoxBody>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok"))))
+        });
+        let metrics = Arc::new(MeshMetrics::new());
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let svc = TelemetryLayer::new(metrics.clone(), Reporter::Destination, me).layer(app);
+        for sa in ["alpha", "beta", "alpha"] {
+            let mut req = Request::builder()
+                .header("host", "reviews:9080")
+                .header(PEER_HEADER, "workload=productpage-v1;namespace=default;app=productpage;version=v1")
+                .body(mesh_core::body::empty())
+                .unwrap();
+            let id: mesh_core::Identity = format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap();
+            req.extensions_mut().insert(PeerIdentity(id));
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = metrics.encode();
+        let count = |sa: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("source_principal=\"spiffe://cluster.local/ns/default/sa/{sa}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(count("alpha").as_deref(), Some("2"), "{text}");
+        assert_eq!(count("beta").as_deref(), Some("1"), "{text}");
     }
 }
