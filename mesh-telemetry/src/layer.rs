@@ -5,7 +5,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::{
     access_log::{AccessLog, Entry},
-    metrics::{HandleCache, MeshMetrics, RequestHandles, RequestLabels},
+    metrics::{CacheEntry, HandleCache, MeshMetrics, RequestLabels},
     trace::{TraceContext, request_id_from_bits},
 };
 
@@ -139,6 +139,17 @@ impl hashbrown::Equivalent<Key<Arc<str>>> for Key<&str> {
             && self.service == k.service.as_deref()
             && (self.code, self.flags, self.grpc, self.grpc_protocol) == (k.code, k.flags, k.grpc, k.grpc_protocol)
     }
+}
+
+/// A resolved label set as the cache stores it.
+type Resolved = Arc<CacheEntry<Key<Arc<str>>>>;
+
+thread_local! {
+    /// The label set this thread resolved last, and the layer it belongs to: consecutive
+    /// requests with the same labels skip the cache's hashing. The `Weak` keeps the layer's
+    /// allocation, so its address cannot be reused by another layer while it is held.
+    static LAST: std::cell::RefCell<Option<(Weak<Shared>, Resolved)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 struct Shared {
@@ -338,17 +349,17 @@ where
                 TraceContext::root(rng, sampled)
             }
         });
-        let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| rng.random::<u128>());
-        // Room for what this layer adds (request id, trace context, peer), so the map
-        // grows at most once.
         match &span {
             Some(span) => {
+                let id = (!req.headers().contains_key(&REQUEST_ID)).then(|| rng.random::<u128>());
+                // Room for what this layer adds (request id, trace context, peer), so the
+                // map grows at most once.
                 req.headers_mut().reserve(7);
                 span.inject_with_request_id(req.headers_mut(), id);
             }
             None => {
-                if let Some(id) = id {
-                    req.headers_mut().insert(REQUEST_ID.clone(), request_id_from_bits(id));
+                if let http::header::Entry::Vacant(slot) = req.headers_mut().entry(REQUEST_ID.clone()) {
+                    slot.insert(request_id_from_bits(rng.random()));
                 }
             }
         }
@@ -446,7 +457,7 @@ where
 
 /// Everything needed to record the request when its response body ends.
 struct Done {
-    handles: Arc<RequestHandles>,
+    handles: Resolved,
     start: Instant,
     request_bytes: u64,
     log: Option<(AccessLog, Box<Entry>)>,
@@ -467,7 +478,7 @@ impl Done {
 
     fn finish(&mut self, response_bytes: u64) {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        self.handles.record(ms, self.request_bytes, response_bytes);
+        self.handles.handles.record(ms, self.request_bytes, response_bytes);
         if let Some((log, mut entry)) = self.log.take() {
             entry.duration_ms = ms as u64;
             entry.bytes_received = self.request_bytes;
@@ -507,9 +518,21 @@ impl Pending {
             grpc,
             grpc_protocol: self.grpc_protocol,
         };
-        let handles = shared
-            .cache
-            .get(&key, Key::to_owned, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
+        let handles = LAST.with_borrow_mut(|last| match last {
+            Some((owner, entry))
+                if Weak::as_ptr(owner) == Arc::as_ptr(shared)
+                    && hashbrown::Equivalent::equivalent(&key, &entry.key) =>
+            {
+                entry.clone()
+            }
+            _ => {
+                let entry = shared
+                    .cache
+                    .get(&key, Key::to_owned, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
+                *last = Some((Arc::downgrade(shared), entry.clone()));
+                entry
+            }
+        });
         let log = match (&shared.access_log, self.log) {
             (Some(l), Some(mut e)) => {
                 e.status = code;
@@ -800,5 +823,30 @@ mod tests {
         };
         assert_eq!(count("alpha").as_deref(), Some("2"), "{text}");
         assert_eq!(count("beta").as_deref(), Some("1"), "{text}");
+    }
+
+    /// The per-thread memo of the last label set never hands one layer's handles to another
+    /// (two layers, two registries, the same labels, one thread).
+    #[tokio::test]
+    async fn the_last_label_set_memo_stays_with_its_layer() {
+        let app = service_fn(|_req: Request<mesh_core::BoxBody>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok"))))
+        });
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let (a, b) = (Arc::new(MeshMetrics::new()), Arc::new(MeshMetrics::new()));
+        let svc_a = TelemetryLayer::new(a.clone(), Reporter::Destination, me.clone()).layer(app);
+        let svc_b = TelemetryLayer::new(b.clone(), Reporter::Destination, me).layer(app);
+        let req = || Request::builder().header("host", "reviews:9080").body(mesh_core::body::empty()).unwrap();
+        for svc in [&svc_a, &svc_a, &svc_b, &svc_a, &svc_b, &svc_b, &svc_b] {
+            drop(svc.clone().oneshot(req()).await.unwrap());
+        }
+        let total = |m: &MeshMetrics| {
+            let text = m.encode();
+            text.lines()
+                .filter(|l| l.starts_with("istio_requests_total{"))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum::<u64>()
+        };
+        assert_eq!((total(&a), total(&b)), (3, 4));
     }
 }

@@ -347,11 +347,20 @@ fn to_prometheus_text(open_metrics: &str) -> String {
     out
 }
 
+/// A resolved label set and the key it was resolved for.
+#[derive(Debug)]
+pub struct CacheEntry<K> {
+    /// The key.
+    pub key: K,
+    /// Its handles.
+    pub handles: RequestHandles,
+}
+
 /// A cache from a cheap key to resolved handles: reads are a lock-free map lookup; a new
 /// key takes a lock, copies the map and swaps it.
 #[derive(Debug)]
 pub struct HandleCache<K> {
-    map: ArcSwap<hashbrown::HashMap<K, Arc<RequestHandles>, FastHash>>,
+    map: ArcSwap<hashbrown::HashMap<K, Arc<CacheEntry<K>>, FastHash>>,
     write: Mutex<()>,
 }
 
@@ -419,7 +428,7 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
         to_owned: impl FnOnce(&Q) -> K,
         metrics: &MeshMetrics,
         labels: impl FnOnce() -> RequestLabels,
-    ) -> Arc<RequestHandles> {
+    ) -> Arc<CacheEntry<K>> {
         if let Some(h) = self.map.load().get(key) {
             return h.clone();
         }
@@ -427,11 +436,12 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
         if let Some(h) = self.map.load().get(key) {
             return h.clone();
         }
-        let handles = Arc::new(metrics.handles(&labels()));
+        let key = to_owned(key);
+        let entry = Arc::new(CacheEntry { key: key.clone(), handles: metrics.handles(&labels()) });
         let mut next = hashbrown::HashMap::clone(&self.map.load());
-        next.insert(to_owned(key), handles.clone());
+        next.insert(key, entry.clone());
         self.map.store(Arc::new(next));
-        handles
+        entry
     }
 }
 
