@@ -123,7 +123,8 @@ impl Roll for SeededRoll {
 
 /// The numeric code of a gRPC status name (`UNAVAILABLE` is 14).
 pub fn grpc_code(name: &str) -> Option<u16> {
-    (0..17).find(|c| grpc_name(*c) == Some(name))
+    let code = mesh_core::validate::GRPC_STATUS_NAMES.iter().position(|n| *n == name)?;
+    u16::try_from(code).ok()
 }
 
 impl TryFrom<&HttpFaultInjection> for FaultPolicy {
@@ -176,24 +177,5 @@ impl TryFrom<&HttpFaultInjection> for FaultPolicy {
 
 /// The name of a gRPC status code (14 is `UNAVAILABLE`).
 pub fn grpc_name(code: u16) -> Option<&'static str> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.get(usize::from(code)).copied()
+    mesh_core::validate::GRPC_STATUS_NAMES.get(usize::from(code)).copied()
 }

@@ -2,15 +2,11 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_authz::policy::{Action, AuthzPolicy, AuthzRequest, Protocol, RequestAuth, path::normalize};
-use mesh_core::{
-    Identity,
-    load::{LoadOptions, load_paths},
-};
+use mesh_core::Identity;
 use serde::Serialize;
 
-use crate::route::parse_labels;
+use crate::args::{load_snapshot, parse_headers, parse_labels};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthzArgs {
@@ -63,14 +59,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
-    let options = LoadOptions { default_namespace: args.namespace.clone(), ..LoadOptions::default() };
-    let loaded = load_paths(&args.config, &options);
-    if loaded.has_errors() {
-        for d in loaded.errors() {
-            eprintln!("{d}");
-        }
-        return fail("the config has errors");
-    }
+    let snapshot = match load_snapshot(&args.config, &args.namespace) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     let labels = match parse_labels(&args.workload_labels) {
         Ok(l) => l,
         Err(e) => return fail(e),
@@ -82,23 +74,15 @@ pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
             Err(e) => return fail(format!("invalid --principal {p:?}: {e}")),
         },
     };
-    let mut headers = HeaderMap::new();
-    for h in &args.headers {
-        let parsed = h.split_once(':').and_then(|(n, v)| {
-            Some((
-                HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok()?,
-                HeaderValue::from_str(v.trim()).ok()?,
-            ))
-        });
-        let Some((name, value)) = parsed else { return fail(format!("invalid --header {h:?}: use 'name: value'")) };
-        headers.append(name, value);
-    }
+    let headers = match parse_headers(&args.headers) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
     let path = match normalize(&args.path) {
         Ok(p) => p,
         Err(e) => return fail(format!("invalid --path: {e} (the proxy answers 400)")),
     };
     let auth = args.request_principal.as_ref().map(|p| RequestAuth { principal: p.clone(), ..RequestAuth::default() });
-    let snapshot = loaded.into_snapshot();
     let policy = AuthzPolicy::compile(&snapshot, &args.namespace, &labels, Protocol::Http);
     for w in &policy.warnings {
         eprintln!("warning: {w}");

@@ -2,10 +2,9 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use crate::args::{load_snapshot, parse_headers, parse_labels};
 use mesh_core::{
-    api::{Kind, Labels, Resource},
-    load::{LoadOptions, load_paths},
+    api::{Kind, Resource},
     registry::{Locator, Registry},
 };
 use mesh_route::policy::{ProxyContext, RouteTable, explain::Explanation, matching::RequestInfo};
@@ -52,41 +51,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `k=v,k=v` into labels.
-pub(crate) fn parse_labels(s: &str) -> Result<Labels, String> {
-    s.split(',')
-        .filter(|kv| !kv.trim().is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(format!("invalid label {kv:?}: use key=value")),
-        })
-        .collect()
-}
-
 pub(crate) fn run(args: &RouteArgs) -> ExitCode {
-    let options = LoadOptions { default_namespace: args.namespace.clone(), ..LoadOptions::default() };
-    let loaded = load_paths(&args.config, &options);
-    if loaded.has_errors() {
-        for d in loaded.errors() {
-            eprintln!("{d}");
-        }
-        return fail("the config has errors");
-    }
-    let snapshot = loaded.into_snapshot();
+    let snapshot = match load_snapshot(&args.config, &args.namespace) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     let registry = Registry::build(&snapshot, &Locator::new());
 
-    let mut headers = HeaderMap::new();
-    for h in &args.headers {
-        let Some((name, value)) = h.split_once(':') else {
-            return fail(format!("invalid --header {h:?}: use 'name: value'"));
-        };
-        let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()), HeaderValue::from_str(value.trim()))
-        else {
-            return fail(format!("invalid --header {h:?}"));
-        };
-        headers.append(name, value);
-    }
+    let headers = match parse_headers(&args.headers) {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
     let (ctx, listener_port) = match &args.gateway {
         Some(gw) => {
             let (ns, name) = gw.split_once('/').unwrap_or((&args.namespace, gw));
