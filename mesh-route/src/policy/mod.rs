@@ -343,29 +343,21 @@ impl<'a> Compiler<'a> {
                 .collect::<Result<Vec<_>, RouteConfigError>>()?;
             Action::Forward(WeightedTargets::new(targets))
         };
-        let mut mirrors = Vec::new();
-        if let Some(m) = &r.mirror {
+        // The deprecated single `mirror` (with `mirrorPercentage` or the older integer
+        // `mirrorPercent`), then each of `mirrors`.
+        let legacy = r.mirror.as_ref().map(|m| {
             let percent = match (&r.mirror_percentage, r.mirror_percent) {
                 (Some(p), _) => p.value,
                 (None, Some(p)) => f64::from(p),
                 (None, None) => 100.0,
             };
-            mirrors.push(Mirror {
-                target: self.target(
-                    &m.host,
-                    m.subset.as_deref(),
-                    m.port.map(|p| p.number),
-                    vs_ns,
-                    vhost_host,
-                    vhost_port,
-                ),
-                percent,
-            });
-        }
-        for m in &r.mirrors {
-            let d = &m.destination;
-            let percent = m.percentage.map_or(100.0, |p| p.value);
-            mirrors.push(Mirror {
+            (m, percent)
+        });
+        let listed = r.mirrors.iter().map(|m| (&m.destination, m.percentage.map_or(100.0, |p| p.value)));
+        let mirrors = legacy
+            .into_iter()
+            .chain(listed)
+            .map(|(d, percent)| Mirror {
                 target: self.target(
                     &d.host,
                     d.subset.as_deref(),
@@ -375,8 +367,8 @@ impl<'a> Compiler<'a> {
                     vhost_port,
                 ),
                 percent,
-            });
-        }
+            })
+            .collect();
         Ok(Route {
             virtual_service: Some(vs_ref.clone()),
             index: Some(index),
