@@ -306,3 +306,33 @@ spec:
     assert_eq!(clusters[0].lb, cluster::LbPolicy::RoundRobin);
     assert_eq!(clusters[0].pool.max_requests, Some(3));
 }
+
+#[test]
+fn the_legacy_mirror_and_the_mirrors_list_both_compile() {
+    // (`mirror` and `mirrors` cannot share a route; validation rejects that.)
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {legacy: {exact: \"1\"}}}]\n    route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n    mirrorPercent: 30\n  - route: [{destination: {host: reviews, subset: v1}}]\n    mirrors:\n    - destination: {host: reviews, subset: v3}\n      percentage: {value: 12.5}\n    - destination: {host: ratings}\n";
+    let (s, r) = setup(&[], vs);
+    let t = RouteTable::compile(&s, &r, &sidecar());
+    let mirrors = |request: Req| -> Vec<(String, f64)> {
+        let Decision::Route(_, route, _) = t.route(&request.info(), None) else { panic!() };
+        route
+            .mirrors
+            .iter()
+            .map(|m| match &m.target {
+                Target::Cluster(c) => (c.name.to_string(), m.percent),
+                Target::Missing { name, .. } => (format!("{name} NC"), m.percent),
+            })
+            .collect()
+    };
+    assert_eq!(
+        mirrors(req("reviews:9080", "/").header("legacy", "1")),
+        [("outbound|9080|v2|reviews.default.svc.cluster.local".to_string(), 30.0)]
+    );
+    assert_eq!(
+        mirrors(req("reviews:9080", "/")),
+        [
+            ("outbound|9080|v3|reviews.default.svc.cluster.local".to_string(), 12.5),
+            ("outbound|9080||ratings.default.svc.cluster.local".to_string(), 100.0),
+        ]
+    );
+}
