@@ -307,7 +307,7 @@ pub struct AuthzStats {
 }
 
 struct State {
-    on_decision: std::sync::OnceLock<mesh_core::ext::Hook>,
+    on_decision: Option<mesh_core::ext::Hook>,
     policy: Arc<ArcSwap<AuthzPolicy>>,
     providers: HashMap<String, ExtAuthzHttp>,
     client: Client,
@@ -346,7 +346,7 @@ impl AuthzLayer {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         Self {
             state: Arc::new(State {
-                on_decision: std::sync::OnceLock::new(),
+                on_decision: None,
                 policy,
                 providers: providers.into_iter().map(|p| (p.name.clone(), p)).collect(),
                 client,
@@ -358,11 +358,21 @@ impl AuthzLayer {
     }
 
     /// Called with `allow`, `deny` or `custom_deny` for each decision (telemetry counts
-    /// them). Set once.
+    /// them). A builder step: the layer it returns has its own, fresh counters.
     #[must_use]
     pub fn with_on_decision(self, hook: mesh_core::ext::Hook) -> Self {
-        let _ = self.state.on_decision.set(hook);
-        self
+        let s = &self.state;
+        Self {
+            state: Arc::new(State {
+                on_decision: Some(hook),
+                policy: s.policy.clone(),
+                providers: s.providers.clone(),
+                client: s.client.clone(),
+                stats: AuthzStats::default(),
+                port: s.port,
+                trusted_proxies: s.trusted_proxies,
+            }),
+        }
     }
 
     /// The decision counters.
@@ -415,10 +425,18 @@ fn remote_ip(headers: &HeaderMap, trusted: usize) -> Option<IpAddr> {
 }
 
 impl State {
+    /// Count a denial by the external authorizer (or by a provider that does not exist).
+    fn custom_denied(&self) {
+        self.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.on_decision {
+            h.call("custom_deny");
+        }
+    }
+
     fn record(&self, d: &Decision, authority: &str, path: &str) {
         let counter = if d.allowed { &self.stats.allowed } else { &self.stats.denied };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(h) = self.on_decision.get() {
+        if let Some(h) = &self.on_decision {
             h.call(if d.allowed { "allow" } else { "deny" });
         }
         if !d.dry_run.is_empty() {
@@ -506,7 +524,7 @@ where
         AuthzFuture::boxed(Box::pin(async move {
             let Some(provider) = state.providers.get(&custom.provider) else {
                 tracing::warn!(provider = %custom.provider, policy = %custom.policy, "unknown extension provider: denied");
-                state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
+                state.custom_denied();
                 return Ok(deny_custom(Response::new(Bytes::new())));
             };
             match check(
@@ -519,10 +537,7 @@ where
             .await
             {
                 Verdict::Deny(rsp) => {
-                    state.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
-                    if let Some(h) = state.on_decision.get() {
-                        h.call("custom_deny");
-                    }
+                    state.custom_denied();
                     Ok(deny_custom(rsp))
                 }
                 Verdict::Allow(add) => {

@@ -86,6 +86,8 @@ struct Stack {
     addr: SocketAddr,
     ca: Arc<CertificateAuthority>,
     authz: AuthzLayer,
+    /// What the decision hook was called with, in order.
+    decisions: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 async fn start(config_yaml: &str, mode: Mode, providers: Vec<ExtAuthzHttp>) -> Stack {
@@ -103,12 +105,15 @@ async fn start(config_yaml: &str, mode: Mode, providers: Vec<ExtAuthzHttp>) -> S
     let addr = listener.local_addr().unwrap();
 
     // The server-side stack: JWT, then authorization, then the app.
-    let authz = AuthzLayer::with_providers(policy, 9080, providers, 0);
+    let decisions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = decisions.clone();
+    let authz = AuthzLayer::with_providers(policy, 9080, providers, 0)
+        .with_on_decision(mesh_core::ext::Hook::new(move |d| sink.lock().unwrap().push(d)));
     let svc = ServiceBuilder::new().layer(AuthnLayer::new(jwt)).layer(authz.clone()).service(service_fn(app));
     let svc =
         tower::util::BoxCloneSyncService::new(ServiceBuilder::new().map_err(|e: mesh_core::BoxError| e).service(svc));
     tokio::spawn(server::serve(listener, acceptor, server::fixed(mode), svc));
-    Stack { addr, ca, authz }
+    Stack { addr, ca, authz, decisions }
 }
 
 /// An HTTP/1.1 request over plaintext or mTLS as `client` (None: plaintext).
@@ -272,6 +277,8 @@ async fn custom_asks_the_external_authorizer() {
     assert_eq!(send(&stack, None, "GET", "/dead/x", &allow).await.0, 403);
     assert_eq!(send(&stack, None, "GET", "/open/x", &[]).await.0, 200);
     assert_eq!(stack.authz.stats().custom_denied.load(Ordering::Relaxed), 2);
+    let decisions = stack.decisions.lock().unwrap();
+    assert_eq!(decisions.iter().filter(|d| **d == "custom_deny").count(), 2, "{decisions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,10 +141,19 @@ impl ProxyMetrics {
     }
 
     /// A hook for `AuthzLayer::with_on_decision`.
+    /// The counters of the decisions the authz layer reports are resolved here, once, so a
+    /// request neither allocates nor locks the family.
     pub fn authz_hook(self: &Arc<Self>) -> mesh_core::ext::Hook {
+        let counter = |d: &str| self.authz_decisions.get_or_create_owned(&DecisionLabels { decision: d.to_string() });
+        let known = [("allow", counter("allow")), ("deny", counter("deny")), ("custom_deny", counter("custom_deny"))];
         let me = self.clone();
-        mesh_core::ext::Hook::new(move |decision| {
-            me.authz_decisions.get_or_create(&DecisionLabels { decision: decision.to_string() }).inc();
+        mesh_core::ext::Hook::new(move |decision| match known.iter().find(|(d, _)| *d == decision) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                me.authz_decisions.get_or_create(&DecisionLabels { decision: decision.to_string() }).inc();
+            }
         })
     }
 
