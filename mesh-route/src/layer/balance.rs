@@ -9,8 +9,8 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Arc, RwLock,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
 };
@@ -146,31 +146,63 @@ impl ClusterState {
         if let Some(e) = self.endpoints.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&addr) {
             return e.clone();
         }
-        self.endpoints.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(addr).or_default().clone()
+        self.endpoints
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(addr)
+            .or_insert_with(|| Arc::new(EndpointState::new(addr)))
+            .clone()
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct EndpointState {
+    /// The request authority toward this endpoint, built once.
+    authority: Option<http::uri::Authority>,
     outstanding: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
     consecutive_local: AtomicU32,
     times_ejected: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// When this state was made: the origin of `ejected_until`.
+    created: Instant,
+    /// End of the current ejection in nanoseconds after `created`; 0 when not ejected.
+    ejected_until: AtomicU64,
 }
 
 impl EndpointState {
-    fn is_ejected(&self, now: Instant) -> bool {
-        let mut until = self.ejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match *until {
-            Some(t) if now < t => true,
-            Some(_) => {
-                *until = None;
-                false
-            }
-            None => false,
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            authority: http::uri::Authority::try_from(addr.to_string()).ok(),
+            outstanding: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
+            consecutive_local: AtomicU32::new(0),
+            times_ejected: AtomicU32::new(0),
+            created: Instant::now(),
+            ejected_until: AtomicU64::new(0),
         }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.created).as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Whether the endpoint is ejected at `now` (an ejection that has run out ends here).
+    fn is_ejected(&self, now: Instant) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return false;
+        }
+        if self.nanos(now) < until {
+            return true;
+        }
+        let _ = self.ejected_until.compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
+        false
+    }
+
+    fn eject_until(&self, t: Instant) {
+        self.ejected_until.store(self.nanos(t), Ordering::Release);
     }
 }
 
@@ -238,15 +270,15 @@ where
                     && !self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address))
             }
         };
+        let ep_state = state.endpoint(address);
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-        parts.authority = http::uri::Authority::try_from(address.to_string().as_str()).ok();
+        parts.authority = ep_state.authority.clone();
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
         *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
 
-        let ep_state = state.endpoint(address);
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
@@ -408,7 +440,7 @@ impl InFlight {
         }
         let times = e.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
         let duration = (policy.base_ejection_time * times).min(policy.max_ejection_time.max(policy.base_ejection_time));
-        *e.ejected_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now + duration);
+        e.eject_until(now + duration);
         for c in [&e.consecutive_5xx, &e.consecutive_gateway, &e.consecutive_local] {
             c.store(0, Ordering::Release);
         }
