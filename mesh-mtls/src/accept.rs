@@ -32,6 +32,11 @@ enum Inner {
 }
 
 impl ServerIo {
+    /// A plaintext connection, as a listener without TLS accepts it.
+    pub fn plain(stream: TcpStream) -> Self {
+        Self(Inner::Plain(stream))
+    }
+
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.0, Inner::Tls(_))

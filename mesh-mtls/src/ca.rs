@@ -125,13 +125,33 @@ impl CertificateAuthority {
             let path = path.display().to_string();
             move |source| CaError::Io { path, source }
         };
-        if cert_path.exists() && key_path.exists() {
+        let load = || -> Result<Self, CaError> {
             let cert = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
             let key = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
-            return Self::from_pem(&cert, &key, trust_domain);
+            Self::from_pem(&cert, &key, trust_domain)
+        };
+        if cert_path.exists() && key_path.exists() {
+            return load();
         }
         let ca = Self::generate(trust_domain)?;
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Several sidecars may start at once: the pair is written to a private folder that
+        // is renamed into place, so exactly one CA wins and nobody reads half a pair.
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let staging = parent.join(format!(".ca-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        std::fs::write(staging.join("root-cert.pem"), &ca.root_pem).map_err(io(&staging))?;
+        write_private(&staging.join("root-key.pem"), &ca.key_pem).map_err(io(&staging))?;
+        if std::fs::rename(&staging, dir).is_ok() {
+            return Ok(ca);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        if cert_path.exists() && key_path.exists() {
+            // Another process won the race.
+            return load();
+        }
+        // `dir` exists with other files in it: write the pair beside them.
         std::fs::write(&cert_path, &ca.root_pem).map_err(io(&cert_path))?;
         write_private(&key_path, &ca.key_pem).map_err(io(&key_path))?;
         Ok(ca)

@@ -11,7 +11,10 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use mesh_core::ext::{ClientAddr, LocalAddr, PeerIdentity};
+use mesh_core::{
+    Identity,
+    ext::{ClientAddr, LocalAddr, PeerIdentity},
+};
 use tokio::net::TcpListener;
 
 use crate::{accept::MtlsAcceptor, peer_auth::Mode};
@@ -23,6 +26,14 @@ pub struct WithConnection<S> {
     peer: Option<PeerIdentity>,
     client: ClientAddr,
     local: LocalAddr,
+}
+
+impl<S> WithConnection<S> {
+    /// `inner`, seeing the facts of one connection: the peer's mTLS identity (if any), the
+    /// client's address and the local address it connected to.
+    pub fn new(inner: S, peer: Option<Identity>, client: std::net::SocketAddr, local: std::net::SocketAddr) -> Self {
+        Self { inner, peer: peer.map(PeerIdentity), client: ClientAddr(client), local: LocalAddr(local) }
+    }
 }
 
 impl<S, B> tower_service::Service<Request<B>> for WithConnection<S>
@@ -84,12 +95,7 @@ where
                         return;
                     }
                 };
-                let svc = WithConnection {
-                    inner: service,
-                    peer: peer.map(PeerIdentity),
-                    client: ClientAddr(client),
-                    local: LocalAddr(local),
-                };
+                let svc = WithConnection::new(service, peer, client, local);
                 let conn = auto::Builder::new(TokioExecutor::new());
                 if let Err(e) =
                     conn.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc)).await

@@ -1,0 +1,326 @@
+//! The admin endpoint, shaped like Envoy's: `/ready`, `/stats/prometheus`, `/config_dump`,
+//! `/clusters` and `/logging`.
+
+use std::{
+    convert::Infallible,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use mesh_core::{BoxBody, SourceStatus, body::full};
+use mesh_route::{
+    layer::BalanceLayer,
+    policy::{
+        action::{Action, Target},
+        cluster::Cluster,
+    },
+};
+use mesh_telemetry::metrics::MeshMetrics;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tower::util::BoxCloneSyncService;
+
+use crate::control::Control;
+
+/// Puts a log filter in force, or says why it is invalid.
+type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Changes the log filter at run time.
+pub(crate) struct LogControl {
+    current: Mutex<String>,
+    set: SetFilter,
+}
+
+impl LogControl {
+    pub(crate) fn new(initial: &str, set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        Self { current: Mutex::new(initial.into()), set: Box::new(set) }
+    }
+
+    fn current(&self) -> String {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, filter: &str) -> Result<(), String> {
+        (self.set)(filter)?;
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = filter.into();
+        Ok(())
+    }
+}
+
+/// What the admin pages read.
+pub(crate) struct Admin {
+    pub(crate) control: Arc<Control>,
+    pub(crate) metrics: Arc<MeshMetrics>,
+    pub(crate) balance: BalanceLayer,
+    pub(crate) status: watch::Receiver<SourceStatus>,
+    pub(crate) log: LogControl,
+    /// False once draining: `/ready` answers 503 so load balancers stop sending.
+    pub(crate) ready: AtomicBool,
+}
+
+pub(crate) type AdminService = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+pub(crate) fn service(admin: Arc<Admin>) -> AdminService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+    }))
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<BoxBody> {
+    let mut rsp = Response::new(full(body));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp
+}
+
+fn json_response(v: &Value) -> Response<BoxBody> {
+    let mut rsp = Response::new(full(serde_json::to_vec_pretty(v).unwrap_or_default()));
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}
+
+/// A query parameter's value.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+            (b'+', ..) => out.push(b' '),
+            (b, ..) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        let (method, path, query) = (req.method().clone(), req.uri().path().to_string(), req.uri().query());
+        let query = query.map(str::to_string);
+        let query = query.as_deref();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/ready") => {
+                if self.ready.load(Ordering::Relaxed) {
+                    text(StatusCode::OK, "LIVE\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
+                }
+            }
+            (&Method::GET, "/stats/prometheus") => {
+                let mut rsp = Response::new(full(self.metrics.encode()));
+                rsp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+                rsp
+            }
+            (&Method::GET, "/config_dump") => json_response(&self.config_dump()),
+            (&Method::GET, "/clusters") => {
+                if query_param(query, "format") == Some("json") {
+                    json_response(&self.clusters_json())
+                } else {
+                    text(StatusCode::OK, self.clusters_text())
+                }
+            }
+            (&Method::GET, "/logging") => text(StatusCode::OK, format!("active filter: {}\n", self.log.current())),
+            (&Method::POST, "/logging") => {
+                // `?level=debug` as Envoy takes it; any tracing filter works
+                // (`mesh_route=debug,info`), in the query or as the body.
+                let filter = match query_param(query, "level") {
+                    Some(l) => percent_decode(l),
+                    None => match req.into_body().collect().await {
+                        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
+                        Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
+                    },
+                };
+                if filter.is_empty() {
+                    return text(StatusCode::BAD_REQUEST, "usage: POST /logging?level=<filter>\n");
+                }
+                match self.log.set(&filter) {
+                    Ok(()) => text(StatusCode::OK, format!("active filter: {filter}\n")),
+                    Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter `{filter}`: {e}\n")),
+                }
+            }
+            (_, "/ready" | "/stats/prometheus" | "/config_dump" | "/clusters" | "/logging") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}\n"))
+            }
+            _ => text(StatusCode::NOT_FOUND, "admin pages: /ready /stats/prometheus /config_dump /clusters /logging\n"),
+        }
+    }
+
+    /// The active snapshot (every resource as loaded), its load status, this workload and
+    /// the compiled route table.
+    fn config_dump(&self) -> Value {
+        let me = &self.control.me;
+        let snapshot = self.control.snapshot.load();
+        let status = self.status.borrow().clone();
+        let resources: Vec<Value> = snapshot
+            .iter()
+            .map(|(key, r)| {
+                json!({
+                    "kind": format!("{:?}", key.kind),
+                    "namespace": key.namespace,
+                    "name": key.name,
+                    "resource": serde_json::to_value(&**r).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let table = self.control.table.load();
+        let virtual_hosts: Vec<Value> = table
+            .virtual_hosts()
+            .iter()
+            .map(|v| {
+                let routes: Vec<Value> = v
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let (action, destinations) = match &r.action {
+                            Action::Forward(t) => (
+                                "route",
+                                t.targets
+                                    .iter()
+                                    .map(|t| json!({"cluster": target_name(&t.target), "weight": t.weight}))
+                                    .collect(),
+                            ),
+                            Action::Redirect(_) => ("redirect", Vec::new()),
+                            Action::DirectResponse(_) => ("direct_response", Vec::new()),
+                        };
+                        json!({
+                            "virtual_service": r.virtual_service.as_deref(),
+                            "index": r.index,
+                            "name": r.name.as_deref(),
+                            "match_blocks": r.matches.len(),
+                            "action": action,
+                            "destinations": destinations,
+                            "timeout_ms": r.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                            "retries": r.retry.is_some(),
+                            "fault": r.fault.is_some(),
+                            "mirrors": r.mirrors.len(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": &*v.name,
+                    "port": v.port,
+                    "virtual_service": v.virtual_service.as_deref(),
+                    "routes": routes,
+                })
+            })
+            .collect();
+        json!({
+            "workload": {
+                "namespace": me.namespace,
+                "name": me.workload,
+                "labels": me.labels,
+                "service_account": me.service_account,
+                "identity": me.identity.to_string(),
+            },
+            "config": {
+                "generation": status.generation,
+                "loads": status.loads,
+                "errors": status.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "warnings": status.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+            "resources": resources,
+            "route_table": {
+                "virtual_hosts": virtual_hosts,
+                "warnings": table.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+        })
+    }
+
+    fn clusters(&self) -> Vec<(Arc<Cluster>, Vec<std::net::SocketAddr>)> {
+        let table = self.control.table.load();
+        let mut clusters = table.clusters();
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        clusters
+            .into_iter()
+            .map(|c| {
+                let ejected = self.balance.ejected(&c.name);
+                (c, ejected)
+            })
+            .collect()
+    }
+
+    /// Envoy's `/clusters` text: `cluster::address::field::value` lines.
+    fn clusters_text(&self) -> String {
+        let mut out = String::new();
+        for (c, ejected) in self.clusters() {
+            for e in c.endpoints.iter() {
+                let health = if ejected.contains(&e.address) { "/failed_outlier_check" } else { "healthy" };
+                let _ = writeln!(out, "{}::{}::health_flags::{health}", c.name, e.address);
+                let _ = writeln!(out, "{}::{}::weight::{}", c.name, e.address, e.weight);
+                let _ = writeln!(out, "{}::{}::workload::{}/{}", c.name, e.address, e.namespace, e.workload);
+            }
+        }
+        out
+    }
+
+    fn clusters_json(&self) -> Value {
+        let clusters: Vec<Value> = self
+            .clusters()
+            .into_iter()
+            .map(|(c, ejected)| {
+                let endpoints: Vec<Value> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "address": e.address.to_string(),
+                            "workload": &*e.workload,
+                            "namespace": &*e.namespace,
+                            "weight": e.weight,
+                            "healthy": !ejected.contains(&e.address),
+                            "ejected": ejected.contains(&e.address),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": &*c.name,
+                    "service": &*c.service,
+                    "subset": c.subset.as_deref(),
+                    "port": c.port,
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json!({ "clusters": clusters })
+    }
+}
+
+fn target_name(t: &Target) -> &str {
+    match t {
+        Target::Cluster(c) => &c.name,
+        Target::Missing { name, .. } => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_and_percent_decoding() {
+        assert_eq!(query_param(Some("a=1&level=debug"), "level"), Some("debug"));
+        assert_eq!(query_param(Some("level"), "level"), None);
+        assert_eq!(percent_decode("mesh_route%3Ddebug%2Cinfo"), "mesh_route=debug,info");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

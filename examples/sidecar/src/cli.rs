@@ -1,0 +1,181 @@
+//! The command line. The flags of issue 6 are pinned: scripts depend on them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use mesh_core::api::Labels;
+
+/// The mesh's sidecar proxy: outbound routing for the local app, inbound mTLS and policy in
+/// front of it, and an admin endpoint; configured by Istio YAML files, reloaded on change.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-sidecar", version)]
+pub(crate) struct Args {
+    /// Istio and Kubernetes YAML files or directories (repeat or list several).
+    #[arg(long, num_args = 1.., required = true, value_name = "PATH")]
+    pub(crate) config: Vec<PathBuf>,
+
+    /// Where the app sends its outbound requests (origin form with a Host header, or
+    /// absolute form as to an HTTP proxy).
+    #[arg(long, value_name = "ADDR", required_unless_present = "gateway")]
+    pub(crate) outbound: Option<SocketAddr>,
+
+    /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
+    #[arg(long, value_name = "ADDR", requires = "app")]
+    pub(crate) inbound: Option<SocketAddr>,
+
+    /// The local app that inbound requests are forwarded to.
+    #[arg(long, value_name = "ADDR", requires = "inbound")]
+    pub(crate) app: Option<SocketAddr>,
+
+    /// Admin endpoint: /ready, /stats/prometheus, /config_dump, /clusters, /logging.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) admin: Option<SocketAddr>,
+
+    /// The workload's namespace.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    pub(crate) namespace: String,
+
+    /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them).
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
+    pub(crate) workload_labels: Labels,
+
+    /// The workload's service account (its SPIFFE identity); by default the one of the
+    /// Deployment whose pod labels these are, else `default`.
+    #[arg(long, value_name = "SA")]
+    pub(crate) service_account: Option<String>,
+
+    /// Run as the ingress gateway `NS/NAME` (not implemented in this build: refused).
+    #[arg(long, value_name = "NS/NAME", requires = "listen")]
+    pub(crate) gateway: Option<String>,
+
+    /// The gateway's listening address.
+    #[arg(long, value_name = "ADDR", requires = "gateway")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    // ---- Added flags (not pinned by the issue) ----
+    /// Where a workload (a Deployment) runs on this machine: `NS/WORKLOAD=ADDR`, the address
+    /// of its sidecar's inbound listener (repeat for each replica and workload).
+    #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint)]
+    pub(crate) endpoints: Vec<(String, String, SocketAddr)>,
+
+    /// The workload's name in telemetry (`destination_workload`); by default the
+    /// Deployment whose pod labels match `--workload-labels`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) workload: Option<String>,
+
+    /// The mesh CA's directory (`root-cert.pem`, `root-key.pem`), created when missing: every
+    /// sidecar on this machine issues its workload certificate from it.
+    #[arg(long, value_name = "DIR", default_value = ".mesh/ca")]
+    pub(crate) ca_dir: PathBuf,
+
+    /// The SPIFFE trust domain.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub(crate) trust_domain: String,
+
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub(crate) drain_timeout: Duration,
+
+    /// Access log: `text` (Envoy's default format), `json` or `off`.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub(crate) access_log: AccessLogFormat,
+
+    /// Log filter (`info`, `mesh=debug,...`); changeable at run time with
+    /// `POST /logging?level=...` on the admin endpoint.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub(crate) log_level: String,
+
+    /// Worker threads (Istio's proxy default is 2).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) concurrency: usize,
+}
+
+/// Access log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AccessLogFormat {
+    /// Envoy's default text format.
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+fn parse_labels(s: &str) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not k=v"))?;
+        if k.is_empty() {
+            return Err(format!("`{pair}` has an empty label name"));
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    Ok(labels)
+}
+
+fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
+    let (who, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NS/WORKLOAD=ADDR"))?;
+    let (ns, workload) = who.split_once('/').ok_or_else(|| format!("`{who}` is not NS/WORKLOAD"))?;
+    if ns.is_empty() || workload.is_empty() {
+        return Err(format!("`{who}` is not NS/WORKLOAD"));
+    }
+    let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+    Ok((ns.to_string(), workload.to_string(), addr))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<mesh_core::duration::Duration>()
+        .map(mesh_core::duration::Duration::get)
+        .map_err(|e| format!("`{s}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_flags_parse() {
+        let a = Args::try_parse_from([
+            "mesh-sidecar",
+            "--config",
+            "a.yaml",
+            "dir",
+            "--outbound",
+            "127.0.0.1:15001",
+            "--inbound",
+            "127.0.0.1:15006",
+            "--app",
+            "127.0.0.1:9080",
+            "--admin",
+            "127.0.0.1:15000",
+            "--namespace",
+            "bookinfo",
+            "--workload-labels",
+            "app=reviews,version=v2",
+            "--service-account",
+            "bookinfo-reviews",
+            "--endpoint",
+            "default/ratings-v1=127.0.0.1:9081",
+        ])
+        .unwrap();
+        assert_eq!(a.config, [PathBuf::from("a.yaml"), PathBuf::from("dir")]);
+        assert_eq!(a.workload_labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(a.endpoints, [("default".into(), "ratings-v1".into(), "127.0.0.1:9081".parse().unwrap())]);
+        assert_eq!(a.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        let err = |args: &[&str]| Args::try_parse_from(args).unwrap_err().to_string();
+        assert!(err(&["mesh-sidecar", "--config", "a", "--outbound", "nope"]).contains("invalid"));
+        assert!(
+            err(&["mesh-sidecar", "--config", "a", "--outbound", "127.0.0.1:1", "--workload-labels", "app"])
+                .contains("`app` is not k=v")
+        );
+        assert!(
+            err(&["mesh-sidecar", "--config", "a", "--outbound", "127.0.0.1:1", "--inbound", "127.0.0.1:2"])
+                .contains("--app")
+        );
+        assert!(err(&["mesh-sidecar", "--config", "a"]).contains("--outbound"));
+    }
+}

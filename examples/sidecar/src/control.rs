@@ -1,0 +1,247 @@
+//! What the proxy compiles from each config snapshot: the registry, the route table, the
+//! inbound policies (PeerAuthentication, RequestAuthentication, AuthorizationPolicy) and
+//! the secure naming map. Everything is swapped atomically; a request sees one version.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
+use mesh_authz::{
+    jwt::JwtPolicy,
+    policy::{AuthzPolicy, Protocol},
+};
+use mesh_core::{
+    Identity, Snapshot,
+    api::{Kind, Labels, Resource},
+    registry::{Locator, Registry},
+    snapshot::labels_match,
+};
+use mesh_mtls::{
+    connector::secure_naming,
+    peer_auth::{self, PeerAuthn},
+};
+use mesh_route::{
+    layer::TableHandle,
+    policy::{ProxyContext, RouteTable},
+};
+use tokio::sync::watch;
+
+/// Who this proxy serves.
+#[derive(Clone, Debug)]
+pub(crate) struct Me {
+    pub(crate) namespace: String,
+    pub(crate) labels: Labels,
+    /// Workload (Deployment) name.
+    pub(crate) workload: String,
+    pub(crate) service_account: String,
+    pub(crate) identity: Identity,
+}
+
+impl Me {
+    /// The workload whose pods carry `labels` in `namespace`: its Deployment gives the
+    /// name and service account unless the flags do.
+    pub(crate) fn resolve(
+        snapshot: &Snapshot,
+        namespace: &str,
+        labels: &Labels,
+        workload: Option<&str>,
+        service_account: Option<&str>,
+        trust_domain: &str,
+    ) -> Result<Self, String> {
+        // The named Deployment, else the one whose pod labels include all of `labels`
+        // (when several do, only an exact match is taken).
+        let deployments: Vec<_> = snapshot
+            .in_namespace(Kind::Deployment, namespace)
+            .filter_map(|r| match &**r {
+                Resource::Deployment(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let deployment = match workload {
+            Some(w) => deployments.iter().find(|d| d.metadata.name == w),
+            None if labels.is_empty() => None,
+            None => {
+                let candidates: Vec<_> =
+                    deployments.iter().filter(|d| labels_match(labels, &d.spec.template.metadata.labels)).collect();
+                match candidates.as_slice() {
+                    [one] => Some(*one),
+                    many => many.iter().find(|d| &d.spec.template.metadata.labels == labels).copied(),
+                }
+            }
+        };
+        let name =
+            workload.map(str::to_string).or_else(|| deployment.map(|d| d.metadata.name.clone())).unwrap_or_else(|| {
+                match (labels.get("app"), labels.get("version")) {
+                    (Some(app), Some(v)) => format!("{app}-{v}"),
+                    (Some(app), None) => app.clone(),
+                    _ => "unknown".into(),
+                }
+            });
+        let sa = service_account
+            .map(str::to_string)
+            .or_else(|| deployment.and_then(|d| d.spec.template.spec.service_account_name.clone()))
+            .unwrap_or_else(|| "default".into());
+        let identity = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+            .parse()
+            .map_err(|e| format!("service account `{sa}` in namespace `{namespace}`: {e}"))?;
+        Ok(Self { namespace: namespace.into(), labels: labels.clone(), workload: name, service_account: sa, identity })
+    }
+}
+
+/// The compiled state, swapped whole on every snapshot.
+pub(crate) struct Control {
+    pub(crate) me: Me,
+    trust_domain: String,
+    locator: Locator,
+    ctx: ProxyContext,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) registry: ArcSwap<Registry>,
+    pub(crate) table: TableHandle,
+    pub(crate) authz: Arc<ArcSwap<AuthzPolicy>>,
+    pub(crate) jwt: Arc<ArcSwap<JwtPolicy>>,
+    pub(crate) peer: ArcSwap<PeerAuthn>,
+    pub(crate) naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
+    pub(crate) plaintext: Arc<ArcSwap<HashSet<SocketAddr>>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+struct Compiled {
+    registry: Registry,
+    table: RouteTable,
+    authz: AuthzPolicy,
+    jwt: JwtPolicy,
+    peer: PeerAuthn,
+    naming: HashMap<SocketAddr, Vec<Identity>>,
+    plaintext: HashSet<SocketAddr>,
+}
+
+fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, trust_domain: &str) -> Compiled {
+    let registry = Registry::build(snapshot, locator);
+    let table = RouteTable::compile(snapshot, &registry, ctx);
+    for w in &table.warnings {
+        tracing::warn!("{w}");
+    }
+    Compiled {
+        table,
+        authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Protocol::Http),
+        jwt: JwtPolicy::compile(snapshot, &me.namespace, &me.labels),
+        peer: PeerAuthn::compile(snapshot, &me.namespace, &me.labels),
+        naming: secure_naming(&registry, trust_domain),
+        plaintext: peer_auth::plaintext_endpoints(snapshot, &registry),
+        registry,
+    }
+}
+
+impl Control {
+    pub(crate) fn new(
+        snapshot: Arc<Snapshot>,
+        me: Me,
+        locator: Locator,
+        ctx: ProxyContext,
+        trust_domain: &str,
+    ) -> Arc<Self> {
+        let c = compile(&snapshot, &me, &locator, &ctx, trust_domain);
+        Arc::new(Self {
+            me,
+            trust_domain: trust_domain.into(),
+            locator,
+            ctx,
+            snapshot: ArcSwap::new(snapshot),
+            registry: ArcSwap::from_pointee(c.registry),
+            table: TableHandle::new(c.table),
+            authz: Arc::new(ArcSwap::from_pointee(c.authz)),
+            jwt: Arc::new(ArcSwap::from_pointee(c.jwt)),
+            peer: ArcSwap::from_pointee(c.peer),
+            naming: Arc::new(ArcSwap::from_pointee(c.naming)),
+            plaintext: Arc::new(ArcSwap::from_pointee(c.plaintext)),
+        })
+    }
+
+    /// Put a new snapshot in force. Everything is compiled first, then swapped: requests
+    /// in flight keep the version they started with.
+    pub(crate) fn apply(&self, snapshot: Arc<Snapshot>) {
+        let c = compile(&snapshot, &self.me, &self.locator, &self.ctx, &self.trust_domain);
+        // Naming before the table: a new endpoint is trusted before it can be picked.
+        self.naming.store(Arc::new(c.naming));
+        self.plaintext.store(Arc::new(c.plaintext));
+        self.registry.store(Arc::new(c.registry));
+        self.peer.store(Arc::new(c.peer));
+        self.jwt.store(Arc::new(c.jwt));
+        self.authz.store(Arc::new(c.authz));
+        self.table.store(c.table);
+        self.snapshot.store(snapshot);
+    }
+
+    /// Apply every snapshot `rx` publishes after the current one.
+    pub(crate) fn follow(self: &Arc<Self>, mut rx: watch::Receiver<Arc<Snapshot>>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        rx.mark_unchanged();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let snapshot = rx.borrow_and_update().clone();
+                me.apply(snapshot);
+                tracing::info!("config applied");
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::load::{LoadOptions, load_str};
+
+    const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2, namespace: shop}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
+"#;
+
+    fn snapshot() -> Snapshot {
+        let loaded = load_str("d.yaml", DEPLOYMENT, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        loaded.into_snapshot()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_deployment_with_these_pod_labels_names_the_workload_and_its_identity() {
+        let me = Me::resolve(&snapshot(), "shop", &labels(&[("app", "reviews"), ("version", "v2")]), None, None, "td")
+            .unwrap();
+        assert_eq!(me.workload, "reviews-v2");
+        assert_eq!(me.identity.to_string(), "spiffe://td/ns/shop/sa/bookinfo-reviews");
+    }
+
+    #[test]
+    fn flags_win_and_unknown_workloads_fall_back_to_their_labels() {
+        let me =
+            Me::resolve(&snapshot(), "shop", &labels(&[("app", "reviews")]), None, Some("custom"), "cluster.local")
+                .unwrap();
+        // `app=reviews` alone matches the Deployment's pod labels (a subset).
+        assert_eq!((me.workload.as_str(), me.service_account.as_str()), ("reviews-v2", "custom"));
+        let other = Me::resolve(
+            &snapshot(),
+            "default",
+            &labels(&[("app", "x"), ("version", "v9")]),
+            None,
+            None,
+            "cluster.local",
+        )
+        .unwrap();
+        assert_eq!((other.workload.as_str(), other.service_account.as_str()), ("x-v9", "default"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The inbound side: what other sidecars reach. After the listener's mTLS (the peer's
+//! identity in the request extensions): telemetry as `reporter="destination"`, local
+//! replies for failures, RequestAuthentication (JWT), AuthorizationPolicy, then the app.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderValue, Request, Response, Uri, Version, header, uri::Authority};
+use hyper::body::Incoming;
+use mesh_authz::layer::{AuthnLayer, AuthzLayer};
+use mesh_core::{BoxBody, BoxError, body::boxed};
+use mesh_route::layer::{HttpClient, RescueLayer};
+use mesh_telemetry::layer::TelemetryLayer;
+use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
+
+use crate::control::Control;
+
+/// The inbound stack as one service.
+pub(crate) type Inbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError>;
+
+/// Forwards to the local app over pooled plaintext connections, keeping the caller's
+/// `Host` (the app sees the request as the caller addressed it).
+#[derive(Clone, Debug)]
+pub(crate) struct ToApp {
+    client: HttpClient<BoxBody>,
+    app: Authority,
+}
+
+impl ToApp {
+    pub(crate) fn new(app: SocketAddr) -> Self {
+        let app = Authority::try_from(app.to_string()).expect("a socket address is an authority");
+        Self { client: HttpClient::new(), app }
+    }
+}
+
+impl Service<Request<BoxBody>> for ToApp {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = <HttpClient<BoxBody> as Service<Request<BoxBody>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.client.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
+        // HTTP/2 callers name the authority in the URI only: keep it as the Host.
+        if !req.headers().contains_key(header::HOST)
+            && let Some(a) = req.uri().authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.app.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+        // Sidecars speak HTTP/2 between them; the app gets HTTP/1.1.
+        *req.version_mut() = Version::HTTP_11;
+        self.client.call(req)
+    }
+}
+
+/// Telemetry, rescue, JWT, authorization, app. `app_port` is the workload port the
+/// policies' `ports` and `portLevelMtls` name.
+pub(crate) fn stack(control: &Arc<Control>, telemetry: TelemetryLayer, app: SocketAddr, authz: AuthzLayer) -> Inbound {
+    let svc = ServiceBuilder::new()
+        .map_request(|r: Request<Incoming>| r.map(boxed))
+        .map_response(|r: Response<_>| r.map(boxed))
+        .layer(telemetry)
+        .layer(RescueLayer::new())
+        .layer(AuthnLayer::new(control.jwt.clone()))
+        .layer(authz)
+        .service(ToApp::new(app));
+    BoxCloneSyncService::new(svc)
+}

@@ -1,0 +1,36 @@
+//! The outbound side: what the local app calls. Requests arrive in origin form
+//! (`GET /ratings/0` with `Host: ratings:9080`) or in absolute form as to an HTTP proxy
+//! (`GET http://ratings:9080/ratings/0`, so `HTTP_PROXY` works for any app); telemetry as
+//! `reporter="source"`, then the client stack (route, fault, timeout, retry, balance,
+//! pooled mTLS connections).
+
+use http::{Request, Response, header::HeaderName};
+use hyper::body::Incoming;
+use mesh_core::{BoxBody, BoxError, body::boxed};
+use mesh_route::layer::MeshClient;
+use mesh_telemetry::layer::TelemetryLayer;
+use tower::{ServiceBuilder, util::BoxCloneSyncService};
+
+/// The outbound stack as one service.
+pub(crate) type Outbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError>;
+
+/// Headers meant for the proxy itself, never forwarded (RFC 9110 §7.6.1 and the
+/// non-standard `Proxy-Connection` some clients still send).
+static PROXY_HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static("proxy-connection"), http::header::PROXY_AUTHORIZATION];
+
+fn strip_proxy_headers(mut req: Request<Incoming>) -> Request<BoxBody> {
+    for h in &PROXY_HEADERS {
+        req.headers_mut().remove(h);
+    }
+    req.map(boxed)
+}
+
+pub(crate) fn stack(telemetry: TelemetryLayer, client: MeshClient) -> Outbound {
+    let svc = ServiceBuilder::new()
+        .map_request(strip_proxy_headers)
+        .map_response(|r: Response<_>| r.map(boxed))
+        .layer(telemetry)
+        .service(client);
+    BoxCloneSyncService::new(svc)
+}

@@ -1,0 +1,290 @@
+//! mesh-sidecar as users run it: real processes on loopback, a client sidecar (productpage)
+//! calling server sidecars (reviews v1 and v2) in front of in-process apps.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use support::*;
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v2}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage}
+spec: {ports: [{port: 9080, name: http}], selector: {app: productpage}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: productpage-v1}
+spec:
+  selector: {matchLabels: {app: productpage, version: v1}}
+  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {serviceAccountName: bookinfo-productpage, containers: [{name: p}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+const ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 7s, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /split}}]
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 80}
+    - {destination: {host: reviews, subset: v2}, weight: 20}
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+
+const SECURITY: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-forbidden}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/forbidden"]}}]}]
+"#;
+
+/// productpage's sidecar, and reviews v1 and v2 each behind their own sidecar.
+struct Bookinfo {
+    _mesh: Mesh,
+    productpage: Sidecar,
+    v1: Sidecar,
+    v2: Sidecar,
+    apps: [App; 2],
+}
+
+async fn bookinfo(files: &[(&str, &str)]) -> Bookinfo {
+    let mesh = Mesh::new(files);
+    let (a1, a2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", a1.addr));
+    let v2 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v2", a2.addr));
+    let productpage = Sidecar::start(
+        &mesh,
+        Spec::client("app=productpage,version=v1")
+            .endpoint("reviews-v1", v1.inbound())
+            .endpoint("reviews-v2", v2.inbound()),
+    );
+    Bookinfo { _mesh: mesh, productpage, v1, v2, apps: [a1, a2] }
+}
+
+fn standard() -> Vec<(&'static str, &'static str)> {
+    vec![("services.yaml", SERVICES), ("routes.yaml", ROUTES), ("security.yaml", SECURITY)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_header_in_origin_and_absolute_form_over_mtls() {
+    let b = bookinfo(&standard()).await;
+    let out = b.productpage.outbound();
+    let r = get(out, "reviews:9080", "/reviews/0").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{r:?}");
+    let jason =
+        send(out, Req::get("/reviews/0").header("host", "reviews:9080").header("end-user", "jason")).await.unwrap();
+    assert_eq!(jason.body, "reviews-v2");
+    // As an HTTP proxy (HTTP_PROXY): absolute form.
+    let proxied = send(out, Req::get("http://reviews:9080/reviews/0").header("end-user", "jason")).await.unwrap();
+    assert_eq!((proxied.status, proxied.body.as_str()), (200, "reviews-v2"));
+    // The hop to the server sidecar was mTLS: the server saw productpage's identity, and
+    // the app got the caller's Host and the trace headers.
+    let seen = b.apps[1].seen.lock().unwrap()[0].headers.clone();
+    assert_eq!(seen["host"], "reviews:9080");
+    assert!(seen.contains_key("x-request-id"));
+    assert!(seen.contains_key("traceparent"));
+    eventually("the server's access log", async || {
+        b.v2.access_log.lock().unwrap().iter().any(|l| l.contains("/reviews/0"))
+    })
+    .await;
+    // An unknown host is Envoy's 404 NR.
+    let nr = get(out, "nothing:9080", "/").await;
+    assert_eq!(nr.status, 404);
+    assert_eq!(nr.headers["x-mesh-error"], "NR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_abort_and_an_80_20_split() {
+    let b = bookinfo(&standard()).await;
+    let out = b.productpage.outbound();
+    let abort = get(out, "reviews:9080", "/abort").await;
+    assert_eq!((abort.status, abort.body.as_str()), (500, "fault filter abort"));
+    assert!(b.apps[0].seen.lock().unwrap().is_empty(), "an aborted request never reaches the app");
+
+    let mut v1 = 0;
+    for _ in 0..200 {
+        let r = get(out, "reviews:9080", "/split").await;
+        assert_eq!(r.status, 200);
+        if r.body == "reviews-v1" {
+            v1 += 1;
+        }
+    }
+    // Binomial(200, 0.8): mean 160, standard deviation 5.7; this bound is over 5 of them.
+    assert!((130..=190).contains(&v1), "v1 took {v1} of 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_7s_delay_is_what_the_client_sees() {
+    let b = bookinfo(&standard()).await;
+    let start = tokio::time::Instant::now();
+    let r = get(b.productpage.outbound(), "reviews:9080", "/delay").await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(took >= Duration::from_secs(7) && took < Duration::from_secs(9), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mtls_refuses_plaintext_and_authz_denies_with_rbac_403() {
+    let b = bookinfo(&standard()).await;
+    // A plaintext client straight to the inbound port: the connection is refused.
+    let direct = send(b.v1.inbound(), Req::get("/reviews/0").header("host", "reviews:9080")).await;
+    assert!(direct.is_err(), "plaintext got through STRICT: {direct:?}");
+    // Through the client sidecar (mTLS), the DENY policy answers.
+    let denied = get(b.productpage.outbound(), "reviews:9080", "/forbidden").await;
+    assert_eq!((denied.status, denied.body.as_str()), (403, "RBAC: access denied"));
+    assert!(b.apps[0].seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_reporters_count_the_request_and_the_admin_pages_answer() {
+    let b = bookinfo(&standard()).await;
+    for _ in 0..3 {
+        assert_eq!(get(b.productpage.outbound(), "reviews:9080", "/reviews/0").await.status, 200);
+    }
+    let source = b.productpage.admin_get("/stats/prometheus").await.body;
+    let labels = [
+        ("reporter", "source"),
+        ("source_workload", "productpage-v1"),
+        ("destination_workload", "reviews-v1"),
+        ("destination_version", "v1"),
+        ("response_code", "200"),
+        ("connection_security_policy", "unknown"),
+    ];
+    assert_eq!(sample(&source, "istio_requests_total", &labels), Some(3.0), "{source}");
+    // The server side counts when the response body ends: wait for the third.
+    eventually("the destination reporter", async || {
+        let text = b.v1.admin_get("/stats/prometheus").await.body;
+        sample(
+            &text,
+            "istio_requests_total",
+            &[
+                ("reporter", "destination"),
+                ("source_workload", "productpage-v1"),
+                ("source_principal", "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+                ("destination_workload", "reviews-v1"),
+                ("connection_security_policy", "mutual_tls"),
+            ],
+        ) == Some(3.0)
+    })
+    .await;
+
+    let ready = b.v1.admin_get("/ready").await;
+    assert_eq!((ready.status, ready.body.as_str()), (200, "LIVE\n"));
+    let dump: serde_json::Value = serde_json::from_str(&b.productpage.admin_get("/config_dump").await.body).unwrap();
+    assert_eq!(dump["workload"]["name"], "productpage-v1");
+    assert_eq!(dump["workload"]["identity"], "spiffe://cluster.local/ns/default/sa/bookinfo-productpage");
+    assert!(dump["resources"].as_array().unwrap().iter().any(|r| r["kind"] == "VirtualService"));
+    let reviews = dump["route_table"]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "reviews.default.svc.cluster.local")
+        .expect("a virtual host for reviews");
+    assert_eq!(reviews["routes"].as_array().unwrap().len(), 5);
+    let clusters = b.productpage.admin_get("/clusters").await.body;
+    let line = format!("outbound|9080|v1|reviews.default.svc.cluster.local::{}::health_flags::healthy", b.v1.inbound());
+    assert!(clusters.lines().any(|l| l == line), "{clusters}");
+    let json: serde_json::Value =
+        serde_json::from_str(&b.productpage.admin_get("/clusters?format=json").await.body).unwrap();
+    assert!(json["clusters"].as_array().unwrap().iter().any(|c| c["subset"] == "v2"));
+
+    // The log level changes at run time; a bad filter is refused with the reason.
+    let set = send(b.v1.admin.unwrap(), Req { method: "POST", ..Req::get("/logging?level=debug") }).await.unwrap();
+    assert_eq!((set.status, set.body.as_str()), (200, "active filter: debug\n"));
+    assert_eq!(b.v1.admin_get("/logging").await.body, "active filter: debug\n");
+    let bad = send(b.v1.admin.unwrap(), Req { method: "POST", ..Req::get("/logging?level=a%3D%3Dz") }).await.unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_get_past_a_flaky_upstream() {
+    let ratings = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    retries: {attempts: 3, retryOn: 5xx}
+"#;
+    let mesh = Mesh::new(&[("ratings.yaml", ratings)]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let app = App::start(Arc::new(move |_| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        if n < 2 { (503, "flaky".into(), Duration::ZERO) } else { (200, "ratings".into(), Duration::ZERO) }
+    }))
+    .await;
+    let server = Sidecar::start(&mesh, Spec::server("app=ratings,version=v1", app.addr));
+    let client = Sidecar::start(&mesh, Spec::client("app=reviews").endpoint("ratings-v1", server.inbound()));
+    let r = get(client.outbound(), "ratings:9080", "/ratings/0").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ratings"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two failures, then the third try");
+}

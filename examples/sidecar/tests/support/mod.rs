@@ -1,0 +1,314 @@
+//! Real processes on loopback: `mesh-sidecar` children, in-process apps, a hyper client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A config folder and a CA folder that the sidecars of one test share.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        let mesh = Self { dir };
+        for (name, text) in files {
+            mesh.write(name, text);
+        }
+        mesh
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// Write a config file the way editors do: a temporary file renamed over the old one.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.config().join(name)).unwrap();
+    }
+}
+
+/// A running `mesh-sidecar`.
+pub struct Sidecar {
+    child: Child,
+    pub outbound: Option<SocketAddr>,
+    pub inbound: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// Access log lines (stdout).
+    pub access_log: Arc<Mutex<Vec<String>>>,
+    /// Diagnostics (stderr).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// What a sidecar serves.
+pub struct Spec<'a> {
+    pub labels: &'a str,
+    pub app: Option<SocketAddr>,
+    pub endpoints: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl<'a> Spec<'a> {
+    pub fn client(labels: &'a str) -> Self {
+        Self { labels, app: None, endpoints: Vec::new(), extra: Vec::new() }
+    }
+
+    pub fn server(labels: &'a str, app: SocketAddr) -> Self {
+        Self { labels, app: Some(app), endpoints: Vec::new(), extra: Vec::new() }
+    }
+
+    /// `--endpoint default/<workload>=<addr>`.
+    pub fn endpoint(mut self, workload: &str, addr: SocketAddr) -> Self {
+        self.endpoints.push(format!("default/{workload}={addr}"));
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.to_string());
+        self
+    }
+}
+
+impl Sidecar {
+    pub fn start(mesh: &Mesh, spec: Spec<'_>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
+        cmd.arg("--config")
+            .arg(mesh.config())
+            .args(["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--workload-labels", spec.labels])
+            .arg("--ca-dir")
+            .arg(mesh.ca())
+            .args(["--log-level", "info"]);
+        if let Some(app) = spec.app {
+            cmd.args(["--inbound", "127.0.0.1:0", "--app", &app.to_string()]);
+        }
+        for e in &spec.endpoints {
+            cmd.args(["--endpoint", e]);
+        }
+        cmd.args(&spec.extra);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mesh-sidecar starts");
+        let access_log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = access_log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("mesh-sidecar: ")
+                    && let Some((name, addr)) = rest.split_once(" listening on ")
+                {
+                    let _ = tx.send((name.to_string(), addr.parse::<SocketAddr>().unwrap()));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let want = if spec.app.is_some() { 3 } else { 2 };
+        let mut addrs = BTreeMap::new();
+        while addrs.len() < want {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((name, addr)) => {
+                    addrs.insert(name, addr);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("mesh-sidecar did not start:\n{}", log.lock().unwrap().join("\n"));
+                }
+            }
+        }
+        Self {
+            child,
+            outbound: addrs.get("outbound").copied(),
+            inbound: addrs.get("inbound").copied(),
+            admin: addrs.get("admin").copied(),
+            access_log,
+            log,
+        }
+    }
+
+    pub fn outbound(&self) -> SocketAddr {
+        self.outbound.unwrap()
+    }
+
+    pub fn inbound(&self) -> SocketAddr {
+        self.inbound.unwrap()
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit (up to `limit`).
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        for _ in 0..limit.as_millis().div_ceil(20) {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.try_wait().unwrap()
+    }
+
+    /// An admin page.
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        send(self.admin.unwrap(), Req::get(path)).await.unwrap()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What an app answers: status, body, and how long to wait first.
+pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> (u16, String, Duration) + Send + Sync>;
+
+/// An app on loopback (HTTP/1.1 and h2c); every request it saw is recorded.
+pub struct App {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<http::request::Parts>>>,
+}
+
+impl App {
+    pub async fn start(handler: Handler) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (handler, record) = (handler.clone(), record.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (status, body, delay) = handler(&req);
+                        let (parts, _) = req.into_parts();
+                        record.lock().unwrap().push(parts);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            let mut rsp = Response::new(Full::new(Bytes::from(body)));
+                            *rsp.status_mut() = StatusCode::from_u16(status).unwrap();
+                            Ok::<_, Infallible>(rsp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen }
+    }
+
+    /// An app answering 200 with `name` as the body.
+    pub async fn named(name: &str) -> Self {
+        let name = name.to_string();
+        Self::start(Arc::new(move |_| (200, name.clone(), Duration::ZERO))).await
+    }
+}
+
+/// A request to send.
+pub struct Req {
+    pub method: &'static str,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Req {
+    pub fn get(uri: &str) -> Self {
+        Self { method: "GET", uri: uri.into(), headers: Vec::new() }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on a new connection.
+pub async fn send(addr: SocketAddr, req: Req) -> Result<Reply, String> {
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut b = Request::builder().method(req.method).uri(&req.uri);
+    for (k, v) in &req.headers {
+        b = b.header(k, v);
+    }
+    let rsp = s.send_request(b.body(Full::new(Bytes::new())).unwrap()).await.map_err(|e| e.to_string())?;
+    let status = rsp.status().as_u16();
+    let headers = rsp.headers().clone();
+    let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// GET `path` from `host` through the outbound listener at `proxy`, in origin form.
+pub async fn get(proxy: SocketAddr, host: &str, path: &str) -> Reply {
+    send(proxy, Req::get(path).header("host", host)).await.unwrap()
+}
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Wait until `f` holds (checked every 50 ms, up to 10 s).
+pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn path(p: &Path) -> String {
+    p.display().to_string()
+}
