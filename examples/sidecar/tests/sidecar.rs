@@ -288,3 +288,95 @@ spec:
     assert_eq!((r.status, r.body.as_str()), (200, "ratings"));
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two failures, then the third try");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reloads_during_a_request_loop_without_a_failure() {
+    let b = bookinfo(&standard()).await;
+    let out = b.productpage.outbound();
+    let to_v2 = ROUTES.replace(
+        "  - route: [{destination: {host: reviews, subset: v1}}]",
+        "  - route: [{destination: {host: reviews, subset: v2}}]",
+    );
+    let mut seen_v2 = false;
+    let mut last = String::new();
+    for i in 0..400 {
+        match i {
+            50 => b._mesh.write("routes.yaml", &to_v2),
+            // A broken file: the last good config keeps serving, the error is reported;
+            // a good change beside it waits until the broken file is fixed.
+            150 => {
+                b._mesh.write("broken.yaml", "kind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 7}\n");
+                eventually("the load error in /config_dump", async || {
+                    let dump = b.productpage.admin_get("/config_dump").await.body;
+                    dump.contains("broken.yaml")
+                })
+                .await;
+                b._mesh.write("routes.yaml", ROUTES);
+            }
+            250 => std::fs::remove_file(b._mesh.config().join("broken.yaml")).unwrap(),
+            _ => {}
+        }
+        let r = get(out, "reviews:9080", "/reviews/0").await;
+        assert_eq!(r.status, 200, "request {i} failed during a reload: {r:?}");
+        seen_v2 |= r.body == "reviews-v2";
+        if (150..250).contains(&i) {
+            assert_eq!(r.body, "reviews-v2", "request {i}: a change went live beside a broken file");
+        }
+        last = r.body;
+        if (50..150).contains(&i) && !seen_v2 || i >= 250 && last != "reviews-v1" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(seen_v2, "the reload to v2 never took effect");
+    assert_eq!(last, "reviews-v1", "the reload back to v1 never took effect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let mesh = Mesh::new(&standard());
+    let app = App::start(Arc::new(|req| {
+        let slow = req.uri().path() == "/slow";
+        (200, "reviews-v1".into(), if slow { Duration::from_millis(1500) } else { Duration::ZERO })
+    }))
+    .await;
+    let mut v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let mut pp = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()));
+    let out = pp.outbound();
+    assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
+
+    // Requests in flight through both sidecars when the server's sidecar is told to stop.
+    let in_flight: Vec<_> = (0..4).map(|_| tokio::spawn(async move { get(out, "reviews:9080", "/slow").await })).collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    v1.terminate();
+    for r in in_flight {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{r:?}");
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = v1.wait(Duration::from_secs(5));
+        (s, v1)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some_and(|s| s.success()), "the server sidecar did not exit cleanly: {:?}", status.0);
+
+    // The client's sidecar, with requests in flight to a new server.
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let mut pp2 =
+        Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()));
+    let out2 = pp2.outbound();
+    let in_flight: Vec<_> =
+        (0..4).map(|_| tokio::spawn(async move { get(out2, "reviews:9080", "/slow").await })).collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    pp2.terminate();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Draining: no new connections.
+    assert!(send(out2, Req::get("/").header("host", "reviews:9080")).await.is_err());
+    for r in in_flight {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
+    let exited = tokio::task::spawn_blocking(move || pp2.wait(Duration::from_secs(5))).await.unwrap();
+    assert!(exited.is_some_and(|s| s.success()));
+    pp.terminate();
+    assert!(tokio::task::spawn_blocking(move || pp.wait(Duration::from_secs(5))).await.unwrap().is_some());
+}
