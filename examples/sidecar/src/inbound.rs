@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response, Uri, Version, header, uri::Authority};
+use http::{HeaderValue, Request, Response, Uri, header, uri::Authority};
 use hyper::body::Incoming;
 use mesh_authz::layer::{AuthnLayer, AuthzLayer};
 use mesh_core::{BoxBody, BoxError, body::boxed};
@@ -60,8 +60,6 @@ impl Service<Request<BoxBody>> for ToApp {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
         *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
-        // Sidecars speak HTTP/2 between them; the app gets HTTP/1.1.
-        *req.version_mut() = Version::HTTP_11;
         self.client.call(req)
     }
 }

@@ -380,3 +380,109 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     pp.terminate();
     assert!(tokio::task::spawn_blocking(move || pp.wait(Duration::from_secs(5))).await.unwrap().is_some());
 }
+
+/// A gRPC unary call, framed by hand: the 5-byte prefix (uncompressed, length) and bytes.
+fn grpc_frame(msg: &[u8]) -> bytes::Bytes {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+    b.extend_from_slice(msg);
+    b.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_grpc_with_trailers_through_two_sidecars() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let echo = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec: {ports: [{port: 9090, name: grpc}], selector: {app: echo}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo-v1}
+spec:
+  selector: {matchLabels: {app: echo}}
+  template: {metadata: {labels: {app: echo, version: v1}}, spec: {serviceAccountName: echo, containers: [{name: e}]}}
+"#;
+    let mut files = standard();
+    files.push(("echo.yaml", echo));
+    let mesh = Mesh::new(&files);
+    // A gRPC server (h2c): echoes the message, status and a custom trailer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    assert_eq!(req.version(), http::Version::HTTP_2, "gRPC reaches the app over HTTP/2");
+                    let path = req.uri().path().to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    trailers.insert("x-echo-path", path.parse().unwrap());
+                    let rsp = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(Full::new(body).with_trailers(async move { Some(Ok(trailers)) }))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(rsp)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let (a1, _a2) = (App::named("reviews-v1").await, ());
+    let server = Sidecar::start(&mesh, Spec::server("app=echo,version=v1", app_addr));
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", a1.addr));
+    let client = Sidecar::start(
+        &mesh,
+        Spec::client("app=productpage,version=v1")
+            .endpoint("echo-v1", server.inbound())
+            .endpoint("reviews-v1", v1.inbound()),
+    );
+
+    // The app talks HTTP/2 with prior knowledge to its sidecar.
+    let tcp = tokio::net::TcpStream::connect(client.outbound()).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+
+    // Plain HTTP/2 to an HTTP/1.1 app.
+    let rsp = h2
+        .send_request(
+            http::Request::builder().uri("http://reviews:9080/reviews/0").body(Full::new(bytes::Bytes::new())).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.into_body().collect().await.unwrap().to_bytes(), "reviews-v1");
+
+    // gRPC, trailers and all.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://echo:9090/test.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(grpc_frame(b"hello")))
+        .unwrap();
+    let rsp = h2.send_request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let collected = rsp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-echo-path"], "/test.Echo/Say");
+    assert_eq!(collected.to_bytes(), grpc_frame(b"hello"));
+
+    // Both reporters saw a gRPC call with its status.
+    let text = client.admin_get("/stats/prometheus").await.body;
+    assert_eq!(
+        sample(&text, "istio_requests_total", &[("destination_workload", "echo-v1"), ("request_protocol", "grpc")]),
+        Some(1.0),
+        "{text}"
+    );
+}

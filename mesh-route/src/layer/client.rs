@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use http_body::Body;
 use hyper_util::{
     client::legacy::{
@@ -23,19 +23,44 @@ use tower_service::Service;
 
 use crate::error::ConnectFailure;
 
-/// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it) sending to
-/// the absolute URI the balancer set (`https` for mTLS); connect failures become
+/// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it by ALPN)
+/// sending to the absolute URI the balancer set (`https` for mTLS); connect failures become
 /// [`ConnectFailure`]. The connector decides how `https` is spoken (mesh-mtls provides the
 /// mTLS one).
+///
+/// Protocols: whatever the caller spoke, a request goes out as HTTP/1.1 unless the
+/// connection negotiates HTTP/2, except gRPC (which needs HTTP/2) to a plaintext upstream:
+/// that goes over HTTP/2 with prior knowledge (h2c), from a pool of its own.
 #[derive(Debug)]
 pub struct HttpClient<B, C = HttpConnector> {
     client: Client<C, B>,
+    h2c: Client<C, B>,
 }
 
 impl<B, C: Clone> Clone for HttpClient<B, C> {
     fn clone(&self) -> Self {
-        Self { client: self.client.clone() }
+        Self { client: self.client.clone(), h2c: self.h2c.clone() }
     }
+}
+
+fn clients<C, B>(connector: C) -> (Client<C, B>, Client<C, B>)
+where
+    C: Connect + Clone + Send + Sync + 'static,
+    B: Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let idle = Duration::from_secs(90);
+    let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle).build(connector.clone());
+    let h2c = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle).http2_only(true).build(connector);
+    (client, h2c)
+}
+
+/// Whether a request is gRPC (its content type says so).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<B, C> HttpClient<B, C>
@@ -47,8 +72,8 @@ where
 {
     /// A client over `connector`.
     pub fn with_connector(connector: C) -> Self {
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Self { client }
+        let (client, h2c) = clients(connector);
+        Self { client, h2c }
     }
 }
 
@@ -64,8 +89,7 @@ where
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector);
-        Self { client }
+        Self::with_connector(connector)
     }
 }
 
@@ -94,7 +118,14 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> ClientFuture {
+    fn call(&mut self, mut req: Request<B>) -> ClientFuture {
+        if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && is_grpc(&req) {
+            *req.version_mut() = Version::HTTP_2;
+            return ClientFuture { fut: self.h2c.request(req) };
+        }
+        // HTTP/2 is used when the connection negotiates it; the request's own version
+        // (the downstream's) must not make an HTTP/1.1 upstream refuse it.
+        *req.version_mut() = Version::HTTP_11;
         ClientFuture { fut: self.client.request(req) }
     }
 }
