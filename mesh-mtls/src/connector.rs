@@ -194,6 +194,7 @@ pub struct MeshConnector {
     http: HttpConnector,
     tls: Option<Arc<Tls>>,
     origination: Arc<Originations>,
+    http1_only: bool,
 }
 
 impl std::fmt::Debug for MeshConnector {
@@ -209,7 +210,15 @@ impl MeshConnector {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
         http.enforce_http(false);
-        Self { http, tls: None, origination: Arc::default() }
+        Self { http, tls: None, origination: Arc::default(), http1_only: false }
+    }
+
+    /// The same connector offering only `http/1.1` by ALPN: for upgrade requests
+    /// (WebSocket), which HTTP/2 cannot carry.
+    #[must_use]
+    pub fn http1_only(mut self) -> Self {
+        self.http1_only = true;
+        self
     }
 
     /// TLS origination for endpoints of SIMPLE or MUTUAL clusters, by address (replaces
@@ -244,6 +253,15 @@ impl Service<Uri> for MeshConnector {
         let https = uri.scheme_str() == Some("https");
         let tls = self.tls.clone();
         let origination = self.origination.clone();
+        let http1_only = self.http1_only;
+        let alpn = move |config: Arc<ClientConfig>| {
+            if !http1_only {
+                return config;
+            }
+            let mut c = (*config).clone();
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(c)
+        };
         let connecting = self.http.call(uri);
         Box::pin(async move {
             let tcp: TcpStream = connecting.await?.into_inner();
@@ -265,11 +283,11 @@ impl Service<Uri> for MeshConnector {
                     }
                 };
                 let name = ServerName::try_from(o.server_name.clone())?;
-                let stream = TlsConnector::from(config).connect(name, tcp).await?;
+                let stream = TlsConnector::from(alpn(config)).connect(name, tcp).await?;
                 return Ok(MeshIo::Tls(Box::new(TokioIo::new(stream))));
             }
             let tls = tls.ok_or("https to a mesh endpoint needs a workload certificate")?;
-            let config = tls.config(addr)?;
+            let config = alpn(tls.config(addr)?);
             let stream = TlsConnector::from(config).connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
             Ok(MeshIo::Tls(Box::new(TokioIo::new(stream))))
         })

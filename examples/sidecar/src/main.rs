@@ -32,7 +32,7 @@ use mesh_core::{
 };
 use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, connector::MeshConnector, store::CertStore};
 use mesh_route::{
-    layer::{BalanceLayer, RetryLayer, client_stack_with},
+    layer::{BalanceLayer, RetryLayer, client_stack_with_connectors},
     policy::ProxyContext,
 };
 use mesh_telemetry::{
@@ -158,9 +158,10 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         .with_on_ejection(metrics.proxy.ejection_hook());
     if let Some(addr) = args.outbound {
         let connector = MeshConnector::mtls(store.clone(), roots.clone(), control.naming.clone());
-        let client = client_stack_with(
+        let client = client_stack_with_connectors(
             control.table.clone(),
-            connector,
+            connector.clone(),
+            connector.http1_only(),
             balance.clone(),
             RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
         );

@@ -345,7 +345,8 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
 
     // Requests in flight through both sidecars when the server's sidecar is told to stop.
-    let in_flight: Vec<_> = (0..4).map(|_| tokio::spawn(async move { get(out, "reviews:9080", "/slow").await })).collect();
+    let in_flight: Vec<_> =
+        (0..4).map(|_| tokio::spawn(async move { get(out, "reviews:9080", "/slow").await })).collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
     v1.terminate();
     for r in in_flight {
@@ -448,8 +449,7 @@ spec:
 
     // The app talks HTTP/2 with prior knowledge to its sidecar.
     let tcp = tokio::net::TcpStream::connect(client.outbound()).await.unwrap();
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
 
     // Plain HTTP/2 to an HTTP/1.1 app.
@@ -485,4 +485,73 @@ spec:
         Some(1.0),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_echo_through_two_sidecars() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mesh = Mesh::new(&standard());
+    // The app: accepts the upgrade, then echoes every text frame in upper case.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    let key = req.headers()["sec-websocket-key"].to_str().unwrap().to_string();
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(upgrade.await.unwrap());
+                        loop {
+                            let text = ws::read_text(&mut io).await;
+                            ws::write_text(&mut io, &text.to_uppercase(), None).await;
+                        }
+                    });
+                    let rsp = http::Response::builder()
+                        .status(101)
+                        .header("upgrade", "websocket")
+                        .header("connection", "Upgrade")
+                        .header("sec-websocket-accept", ws::accept(&key))
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(rsp)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app_addr));
+    let pp = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()));
+
+    // The browser's side, byte for byte.
+    let mut tcp = tokio::net::TcpStream::connect(pp.outbound()).await.unwrap();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let handshake = format!(
+        "GET /chat HTTP/1.1\r\nHost: reviews:9080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            tcp.read(&mut b).await.unwrap(),
+            1,
+            "closed during the handshake: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains(&format!("sec-websocket-accept: {}", ws::accept(key).to_ascii_lowercase())), "{head}");
+    for word in ["hello", "mesh"] {
+        ws::write_text(&mut tcp, word, Some([1, 2, 3, 4])).await;
+        assert_eq!(ws::read_text(&mut tcp).await, word.to_uppercase());
+    }
 }

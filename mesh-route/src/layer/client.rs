@@ -10,12 +10,13 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::Body;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::{
     client::legacy::{
         Client, ResponseFuture,
         connect::{Connect, HttpConnector},
     },
-    rt::TokioExecutor,
+    rt::{TokioExecutor, TokioIo},
 };
 use mesh_core::{BoxBody, BoxError, body::boxed};
 use pin_project_lite::pin_project;
@@ -31,36 +32,37 @@ use crate::error::ConnectFailure;
 /// Protocols: whatever the caller spoke, a request goes out as HTTP/1.1 unless the
 /// connection negotiates HTTP/2, except gRPC (which needs HTTP/2) to a plaintext upstream:
 /// that goes over HTTP/2 with prior knowledge (h2c), from a pool of its own.
+///
+/// Upgrades (WebSocket and other `Connection: upgrade` requests) go over HTTP/1.1
+/// connections of the upgrade connector (for mTLS, one that offers only `http/1.1` by
+/// ALPN); on `101 Switching Protocols` the caller's connection and the upstream's are
+/// spliced together until either side closes.
 #[derive(Debug)]
 pub struct HttpClient<B, C = HttpConnector> {
     client: Client<C, B>,
     h2c: Client<C, B>,
+    upgrade: Client<C, B>,
 }
 
 impl<B, C: Clone> Clone for HttpClient<B, C> {
     fn clone(&self) -> Self {
-        Self { client: self.client.clone(), h2c: self.h2c.clone() }
+        Self { client: self.client.clone(), h2c: self.h2c.clone(), upgrade: self.upgrade.clone() }
     }
 }
 
-fn clients<C, B>(connector: C) -> (Client<C, B>, Client<C, B>)
+fn pool<C, B>(connector: C, h2c: bool) -> Client<C, B>
 where
     C: Connect + Clone + Send + Sync + 'static,
     B: Body + Send + 'static + Unpin,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let idle = Duration::from_secs(90);
-    let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle).build(connector.clone());
-    let h2c = Client::builder(TokioExecutor::new()).pool_idle_timeout(idle).http2_only(true).build(connector);
-    (client, h2c)
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(h2c).build(connector)
 }
 
 /// Whether a request is gRPC (its content type says so).
 fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<B, C> HttpClient<B, C>
@@ -70,10 +72,14 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// A client over `connector`.
+    /// A client over `connector` (upgrades too).
     pub fn with_connector(connector: C) -> Self {
-        let (client, h2c) = clients(connector);
-        Self { client, h2c }
+        Self::with_connectors(connector.clone(), connector)
+    }
+
+    /// A client over `connector`, with upgrades over `upgrade` (which must speak HTTP/1.1).
+    pub fn with_connectors(connector: C, upgrade: C) -> Self {
+        Self { client: pool(connector.clone(), false), h2c: pool(connector, true), upgrade: pool(upgrade, false) }
     }
 }
 
@@ -119,15 +125,30 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> ClientFuture {
+        if is_upgrade(&req) {
+            let downstream = req.extensions_mut().remove::<OnUpgrade>();
+            *req.version_mut() = Version::HTTP_11;
+            return ClientFuture { fut: self.upgrade.request(req), downstream };
+        }
         if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && is_grpc(&req) {
             *req.version_mut() = Version::HTTP_2;
-            return ClientFuture { fut: self.h2c.request(req) };
+            return ClientFuture { fut: self.h2c.request(req), downstream: None };
         }
         // HTTP/2 is used when the connection negotiates it; the request's own version
         // (the downstream's) must not make an HTTP/1.1 upstream refuse it.
         *req.version_mut() = Version::HTTP_11;
-        ClientFuture { fut: self.client.request(req) }
+        ClientFuture { fut: self.client.request(req), downstream: None }
     }
+}
+
+/// An HTTP/1.1 upgrade request: `Upgrade` named in `Connection`.
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
 pin_project! {
@@ -135,6 +156,8 @@ pin_project! {
     pub struct ClientFuture {
         #[pin]
         fut: ResponseFuture,
+        // The caller's side of an upgrade request.
+        downstream: Option<OnUpgrade>,
     }
 }
 
@@ -142,10 +165,33 @@ impl Future for ClientFuture {
     type Output = Result<Response<BoxBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(match ready!(self.project().fut.poll(cx)) {
-            Ok(rsp) => Ok(rsp.map(boxed)),
+        let this = self.project();
+        Poll::Ready(match ready!(this.fut.poll(cx)) {
+            Ok(mut rsp) => {
+                if rsp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(downstream) = this.downstream.take()
+                {
+                    tokio::spawn(splice(downstream, hyper::upgrade::on(&mut rsp)));
+                }
+                Ok(rsp.map(boxed))
+            }
             Err(e) if e.is_connect() => Err(Box::new(ConnectFailure { source: Box::new(e) })),
             Err(e) => Err(Box::new(e)),
         })
+    }
+}
+
+/// Once both sides have switched protocols, copy bytes both ways until either closes.
+async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
 }

@@ -79,8 +79,24 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
 
 /// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS),
 /// a configured balancer (auto mTLS, plaintext-only endpoints, ejection hook) and retry
-/// layer (budget, retry hook).
+/// layer (budget, retry hook). Upgrades use `connector` too: see
+/// [`client_stack_with_connectors`] when it may negotiate HTTP/2.
 pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLayer, retry: RetryLayer) -> MeshClient
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    client_stack_with_connectors(table, connector.clone(), connector, balance, retry)
+}
+
+/// [`client_stack_with`], with upgrade requests (WebSocket) over `upgrade`, a connector
+/// that speaks HTTP/1.1 only (mesh-mtls's `MeshConnector::http1_only`).
+pub fn client_stack_with_connectors<C>(
+    table: TableHandle,
+    connector: C,
+    upgrade: C,
+    balance: BalanceLayer,
+    retry: RetryLayer,
+) -> MeshClient
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -93,7 +109,7 @@ where
         .layer(TimeoutLayer::new())
         .layer(retry)
         .layer(balance)
-        .service(HttpClient::<RetryBody<BoxBody>, C>::with_connector(connector));
+        .service(HttpClient::<RetryBody<BoxBody>, C>::with_connectors(connector, upgrade));
     BoxCloneSyncService::new(stack)
 }
 

@@ -312,3 +312,79 @@ pub async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
 pub fn path(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// WebSocket (RFC 6455), as much as an echo test needs.
+pub mod ws {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    fn base64(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// `Sec-WebSocket-Accept` for a key.
+    pub fn accept(key: &str) -> String {
+        let d = ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+        );
+        base64(d.as_ref())
+    }
+
+    /// Write one final text frame (masked when a client sends it).
+    pub async fn write_text(io: &mut (impl AsyncWrite + Unpin), text: &str, mask: Option<[u8; 4]>) {
+        let payload = text.as_bytes();
+        assert!(payload.len() < 126);
+        let mut frame = vec![0x81, u8::try_from(payload.len()).unwrap() | if mask.is_some() { 0x80 } else { 0 }];
+        match mask {
+            Some(m) => {
+                frame.extend_from_slice(&m);
+                frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+            }
+            None => frame.extend_from_slice(payload),
+        }
+        io.write_all(&frame).await.unwrap();
+        io.flush().await.unwrap();
+    }
+
+    /// Read one small frame's text (unmasking it).
+    pub async fn read_text(io: &mut (impl AsyncRead + Unpin)) -> String {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0x81, "a final text frame");
+        let len = usize::from(head[1] & 0x7f);
+        assert!(len < 126);
+        let mask = if head[1] & 0x80 != 0 {
+            let mut m = [0u8; 4];
+            io.read_exact(&mut m).await.unwrap();
+            Some(m)
+        } else {
+            None
+        };
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.unwrap();
+        if let Some(m) = mask {
+            payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+        }
+        String::from_utf8(payload).unwrap()
+    }
+
+    /// RFC 6455 §1.3 gives this pair.
+    #[test]
+    fn the_rfc_example_key() {
+        assert_eq!(accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}
