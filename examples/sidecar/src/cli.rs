@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use mesh_core::api::Labels;
 
+use crate::gateway::Listen;
+
 /// The mesh's sidecar proxy: outbound routing for the local app, inbound mTLS and policy in
 /// front of it, and an admin endpoint; configured by Istio YAML files, reloaded on change.
 #[derive(Debug, Parser)]
@@ -31,26 +33,28 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ADDR")]
     pub(crate) admin: Option<SocketAddr>,
 
-    /// The workload's namespace.
-    #[arg(long, value_name = "NS", default_value = "default")]
-    pub(crate) namespace: String,
+    /// The workload's namespace (`default`; for a gateway, `istio-system`).
+    #[arg(long, value_name = "NS")]
+    pub(crate) namespace: Option<String>,
 
-    /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them).
-    #[arg(long, value_name = "K=V,...", value_parser = parse_labels, default_value = "")]
-    pub(crate) workload_labels: Labels,
+    /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them);
+    /// for a gateway, by default its Gateway's selector.
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
+    pub(crate) workload_labels: Option<Labels>,
 
     /// The workload's service account (its SPIFFE identity); by default the one of the
     /// Deployment whose pod labels these are, else `default`.
     #[arg(long, value_name = "SA")]
     pub(crate) service_account: Option<String>,
 
-    /// Run as the ingress gateway `NS/NAME` (not implemented in this build: refused).
-    #[arg(long, value_name = "NS/NAME", requires = "listen")]
+    /// Run as the ingress gateway serving the Gateway resource `NS/NAME`.
+    #[arg(long, value_name = "NS/NAME", requires = "listen", conflicts_with_all = ["outbound", "inbound"])]
     pub(crate) gateway: Option<String>,
 
-    /// The gateway's listening address.
-    #[arg(long, value_name = "ADDR", requires = "gateway")]
-    pub(crate) listen: Option<SocketAddr>,
+    /// The gateway's listening address, for the Gateway server whose port is the address's
+    /// port (or the only one); `PORT=ADDR` names the server port (repeat per port).
+    #[arg(long, value_name = "[PORT=]ADDR", requires = "gateway")]
+    pub(crate) listen: Vec<Listen>,
 
     // ---- Added flags (not pinned by the issue) ----
     /// Where a workload (a Deployment) runs on this machine: `NS/WORKLOAD=ADDR`, the address
@@ -67,6 +71,11 @@ pub(crate) struct Args {
     /// sidecar on this machine issues its workload certificate from it.
     #[arg(long, value_name = "DIR", default_value = ".mesh/ca")]
     pub(crate) ca_dir: PathBuf,
+
+    /// Where a gateway finds `credentialName` secrets: `DIR/NAME/tls.crt`, `tls.key` and
+    /// `ca.crt`.
+    #[arg(long, value_name = "DIR", default_value = ".mesh/credentials")]
+    pub(crate) credential_dir: PathBuf,
 
     /// The SPIFFE trust domain.
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
@@ -159,7 +168,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.config, [PathBuf::from("a.yaml"), PathBuf::from("dir")]);
-        assert_eq!(a.workload_labels.get("version").map(String::as_str), Some("v2"));
+        assert_eq!(a.workload_labels.unwrap().get("version").map(String::as_str), Some("v2"));
         assert_eq!(a.endpoints, [("default".into(), "ratings-v1".into(), "127.0.0.1:9081".parse().unwrap())]);
         assert_eq!(a.drain_timeout, Duration::from_secs(5));
     }
@@ -177,5 +186,38 @@ mod tests {
                 .contains("--app")
         );
         assert!(err(&["mesh-sidecar", "--config", "a"]).contains("--outbound"));
+        assert!(
+            err(&[
+                "mesh-sidecar",
+                "--config",
+                "a",
+                "--gateway",
+                "d/g",
+                "--listen",
+                "1.2.3.4:1",
+                "--outbound",
+                "1.2.3.4:2"
+            ])
+            .contains("cannot be used with")
+        );
+        assert!(err(&["mesh-sidecar", "--config", "a", "--gateway", "d/g"]).contains("--listen"));
+    }
+
+    #[test]
+    fn a_gateway_needs_no_outbound_and_listens_per_port() {
+        let a = Args::try_parse_from([
+            "mesh-sidecar",
+            "--config",
+            "a",
+            "--gateway",
+            "default/bookinfo-gateway",
+            "--listen",
+            "127.0.0.1:8080",
+            "--listen",
+            "443=127.0.0.1:8443",
+        ])
+        .unwrap();
+        assert_eq!(a.listen.len(), 2);
+        assert_eq!(a.listen[1].port, Some(443));
     }
 }

@@ -49,6 +49,7 @@ impl Me {
         labels: &Labels,
         workload: Option<&str>,
         service_account: Option<&str>,
+        default_service_account: &str,
         trust_domain: &str,
     ) -> Result<Self, String> {
         // The named Deployment, else the one whose pod labels include all of `labels`
@@ -74,16 +75,18 @@ impl Me {
         };
         let name =
             workload.map(str::to_string).or_else(|| deployment.map(|d| d.metadata.name.clone())).unwrap_or_else(|| {
-                match (labels.get("app"), labels.get("version")) {
-                    (Some(app), Some(v)) => format!("{app}-{v}"),
-                    (Some(app), None) => app.clone(),
+                match (labels.get("app"), labels.get("version"), labels.get("istio")) {
+                    (Some(app), Some(v), _) => format!("{app}-{v}"),
+                    (Some(app), None, _) => app.clone(),
+                    // Istio's gateways: `istio: ingressgateway` is `istio-ingressgateway`.
+                    (None, _, Some(gw)) => format!("istio-{gw}"),
                     _ => "unknown".into(),
                 }
             });
         let sa = service_account
             .map(str::to_string)
             .or_else(|| deployment.and_then(|d| d.spec.template.spec.service_account_name.clone()))
-            .unwrap_or_else(|| "default".into());
+            .unwrap_or_else(|| default_service_account.into());
         let identity = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
             .parse()
             .map_err(|e| format!("service account `{sa}` in namespace `{namespace}`: {e}"))?;
@@ -220,17 +223,32 @@ spec:
 
     #[test]
     fn the_deployment_with_these_pod_labels_names_the_workload_and_its_identity() {
-        let me = Me::resolve(&snapshot(), "shop", &labels(&[("app", "reviews"), ("version", "v2")]), None, None, "td")
-            .unwrap();
+        let me = Me::resolve(
+            &snapshot(),
+            "shop",
+            &labels(&[("app", "reviews"), ("version", "v2")]),
+            None,
+            None,
+            "default",
+            "td",
+        )
+        .unwrap();
         assert_eq!(me.workload, "reviews-v2");
         assert_eq!(me.identity.to_string(), "spiffe://td/ns/shop/sa/bookinfo-reviews");
     }
 
     #[test]
     fn flags_win_and_unknown_workloads_fall_back_to_their_labels() {
-        let me =
-            Me::resolve(&snapshot(), "shop", &labels(&[("app", "reviews")]), None, Some("custom"), "cluster.local")
-                .unwrap();
+        let me = Me::resolve(
+            &snapshot(),
+            "shop",
+            &labels(&[("app", "reviews")]),
+            None,
+            Some("custom"),
+            "default",
+            "cluster.local",
+        )
+        .unwrap();
         // `app=reviews` alone matches the Deployment's pod labels (a subset).
         assert_eq!((me.workload.as_str(), me.service_account.as_str()), ("reviews-v2", "custom"));
         let other = Me::resolve(
@@ -239,9 +257,14 @@ spec:
             &labels(&[("app", "x"), ("version", "v9")]),
             None,
             None,
+            "default",
             "cluster.local",
         )
         .unwrap();
         assert_eq!((other.workload.as_str(), other.service_account.as_str()), ("x-v9", "default"));
+        let gw =
+            Me::resolve(&snapshot(), "istio-system", &labels(&[("istio", "ingressgateway")]), None, None, "gw", "td")
+                .unwrap();
+        assert_eq!((gw.workload.as_str(), gw.service_account.as_str()), ("istio-ingressgateway", "gw"));
     }
 }

@@ -13,6 +13,7 @@
 mod admin;
 mod cli;
 mod control;
+mod gateway;
 mod inbound;
 mod outbound;
 mod serve;
@@ -30,9 +31,11 @@ use mesh_core::{
     registry::Locator,
     source::{DirectoryOptions, InitialLoadError},
 };
-use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, connector::MeshConnector, store::CertStore};
+use mesh_mtls::{
+    accept::MtlsAcceptor, ca::CertificateAuthority, config, connector::MeshConnector, peer_auth::Mode, store::CertStore,
+};
 use mesh_route::{
-    layer::{BalanceLayer, RetryLayer, client_stack_with_connectors},
+    layer::{BalanceLayer, RetryLayer, RouteLayer, client_stack_with_connectors},
     policy::ProxyContext,
 };
 use mesh_telemetry::{
@@ -103,19 +106,40 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let snapshot = source.snapshots().borrow().clone();
+    // A gateway defaults to Istio's ingress gateway: its namespace, the Gateway's selector
+    // as its labels, its service account.
+    let gateway_selector = match &args.gateway {
+        Some(g) => {
+            let (ns, name) = g.split_once('/').ok_or_else(|| format!("--gateway `{g}` is not NS/NAME"))?;
+            match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
+                Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
+                _ => return Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+            }
+        }
+        None => None,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
+    let labels = args.workload_labels.clone().or_else(|| gateway_selector.clone()).unwrap_or_default();
     let me = Me::resolve(
         &snapshot,
-        &args.namespace,
-        &args.workload_labels,
+        &namespace,
+        &labels,
         args.workload.as_deref(),
         args.service_account.as_deref(),
+        if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
         &args.trust_domain,
     )?;
     let mut locator = Locator::new();
     for (ns, workload, addr) in &args.endpoints {
         locator.insert(ns, workload, *addr);
     }
-    let ctx = ProxyContext::sidecar(&me.namespace, me.labels.clone());
+    let ctx = match args.gateway.as_deref().and_then(|g| g.split_once('/')) {
+        Some((ns, name)) => ProxyContext::gateway(ns, name),
+        None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
+    };
     let control = Control::new(snapshot, me.clone(), locator, ctx, &args.trust_domain);
     control.follow(source.snapshots());
     tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
@@ -156,19 +180,45 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         .with_auto_mtls(true)
         .with_plaintext_endpoints(control.plaintext.clone())
         .with_on_ejection(metrics.proxy.ejection_hook());
-    if let Some(addr) = args.outbound {
-        let connector = MeshConnector::mtls(store.clone(), roots.clone(), control.naming.clone());
-        let client = client_stack_with_connectors(
-            control.table.clone(),
+    let connector = MeshConnector::mtls(store.clone(), roots.clone(), control.naming.clone());
+    let client = |route: RouteLayer| {
+        client_stack_with_connectors(
+            route,
             connector.clone(),
-            connector.http1_only(),
+            connector.clone().http1_only(),
             balance.clone(),
             RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
-        );
+        )
+    };
+    if let Some(addr) = args.outbound {
         let listener = bind("outbound", addr).await?;
         announce("outbound", &listener);
-        let svc = outbound::stack(telemetry(Reporter::Source), client);
+        let svc = outbound::stack(telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
         servers.push(tokio::spawn(serve("outbound", listener, Accept::Plain, svc, stop.clone())));
+    }
+
+    // Gateway: one listener per `--listen`, routing by its Gateway server port.
+    if let Some(gw) = &args.gateway {
+        let creds =
+            gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
+        for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
+            let name = format!("gateway {}", plan.port);
+            let listener = bind(&name, plan.addr).await?;
+            announce(&name, &listener);
+            let route = RouteLayer::new(control.table.clone())
+                .with_listener_port(plan.port)
+                .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
+            let svc = if plan.https_redirect {
+                gateway::https_redirect()
+            } else {
+                outbound::stack(telemetry(Reporter::Source), client(route))
+            };
+            let accept = match plan.tls {
+                Some(config) => Accept::Mtls { acceptor: MtlsAcceptor::new(config), mode: Arc::new(|| Mode::Strict) },
+                None => Accept::Plain,
+            };
+            servers.push(tokio::spawn(serve("gateway", listener, accept, svc, stop.clone())));
+        }
     }
 
     // Inbound.

@@ -85,13 +85,14 @@ pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLa
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    client_stack_with_connectors(table, connector.clone(), connector, balance, retry)
+    client_stack_with_connectors(RouteLayer::new(table), connector.clone(), connector, balance, retry)
 }
 
-/// [`client_stack_with`], with upgrade requests (WebSocket) over `upgrade`, a connector
-/// that speaks HTTP/1.1 only (mesh-mtls's `MeshConnector::http1_only`).
+/// [`client_stack_with`] with a configured router (a gateway's listener port, default
+/// scheme), and upgrade requests (WebSocket) over `upgrade`, a connector that speaks
+/// HTTP/1.1 only (mesh-mtls's `MeshConnector::http1_only`).
 pub fn client_stack_with_connectors<C>(
-    table: TableHandle,
+    route: RouteLayer,
     connector: C,
     upgrade: C,
     balance: BalanceLayer,
@@ -104,7 +105,7 @@ where
         BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
     let stack = ServiceBuilder::new()
         .layer(RescueLayer::new())
-        .layer(RouteLayer::new(table).with_mirror(mirror))
+        .layer(route.with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::new())
         .layer(retry)

@@ -58,6 +58,8 @@ pub struct Sidecar {
     pub outbound: Option<SocketAddr>,
     pub inbound: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Gateway listeners by server port.
+    pub gateway: BTreeMap<u16, SocketAddr>,
     /// Access log lines (stdout).
     pub access_log: Arc<Mutex<Vec<String>>>,
     /// Diagnostics (stderr).
@@ -68,17 +70,23 @@ pub struct Sidecar {
 pub struct Spec<'a> {
     pub labels: &'a str,
     pub app: Option<SocketAddr>,
+    /// `--gateway NS/NAME` and the Gateway server ports to listen for (on free ports).
+    pub gateway: Option<(&'a str, Vec<u16>)>,
     pub endpoints: Vec<String>,
     pub extra: Vec<String>,
 }
 
 impl<'a> Spec<'a> {
     pub fn client(labels: &'a str) -> Self {
-        Self { labels, app: None, endpoints: Vec::new(), extra: Vec::new() }
+        Self { labels, app: None, gateway: None, endpoints: Vec::new(), extra: Vec::new() }
     }
 
     pub fn server(labels: &'a str, app: SocketAddr) -> Self {
-        Self { labels, app: Some(app), endpoints: Vec::new(), extra: Vec::new() }
+        Self { app: Some(app), ..Self::client(labels) }
+    }
+
+    pub fn gateway(name: &'a str, ports: &[u16]) -> Self {
+        Self { gateway: Some((name, ports.to_vec())), ..Self::client("") }
     }
 
     /// `--endpoint default/<workload>=<addr>`.
@@ -96,13 +104,19 @@ impl<'a> Spec<'a> {
 impl Sidecar {
     pub fn start(mesh: &Mesh, spec: Spec<'_>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
-        cmd.arg("--config")
-            .arg(mesh.config())
-            .args(["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--workload-labels", spec.labels])
-            .arg("--ca-dir")
-            .arg(mesh.ca())
-            .args(["--log-level", "info"]);
+        cmd.arg("--config").arg(mesh.config()).args(["--admin", "127.0.0.1:0"]);
+        match &spec.gateway {
+            Some((name, ports)) => {
+                cmd.args(["--gateway", name]);
+                for p in ports {
+                    cmd.args(["--listen", &format!("{p}=127.0.0.1:0")]);
+                }
+            }
+            None => {
+                cmd.args(["--outbound", "127.0.0.1:0", "--workload-labels", spec.labels]);
+            }
+        }
+        cmd.arg("--ca-dir").arg(mesh.ca()).args(["--log-level", "info"]);
         if let Some(app) = spec.app {
             cmd.args(["--inbound", "127.0.0.1:0", "--app", &app.to_string()]);
         }
@@ -133,7 +147,11 @@ impl Sidecar {
                 sink.lock().unwrap().push(line);
             }
         });
-        let want = if spec.app.is_some() { 3 } else { 2 };
+        let want = match &spec.gateway {
+            Some((_, ports)) => 1 + ports.len(),
+            None if spec.app.is_some() => 3,
+            None => 2,
+        };
         let mut addrs = BTreeMap::new();
         while addrs.len() < want {
             match rx.recv_timeout(Duration::from_secs(30)) {
@@ -151,6 +169,10 @@ impl Sidecar {
             outbound: addrs.get("outbound").copied(),
             inbound: addrs.get("inbound").copied(),
             admin: addrs.get("admin").copied(),
+            gateway: addrs
+                .iter()
+                .filter_map(|(name, a)| Some((name.strip_prefix("gateway ")?.parse().ok()?, *a)))
+                .collect(),
             access_log,
             log,
         }
@@ -296,6 +318,16 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`.
+pub fn total(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Wait until `f` holds (checked every 50 ms, up to 10 s).

@@ -1,0 +1,276 @@
+//! The ingress gateway: the Gateway resource's servers (port, hosts, TLS) as listeners,
+//! each routing by the VirtualServices bound to the Gateway toward the mesh.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use mesh_core::{
+    BoxBody, BoxError, Snapshot,
+    api::{Kind, Resource, Server, ServerTlsMode, ServerTlsSettings},
+};
+use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tower::util::BoxCloneSyncService;
+
+/// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listen {
+    /// The Gateway server port this address serves; `None`: the one whose number is the
+    /// address's port, or the only one.
+    pub(crate) port: Option<u16>,
+    pub(crate) addr: SocketAddr,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (port, addr) = match s.split_once('=') {
+            Some((p, a)) => (Some(p.parse::<u16>().map_err(|e| format!("`{p}` is not a port: {e}"))?), a),
+            None => (None, s),
+        };
+        let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+        Ok(Self { port, addr })
+    }
+}
+
+/// One listener of the gateway.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The Gateway server port (routes are selected by it).
+    pub(crate) port: u16,
+    pub(crate) addr: SocketAddr,
+    /// TLS termination (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL).
+    pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// `tls.httpsRedirect`: every request gets a 301 to `https`.
+    pub(crate) https_redirect: bool,
+}
+
+/// Where `credentialName` secrets live on this machine: `DIR/NAME/tls.crt`, `tls.key`
+/// and, for MUTUAL, `ca.crt` (or `DIR/NAME-cacert/ca.crt`), as Istio mounts them.
+#[derive(Clone, Debug)]
+pub(crate) struct Credentials {
+    pub(crate) dir: PathBuf,
+    /// The mesh's own certificate and roots, for ISTIO_MUTUAL.
+    pub(crate) mesh: Option<(Arc<mesh_mtls::store::CertStore>, Arc<RootCertStore>)>,
+}
+
+/// The listeners for `--gateway NS/NAME` and its `--listen` addresses.
+pub(crate) fn plan(
+    snapshot: &Snapshot,
+    gateway: &str,
+    listens: &[Listen],
+    creds: &Credentials,
+) -> Result<Vec<Plan>, String> {
+    let (ns, name) = gateway.split_once('/').ok_or_else(|| format!("--gateway `{gateway}` is not NS/NAME"))?;
+    let Some(resource) = snapshot.get(Kind::Gateway, ns, name) else {
+        return Err(format!("--gateway {ns}/{name}: no such Gateway in the config"));
+    };
+    let Resource::Gateway(gw) = &**resource else { unreachable!("a Gateway key holds a Gateway") };
+    let ports: Vec<u16> = {
+        let mut p: Vec<u16> = gw.spec.servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
+        p.dedup();
+        p
+    };
+    let mut plans = Vec::new();
+    for l in listens {
+        let port = match l.port {
+            Some(p) => p,
+            None if ports.contains(&l.addr.port()) => l.addr.port(),
+            None if ports.len() == 1 => ports[0],
+            None => {
+                return Err(format!(
+                    "--listen {}: Gateway {ns}/{name} has servers on ports {ports:?}; say which with --listen PORT={}",
+                    l.addr, l.addr
+                ));
+            }
+        };
+        let servers: Vec<&Server> = gw.spec.servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
+        let Some(first) = servers.first() else {
+            return Err(format!("--listen {port}={}: Gateway {ns}/{name} has no server on port {port}", l.addr));
+        };
+        let protocol = first.port.protocol.to_ascii_uppercase();
+        if !matches!(protocol.as_str(), "HTTP" | "HTTPS" | "HTTP2" | "GRPC") {
+            return Err(format!(
+                "Gateway {ns}/{name} port {port}: protocol {protocol} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)"
+            ));
+        }
+        let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
+        let tls = match first.tls.as_ref().filter(|t| t.mode.is_some()) {
+            Some(t) => Some(server_tls(t, creds, &context)?),
+            None if protocol == "HTTPS" => return Err(format!("{context}: HTTPS needs tls settings")),
+            None => None,
+        };
+        if servers.iter().skip(1).any(|s| s.tls != first.tls) {
+            tracing::warn!(
+                "{context}: several servers with different TLS settings share the port; the first one's are used"
+            );
+        }
+        let https_redirect = first.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
+        plans.push(Plan { port, addr: l.addr, tls, https_redirect });
+    }
+    Ok(plans)
+}
+
+fn read(path: &Path, context: &str, field: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{context}: {field} {}: {e}", path.display()))
+}
+
+fn certs(pem: &[u8], path: &Path, context: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{context}: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{context}: {} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration for a server's `tls` block.
+fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Result<Arc<ServerConfig>, String> {
+    let provider = mesh_mtls::store::provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{context}: {e}"))?;
+    let mode = t.mode.unwrap_or(ServerTlsMode::Simple);
+    let mut config = match mode {
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
+            return Err(format!(
+                "{context}: tls.mode {mode:?} (TLS passthrough by SNI) is not supported by this gateway; terminate with SIMPLE or MUTUAL"
+            ));
+        }
+        ServerTlsMode::IstioMutual => {
+            let (store, roots) =
+                creds.mesh.clone().ok_or_else(|| format!("{context}: ISTIO_MUTUAL needs the mesh CA"))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| format!("{context}: {e}"))?;
+            builder.with_client_cert_verifier(verifier).with_cert_resolver(store)
+        }
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+            let (cert_path, key_path, ca_path) = match &t.credential_name {
+                Some(name) => {
+                    let d = creds.dir.join(name);
+                    let ca = [d.join("ca.crt"), creds.dir.join(format!("{name}-cacert")).join("ca.crt")]
+                        .into_iter()
+                        .find(|p| p.exists());
+                    (d.join("tls.crt"), d.join("tls.key"), ca)
+                }
+                None => {
+                    let field = |v: &Option<String>, f: &str| {
+                        v.as_deref()
+                            .map(PathBuf::from)
+                            .ok_or_else(|| format!("{context}: tls.mode {mode:?} needs tls.credentialName or tls.{f}"))
+                    };
+                    (
+                        field(&t.server_certificate, "serverCertificate")?,
+                        field(&t.private_key, "privateKey")?,
+                        t.ca_certificates.as_deref().map(PathBuf::from),
+                    )
+                }
+            };
+            let chain = certs(&read(&cert_path, context, "certificate")?, &cert_path, context)?;
+            let key = PrivateKeyDer::from_pem_slice(&read(&key_path, context, "private key")?)
+                .map_err(|e| format!("{context}: {}: {e}", key_path.display()))?;
+            let builder = if mode == ServerTlsMode::Simple {
+                builder.with_no_client_auth()
+            } else {
+                let ca_path = ca_path.ok_or_else(|| {
+                    format!("{context}: tls.mode {mode:?} needs client CA certificates (tls.caCertificates or ca.crt)")
+                })?;
+                let mut roots = RootCertStore::empty();
+                for c in certs(&read(&ca_path, context, "CA certificates")?, &ca_path, context)? {
+                    roots.add(c).map_err(|e| format!("{context}: {}: {e}", ca_path.display()))?;
+                }
+                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let v = if mode == ServerTlsMode::OptionalMutual { v.allow_unauthenticated() } else { v };
+                builder.with_client_cert_verifier(v.build().map_err(|e| format!("{context}: {e}"))?)
+            };
+            builder.with_single_cert(chain, key).map_err(|e| format!("{context}: {e}"))?
+        }
+    };
+    config.alpn_protocols = mesh_mtls::config::ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// `httpsRedirect`: 301 to the same host and path over https.
+pub(crate) fn https_redirect() -> BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError> {
+    BoxCloneSyncService::new(tower::service_fn(|req: Request<Incoming>| {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut rsp = Response::new(mesh_core::body::empty());
+        *rsp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+            rsp.headers_mut().insert(header::LOCATION, v);
+        }
+        std::future::ready(Ok::<_, BoxError>(rsp))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::load::{LoadOptions, load_str};
+
+    const GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: missing}
+  - port: {number: 8443, name: passthrough, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+"#;
+
+    fn snapshot() -> Snapshot {
+        let loaded = load_str("gw.yaml", GATEWAY, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        loaded.into_snapshot()
+    }
+
+    fn creds() -> Credentials {
+        Credentials { dir: PathBuf::from("/nonexistent"), mesh: None }
+    }
+
+    #[test]
+    fn listen_addresses_map_to_server_ports() {
+        let l = |s: &str| s.parse::<Listen>().unwrap();
+        let plans = plan(&snapshot(), "default/gw", &[l("127.0.0.1:80"), l("80=127.0.0.1:8080")], &creds()).unwrap();
+        assert_eq!(plans.iter().map(|p| p.port).collect::<Vec<_>>(), [80, 80]);
+        let err = plan(&snapshot(), "default/gw", &[l("127.0.0.1:9999")], &creds()).unwrap_err();
+        assert!(err.contains("say which with --listen PORT=127.0.0.1:9999"), "{err}");
+        assert!("x=1.2.3.4:5".parse::<Listen>().is_err());
+    }
+
+    #[test]
+    fn what_cannot_be_served_is_refused_with_the_reason() {
+        let l = |s: &str| s.parse::<Listen>().unwrap();
+        let err = plan(&snapshot(), "default/gw", &[l("443=127.0.0.1:0")], &creds()).unwrap_err();
+        assert!(err.contains("port 443") && err.contains("/nonexistent/missing/tls.crt"), "{err}");
+        let err = plan(&snapshot(), "default/gw", &[l("8443=127.0.0.1:0")], &creds()).unwrap_err();
+        assert!(err.contains("protocol TLS"), "{err}");
+        let err = plan(&snapshot(), "default/nope", &[], &creds()).unwrap_err();
+        assert!(err.contains("no such Gateway"), "{err}");
+    }
+}

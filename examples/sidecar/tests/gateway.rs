@@ -1,0 +1,178 @@
+//! mesh-sidecar as the ingress gateway: Istio's "ingress gateways" and "secure gateways"
+//! tasks on loopback, certificates made with openssl and requests sent with curl, as the
+//! tutorial does.
+
+mod support;
+
+use std::{path::Path, process::Command};
+
+use support::*;
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: productpage}
+spec: {ports: [{port: 9080, name: http}], selector: {app: productpage}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: productpage-v1}
+spec:
+  selector: {matchLabels: {app: productpage, version: v1}}
+  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {serviceAccountName: bookinfo-productpage, containers: [{name: p}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: SIMPLE, credentialName: bookinfo-credential}
+  - port: {number: 8443, name: https-mutual, protocol: HTTPS}
+    hosts: [bookinfo.example.com]
+    tls: {mode: MUTUAL, credentialName: bookinfo-credential}
+  - port: {number: 8000, name: http-redirect, protocol: HTTP}
+    hosts: [bookinfo.example.com]
+    tls: {httpsRedirect: true}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}]
+    route: [{destination: {host: productpage, port: {number: 9080}}}]
+"#;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A root CA, a server certificate for bookinfo.example.com and a client certificate, in
+/// `credentials/bookinfo-credential/{tls.crt,tls.key,ca.crt}` as Istio mounts a secret.
+fn certificates(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut args = vec!["req", "-x509", "-sha256", "-days", "2", "-subj", "/O=example Inc./CN=example.com"];
+    args.extend(ec);
+    args.extend(["-keyout", "example.com.key", "-out", "example.com.crt"]);
+    openssl(dir, &args);
+    for (who, ext) in
+        [("bookinfo", "subjectAltName=DNS:bookinfo.example.com"), ("client", "extendedKeyUsage=clientAuth")]
+    {
+        let mut args = vec!["req", "-out", "x.csr", "-subj"];
+        let subject = format!("/CN={who}.example.com");
+        args.push(&subject);
+        args.extend(ec);
+        let key = format!("{who}.key");
+        args.extend(["-keyout", &key]);
+        openssl(dir, &args);
+        std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+        let cert = format!("{who}.crt");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-sha256",
+                "-days",
+                "2",
+                "-CA",
+                "example.com.crt",
+                "-CAkey",
+                "example.com.key",
+                "-set_serial",
+                "1",
+                "-in",
+                "x.csr",
+                "-out",
+                &cert,
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+    }
+    let secret = dir.join("credentials/bookinfo-credential");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::copy(dir.join("bookinfo.crt"), secret.join("tls.crt")).unwrap();
+    std::fs::copy(dir.join("bookinfo.key"), secret.join("tls.key")).unwrap();
+    std::fs::copy(dir.join("example.com.crt"), secret.join("ca.crt")).unwrap();
+}
+
+/// curl's status line and body: `-w '%{http_code}'` after the body.
+fn curl(args: &[String]) -> (String, String) {
+    let out = Command::new("curl").args(["-sS", "-w", "\n%{http_code}"]).args(args).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), format!("{body}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_over_http_https_and_mutual_tls_with_curl() {
+    let mesh = Mesh::new(&[("bookinfo.yaml", CONFIG)]);
+    let dir = mesh.dir.path();
+    certificates(dir);
+    let app = App::named("productpage").await;
+    let pp = Sidecar::start(&mesh, Spec::server("app=productpage,version=v1", app.addr));
+    let gw = Sidecar::start(
+        &mesh,
+        Spec::gateway("default/bookinfo-gateway", &[8080, 443, 8443, 8000])
+            .endpoint("productpage-v1", pp.inbound())
+            .arg("--credential-dir")
+            .arg(&path(&dir.join("credentials"))),
+    );
+    let http = gw.gateway[&8080];
+    let r = get(http, "anything.example:80", "/productpage").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "productpage"), "{r:?}");
+    assert_eq!(get(http, "anything.example", "/other").await.status, 404, "no route: 404 NR");
+
+    // SIMPLE TLS, as the secure gateways task checks it.
+    let https = gw.gateway[&443];
+    let resolve = format!("bookinfo.example.com:{}:127.0.0.1", https.port());
+    let url = format!("https://bookinfo.example.com:{}/productpage", https.port());
+    let cacert = path(&dir.join("example.com.crt"));
+    let (code, body) = curl(&["--resolve".into(), resolve.clone(), "--cacert".into(), cacert.clone(), url.clone()]);
+    assert_eq!((code.as_str(), body.as_str()), ("200", "productpage"));
+    // Over HTTP/2 too (ALPN).
+    let (code, _) = curl(&["--http2".into(), "--resolve".into(), resolve, "--cacert".into(), cacert.clone(), url]);
+    assert_eq!(code, "200");
+
+    // MUTUAL: without a client certificate the handshake fails; with one, it passes.
+    let mutual = gw.gateway[&8443];
+    let resolve = format!("bookinfo.example.com:{}:127.0.0.1", mutual.port());
+    let url = format!("https://bookinfo.example.com:{}/productpage", mutual.port());
+    let base = vec!["--resolve".to_string(), resolve, "--cacert".into(), cacert];
+    let (code, err) = curl(&[base.clone(), vec![url.clone()]].concat());
+    assert_eq!(code, "000", "no client certificate must fail the handshake: {err}");
+    let with_cert =
+        vec!["--cert".to_string(), path(&dir.join("client.crt")), "--key".into(), path(&dir.join("client.key")), url];
+    let (code, body) = curl(&[base, with_cert].concat());
+    assert_eq!((code.as_str(), body.as_str()), ("200", "productpage"));
+
+    // httpsRedirect.
+    let r = get(gw.gateway[&8000], "bookinfo.example.com:8000", "/productpage?u=1").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.headers["location"], "https://bookinfo.example.com/productpage?u=1");
+
+    // The gateway reports as Istio's ingress gateway, over mTLS to productpage.
+    eventually("productpage's destination metrics", async || {
+        let text = pp.admin_get("/stats/prometheus").await.body;
+        total(
+            &text,
+            "istio_requests_total",
+            &[
+                ("reporter", "destination"),
+                ("source_workload", "istio-ingressgateway"),
+                ("source_principal", "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"),
+                ("connection_security_policy", "mutual_tls"),
+            ],
+        ) == 4.0
+    })
+    .await;
+}
