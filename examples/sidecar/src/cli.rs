@@ -85,6 +85,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,
 
+    /// Largest request body accepted, in bytes (`0`: no limit): a larger Content-Length
+    /// gets 413, a body streaming past it fails the request.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub(crate) max_request_bytes: u64,
+
     /// Access log: `text` (Envoy's default format), `json` or `off`.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub(crate) access_log: AccessLogFormat,

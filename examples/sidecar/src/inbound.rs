@@ -16,7 +16,7 @@ use mesh_route::layer::{HttpClient, RescueLayer};
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
 
-use crate::control::Control;
+use crate::{control::Control, guard::GuardLayer};
 
 /// The inbound stack as one service.
 pub(crate) type Inbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError>;
@@ -66,9 +66,15 @@ impl Service<Request<BoxBody>> for ToApp {
 
 /// Telemetry, rescue, JWT, authorization, app. `app_port` is the workload port the
 /// policies' `ports` and `portLevelMtls` name.
-pub(crate) fn stack(control: &Arc<Control>, telemetry: TelemetryLayer, app: SocketAddr, authz: AuthzLayer) -> Inbound {
+pub(crate) fn stack(
+    control: &Arc<Control>,
+    guard: GuardLayer,
+    telemetry: TelemetryLayer,
+    app: SocketAddr,
+    authz: AuthzLayer,
+) -> Inbound {
     let svc = ServiceBuilder::new()
-        .map_request(|r: Request<Incoming>| r.map(boxed))
+        .layer(guard)
         .map_response(|r: Response<_>| r.map(boxed))
         .layer(telemetry)
         .layer(RescueLayer::new())

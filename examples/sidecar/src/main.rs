@@ -14,6 +14,7 @@ mod admin;
 mod cli;
 mod control;
 mod gateway;
+mod guard;
 mod inbound;
 mod outbound;
 mod serve;
@@ -172,6 +173,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         }
     };
 
+    let guard = guard::GuardLayer { max_body: args.max_request_bytes };
     let (stop_tx, stop) = watch::channel(false);
     let mut servers = Vec::new();
 
@@ -193,7 +195,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     if let Some(addr) = args.outbound {
         let listener = bind("outbound", addr).await?;
         announce("outbound", &listener);
-        let svc = outbound::stack(telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
+        let svc = outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
         servers.push(tokio::spawn(serve("outbound", listener, Accept::Plain, svc, stop.clone())));
     }
 
@@ -211,7 +213,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             let svc = if plan.https_redirect {
                 gateway::https_redirect()
             } else {
-                outbound::stack(telemetry(Reporter::Source), client(route))
+                outbound::stack(guard, telemetry(Reporter::Source), client(route))
             };
             let accept = match plan.tls {
                 Some(config) => Accept::Mtls { acceptor: MtlsAcceptor::new(config), mode: Arc::new(|| Mode::Strict) },
@@ -232,7 +234,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             mode: Arc::new(move || peer.peer.load().mode(app_port)),
         };
         let authz = AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
-        let svc = inbound::stack(&control, telemetry(Reporter::Destination), app, authz);
+        let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
         let listener = bind("inbound", addr).await?;
         announce("inbound", &listener);
         servers.push(tokio::spawn(serve("inbound", listener, accept, svc, stop.clone())));

@@ -7,6 +7,8 @@
 use http::{Request, Response, header::HeaderName};
 use hyper::body::Incoming;
 use mesh_core::{BoxBody, BoxError, body::boxed};
+
+use crate::guard::GuardLayer;
 use mesh_route::layer::MeshClient;
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
@@ -19,15 +21,16 @@ pub(crate) type Outbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBo
 static PROXY_HEADERS: [HeaderName; 2] =
     [HeaderName::from_static("proxy-connection"), http::header::PROXY_AUTHORIZATION];
 
-fn strip_proxy_headers(mut req: Request<Incoming>) -> Request<BoxBody> {
+fn strip_proxy_headers(mut req: Request<BoxBody>) -> Request<BoxBody> {
     for h in &PROXY_HEADERS {
         req.headers_mut().remove(h);
     }
-    req.map(boxed)
+    req
 }
 
-pub(crate) fn stack(telemetry: TelemetryLayer, client: MeshClient) -> Outbound {
+pub(crate) fn stack(guard: GuardLayer, telemetry: TelemetryLayer, client: MeshClient) -> Outbound {
     let svc = ServiceBuilder::new()
+        .layer(guard)
         .map_request(strip_proxy_headers)
         .map_response(|r: Response<_>| r.map(boxed))
         .layer(telemetry)

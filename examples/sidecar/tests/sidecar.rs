@@ -555,3 +555,154 @@ async fn a_websocket_echo_through_two_sidecars() {
         assert_eq!(ws::read_text(&mut tcp).await, word.to_uppercase());
     }
 }
+
+/// Raw bytes in, the whole answer out (until the proxy closes or 2 s pass).
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_or_oversized_requests_get_a_clear_4xx() {
+    let mesh = Mesh::new(&standard());
+    let app = App::named("reviews-v1").await;
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let pp = Sidecar::start(
+        &mesh,
+        Spec::client("app=productpage,version=v1")
+            .endpoint("reviews-v1", v1.inbound())
+            .arg("--max-request-bytes")
+            .arg("1000"),
+    );
+    let out = pp.outbound();
+    // Request smuggling: Content-Length and Transfer-Encoding together, then a second
+    // request hidden in the body. Read as chunked (RFC 9112 §6.1), one response, the
+    // connection closed: the hidden request is never served.
+    let smuggle = raw(
+        out,
+        b"POST /reviews/0 HTTP/1.1\r\nHost: reviews:9080\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /hidden HTTP/1.1\r\nHost: reviews:9080\r\n\r\n",
+    )
+    .await;
+    assert_eq!(smuggle.matches("HTTP/1.1").count(), 1, "{smuggle}");
+    assert!(smuggle.contains("connection: close"), "{smuggle}");
+    let two_hosts = raw(out, b"GET / HTTP/1.1\r\nHost: reviews:9080\r\nHost: evil:9080\r\n\r\n").await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400") && two_hosts.contains("more than one Host"), "{two_hosts}");
+    let two_lengths =
+        raw(out, b"POST / HTTP/1.1\r\nHost: reviews:9080\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd").await;
+    assert!(two_lengths.starts_with("HTTP/1.1 400"), "{two_lengths}");
+    let huge_head =
+        raw(out, format!("GET / HTTP/1.1\r\nHost: reviews:9080\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000)).as_bytes())
+            .await;
+    assert!(huge_head.starts_with("HTTP/1.1 431"), "{huge_head}");
+    let too_big = raw(
+        out,
+        format!("POST / HTTP/1.1\r\nHost: reviews:9080\r\nContent-Length: 2000\r\n\r\n{}", "b".repeat(2000)).as_bytes(),
+    )
+    .await;
+    assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
+    // A chunked body that streams past the limit never reaches the app whole.
+    let chunk = format!("{:x}\r\n{}\r\n", 800, "c".repeat(800));
+    let streamed = raw(
+        out,
+        format!("POST / HTTP/1.1\r\nHost: reviews:9080\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(!streamed.starts_with("HTTP/1.1 200"), "{streamed}");
+    assert!(app.seen.lock().unwrap().iter().all(|p| p.uri.path() != "/hidden"));
+    // Within the limits, all is well.
+    assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_local_replies_for_each_upstream_failure() {
+    let extra = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details}
+spec: {ports: [{port: 9080, name: http}], selector: {app: details}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: details-v1}
+spec:
+  selector: {matchLabels: {app: details}}
+  template: {metadata: {labels: {app: details, version: v1}}, spec: {containers: [{name: d}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details}
+spec:
+  hosts: [details]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 300ms
+    route: [{destination: {host: details}}]
+  - match: [{uri: {prefix: /nosubset}}]
+    route: [{destination: {host: details, subset: v9}}]
+  - route: [{destination: {host: details}}]
+    retries: {attempts: 0}
+"#;
+    let mut files = standard();
+    files.push(("extra.yaml", extra));
+    let mesh = Mesh::new(&files);
+    let slow = App::start(Arc::new(|_| (200, "details".into(), Duration::from_secs(2)))).await;
+    let details = Sidecar::start(&mesh, Spec::server("app=details,version=v1", slow.addr));
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let pp = Sidecar::start(
+        &mesh,
+        Spec::client("app=productpage,version=v1")
+            .endpoint("details-v1", details.inbound())
+            .endpoint("reviews-v1", dead),
+    );
+    let out = pp.outbound();
+    let check = async |host: &str, path: &str, status: u16, flag: &str, body: &str| {
+        let r = get(out, host, path).await;
+        assert_eq!(
+            (r.status, r.headers.get("x-mesh-error").map(|v| v.to_str().unwrap())),
+            (status, Some(flag)),
+            "{r:?}"
+        );
+        assert_eq!(r.body, body, "{host}{path}");
+    };
+    // ratings has no endpoint at all.
+    check("ratings:9080", "/", 503, "UH", "no healthy upstream").await;
+    // reviews-v1's address refuses connections (retried by the default policy, then URX).
+    check(
+        "reviews:9080",
+        "/reviews/0",
+        503,
+        "UF,URX",
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+    )
+    .await;
+    check("details:9080", "/slow", 504, "UT", "upstream request timeout").await;
+    check("details:9080", "/nosubset", 503, "NC", "").await;
+    check("nowhere:9080", "/", 404, "NR", "").await;
+    // Each is in the source metrics with its flag.
+    let text = pp.admin_get("/stats/prometheus").await.body;
+    for (code, flags) in [("503", "UH"), ("503", "UF,URX"), ("504", "UT"), ("503", "NC"), ("404", "NR")] {
+        assert_eq!(
+            total(&text, "istio_requests_total", &[("response_code", code), ("response_flags", flags)]),
+            1.0,
+            "{code} {flags}: {text}"
+        );
+    }
+}
