@@ -62,6 +62,11 @@ pub(crate) struct Args {
     #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint)]
     pub(crate) endpoints: Vec<(String, String, SocketAddr)>,
 
+    /// Plain TCP for the app: listen on ADDR and send each connection to the service
+    /// `HOST:PORT` (its VirtualService `tcp` routes apply), over mTLS (repeat per port).
+    #[arg(long = "tcp", value_name = "ADDR=HOST:PORT")]
+    pub(crate) tcp: Vec<crate::tcp::Forward>,
+
     /// The workload's name in telemetry (`destination_workload`); by default the
     /// Deployment whose pod labels match `--workload-labels`.
     #[arg(long, value_name = "NAME")]

@@ -108,6 +108,11 @@ pub(crate) struct Control {
     pub(crate) peer: ArcSwap<PeerAuthn>,
     pub(crate) naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
     pub(crate) plaintext: Arc<ArcSwap<HashSet<SocketAddr>>>,
+    /// The service (FQDN) this workload serves, for destination metrics of TCP connections.
+    pub(crate) inbound_service: ArcSwap<Option<String>>,
+    /// Every port of the services selecting this workload is non-HTTP: inbound connections
+    /// are spliced to the app as TCP.
+    pub(crate) inbound_tcp: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Control {
@@ -124,6 +129,28 @@ struct Compiled {
     peer: PeerAuthn,
     naming: HashMap<SocketAddr, Vec<Identity>>,
     plaintext: HashSet<SocketAddr>,
+    inbound_service: Option<String>,
+    inbound_tcp: bool,
+}
+
+/// Protocols proxied as opaque TCP (Istio's port name prefixes and `appProtocol`s).
+const OPAQUE: [&str; 5] = ["TCP", "MONGO", "MYSQL", "REDIS", "TLS"];
+
+/// The services selecting this workload: the first one's FQDN, and whether all their
+/// ports are non-HTTP.
+fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &Me) -> (Option<String>, bool) {
+    let services: Vec<_> = snapshot
+        .in_namespace(Kind::Service, &me.namespace)
+        .filter_map(|r| match &**r {
+            Resource::Service(s) if !s.spec.selector.is_empty() && labels_match(&s.spec.selector, &me.labels) => {
+                registry.service(&mesh_core::snapshot::resolve_host(&s.metadata.name, &me.namespace)).cloned()
+            }
+            _ => None,
+        })
+        .collect();
+    let tcp =
+        !services.is_empty() && services.iter().flat_map(|s| &s.ports).all(|p| OPAQUE.contains(&p.protocol.as_str()));
+    (services.first().map(|s| s.hostname.clone()), tcp)
 }
 
 fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, trust_domain: &str) -> Compiled {
@@ -132,6 +159,7 @@ fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, 
     for w in &table.warnings {
         tracing::warn!("{w}");
     }
+    let inbound = inbound_protocol(snapshot, &registry, me);
     Compiled {
         table,
         authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Protocol::Http),
@@ -139,6 +167,8 @@ fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, 
         peer: PeerAuthn::compile(snapshot, &me.namespace, &me.labels),
         naming: secure_naming(&registry, trust_domain),
         plaintext: peer_auth::plaintext_endpoints(snapshot, &registry),
+        inbound_service: inbound.0,
+        inbound_tcp: inbound.1,
         registry,
     }
 }
@@ -165,6 +195,8 @@ impl Control {
             peer: ArcSwap::from_pointee(c.peer),
             naming: Arc::new(ArcSwap::from_pointee(c.naming)),
             plaintext: Arc::new(ArcSwap::from_pointee(c.plaintext)),
+            inbound_service: ArcSwap::from_pointee(c.inbound_service),
+            inbound_tcp: c.inbound_tcp.into(),
         })
     }
 
@@ -175,6 +207,8 @@ impl Control {
         // Naming before the table: a new endpoint is trusted before it can be picked.
         self.naming.store(Arc::new(c.naming));
         self.plaintext.store(Arc::new(c.plaintext));
+        self.inbound_service.store(Arc::new(c.inbound_service));
+        self.inbound_tcp.store(c.inbound_tcp, std::sync::atomic::Ordering::Relaxed);
         self.registry.store(Arc::new(c.registry));
         self.peer.store(Arc::new(c.peer));
         self.jwt.store(Arc::new(c.jwt));

@@ -18,6 +18,7 @@ mod guard;
 mod inbound;
 mod outbound;
 mod serve;
+mod tcp;
 
 use std::{
     process::ExitCode,
@@ -196,7 +197,21 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         let listener = bind("outbound", addr).await?;
         announce("outbound", &listener);
         let svc = outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
-        servers.push(tokio::spawn(serve("outbound", listener, Accept::Plain, svc, stop.clone())));
+        servers.push(tokio::spawn(serve("outbound", listener, Accept::Plain, svc, None, stop.clone())));
+    }
+
+    // Plain TCP for the app.
+    let tcp_out = Arc::new(tcp::Outbound {
+        control: control.clone(),
+        connector: connector.clone(),
+        metrics: metrics.clone(),
+        next: Default::default(),
+    });
+    for f in &args.tcp {
+        let name = format!("tcp {}:{}", f.host, f.port);
+        let listener = bind(&name, f.listen).await?;
+        announce(&name, &listener);
+        servers.push(tokio::spawn(tcp_out.clone().serve(listener, f.clone(), stop.clone())));
     }
 
     // Gateway: one listener per `--listen`, routing by its Gateway server port.
@@ -219,7 +234,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
                 Some(config) => Accept::Mtls { acceptor: MtlsAcceptor::new(config), mode: Arc::new(|| Mode::Strict) },
                 None => Accept::Plain,
             };
-            servers.push(tokio::spawn(serve("gateway", listener, accept, svc, stop.clone())));
+            servers.push(tokio::spawn(serve("gateway", listener, accept, svc, None, stop.clone())));
         }
     }
 
@@ -237,7 +252,12 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
         let listener = bind("inbound", addr).await?;
         announce("inbound", &listener);
-        servers.push(tokio::spawn(serve("inbound", listener, accept, svc, stop.clone())));
+        let tcp_control = control.clone();
+        let opaque = serve::Opaque {
+            when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
+            splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
+        };
+        servers.push(tokio::spawn(serve("inbound", listener, accept, svc, Some(opaque), stop.clone())));
     }
 
     // Admin: serves until the drain is over.
@@ -254,7 +274,14 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         Some(addr) => {
             let listener = bind("admin", addr).await?;
             announce("admin", &listener);
-            Some(tokio::spawn(serve("admin", listener, Accept::Plain, admin::service(admin_state.clone()), admin_stop)))
+            Some(tokio::spawn(serve(
+                "admin",
+                listener,
+                Accept::Plain,
+                admin::service(admin_state.clone()),
+                None,
+                admin_stop,
+            )))
         }
         None => None,
     };

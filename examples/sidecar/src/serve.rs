@@ -1,7 +1,7 @@
 //! Listeners: accept (plaintext, or mTLS per the PeerAuthentication mode in force), serve
 //! HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) with bounded parsing, and drain on stop.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -10,8 +10,12 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use mesh_core::{BoxBody, BoxError};
-use mesh_mtls::{accept::MtlsAcceptor, peer_auth::Mode, server::WithConnection};
+use mesh_core::{BoxBody, BoxError, Identity};
+use mesh_mtls::{
+    accept::{MtlsAcceptor, ServerIo},
+    peer_auth::Mode,
+    server::WithConnection,
+};
 use tokio::{net::TcpListener, sync::watch};
 
 /// How connections are accepted.
@@ -22,6 +26,16 @@ pub(crate) enum Accept {
     /// mTLS as the mode the closure gives at accept time says (STRICT, PERMISSIVE, DISABLE):
     /// a config reload changes it for new connections.
     Mtls { acceptor: MtlsAcceptor, mode: Arc<dyn Fn() -> Mode + Send + Sync> },
+}
+
+/// Connections that are not HTTP: spliced to the app as they are (the inbound side of a
+/// workload whose ports are all TCP), decided per connection as the config says.
+#[derive(Clone)]
+pub(crate) struct Opaque {
+    pub(crate) when: Arc<dyn Fn() -> bool + Send + Sync>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) splice:
+        Arc<dyn Fn(ServerIo, Option<Identity>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>,
 }
 
 /// Request head limits: Envoy's defaults (60 KiB of headers, 100 headers).
@@ -50,6 +64,7 @@ pub(crate) async fn serve<S>(
     listener: TcpListener,
     accept: Accept,
     service: S,
+    opaque: Option<Opaque>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<BoxBody>> + Clone + Send + Sync + 'static,
@@ -65,6 +80,7 @@ pub(crate) async fn serve<S>(
     };
     let builder = Arc::new(builder());
     let graceful = GracefulShutdown::new();
+    let tcp_active = Arc::new(crate::tcp::Active::default());
     loop {
         let (tcp, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,9 +97,11 @@ pub(crate) async fn serve<S>(
         let _ = tcp.set_nodelay(true);
         let (accept, service, builder) = (accept.clone(), service.clone(), builder.clone());
         let watcher = graceful.watcher();
+        let opaque = opaque.clone().filter(|o| (o.when)());
+        let tcp_guard = opaque.as_ref().map(|_| tcp_active.enter());
         tokio::spawn(async move {
             let (io, peer) = match &accept {
-                Accept::Plain => (mesh_mtls::accept::ServerIo::plain(tcp), None),
+                Accept::Plain => (ServerIo::plain(tcp), None),
                 Accept::Mtls { acceptor, mode } => match acceptor.accept(tcp, mode()).await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -92,6 +110,11 @@ pub(crate) async fn serve<S>(
                     }
                 },
             };
+            if let Some(o) = opaque {
+                (o.splice)(io, peer).await;
+                drop(tcp_guard);
+                return;
+            }
             let svc = TowerToHyperService::new(WithConnection::new(service, peer, client, local));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -101,11 +124,11 @@ pub(crate) async fn serve<S>(
     }
     drop(listener);
     tracing::info!(listener = name, "draining");
-    graceful.shutdown().await;
+    tokio::join!(graceful.shutdown(), tcp_active.idle());
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

@@ -107,6 +107,9 @@ pub struct RouteTable {
     vhosts: Vec<VirtualHost>,
     by_name: HashMap<String, Vec<usize>>,
     wildcards: Vec<(String, usize)>,
+    /// TCP destinations per (service FQDN, port): the VirtualService's first `tcp` route
+    /// that applies, else the whole service.
+    tcp: HashMap<(String, u16), Arc<WeightedTargets>>,
     /// What was left out while compiling, and why.
     pub warnings: Vec<String>,
 }
@@ -206,6 +209,13 @@ impl RouteTable {
             .map(|(_, v)| v)
     }
 
+    /// Where a TCP connection to `host:port` goes (any name of the service works, as in
+    /// HTTP routing); `None` for an unknown service or port.
+    pub fn tcp_route(&self, host: &str, port: u16) -> Option<&Arc<WeightedTargets>> {
+        let vhost = self.virtual_host(&format!("{host}:{port}"), None)?;
+        self.tcp.get(&(vhost.name.to_string(), port))
+    }
+
     /// Route one request.
     pub fn route(&self, req: &RequestInfo<'_>, listener_port: Option<u16>) -> Decision<'_> {
         let Some(vhost) = self.virtual_host(req.authority, listener_port) else { return Decision::NoVirtualHost };
@@ -233,6 +243,45 @@ impl<'a> Compiler<'a> {
             .collect();
         out.sort_by(|a, b| oldest_first(a.0, b.0));
         out
+    }
+
+    /// The destinations of the first `tcp` route of a VirtualService that applies to this
+    /// sidecar and port; `None` when none does.
+    fn tcp_targets(
+        &mut self,
+        meta: &ObjectMeta,
+        vs: &VirtualServiceSpec,
+        host: &str,
+        port: u16,
+    ) -> Option<WeightedTargets> {
+        let ProxyContext::Sidecar { namespace, labels } = self.ctx else { return None };
+        let route = vs.tcp.iter().find(|r| {
+            r.matches.is_empty()
+                || r.matches.iter().any(|m| {
+                    let gateways = if m.gateways.is_empty() { &vs.gateways } else { &m.gateways };
+                    (gateways.is_empty() || gateways.iter().any(|g| g == "mesh"))
+                        && m.port.is_none_or(|p| p == u32::from(port))
+                        && (m.source_labels.is_empty() || labels_match(&m.source_labels, labels))
+                        && m.source_namespace.as_deref().is_none_or(|n| n == namespace)
+                })
+        })?;
+        let targets = route
+            .route
+            .iter()
+            .map(|d| WeightedTarget {
+                target: self.target(
+                    &d.destination.host,
+                    d.destination.subset.as_deref(),
+                    d.destination.port.map(|p| p.number),
+                    &meta.namespace,
+                    host,
+                    Some(port),
+                ),
+                weight: d.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
+                headers: HeaderOps::default(),
+            })
+            .collect();
+        Some(WeightedTargets::new(targets))
     }
 
     /// Whether a block survives the config-time selectors for this proxy and port.
@@ -527,6 +576,27 @@ impl<'a> Compiler<'a> {
         }
         let registry = self.registry;
         for svc in registry.services() {
+            let vs = by_host.get(&svc.hostname).copied();
+            for p in &svc.ports {
+                let targets = vs
+                    .and_then(|(meta, vs)| self.tcp_targets(meta, vs, &svc.hostname, p.number))
+                    .unwrap_or_else(|| {
+                        let t = self.target(
+                            &svc.hostname,
+                            None,
+                            Some(u32::from(p.number)),
+                            &svc.namespace,
+                            &svc.hostname,
+                            Some(p.number),
+                        );
+                        WeightedTargets::new(vec![WeightedTarget {
+                            target: t,
+                            weight: 100,
+                            headers: HeaderOps::default(),
+                        }])
+                    });
+                table.tcp.insert((svc.hostname.clone(), p.number), Arc::new(targets));
+            }
             if let Some((meta, vs)) = by_host.remove(&svc.hostname) {
                 let vs_ref: Arc<str> = format!("{}/{}", meta.namespace, meta.name).into();
                 for p in &svc.ports {

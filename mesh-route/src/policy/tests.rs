@@ -336,3 +336,45 @@ fn the_legacy_mirror_and_the_mirrors_list_both_compile() {
         ]
     );
 }
+
+/// Istio's TCP traffic shifting task: a `tcp` route splits by weight; services without one
+/// go whole; any name of the service finds its route.
+#[test]
+fn tcp_routes_split_by_weight_and_default_to_the_whole_service() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-subsets}
+spec:
+  host: ratings
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-tcp}
+spec:
+  hosts: [ratings]
+  tcp:
+  - match: [{port: 9999}]
+    route: [{destination: {host: details}}]
+  - route:
+    - {destination: {host: ratings, subset: v1}, weight: 80}
+    - {destination: {host: reviews}, weight: 20}
+"#;
+    let (snapshot, registry) = setup(&[], yaml);
+    let table = RouteTable::compile(&snapshot, &registry, &sidecar());
+    let names =
+        |t: &WeightedTargets| t.targets.iter().map(|t| (t.target.parts().0.to_string(), t.weight)).collect::<Vec<_>>();
+    let split = table.tcp_route("ratings", 9080).expect("a route for ratings:9080");
+    assert_eq!(
+        names(split),
+        [("ratings.default.svc.cluster.local".to_string(), 80), ("reviews.default.svc.cluster.local".to_string(), 20)]
+    );
+    assert_eq!(split.targets[0].target.parts().1, Some("v1"));
+    let same = table.tcp_route("ratings.default.svc.cluster.local", 9080).unwrap();
+    assert!(Arc::ptr_eq(split, same));
+    let whole = table.tcp_route("details", 9080).unwrap();
+    assert_eq!(names(whole), [("details.default.svc.cluster.local".to_string(), 100)]);
+    assert!(table.tcp_route("ratings", 1234).is_none(), "ratings has no port 1234");
+    assert!(table.tcp_route("nothing", 9080).is_none());
+}

@@ -60,6 +60,8 @@ pub struct Sidecar {
     pub admin: Option<SocketAddr>,
     /// Gateway listeners by server port.
     pub gateway: BTreeMap<u16, SocketAddr>,
+    /// Every listener by the name it announced (`tcp HOST:PORT`, ...).
+    pub listeners: BTreeMap<String, SocketAddr>,
     /// Access log lines (stdout).
     pub access_log: Arc<Mutex<Vec<String>>>,
     /// Diagnostics (stderr).
@@ -72,13 +74,15 @@ pub struct Spec<'a> {
     pub app: Option<SocketAddr>,
     /// `--gateway NS/NAME` and the Gateway server ports to listen for (on free ports).
     pub gateway: Option<(&'a str, Vec<u16>)>,
+    /// `--tcp 127.0.0.1:0=HOST:PORT` forwards.
+    pub tcp: Vec<String>,
     pub endpoints: Vec<String>,
     pub extra: Vec<String>,
 }
 
 impl<'a> Spec<'a> {
     pub fn client(labels: &'a str) -> Self {
-        Self { labels, app: None, gateway: None, endpoints: Vec::new(), extra: Vec::new() }
+        Self { labels, app: None, gateway: None, tcp: Vec::new(), endpoints: Vec::new(), extra: Vec::new() }
     }
 
     pub fn server(labels: &'a str, app: SocketAddr) -> Self {
@@ -92,6 +96,12 @@ impl<'a> Spec<'a> {
     /// `--endpoint default/<workload>=<addr>`.
     pub fn endpoint(mut self, workload: &str, addr: SocketAddr) -> Self {
         self.endpoints.push(format!("default/{workload}={addr}"));
+        self
+    }
+
+    /// Plain TCP to `target` (`HOST:PORT`) through a listener of its own.
+    pub fn tcp(mut self, target: &str) -> Self {
+        self.tcp.push(target.to_string());
         self
     }
 
@@ -123,6 +133,9 @@ impl Sidecar {
         for e in &spec.endpoints {
             cmd.args(["--endpoint", e]);
         }
+        for t in &spec.tcp {
+            cmd.args(["--tcp", &format!("127.0.0.1:0={t}")]);
+        }
         cmd.args(&spec.extra);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mesh-sidecar starts");
         let access_log = Arc::new(Mutex::new(Vec::new()));
@@ -147,11 +160,12 @@ impl Sidecar {
                 sink.lock().unwrap().push(line);
             }
         });
-        let want = match &spec.gateway {
-            Some((_, ports)) => 1 + ports.len(),
-            None if spec.app.is_some() => 3,
-            None => 2,
-        };
+        let want = spec.tcp.len()
+            + match &spec.gateway {
+                Some((_, ports)) => 1 + ports.len(),
+                None if spec.app.is_some() => 3,
+                None => 2,
+            };
         let mut addrs = BTreeMap::new();
         while addrs.len() < want {
             match rx.recv_timeout(Duration::from_secs(30)) {
@@ -173,6 +187,7 @@ impl Sidecar {
                 .iter()
                 .filter_map(|(name, a)| Some((name.strip_prefix("gateway ")?.parse().ok()?, *a)))
                 .collect(),
+            listeners: addrs.clone(),
             access_log,
             log,
         }

@@ -1,0 +1,261 @@
+//! Plain TCP proxying for non-HTTP ports (`tcp`, `mongo`, `mysql`, `redis`, `tls` port
+//! names or `appProtocol`).
+//!
+//! Outbound, `--tcp ADDR=HOST:PORT` listens on ADDR for the app and sends each connection
+//! to the service `HOST:PORT`: the VirtualService's `tcp` route (weights, subsets) picks
+//! the cluster, then an endpoint (round robin, the next one when a connect fails), over mTLS
+//! to its sidecar as auto mTLS decides. Inbound, a workload whose services expose only
+//! non-HTTP ports gets its mTLS connections spliced to the app as they are.
+//! `istio_tcp_*` metrics are kept on both sides.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use mesh_core::{Identity, registry::Endpoint};
+use mesh_fault::{Roll, ThreadRoll};
+use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
+use mesh_route::policy::{action::Target, cluster::Cluster};
+use mesh_telemetry::metrics::{MeshMetrics, TcpLabels};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+use tower::Service;
+
+use crate::control::{Control, Me};
+
+/// `--tcp ADDR=HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Forward {
+    pub(crate) listen: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl std::str::FromStr for Forward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (listen, target) = s.split_once('=').ok_or_else(|| format!("`{s}` is not ADDR=HOST:PORT"))?;
+        let listen = listen.parse().map_err(|e| format!("`{listen}`: {e}"))?;
+        let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("`{target}` is not HOST:PORT"))?;
+        let port = port.parse().map_err(|e| format!("`{port}` is not a port: {e}"))?;
+        if host.is_empty() {
+            return Err(format!("`{target}` has no host"));
+        }
+        Ok(Self { listen, host: host.to_string(), port })
+    }
+}
+
+/// Connections in flight, so a drain can wait for them.
+#[derive(Debug, Default)]
+pub(crate) struct Active(AtomicUsize);
+
+pub(crate) struct ActiveGuard(Arc<Active>);
+
+impl Active {
+    pub(crate) fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ActiveGuard(self.clone())
+    }
+
+    /// Wait until no connection is open.
+    pub(crate) async fn idle(&self) {
+        while self.0.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The outbound TCP side.
+pub(crate) struct Outbound {
+    pub(crate) control: Arc<Control>,
+    pub(crate) connector: MeshConnector,
+    pub(crate) metrics: Arc<MeshMetrics>,
+    pub(crate) next: AtomicUsize,
+}
+
+fn short_name(fqdn: &str) -> String {
+    fqdn.split('.').next().unwrap_or(fqdn).to_string()
+}
+
+impl Outbound {
+    /// Accept on `listener` for `forward` until `stop`; then wait for open connections.
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        forward: Forward,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let active = Arc::new(Active::default());
+        loop {
+            let (tcp, _) = tokio::select! {
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = crate::serve::stopped(&mut stop) => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (me, forward, guard) = (self.clone(), forward.clone(), active.enter());
+            tokio::spawn(async move {
+                me.proxy(tcp, &forward).await;
+                drop(guard);
+            });
+        }
+        drop(listener);
+        active.idle().await;
+    }
+
+    fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: &str) -> TcpLabels {
+        let me = &self.control.me;
+        let unknown = || "unknown".to_string();
+        TcpLabels {
+            reporter: "source".into(),
+            source_workload: me.workload.clone(),
+            source_workload_namespace: me.namespace.clone(),
+            source_principal: me.identity.to_string(),
+            destination_workload: endpoint.map_or_else(unknown, |e| e.workload.to_string()),
+            destination_workload_namespace: endpoint.map_or_else(unknown, |e| e.namespace.to_string()),
+            destination_principal: endpoint
+                .and_then(|e| Some((e, e.service_account.as_ref()?)))
+                .map_or_else(unknown, |(e, sa)| format!("spiffe://cluster.local/ns/{}/sa/{sa}", e.namespace)),
+            destination_service: cluster.service.to_string(),
+            destination_service_name: short_name(&cluster.service),
+            request_protocol: "tcp".into(),
+            response_flags: flags.into(),
+            connection_security_policy: "unknown".into(),
+        }
+    }
+
+    async fn proxy(&self, mut client: TcpStream, forward: &Forward) {
+        let table = self.control.table.load();
+        let Some(targets) = table.tcp_route(&forward.host, forward.port) else {
+            tracing::warn!(host = %forward.host, port = forward.port, "tcp: no such service port; connection closed");
+            return;
+        };
+        let cluster = match targets.pick(ThreadRoll.roll() / 100.0).map(|t| &t.target) {
+            Some(Target::Cluster(c)) => c.clone(),
+            _ => {
+                tracing::warn!(host = %forward.host, "tcp: no cluster for the route (NC); connection closed");
+                return;
+            }
+        };
+        if cluster.endpoints.is_empty() {
+            self.metrics.tcp_opened(&self.labels(&cluster, None, "UH"));
+            self.metrics.tcp_closed(&self.labels(&cluster, None, "UH"), 0, 0);
+            return;
+        }
+        let plaintext = self.control.plaintext.load();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = cluster.endpoints.len();
+        // Up to three endpoints, as Envoy's default connect retries for TCP.
+        for i in 0..n.min(3) {
+            let e = &cluster.endpoints[(start + i) % n];
+            let mtls = e.service_account.is_some()
+                && !cluster.mesh_external
+                && cluster.tls.is_none()
+                && !plaintext.contains(&e.address);
+            let uri: Uri = match format!("{}://{}", if mtls { "https" } else { "http" }, e.address).parse() {
+                Ok(u) => u,
+                Err(_) => continue,
+            };
+            let upstream = match self.connector.clone().call(uri).await {
+                Ok(io) => io,
+                Err(err) => {
+                    tracing::debug!(endpoint = %e.address, error = %err, "tcp: connect failed");
+                    continue;
+                }
+            };
+            let labels = self.labels(&cluster, Some(e), "-");
+            self.metrics.tcp_opened(&labels);
+            let mut upstream = TokioIo::new(upstream);
+            let (received, sent) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
+            self.metrics.tcp_closed(&labels, sent, received);
+            return;
+        }
+        let labels = self.labels(&cluster, None, "UF");
+        self.metrics.tcp_opened(&labels);
+        self.metrics.tcp_closed(&labels, 0, 0);
+    }
+}
+
+/// The inbound TCP side: splice an accepted connection to the app.
+pub(crate) fn inbound(
+    control: Arc<Control>,
+    metrics: Arc<MeshMetrics>,
+    app: SocketAddr,
+) -> impl Fn(ServerIo, Option<Identity>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync {
+    move |io, peer| {
+        let (control, metrics) = (control.clone(), metrics.clone());
+        Box::pin(async move {
+            let me: &Me = &control.me;
+            let service = control.inbound_service.load();
+            let labels = TcpLabels {
+                reporter: "destination".into(),
+                source_workload: "unknown".into(),
+                source_workload_namespace: peer
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |p| p.namespace().to_string()),
+                source_principal: peer.as_ref().map_or_else(|| "unknown".into(), ToString::to_string),
+                destination_workload: me.workload.clone(),
+                destination_workload_namespace: me.namespace.clone(),
+                destination_principal: me.identity.to_string(),
+                destination_service: service.as_deref().map_or_else(|| "unknown".into(), str::to_string),
+                destination_service_name: service.as_deref().map_or_else(|| "unknown".into(), short_name),
+                request_protocol: "tcp".into(),
+                response_flags: "-".into(),
+                connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
+            };
+            let mut io = io;
+            match TcpStream::connect(app).await {
+                Ok(mut upstream) => {
+                    let _ = upstream.set_nodelay(true);
+                    metrics.tcp_opened(&labels);
+                    let (received, sent) =
+                        tokio::io::copy_bidirectional(&mut io, &mut upstream).await.unwrap_or((0, 0));
+                    metrics.tcp_closed(&labels, sent, received);
+                }
+                Err(e) => {
+                    tracing::warn!(%app, error = %e, "tcp: the app refused the connection");
+                    let labels = TcpLabels { response_flags: "UF".into(), ..labels };
+                    metrics.tcp_opened(&labels);
+                    metrics.tcp_closed(&labels, 0, 0);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_parse_and_bad_ones_say_why() {
+        let f: Forward = "127.0.0.1:27017=mongodb.default:27017".parse().unwrap();
+        assert_eq!((f.host.as_str(), f.port), ("mongodb.default", 27017));
+        assert!("127.0.0.1:1=mongodb".parse::<Forward>().unwrap_err().contains("HOST:PORT"));
+        assert!("nope=mongodb:1".parse::<Forward>().unwrap_err().contains("`nope`"));
+        assert!("127.0.0.1:1=:5".parse::<Forward>().unwrap_err().contains("no host"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Plain TCP through two sidecars: Istio's TCP traffic shifting task on loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo}
+spec: {ports: [{port: 9000, name: tcp}], selector: {app: tcp-echo}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo-v1}
+spec:
+  selector: {matchLabels: {app: tcp-echo, version: v1}}
+  template: {metadata: {labels: {app: tcp-echo, version: v1}}, spec: {serviceAccountName: tcp-echo, containers: [{name: t}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: tcp-echo-v2}
+spec:
+  selector: {matchLabels: {app: tcp-echo, version: v2}}
+  template: {metadata: {labels: {app: tcp-echo, version: v2}}, spec: {serviceAccountName: tcp-echo, containers: [{name: t}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleep}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo-destination}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+"#;
+
+/// The task's tcp-echo server: answers each line with `<prefix> <line>`.
+async fn echo(prefix: &'static str) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let reply = format!("{prefix} {}", String::from_utf8_lossy(&buf[..n]));
+                    if tcp.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn say(addr: std::net::SocketAddr, line: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(line.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_traffic_shifting_over_mtls() {
+    let mesh = Mesh::new(&[("tcp-echo.yaml", CONFIG)]);
+    let v1 = Sidecar::start(&mesh, Spec::server("app=tcp-echo,version=v1", echo("one").await));
+    let v2 = Sidecar::start(&mesh, Spec::server("app=tcp-echo,version=v2", echo("two").await));
+    let sleep = Sidecar::start(
+        &mesh,
+        Spec::client("app=sleep")
+            .endpoint("tcp-echo-v1", v1.inbound())
+            .endpoint("tcp-echo-v2", v2.inbound())
+            .tcp("tcp-echo:9000"),
+    );
+    let local = sleep.listeners["tcp tcp-echo:9000"];
+    let mut ones = 0;
+    for i in 0..100 {
+        let reply = say(local, &format!("hello {i}\n")).await;
+        match reply.split_once(' ') {
+            Some(("one", rest)) => {
+                assert_eq!(rest, format!("hello {i}\n"));
+                ones += 1;
+            }
+            Some(("two", _)) => {}
+            _ => panic!("unexpected reply {reply:?}"),
+        }
+    }
+    // Binomial(100, 0.8): mean 80, standard deviation 4; this bound is 5 of them.
+    assert!((60..=100).contains(&ones) && ones < 100, "v1 took {ones} of 100");
+
+    // STRICT: a plaintext client straight to the server's sidecar gets nothing back.
+    let mut plain = TcpStream::connect(v1.inbound()).await.unwrap();
+    let _ = plain.write_all(b"sneaky\n").await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "plaintext got an answer: {:?}", &buf[..n]);
+
+    // Both reporters count the connections.
+    eventually("TCP metrics on both sides", async || {
+        let source = sleep.admin_get("/stats/prometheus").await.body;
+        let dest = v1.admin_get("/stats/prometheus").await.body;
+        let opened = |text: &str, reporter: &str| {
+            total(
+                text,
+                "istio_tcp_connections_opened_total",
+                &[("reporter", reporter), ("destination_workload", "tcp-echo-v1")],
+            )
+        };
+        let closed_dest =
+            total(&dest, "istio_tcp_connections_closed_total", &[("connection_security_policy", "mutual_tls")]);
+        opened(&source, "source") == f64::from(ones)
+            && opened(&dest, "destination") == f64::from(ones)
+            && closed_dest == f64::from(ones)
+            && total(
+                &dest,
+                "istio_tcp_sent_bytes_total",
+                &[("source_principal", "spiffe://cluster.local/ns/default/sa/sleep")],
+            ) > 0.0
+    })
+    .await;
+}
