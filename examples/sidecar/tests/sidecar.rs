@@ -706,3 +706,61 @@ spec:
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entries_with_static_endpoints_and_workload_entries() {
+    let external = App::named("external api").await;
+    let vm = App::named("vm workload").await;
+    let entries = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external-api}}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: legacy}}
+spec:
+  hosts: [legacy.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: legacy}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: legacy-vm-1}}
+spec:
+  address: 127.0.0.1
+  labels: {{app: legacy}}
+  ports: {{http: {}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: legacy-plaintext}}
+spec:
+  selector: {{matchLabels: {{app: legacy}}}}
+  mtls: {{mode: DISABLE}}
+"#,
+        external.addr.port(),
+        vm.addr.port()
+    );
+    let mesh = Mesh::new(&[("entries.yaml", &entries)]);
+    let client = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1"));
+    let out = client.outbound();
+    let r = get(out, "api.example.com", "/v1/things").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "external api"), "{r:?}");
+    let r = send(out, Req::get("http://legacy.internal:8080/")).await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "vm workload"), "{r:?}");
+    let clusters = client.admin_get("/clusters").await.body;
+    assert!(
+        clusters.contains(&format!("outbound|8080||legacy.internal::{}::health_flags::healthy", vm.addr)),
+        "{clusters}"
+    );
+}
