@@ -19,6 +19,7 @@ mod inbound;
 mod outbound;
 mod serve;
 mod tcp;
+mod workers;
 
 use std::{
     process::ExitCode,
@@ -193,11 +194,18 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
         )
     };
+    let workers = workers::Workers::start(args.concurrency)?;
     if let Some(addr) = args.outbound {
-        let listener = bind("outbound", addr).await?;
-        announce("outbound", &listener);
-        let svc = outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
-        servers.push(tokio::spawn(serve("outbound", listener, Accept::Plain, svc, None, stop.clone())));
+        let (bound, tasks) = workers
+            .listen("outbound", addr, || {
+                let svc =
+                    outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
+                let stop = stop.clone();
+                move |l| serve("outbound", l, Accept::Plain, svc, None, stop)
+            })
+            .await?;
+        announce("outbound", bound);
+        servers.extend(tasks);
     }
 
     // Plain TCP for the app.
@@ -209,9 +217,14 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     });
     for f in &args.tcp {
         let name = format!("tcp {}:{}", f.host, f.port);
-        let listener = bind(&name, f.listen).await?;
-        announce(&name, &listener);
-        servers.push(tokio::spawn(tcp_out.clone().serve(listener, f.clone(), stop.clone())));
+        let (bound, tasks) = workers
+            .listen(&name, f.listen, || {
+                let (out, f, stop) = (tcp_out.clone(), f.clone(), stop.clone());
+                move |l| out.serve(l, f, stop)
+            })
+            .await?;
+        announce(&name, bound);
+        servers.extend(tasks);
     }
 
     // Gateway: one listener per `--listen`, routing by its Gateway server port.
@@ -220,21 +233,28 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
         for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
             let name = format!("gateway {}", plan.port);
-            let listener = bind(&name, plan.addr).await?;
-            announce(&name, &listener);
-            let route = RouteLayer::new(control.table.clone())
-                .with_listener_port(plan.port)
-                .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
-            let svc = if plan.https_redirect {
-                gateway::https_redirect()
-            } else {
-                outbound::stack(guard, telemetry(Reporter::Source), client(route))
-            };
-            let accept = match plan.tls {
-                Some(config) => Accept::Mtls { acceptor: MtlsAcceptor::new(config), mode: Arc::new(|| Mode::Strict) },
+            let accept = match &plan.tls {
+                Some(config) => {
+                    Accept::Mtls { acceptor: MtlsAcceptor::new(config.clone()), mode: Arc::new(|| Mode::Strict) }
+                }
                 None => Accept::Plain,
             };
-            servers.push(tokio::spawn(serve("gateway", listener, accept, svc, None, stop.clone())));
+            let (bound, tasks) = workers
+                .listen(&name, plan.addr, || {
+                    let route = RouteLayer::new(control.table.clone())
+                        .with_listener_port(plan.port)
+                        .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
+                    let svc = if plan.https_redirect {
+                        gateway::https_redirect()
+                    } else {
+                        outbound::stack(guard, telemetry(Reporter::Source), client(route))
+                    };
+                    let (accept, stop) = (accept.clone(), stop.clone());
+                    move |l| serve("gateway", l, accept, svc, None, stop)
+                })
+                .await?;
+            announce(&name, bound);
+            servers.extend(tasks);
         }
     }
 
@@ -248,16 +268,22 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             acceptor: MtlsAcceptor::new(server_config),
             mode: Arc::new(move || peer.peer.load().mode(app_port)),
         };
-        let authz = AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
-        let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
-        let listener = bind("inbound", addr).await?;
-        announce("inbound", &listener);
         let tcp_control = control.clone();
         let opaque = serve::Opaque {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
             splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
         };
-        servers.push(tokio::spawn(serve("inbound", listener, accept, svc, Some(opaque), stop.clone())));
+        let (bound, tasks) = workers
+            .listen("inbound", addr, || {
+                let authz =
+                    AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
+                let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
+                let (accept, opaque, stop) = (accept.clone(), opaque.clone(), stop.clone());
+                move |l| serve("inbound", l, accept, svc, Some(opaque), stop)
+            })
+            .await?;
+        announce("inbound", bound);
+        servers.extend(tasks);
     }
 
     // Admin: serves until the drain is over.
@@ -273,7 +299,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     let admin_task = match args.admin {
         Some(addr) => {
             let listener = bind("admin", addr).await?;
-            announce("admin", &listener);
+            announce("admin", listener.local_addr().map_err(|e| format!("admin listener: {e}"))?);
             Some(tokio::spawn(serve(
                 "admin",
                 listener,
@@ -303,15 +329,14 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     if let Some(t) = admin_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
+    drop(workers);
     drop(source);
     Ok(())
 }
 
 /// Tell whoever started us where each listener is (port 0 picks a free port).
-fn announce(name: &str, listener: &tokio::net::TcpListener) {
-    if let Ok(a) = listener.local_addr() {
-        eprintln!("mesh-sidecar: {name} listening on {a}");
-    }
+fn announce(name: &str, addr: std::net::SocketAddr) {
+    eprintln!("mesh-sidecar: {name} listening on {addr}");
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -39,14 +40,21 @@ use crate::error::ConnectFailure;
 /// spliced together until either side closes.
 #[derive(Debug)]
 pub struct HttpClient<B, C = HttpConnector> {
+    // Shared: the balancer clones its inner service per request, and a hyper client's
+    // clone copies its connector and pool handles.
+    pools: Arc<Pools<C, B>>,
+}
+
+#[derive(Debug)]
+struct Pools<C, B> {
     client: Client<C, B>,
     h2c: Client<C, B>,
     upgrade: Client<C, B>,
 }
 
-impl<B, C: Clone> Clone for HttpClient<B, C> {
+impl<B, C> Clone for HttpClient<B, C> {
     fn clone(&self) -> Self {
-        Self { client: self.client.clone(), h2c: self.h2c.clone(), upgrade: self.upgrade.clone() }
+        Self { pools: self.pools.clone() }
     }
 }
 
@@ -79,7 +87,9 @@ where
 
     /// A client over `connector`, with upgrades over `upgrade` (which must speak HTTP/1.1).
     pub fn with_connectors(connector: C, upgrade: C) -> Self {
-        Self { client: pool(connector.clone(), false), h2c: pool(connector, true), upgrade: pool(upgrade, false) }
+        let pools =
+            Pools { client: pool(connector.clone(), false), h2c: pool(connector, true), upgrade: pool(upgrade, false) };
+        Self { pools: Arc::new(pools) }
     }
 }
 
@@ -128,16 +138,16 @@ where
         if is_upgrade(&req) {
             let downstream = req.extensions_mut().remove::<OnUpgrade>();
             *req.version_mut() = Version::HTTP_11;
-            return ClientFuture { fut: self.upgrade.request(req), downstream };
+            return ClientFuture { fut: self.pools.upgrade.request(req), downstream };
         }
         if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && is_grpc(&req) {
             *req.version_mut() = Version::HTTP_2;
-            return ClientFuture { fut: self.h2c.request(req), downstream: None };
+            return ClientFuture { fut: self.pools.h2c.request(req), downstream: None };
         }
         // HTTP/2 is used when the connection negotiates it; the request's own version
         // (the downstream's) must not make an HTTP/1.1 upstream refuse it.
         *req.version_mut() = Version::HTTP_11;
-        ClientFuture { fut: self.client.request(req), downstream: None }
+        ClientFuture { fut: self.pools.client.request(req), downstream: None }
     }
 }
 
