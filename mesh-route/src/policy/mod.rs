@@ -245,6 +245,11 @@ impl<'a> Compiler<'a> {
         out
     }
 
+    /// A service port as a whole (no VirtualService, or no route for the protocol).
+    fn whole_service(&mut self, svc: &mesh_core::registry::Service, port: u16) -> Target {
+        self.target(&svc.hostname, None, Some(u32::from(port)), &svc.namespace, &svc.hostname, Some(port))
+    }
+
     /// The destinations of the first `tcp` route of a VirtualService that applies to this
     /// sidecar and port; `None` when none does.
     fn tcp_targets(
@@ -581,16 +586,9 @@ impl<'a> Compiler<'a> {
                 let targets = vs
                     .and_then(|(meta, vs)| self.tcp_targets(meta, vs, &svc.hostname, p.number))
                     .unwrap_or_else(|| {
-                        let t = self.target(
-                            &svc.hostname,
-                            None,
-                            Some(u32::from(p.number)),
-                            &svc.namespace,
-                            &svc.hostname,
-                            Some(p.number),
-                        );
+                        let target = self.whole_service(svc, p.number);
                         WeightedTargets::new(vec![WeightedTarget {
-                            target: t,
+                            target,
                             weight: 100,
                             headers: HeaderOps::default(),
                         }])
@@ -614,15 +612,7 @@ impl<'a> Compiler<'a> {
                 }
             } else {
                 for p in &svc.ports {
-                    let target = self.target(
-                        &svc.hostname,
-                        None,
-                        Some(u32::from(p.number)),
-                        &svc.namespace,
-                        &svc.hostname,
-                        Some(p.number),
-                    );
-                    let route = default_route(target);
+                    let route = default_route(self.whole_service(svc, p.number));
                     table.add(
                         VirtualHost {
                             name: svc.hostname.as_str().into(),
