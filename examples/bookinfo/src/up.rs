@@ -1,0 +1,325 @@
+//! `bookinfo up`: the whole Bookinfo mesh on one machine. Every Deployment of the manifest
+//! runs as an app process with its own `mesh-sidecar` process (identity from its
+//! ServiceAccount, certificates from a local CA), and the ingress gateway serves
+//! `bookinfo-gateway`. The config directory is watched by every proxy.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use mesh_core::{
+    api::{Kind, Resource},
+    load::{LoadOptions, load_paths},
+};
+use tokio::process::{Child, Command};
+
+/// The mesh config `bookinfo up` starts from when the config directory is empty.
+pub const SEED: [(&str, &str); 3] = [
+    ("bookinfo.yaml", include_str!("../config/mesh/bookinfo.yaml")),
+    ("bookinfo-gateway.yaml", include_str!("../config/mesh/bookinfo-gateway.yaml")),
+    ("destination-rules.yaml", include_str!("../config/mesh/destination-rules.yaml")),
+];
+
+/// One workload to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Deployment name (`reviews-v2`).
+    pub name: String,
+    /// `app` label (`reviews`): which service the app process is.
+    pub app: String,
+    /// `version` label.
+    pub version: String,
+    /// Where the app listens.
+    pub app_addr: SocketAddr,
+    /// The sidecar's inbound, outbound and admin addresses.
+    pub inbound: SocketAddr,
+    /// Outbound.
+    pub outbound: SocketAddr,
+    /// Admin.
+    pub admin: SocketAddr,
+}
+
+/// What `bookinfo up` was asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The ingress gateway's address.
+    pub ingress: SocketAddr,
+    /// The watched config directory.
+    pub config_dir: PathBuf,
+}
+
+/// Free loopback ports: the OS picks them; all are held until every port is chosen (so no
+/// two are the same) and closed just before the children bind them.
+#[derive(Default)]
+struct Ports(Vec<TcpListener>);
+
+impl Ports {
+    fn next(&mut self) -> std::io::Result<SocketAddr> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let a = l.local_addr()?;
+        self.0.push(l);
+        Ok(a)
+    }
+}
+
+fn free_addr() -> std::io::Result<SocketAddr> {
+    Ports::default().next()
+}
+
+/// Write the seed config into `dir` when it holds no YAML yet.
+pub fn seed(dir: &Path) -> Result<bool, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let has_yaml = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().is_some_and(|x| x == "yaml" || x == "yml"));
+    if has_yaml {
+        return Ok(false);
+    }
+    for (name, text) in SEED {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+    }
+    Ok(true)
+}
+
+/// The Deployments of the `default` namespace that are Bookinfo services, with addresses.
+pub fn workloads(dir: &Path) -> Result<Vec<Workload>, String> {
+    let loaded = load_paths(&[dir.to_path_buf()], &LoadOptions::default());
+    if loaded.has_errors() {
+        return Err(loaded.report());
+    }
+    let snapshot = loaded.into_snapshot();
+    let mut out = Vec::new();
+    let mut ports = Ports::default();
+    for r in snapshot.in_namespace(Kind::Deployment, "default") {
+        let Resource::Deployment(d) = &**r else { continue };
+        let labels = &d.spec.template.metadata.labels;
+        let (Some(app), Some(version)) = (labels.get("app"), labels.get("version")) else { continue };
+        if !["productpage", "details", "reviews", "ratings"].contains(&app.as_str()) {
+            return Err(format!("Deployment {}: app `{app}` is not a Bookinfo service", d.metadata.name));
+        }
+        let name = &d.metadata.name;
+        let mut addr = |what: &str| ports.next().map_err(|e| format!("no free port for {name} {what}: {e}"));
+        out.push(Workload {
+            name: d.metadata.name.clone(),
+            app: app.clone(),
+            version: version.clone(),
+            app_addr: addr("app")?,
+            inbound: addr("inbound")?,
+            outbound: addr("outbound")?,
+            admin: addr("admin")?,
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no Bookinfo Deployments in namespace default", dir.display()));
+    }
+    Ok(out)
+}
+
+/// A child process and where its output goes.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path, name: &str) -> Result<Proc, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    let child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    Ok(Proc { name: name.into(), child })
+}
+
+async fn wait_ready(addr: SocketAddr, what: &str) -> Result<(), String> {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("{what} did not start listening on {addr}"))
+}
+
+/// Run the mesh until Ctrl-C or SIGTERM; then stop every process (SIGTERM, so the proxies
+/// drain) and return.
+pub async fn run(opts: Options) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    if seed(&opts.config_dir)? {
+        println!(
+            "config: seeded {} with the Bookinfo manifest, gateway and destination rules",
+            opts.config_dir.display()
+        );
+    }
+    let state = opts.config_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let ca = state.join("ca");
+    let workloads = workloads(&opts.config_dir)?;
+    let endpoints: Vec<String> = workloads
+        .iter()
+        .flat_map(|w| ["--endpoint".to_string(), format!("default/{}={}", w.name, w.inbound)])
+        .collect();
+    let config = opts.config_dir.display().to_string();
+    let common = |admin: SocketAddr| -> Vec<String> {
+        let mut a = vec![
+            "sidecar".to_string(),
+            "--config".into(),
+            config.clone(),
+            "--admin".into(),
+            admin.to_string(),
+            "--ca-dir".into(),
+            ca.display().to_string(),
+        ];
+        a.extend(endpoints.iter().cloned());
+        a
+    };
+
+    let mut procs = Vec::new();
+    for w in &workloads {
+        let mut app = vec![
+            "serve".to_string(),
+            w.app.clone(),
+            "--listen".into(),
+            w.app_addr.to_string(),
+            "--proxy".into(),
+            w.outbound.to_string(),
+            "--version".into(),
+            w.version.clone(),
+        ];
+        if w.app == "reviews" {
+            app.extend(["--podname".into(), format!("{}-0", w.name)]);
+        }
+        procs.push(spawn(&exe, &app, &logs.join(format!("{}.log", w.name)), &w.name)?);
+        let mut sidecar = common(w.admin);
+        sidecar.extend([
+            "--outbound".into(),
+            w.outbound.to_string(),
+            "--inbound".into(),
+            w.inbound.to_string(),
+            "--app".into(),
+            w.app_addr.to_string(),
+            "--workload-labels".into(),
+            format!("app={},version={}", w.app, w.version),
+            "--workload".into(),
+            w.name.clone(),
+        ]);
+        procs.push(spawn(
+            &exe,
+            &sidecar,
+            &logs.join(format!("{}.sidecar.log", w.name)),
+            &format!("{} sidecar", w.name),
+        )?);
+    }
+    let gateway_admin = free_addr().map_err(|e| format!("no free port for the gateway's admin: {e}"))?;
+    let mut gateway = common(gateway_admin);
+    gateway.extend([
+        "--gateway".into(),
+        "default/bookinfo-gateway".into(),
+        "--listen".into(),
+        format!("8080={}", opts.ingress),
+    ]);
+    procs.push(spawn(&exe, &gateway, &logs.join("istio-ingressgateway.log"), "ingress gateway")?);
+
+    let mut ready = Ok(());
+    for w in &workloads {
+        for (addr, what) in [(w.app_addr, "app"), (w.inbound, "sidecar inbound"), (w.outbound, "sidecar outbound")] {
+            if ready.is_ok() {
+                ready = wait_ready(addr, &format!("{} {what}", w.name)).await;
+            }
+        }
+    }
+    if ready.is_ok() {
+        ready = wait_ready(opts.ingress, "the ingress gateway").await;
+    }
+    if let Err(e) = ready {
+        stop(&mut procs).await;
+        return Err(format!("{e}; logs in {}", logs.display()));
+    }
+
+    println!(
+        "Bookinfo is up ({} workloads, each with its sidecar; mTLS from the CA in {}).",
+        workloads.len(),
+        ca.display()
+    );
+    println!("  productpage  http://{}/productpage", opts.ingress);
+    println!("  gateway      http://{gateway_admin}/stats/prometheus   (admin: /config_dump /clusters /ready)");
+    let by_app: BTreeMap<&str, &Workload> = workloads.iter().map(|w| (w.name.as_str(), w)).collect();
+    for (name, w) in by_app {
+        println!("  {name:<15}http://{}/stats/prometheus", w.admin);
+    }
+    println!("  config       {} (watched: meshctl apply -f FILE --config-dir {})", config, config);
+    println!("  logs         {}", logs.display());
+    println!("Ctrl-C stops everything.");
+
+    wait_for_signal(&mut procs).await;
+    stop(&mut procs).await;
+    Ok(())
+}
+
+/// Ctrl-C, SIGTERM, or a child dying (then everything stops).
+async fn wait_for_signal(procs: &mut [Proc]) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let died = async {
+        loop {
+            for p in procs.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    eprintln!("bookinfo: {} exited ({status}); stopping the mesh", p.name);
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        () = died => {}
+    }
+}
+
+/// SIGTERM everything, wait up to 10 s, then kill what is left.
+async fn stop(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        if let Some(pid) = p.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+    for p in procs.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.is_err() {
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_config_gives_six_workloads_with_distinct_ports() {
+        let dir = std::env::temp_dir().join(format!("bookinfo-up-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(seed(&dir).unwrap());
+        assert!(!seed(&dir).unwrap(), "a directory with config is left alone");
+        let w = workloads(&dir).unwrap();
+        let mut names: Vec<_> = w.iter().map(|w| w.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["details-v1", "productpage-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3"]);
+        let mut ports: Vec<u16> =
+            w.iter().flat_map(|w| [w.app_addr, w.inbound, w.outbound, w.admin]).map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 24);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

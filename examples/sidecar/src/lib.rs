@@ -1,0 +1,365 @@
+//! `mesh-sidecar`: every mesh layer composed into one proxy process beside an app.
+//!
+//! ```text
+//! mesh-sidecar --config PATH... --outbound ADDR [--inbound ADDR --app ADDR] [--admin ADDR]
+//!              [--namespace NS --workload-labels k=v,... --service-account SA]
+//! ```
+//!
+//! Outbound: the app's plain HTTP requests (origin or absolute form) are routed by the
+//! VirtualServices and DestinationRules in force, over mTLS to the destination's sidecar.
+//! Inbound: mTLS per PeerAuthentication, JWT, authorization, then the app. Admin: Envoy's
+//! pages. Config files are watched; SIGTERM drains.
+
+mod admin;
+mod cli;
+mod control;
+mod gateway;
+mod guard;
+mod inbound;
+mod outbound;
+mod serve;
+mod tcp;
+mod workers;
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use clap::Parser;
+use mesh_authz::layer::AuthzLayer;
+use mesh_core::{
+    ConfigSource, DirectorySource,
+    registry::Locator,
+    source::{DirectoryOptions, InitialLoadError},
+};
+use mesh_mtls::{
+    accept::MtlsAcceptor, ca::CertificateAuthority, config, connector::MeshConnector, peer_auth::Mode, store::CertStore,
+};
+use mesh_route::{
+    layer::{BalanceLayer, RetryLayer, RouteLayer, client_stack_with_connectors},
+    policy::ProxyContext,
+};
+use mesh_telemetry::{
+    access_log::{AccessLog, Format},
+    layer::{Reporter, TelemetryLayer, WorkloadInfo},
+    metrics::MeshMetrics,
+};
+use tokio::sync::watch;
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
+
+use crate::{
+    admin::{Admin, LogControl},
+    cli::{AccessLogFormat, Args},
+    control::{Control, Me},
+    serve::{Accept, bind, serve},
+};
+
+/// Workload certificates live a day and are re-issued after two thirds of it.
+const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Run `mesh-sidecar` with these command-line arguments (the first is the program name);
+/// returns when it has drained after SIGTERM or Ctrl-C, or failed to start.
+pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let filter = match EnvFilter::try_new(&args.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mesh-sidecar: --log-level `{}`: {e}", args.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    // A host program may have set its own subscriber already; then logs go there.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .try_init();
+    let log = LogControl::new(&args.log_level, move |f| {
+        let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(new).map_err(|e| e.to_string())
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mesh-sidecar: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-sidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args, log: LogControl) -> Result<(), String> {
+    let source =
+        DirectorySource::start(args.config.clone(), DirectoryOptions::default()).map_err(|e| match e
+            .downcast_ref::<InitialLoadError>()
+        {
+            Some(_) => e.to_string(),
+            None => format!("cannot watch the config: {e}"),
+        })?;
+    for w in &source.status().borrow().warnings {
+        tracing::warn!("{w}");
+    }
+    let snapshot = source.snapshots().borrow().clone();
+    // A gateway defaults to Istio's ingress gateway: its namespace, the Gateway's selector
+    // as its labels, its service account.
+    let gateway_selector = match &args.gateway {
+        Some(g) => {
+            let (ns, name) = g.split_once('/').ok_or_else(|| format!("--gateway `{g}` is not NS/NAME"))?;
+            match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
+                Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
+                _ => return Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+            }
+        }
+        None => None,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
+    let labels = args.workload_labels.clone().or_else(|| gateway_selector.clone()).unwrap_or_default();
+    let me = Me::resolve(
+        &snapshot,
+        &namespace,
+        &labels,
+        args.workload.as_deref(),
+        args.service_account.as_deref(),
+        if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
+        &args.trust_domain,
+    )?;
+    let mut locator = Locator::new();
+    for (ns, workload, addr) in &args.endpoints {
+        locator.insert(ns, workload, *addr);
+    }
+    let ctx = match args.gateway.as_deref().and_then(|g| g.split_once('/')) {
+        Some((ns, name)) => ProxyContext::gateway(ns, name),
+        None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
+    };
+    let control = Control::new(snapshot, me.clone(), locator, ctx, &args.trust_domain);
+    control.follow(source.snapshots());
+    tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
+
+    let metrics = Arc::new(MeshMetrics::new());
+    metrics.proxy.follow_source(source.status());
+
+    // Identity: a workload certificate from the machine's mesh CA, kept fresh.
+    let ca = CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
+        .map_err(|e| format!("mesh CA in {}: {e}", args.ca_dir.display()))?;
+    let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
+    let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
+    if let Some(t) = store.not_after() {
+        metrics.proxy.set_cert_expiry(t);
+    }
+    let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
+    store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
+
+    let access_log = match args.access_log {
+        AccessLogFormat::Text => Some(AccessLog::stdout(Format::Text)),
+        AccessLogFormat::Json => Some(AccessLog::stdout(Format::Json)),
+        AccessLogFormat::Off => None,
+    };
+    let telemetry = |reporter| {
+        let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
+        let layer = TelemetryLayer::new(metrics.clone(), reporter, info);
+        match &access_log {
+            Some(log) => layer.with_access_log(log.clone()),
+            None => layer,
+        }
+    };
+
+    let guard = guard::GuardLayer { max_body: args.max_request_bytes };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut servers = Vec::new();
+
+    // Outbound.
+    let balance = BalanceLayer::new()
+        .with_auto_mtls(true)
+        .with_plaintext_endpoints(control.plaintext.clone())
+        .with_on_ejection(metrics.proxy.ejection_hook());
+    let connector = MeshConnector::mtls(store.clone(), roots.clone(), control.naming.clone());
+    let client = |route: RouteLayer| {
+        client_stack_with_connectors(
+            route,
+            connector.clone(),
+            connector.clone().http1_only(),
+            balance.clone(),
+            RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
+        )
+    };
+    let workers = workers::Workers::start(args.concurrency)?;
+    if let Some(addr) = args.outbound {
+        let (bound, tasks) = workers
+            .listen("outbound", addr, || {
+                let svc =
+                    outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
+                let stop = stop.clone();
+                move |l| serve("outbound", l, Accept::Plain, svc, None, stop)
+            })
+            .await?;
+        announce("outbound", bound);
+        servers.extend(tasks);
+    }
+
+    // Plain TCP for the app.
+    let tcp_out = Arc::new(tcp::Outbound {
+        control: control.clone(),
+        connector: connector.clone(),
+        metrics: metrics.clone(),
+        next: Default::default(),
+    });
+    for f in &args.tcp {
+        let name = format!("tcp {}:{}", f.host, f.port);
+        let (bound, tasks) = workers
+            .listen(&name, f.listen, || {
+                let (out, f, stop) = (tcp_out.clone(), f.clone(), stop.clone());
+                move |l| out.serve(l, f, stop)
+            })
+            .await?;
+        announce(&name, bound);
+        servers.extend(tasks);
+    }
+
+    // Gateway: one listener per `--listen`, routing by its Gateway server port.
+    if let Some(gw) = &args.gateway {
+        let creds =
+            gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
+        for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
+            let name = format!("gateway {}", plan.port);
+            let accept = match &plan.tls {
+                Some(config) => {
+                    Accept::Mtls { acceptor: MtlsAcceptor::new(config.clone()), mode: Arc::new(|| Mode::Strict) }
+                }
+                None => Accept::Plain,
+            };
+            let (bound, tasks) = workers
+                .listen(&name, plan.addr, || {
+                    let route = RouteLayer::new(control.table.clone())
+                        .with_listener_port(plan.port)
+                        .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
+                    let svc = if plan.https_redirect {
+                        gateway::https_redirect()
+                    } else {
+                        outbound::stack(guard, telemetry(Reporter::Source), client(route))
+                    };
+                    let (accept, stop) = (accept.clone(), stop.clone());
+                    move |l| serve("gateway", l, accept, svc, None, stop)
+                })
+                .await?;
+            announce(&name, bound);
+            servers.extend(tasks);
+        }
+    }
+
+    // Inbound.
+    if let (Some(addr), Some(app)) = (args.inbound, args.app) {
+        let server_config =
+            config::server_config(store.clone(), roots.clone()).map_err(|e| format!("TLS server config: {e}"))?;
+        let app_port = app.port();
+        let peer = control.clone();
+        let accept = Accept::Mtls {
+            acceptor: MtlsAcceptor::new(server_config),
+            mode: Arc::new(move || peer.peer.load().mode(app_port)),
+        };
+        let tcp_control = control.clone();
+        let opaque = serve::Opaque {
+            when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
+            splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
+        };
+        let (bound, tasks) = workers
+            .listen("inbound", addr, || {
+                let authz =
+                    AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
+                let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
+                let (accept, opaque, stop) = (accept.clone(), opaque.clone(), stop.clone());
+                move |l| serve("inbound", l, accept, svc, Some(opaque), stop)
+            })
+            .await?;
+        announce("inbound", bound);
+        servers.extend(tasks);
+    }
+
+    // Admin: serves until the drain is over.
+    let admin_state = Arc::new(Admin {
+        control: control.clone(),
+        metrics: metrics.clone(),
+        balance,
+        status: source.status(),
+        log,
+        ready: AtomicBool::new(true),
+    });
+    let (admin_stop_tx, admin_stop) = watch::channel(false);
+    let admin_task = match args.admin {
+        Some(addr) => {
+            let listener = bind("admin", addr).await?;
+            announce("admin", listener.local_addr().map_err(|e| format!("admin listener: {e}"))?);
+            Some(tokio::spawn(serve(
+                "admin",
+                listener,
+                Accept::Plain,
+                admin::service(admin_state.clone()),
+                None,
+                admin_stop,
+            )))
+        }
+        None => None,
+    };
+
+    shutdown_signal().await;
+    tracing::info!(timeout = ?args.drain_timeout, "draining");
+    admin_state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(args.drain_timeout, async {
+        for s in servers {
+            let _ = s.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+    }
+    let _ = admin_stop_tx.send(true);
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    drop(workers);
+    drop(source);
+    Ok(())
+}
+
+/// Tell whoever started us where each listener is (port 0 picks a free port).
+fn announce(name: &str, addr: std::net::SocketAddr) {
+    eprintln!("mesh-sidecar: {name} listening on {addr}");
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
