@@ -8,6 +8,7 @@ mod analyze;
 mod args;
 mod authz;
 mod route;
+mod store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +58,43 @@ enum Command {
     /// Exits 1 with a message on stderr for invalid config or arguments.
     #[command(verbatim_doc_comment)]
     Authz(authz::AuthzArgs),
+    /// Validate FILE and put its resources into the running mesh's config directory
+    /// (replacing earlier definitions of the same kind, namespace and name). Invalid config
+    /// is refused with analyze's findings and nothing is written. Prints `KIND.GROUP/NAME
+    /// created|configured|unchanged` per resource.
+    Apply {
+        /// The file to apply.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// The directory the mesh watches (`bookinfo up --config-dir`). Resources that name
+        /// no namespace are in `default`, as the mesh loads them.
+        #[arg(long, value_name = "DIR", default_value = ".mesh/config")]
+        config_dir: PathBuf,
+    },
+    /// Remove FILE's resources from the running mesh's config directory.
+    Delete {
+        /// The file whose resources to delete.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+        /// The directory the mesh watches.
+        #[arg(long, value_name = "DIR", default_value = ".mesh/config")]
+        config_dir: PathBuf,
+    },
+    /// List the applied resources of a kind (vs, dr, gw, se, we, pa, ap, ra, svc, deploy,
+    /// sa), as kubectl does.
+    Get {
+        /// The kind.
+        kind: String,
+        /// The directory the mesh watches.
+        #[arg(long, value_name = "DIR", default_value = ".mesh/config")]
+        config_dir: PathBuf,
+        /// Namespace to list.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,5 +103,10 @@ fn main() -> ExitCode {
         Command::Analyze { paths, namespace, quiet } => analyze::run(&paths, &namespace, quiet),
         Command::Route(args) => route::run(&args),
         Command::Authz(args) => authz::run(&args),
+        Command::Apply { file, config_dir } => store::apply(&file, &config_dir),
+        Command::Delete { file, config_dir } => store::delete(&file, &config_dir),
+        Command::Get { kind, config_dir, namespace, all_namespaces } => {
+            store::get(&kind, &config_dir, &namespace, all_namespaces)
+        }
     }
 }

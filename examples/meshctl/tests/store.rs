@@ -1,0 +1,89 @@
+//! `meshctl apply -f`, `delete -f` and `get` against a config directory, as kubectl is used.
+
+use std::{path::Path, process::Command};
+
+fn meshctl(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl")).args(args).current_dir(dir).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn tutorial(file: &str) -> String {
+    format!("{}/../bookinfo/config/tutorial/networking/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A config directory seeded as `bookinfo up` seeds it.
+fn mesh() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join(".mesh/config");
+    std::fs::create_dir_all(&config).unwrap();
+    for f in ["bookinfo.yaml", "bookinfo-gateway.yaml", "destination-rules.yaml"] {
+        let from = format!("{}/../bookinfo/config/mesh/{f}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, config.join(f)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn apply_creates_then_reports_unchanged_and_configured() {
+    let dir = mesh();
+    let (code, out, err) = meshctl(&["apply", "-f", &tutorial("virtual-service-all-v1.yaml")], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("virtualservice.networking.istio.io/reviews created\n"), "{out}");
+    let (_, again, _) = meshctl(&["apply", "-f", &tutorial("virtual-service-all-v1.yaml")], dir.path());
+    assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");
+    // Another file defining reviews replaces the first definition.
+    let (code, out, _) = meshctl(&["apply", "-f", &tutorial("virtual-service-reviews-v3.yaml")], dir.path());
+    assert_eq!((code, out.as_str()), (0, "virtualservice.networking.istio.io/reviews configured\n"));
+    let all_v1 = std::fs::read_to_string(dir.path().join(".mesh/config/virtual-service-all-v1.yaml")).unwrap();
+    assert!(!all_v1.contains("name: reviews"), "the old definition is gone:\n{all_v1}");
+    let (_, analyze_out, analyze_err) = meshctl(&["analyze", ".mesh/config"], dir.path());
+    assert!(!analyze_out.contains("more than once"), "{analyze_out}{analyze_err}");
+
+    let (code, table, _) = meshctl(&["get", "vs"], dir.path());
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "GATEWAYS", "HOSTS"]);
+    assert!(
+        lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["reviews", "[]", "[\"reviews\"]"]),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 1 + 5, "bookinfo + the four of all-v1: {table}");
+}
+
+#[test]
+fn invalid_config_is_refused_with_the_finding_and_nothing_written() {
+    let dir = mesh();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [x]\n  http:\n  - route: [{destination: {host: reviews}}]\n    timeout: banana\n",
+    )
+    .unwrap();
+    let (code, out, err) = meshctl(&["apply", "-f", "bad.yaml"], dir.path());
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.starts_with("bad.yaml:8: error: VirtualService default/bad: spec.http[0].timeout: invalid duration"),
+        "{err}"
+    );
+    assert!(err.ends_with("error: bad.yaml was not applied\n"), "{err}");
+    assert!(!dir.path().join(".mesh/config/bad.yaml").exists());
+}
+
+#[test]
+fn delete_removes_what_a_file_defines() {
+    let dir = mesh();
+    meshctl(&["apply", "-f", &tutorial("virtual-service-all-v1.yaml")], dir.path());
+    let (code, out, _) = meshctl(&["delete", "-f", &tutorial("virtual-service-all-v1.yaml")], dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 4);
+    assert!(out.contains("virtualservice.networking.istio.io/details deleted"));
+    assert!(!dir.path().join(".mesh/config/virtual-service-all-v1.yaml").exists(), "an emptied file goes");
+    let (code, _, err) = meshctl(&["delete", "-f", &tutorial("virtual-service-all-v1.yaml")], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("Error from server (NotFound): virtualservice \"reviews\" not found"), "{err}");
+    let (code, _, err) = meshctl(&["get", "vs", "-n", "elsewhere"], dir.path());
+    assert_eq!((code, err.as_str()), (0, "No resources found in elsewhere namespace.\n"));
+    let (code, _, err) = meshctl(&["get", "widgets"], dir.path());
+    assert_eq!(code, 1);
+    assert!(err.contains("doesn't have a resource type \"widgets\""));
+}
