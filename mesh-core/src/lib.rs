@@ -36,6 +36,7 @@ pub mod load;
 pub mod registry;
 pub mod snapshot;
 pub mod source;
+pub mod store;
 pub mod string_match;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
