@@ -1,0 +1,346 @@
+//! Istio's Bookinfo tutorial, step by step, against a running `bookinfo up` (sidecar mode),
+//! through the ingress gateway, with config applied as `meshctl apply -f` applies it.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+struct Up {
+    child: Child,
+    ingress: SocketAddr,
+    /// Admin addresses by workload (`istio-ingressgateway` for the gateway), as printed.
+    admin: std::collections::BTreeMap<String, SocketAddr>,
+    config: PathBuf,
+    _dir: PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn up() -> Up {
+    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ingress = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = dir.join(".mesh/config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bookinfo"))
+        .args(["up", "--ingress", &ingress.to_string(), "--config-dir", &config.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads everything the mesh prints, for as long as it runs.
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut admin = std::collections::BTreeMap::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        // `  reviews-v1     http://127.0.0.1:PORT/stats/prometheus`
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [name, url, ..] = words.as_slice()
+            && let Some(addr) = url.strip_prefix("http://").and_then(|u| u.strip_suffix("/stats/prometheus"))
+        {
+            let name = if *name == "gateway" { "istio-ingressgateway" } else { name };
+            admin.insert(name.to_string(), addr.parse().unwrap());
+        }
+        if line.starts_with("Ctrl-C stops everything") {
+            return Up { child, ingress, admin, config, _dir: dir };
+        }
+        seen.push(line);
+    }
+    let _ = child.kill();
+    panic!("bookinfo up did not come up:\n{}", seen.join("\n"));
+}
+
+fn tutorial(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tutorial").join(file)
+}
+
+impl Up {
+    fn apply(&self, file: &str) {
+        mesh_core::store::apply(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("apply {file}: {e}"));
+    }
+
+    fn delete(&self, file: &str) {
+        mesh_core::store::delete(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("delete {file}: {e}"));
+    }
+
+    /// An admin page of a workload's sidecar.
+    async fn admin(&self, workload: &str, path: &str) -> String {
+        request(self.admin[workload], "GET", path, None, "").await.unwrap().2
+    }
+
+    /// GET a page through the ingress gateway.
+    async fn get(&self, path: &str, cookie: Option<&str>) -> (u16, String) {
+        request(self.ingress, "GET", path, cookie, "").await.map(|(s, _, b)| (s, b)).unwrap()
+    }
+
+    /// Log in as `user`: the session cookie.
+    async fn login(&self, user: &str) -> String {
+        let (status, headers, _) =
+            request(self.ingress, "POST", "/login", None, &format!("username={user}&passwd=x")).await.unwrap();
+        assert_eq!(status, 302);
+        let cookie = headers.get("set-cookie").expect("a session cookie").to_str().unwrap();
+        cookie.split(';').next().unwrap().to_string()
+    }
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> Result<(u16, http::HeaderMap, String), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "bookinfo.example");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    if !form.is_empty() {
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("referer", format!("http://{addr}/productpage"));
+    }
+    let rsp =
+        s.send_request(req.body(Full::new(Bytes::from(form.to_string()))).unwrap()).await.map_err(|e| e.to_string())?;
+    let (status, headers) = (rsp.status().as_u16(), rsp.headers().clone());
+    let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Which reviews version drew a page: stars and their colour tell.
+#[derive(Debug, PartialEq, Eq, Clone, Copy, PartialOrd, Ord)]
+enum Drawn {
+    NoStars,
+    Black,
+    Red,
+    RatingsUnavailable,
+    ReviewsUnavailable,
+}
+
+fn drawn(page: &str) -> Drawn {
+    if page.contains("Error fetching product reviews") {
+        Drawn::ReviewsUnavailable
+    } else if page.contains("Ratings service is currently unavailable") {
+        Drawn::RatingsUnavailable
+    } else if page.matches("glyphicon-star").count() == 9 && page.contains("flex gap-x-1 text-red-500") {
+        Drawn::Red
+    } else if page.matches("glyphicon-star").count() == 9 && page.contains("flex gap-x-1 text-black-500") {
+        Drawn::Black
+    } else {
+        assert_eq!(page.matches("glyphicon-star").count(), 0, "{page}");
+        Drawn::NoStars
+    }
+}
+
+impl Up {
+    /// Wait (up to 10 s) until `n` pages in a row are drawn as `want` (a reload has landed).
+    async fn settle(&self, cookie: Option<&str>, want: Drawn, n: usize) {
+        let mut streak = 0;
+        for _ in 0..400 {
+            let (status, page) = self.get("/productpage", cookie).await;
+            if status == 200 && drawn(&page) == want {
+                streak += 1;
+                if streak == n {
+                    return;
+                }
+            } else {
+                streak = 0;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        panic!("pages never settled on {want:?}");
+    }
+
+    async fn count(&self, n: usize, cookie: Option<&str>) -> std::collections::BTreeMap<Drawn, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let (status, page) = self.get("/productpage", cookie).await;
+            assert_eq!(status, 200);
+            *counts.entry(drawn(&page)).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bookinfo_tutorial_in_sidecar_mode() {
+    let mesh = up();
+
+    // 1. The page, and all three reviews versions without routing rules.
+    let (status, page) = mesh.get("/productpage", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Simple Bookstore App</title>") && page.contains("Book Details"), "{page}");
+    let counts = mesh.count(30, None).await;
+    for v in [Drawn::NoStars, Drawn::Black, Drawn::Red] {
+        assert!(counts.get(&v).copied().unwrap_or(0) > 0, "{v:?} never appeared in 30 pages: {counts:?}");
+    }
+    // Only the gateway's routes are exposed.
+    assert_eq!(mesh.get("/health", None).await.0, 404);
+
+    // 2. Everything to v1: no stars.
+    mesh.apply("networking/virtual-service-all-v1.yaml");
+    mesh.settle(None, Drawn::NoStars, 10).await;
+    assert_eq!(mesh.count(30, None).await.get(&Drawn::NoStars), Some(&30));
+
+    // 3. jason to v2.
+    mesh.apply("networking/virtual-service-reviews-test-v2.yaml");
+    let jason = mesh.login("jason").await;
+    mesh.settle(Some(&jason), Drawn::Black, 5).await;
+    let (_, page) = mesh.get("/productpage", Some(&jason)).await;
+    assert!(page.contains("jason") && page.contains("Sign out"), "{page}");
+    assert_eq!(mesh.count(10, None).await.get(&Drawn::NoStars), Some(&10));
+
+    // 4. A 7 s delay on ratings for jason: productpage gives up after 3 s + one retry.
+    mesh.apply("networking/virtual-service-ratings-test-delay.yaml");
+    let mut slow = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let start = tokio::time::Instant::now();
+        let (status, page) = mesh.get("/productpage", Some(&jason)).await;
+        if drawn(&page) == Drawn::ReviewsUnavailable {
+            slow = Some((status, start.elapsed()));
+            break;
+        }
+    }
+    let (status, took) = slow.expect("jason's page never showed the reviews error under the delay");
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_millis(5900) && took < Duration::from_secs(8), "took {took:?}");
+    assert_eq!(mesh.count(5, None).await.get(&Drawn::NoStars), Some(&5), "others are unaffected");
+
+    // 5. An abort on ratings for jason.
+    mesh.apply("networking/virtual-service-ratings-test-abort.yaml");
+    mesh.settle(Some(&jason), Drawn::RatingsUnavailable, 3).await;
+
+    // 6. 50/50 between v1 and v3, then 80/20 between v1 and v2.
+    mesh.delete("networking/virtual-service-ratings-test-abort.yaml");
+    mesh.apply("networking/virtual-service-reviews-50-v3.yaml");
+    mesh.settle(None, Drawn::Red, 1).await;
+    let c = mesh.count(200, None).await;
+    let red = c.get(&Drawn::Red).copied().unwrap_or(0);
+    // Binomial(200, 0.5): sd 7.1; 5 sd either side.
+    assert!((65..=135).contains(&red) && red + c.get(&Drawn::NoStars).unwrap_or(&0) == 200, "{c:?}");
+    mesh.apply("networking/virtual-service-reviews-80-20.yaml");
+    mesh.settle(None, Drawn::Black, 1).await;
+    let c = mesh.count(200, None).await;
+    let black = c.get(&Drawn::Black).copied().unwrap_or(0);
+    // Binomial(200, 0.2): mean 40, sd 5.7.
+    assert!((12..=68).contains(&black) && black + c.get(&Drawn::NoStars).unwrap_or(&0) == 200, "{c:?}");
+
+    mesh.delete("networking/virtual-service-reviews-80-20.yaml");
+    mesh.apply("networking/virtual-service-all-v1.yaml");
+
+    // 7. STRICT mTLS: a plaintext client straight to productpage's inbound is refused; the
+    // mesh still works. PERMISSIVE (no policy) accepted it.
+    let clusters = mesh.admin("istio-ingressgateway", "/clusters").await;
+    let inbound: SocketAddr = clusters
+        .lines()
+        .find(|l| {
+            l.starts_with("outbound|9080||productpage.default.svc.cluster.local::")
+                && l.ends_with("::health_flags::healthy")
+        })
+        .and_then(|l| l.split("::").nth(1))
+        .expect("productpage's endpoint at the gateway")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        request(inbound, "GET", "/productpage", None, "").await.map(|r| r.0),
+        Ok(200),
+        "PERMISSIVE takes plaintext"
+    );
+    mesh.apply("security/peer-authentication-strict.yaml");
+    let mut refused = false;
+    for _ in 0..200 {
+        if request(inbound, "GET", "/productpage", None, "").await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused, "STRICT never refused plaintext");
+    mesh.settle(None, Drawn::NoStars, 3).await;
+
+    // 8. Authorization: nothing, then the page only, then the page's callees, then all.
+    mesh.apply("security/authz-allow-nothing.yaml");
+    let mut denied = (0, String::new());
+    for _ in 0..200 {
+        denied = mesh.get("/productpage", None).await;
+        if denied.0 == 403 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(denied, (403, "RBAC: access denied".to_string()));
+    mesh.apply("security/authz-productpage-viewer.yaml");
+    let page = settle_on(&mesh, |p| {
+        p.contains("Error fetching product details") && p.contains("Error fetching product reviews")
+    })
+    .await;
+    assert!(page.contains("Sorry, product details are currently unavailable for this book."));
+    mesh.apply("security/authz-details-viewer.yaml");
+    mesh.apply("security/authz-reviews-viewer.yaml");
+    settle_on(&mesh, |p| p.contains("Book Details") && drawn(p) == Drawn::NoStars).await;
+    mesh.apply("networking/virtual-service-reviews-v3.yaml");
+    settle_on(&mesh, |p| drawn(p) == Drawn::RatingsUnavailable).await;
+    mesh.apply("security/authz-ratings-viewer.yaml");
+    settle_on(&mesh, |p| drawn(p) == Drawn::Red).await;
+
+    // 9. The metrics the service graph draws its edges from.
+    let text = mesh.admin("reviews-v3", "/stats/prometheus").await;
+    let edge = text.lines().find(|l| {
+        l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"destination\"")
+            && l.contains("source_workload=\"productpage-v1\"")
+            && l.contains("destination_workload=\"reviews-v3\"")
+            && l.contains("connection_security_policy=\"mutual_tls\"")
+    });
+    assert!(edge.is_some_and(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0), "{text}");
+    let gateway = mesh.admin("istio-ingressgateway", "/stats/prometheus").await;
+    assert!(
+        gateway.lines().any(|l| l.starts_with("istio_requests_total{")
+            && l.contains("reporter=\"source\"")
+            && l.contains("source_workload=\"istio-ingressgateway\"")
+            && l.contains("destination_workload=\"productpage-v1\"")),
+        "{gateway}"
+    );
+}
+
+/// Wait (up to 10 s) for a 200 page that satisfies `ok`; the page.
+async fn settle_on(mesh: &Up, ok: impl Fn(&str) -> bool) -> String {
+    let mut last = (0, String::new());
+    for _ in 0..400 {
+        last = mesh.get("/productpage", None).await;
+        if last.0 == 200 && ok(&last.1) {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the page never became what was expected; last: {} {}", last.0, last.1);
+}
