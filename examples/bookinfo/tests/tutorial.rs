@@ -73,6 +73,7 @@ fn up() -> Up {
         seen.push(line);
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("bookinfo up did not come up:\n{}", seen.join("\n"));
 }
 
