@@ -2,6 +2,7 @@
 //! services (productpage, details, reviews v1/v2/v3, ratings) as libraries, and `bookinfo
 //! up`, which runs the whole mesh on one machine.
 
+pub mod dashboard;
 pub mod details;
 pub mod http;
 pub mod productpage;

@@ -31,6 +31,9 @@ enum Command {
         /// The watched config directory (seeded with the Bookinfo manifest when empty).
         #[arg(long, value_name = "DIR", default_value = ".mesh/config")]
         config_dir: PathBuf,
+        /// Where the service-graph dashboard is served (Kiali's port by default).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20001")]
+        dashboard: SocketAddr,
     },
     /// Run one service.
     Serve {
@@ -101,7 +104,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Up { ingress, config_dir } => up::run(up::Options { ingress, config_dir }).await,
+        Command::Up { ingress, config_dir, dashboard } => up::run(up::Options { ingress, config_dir, dashboard }).await,
         Command::Serve { service, listen, version, proxy, direct, podname } => {
             let upstreams = Upstreams { proxy, direct: direct.into_iter().collect() };
             let listener =

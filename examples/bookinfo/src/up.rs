@@ -50,6 +50,8 @@ pub struct Options {
     pub ingress: SocketAddr,
     /// The watched config directory.
     pub config_dir: PathBuf,
+    /// Where the service-graph dashboard is served.
+    pub dashboard: SocketAddr,
 }
 
 /// Free loopback ports: the OS picks them; all are held until every port is chosen (so no
@@ -245,12 +247,37 @@ pub async fn run(opts: Options) -> Result<(), String> {
         return Err(format!("{e}; logs in {}", logs.display()));
     }
 
+    let dashboard = crate::dashboard::Dashboard::new(
+        workloads
+            .iter()
+            .map(|w| (w.name.clone(), w.admin))
+            .chain([("istio-ingressgateway".to_string(), gateway_admin)])
+            .collect(),
+    );
+    let listener = match tokio::net::TcpListener::bind(opts.dashboard).await {
+        Ok(l) => l,
+        Err(e) => {
+            stop(&mut procs).await;
+            return Err(format!("cannot serve the dashboard on {}: {e} (--dashboard ADDR)", opts.dashboard));
+        }
+    };
+    let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(dashboard.clone().run());
+    tokio::spawn(crate::http::serve(listener, move |req| {
+        let d = dashboard.clone();
+        async move { d.handle(req.method(), req.uri().path()) }
+    }));
+
     println!(
         "Bookinfo is up ({} workloads, each with its sidecar; mTLS from the CA in {}).",
         workloads.len(),
         ca.display()
     );
     println!("  productpage  http://{}/productpage", opts.ingress);
+    println!(
+        "  dashboard    http://{dashboard_addr}/   (the service graph, refreshed every {} s)",
+        crate::dashboard::INTERVAL.as_secs()
+    );
     println!("  gateway      http://{gateway_admin}/stats/prometheus   (admin: /config_dump /clusters /ready)");
     let by_app: BTreeMap<&str, &Workload> = workloads.iter().map(|w| (w.name.as_str(), w)).collect();
     for (name, w) in by_app {

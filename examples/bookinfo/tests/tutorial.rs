@@ -18,6 +18,8 @@ struct Up {
     ingress: SocketAddr,
     /// Admin addresses by workload (`istio-ingressgateway` for the gateway), as printed.
     admin: std::collections::BTreeMap<String, SocketAddr>,
+    /// The dashboard, as printed.
+    dashboard: SocketAddr,
     config: PathBuf,
     _dir: PathBuf,
 }
@@ -44,6 +46,7 @@ fn up() -> Up {
     let config = dir.join(".mesh/config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bookinfo"))
         .args(["up", "--ingress", &ingress.to_string(), "--config-dir", &config.display().to_string()])
+        .args(["--dashboard", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -58,6 +61,7 @@ fn up() -> Up {
     });
     let mut seen = Vec::new();
     let mut admin = std::collections::BTreeMap::new();
+    let mut dashboard = None;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         // `  reviews-v1     http://127.0.0.1:PORT/stats/prometheus`
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -67,8 +71,12 @@ fn up() -> Up {
             let name = if *name == "gateway" { "istio-ingressgateway" } else { name };
             admin.insert(name.to_string(), addr.parse().unwrap());
         }
+        if let ["dashboard", url, ..] = words.as_slice() {
+            dashboard = url.strip_prefix("http://").and_then(|u| u.strip_suffix('/')).and_then(|a| a.parse().ok());
+        }
         if line.starts_with("Ctrl-C stops everything") {
-            return Up { child, ingress, admin, config, _dir: dir };
+            let dashboard = dashboard.expect("the dashboard's address is printed");
+            return Up { child, ingress, admin, dashboard, config, _dir: dir };
         }
         seen.push(line);
     }
@@ -218,6 +226,7 @@ async fn the_bookinfo_tutorial_in_sidecar_mode() {
     let (_, page) = mesh.get("/productpage", Some(&jason)).await;
     assert!(page.contains("jason") && page.contains("Sign out"), "{page}");
     assert_eq!(mesh.count(10, None).await.get(&Drawn::NoStars), Some(&10));
+    dashboard_shows_the_v2_edge(&mesh, &jason).await;
 
     // 4. A 7 s delay on ratings for jason: productpage gives up after 3 s + one retry.
     mesh.apply("networking/virtual-service-ratings-test-delay.yaml");
@@ -344,4 +353,49 @@ async fn settle_on(mesh: &Up, ok: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the page never became what was expected; last: {} {}", last.0, last.1);
+}
+
+/// The dashboard in headless Chromium, with jason's traffic flowing to reviews v2: the
+/// productpage -> reviews-v2 edge is drawn, with its rate, and marked mTLS. The screenshot
+/// is kept in target/test-artifacts/dashboard.png.
+async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str) {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("chromium is needed for the dashboard test (apt-get install chromium; .ci/run installs it)");
+    let (ingress, cookie) = (mesh.ingress, jason.to_string());
+    let traffic = tokio::spawn(async move {
+        let end = tokio::time::Instant::now() + Duration::from_secs(12);
+        while tokio::time::Instant::now() < end {
+            let _ = request(ingress, "GET", "/productpage", Some(&cookie), "").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // Two scrapes with traffic between them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let url = format!("http://{}/", mesh.dashboard);
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(chromium);
+        c.args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000", "--window-size=1280,900"]);
+        c.args(extra).arg(&url);
+        c.output().expect("chromium runs")
+    };
+    let dom = String::from_utf8_lossy(&run(&["--dump-dom"]).stdout).into_owned();
+    let row = dom
+        .split("<tr")
+        .skip(1)
+        .find(|r| r.contains("data-edge=\"productpage-v1-&gt;reviews-v2\""))
+        .unwrap_or_else(|| panic!("no productpage -> reviews-v2 row in the page:\n{dom}"));
+    let cells: Vec<&str> = row.split("<td>").skip(1).map(|c| c.split("</td>").next().unwrap()).collect();
+    assert_eq!(&cells[..2], ["productpage-v1", "reviews-v2"], "{row}");
+    let rps: f64 = cells[2].parse().unwrap();
+    assert!(rps > 0.0, "the edge shows no traffic: {row}");
+    assert_eq!(cells[5], "yes", "mTLS: {row}");
+    assert!(dom.contains("data-edge=\"productpage-v1-&gt;reviews-v2\"><line"), "the edge is drawn in the graph");
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    let out = run(&[&format!("--screenshot={}", shot.display())]);
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    traffic.abort();
 }

@@ -1,0 +1,308 @@
+//! The service graph, as Kiali draws it, from the sidecars' own metrics: every few seconds
+//! each proxy's `/stats/prometheus` is scraped; an edge per (caller, callee) workload with its
+//! request rate, error rate and p99 over the last interval, and whether it is mTLS. Served as
+//! JSON (`/api/graph`, `/api/workload/NAME`) and as a page (`/`) that redraws itself.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::http::{Body, Outcome, Upstreams, json, not_found, respond};
+
+/// How often the proxies are scraped.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+/// Points kept per workload for its charts.
+const HISTORY: usize = 150;
+/// Envoy's duration buckets, in milliseconds (ISTIO-SEMANTICS §7).
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+
+/// One scrape's cumulative numbers for an edge.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Totals {
+    requests: f64,
+    errors: f64,
+    /// Cumulative bucket counts (`le` order of `BUCKETS`, then +Inf).
+    buckets: Vec<f64>,
+    mtls: bool,
+}
+
+/// An edge as drawn: rates over the last interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// Caller workload.
+    pub source: String,
+    /// Callee workload.
+    pub target: String,
+    /// Requests per second.
+    pub rps: f64,
+    /// Share of 5xx and local-reply failures, 0..1.
+    pub error_rate: f64,
+    /// 99th percentile latency (ms), from the histogram's buckets.
+    pub p99_ms: Option<f64>,
+    /// Every request seen on it was mutual TLS.
+    pub mtls: bool,
+    /// Requests since the mesh started.
+    pub total: f64,
+}
+
+/// (unix seconds, inbound rps, inbound error rate, inbound p99).
+type Point = (u64, f64, f64, Option<f64>);
+
+#[derive(Debug, Default)]
+struct State {
+    last: BTreeMap<(String, String), Totals>,
+    edges: Vec<Edge>,
+    /// Per workload, what came in over time.
+    series: BTreeMap<String, VecDeque<Point>>,
+}
+
+/// The dashboard: what to scrape and what was seen.
+#[derive(Clone, Debug)]
+pub struct Dashboard {
+    /// (workload, admin address) of every proxy.
+    proxies: Arc<Vec<(String, SocketAddr)>>,
+    state: Arc<Mutex<State>>,
+}
+
+/// Labels of one sample line: `name{k="v",...} value`.
+fn parse_line(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+    let (head, value) = line.rsplit_once(' ')?;
+    let (name, labels) = head.split_once('{')?;
+    let labels = labels.strip_suffix('}')?;
+    let mut map = BTreeMap::new();
+    for pair in labels.split("\",") {
+        let (k, v) = pair.split_once("=\"")?;
+        map.insert(k, v.trim_end_matches('"'));
+    }
+    Some((name, map, value.parse().ok()?))
+}
+
+/// The edges in one proxy's exposition, from its `reporter="source"` series (failures that
+/// never reach the callee included) and `reporter="destination"` ones (for mTLS).
+fn edges_of(text: &str, into: &mut BTreeMap<(String, String), Totals>) {
+    for line in text.lines() {
+        let Some((name, l, value)) = parse_line(line) else { continue };
+        let key = || {
+            (
+                l.get("source_workload").copied().unwrap_or("unknown").to_string(),
+                l.get("destination_workload").copied().unwrap_or("unknown").to_string(),
+            )
+        };
+        match (name, l.get("reporter").copied()) {
+            ("istio_requests_total", Some("source")) => {
+                let t = into.entry(key()).or_default();
+                t.requests += value;
+                let code: u16 = l.get("response_code").and_then(|c| c.parse().ok()).unwrap_or(0);
+                if code >= 500 || code == 0 {
+                    t.errors += value;
+                }
+            }
+            ("istio_requests_total", Some("destination"))
+                if l.get("connection_security_policy") == Some(&"mutual_tls") =>
+            {
+                into.entry(key()).or_default().mtls = true;
+            }
+            ("istio_request_duration_milliseconds_bucket", Some("source")) => {
+                let le = l.get("le").copied().unwrap_or("+Inf");
+                let i = BUCKETS
+                    .iter()
+                    .position(|b| le.parse::<f64>().is_ok_and(|x| (x - b).abs() < 1e-9))
+                    .unwrap_or(BUCKETS.len());
+                let t = into.entry(key()).or_default();
+                t.buckets.resize(BUCKETS.len() + 1, 0.0);
+                t.buckets[i] += value;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The 99th percentile from cumulative bucket deltas (the bucket's upper bound).
+fn p99(delta: &[f64]) -> Option<f64> {
+    let total = *delta.last()?;
+    if total <= 0.0 {
+        return None;
+    }
+    let want = total * 0.99;
+    delta.iter().position(|c| *c >= want).map(|i| BUCKETS.get(i).copied().unwrap_or(f64::INFINITY))
+}
+
+impl Dashboard {
+    /// A dashboard over these proxies' admin endpoints.
+    pub fn new(proxies: Vec<(String, SocketAddr)>) -> Self {
+        Self { proxies: Arc::new(proxies), state: Arc::default() }
+    }
+
+    /// Scrape every proxy once and update the edges (rates against the previous scrape).
+    pub async fn scrape(&self, interval: Duration) {
+        let mut now: BTreeMap<(String, String), Totals> = BTreeMap::new();
+        let headers = http::HeaderMap::new();
+        for (_, admin) in self.proxies.iter() {
+            let upstream = Upstreams { direct: [("admin".to_string(), *admin)].into(), ..Upstreams::default() };
+            if let Outcome::Answered(StatusCode::OK, body) =
+                upstream.get("admin", admin.port(), "/stats/prometheus", &headers, Duration::from_secs(2)).await
+            {
+                edges_of(&String::from_utf8_lossy(&body), &mut now);
+            }
+        }
+        let secs = interval.as_secs_f64().max(0.001);
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut edges = Vec::new();
+        for ((source, target), t) in &now {
+            if t.requests <= 0.0 {
+                continue;
+            }
+            let prev = state.last.get(&(source.clone(), target.clone())).cloned().unwrap_or_default();
+            let requests = (t.requests - prev.requests).max(0.0);
+            let errors = (t.errors - prev.errors).max(0.0);
+            let delta: Vec<f64> = t
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c - prev.buckets.get(i).copied().unwrap_or(0.0)).max(0.0))
+                .collect();
+            edges.push(Edge {
+                source: source.clone(),
+                target: target.clone(),
+                rps: requests / secs,
+                error_rate: if requests > 0.0 { errors / requests } else { 0.0 },
+                p99_ms: p99(&delta),
+                mtls: t.mtls,
+                total: t.requests,
+            });
+        }
+        // Per workload: what came in.
+        let mut inbound: BTreeMap<String, (f64, f64, Option<f64>)> = BTreeMap::new();
+        for e in &edges {
+            let w = inbound.entry(e.target.clone()).or_default();
+            w.1 = (w.1 * w.0 + e.error_rate * e.rps) / (w.0 + e.rps).max(f64::MIN_POSITIVE);
+            w.0 += e.rps;
+            w.2 = match (w.2, e.p99_ms) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        for (workload, _) in self.proxies.iter() {
+            let point = inbound.get(workload).copied().unwrap_or_default();
+            let series = state.series.entry(workload.clone()).or_default();
+            series.push_back((stamp, point.0, point.1, point.2));
+            while series.len() > HISTORY {
+                series.pop_front();
+            }
+        }
+        state.last = now;
+        state.edges = edges;
+    }
+
+    /// Scrape forever, every `INTERVAL`.
+    pub async fn run(self) {
+        loop {
+            self.scrape(INTERVAL).await;
+            tokio::time::sleep(INTERVAL).await;
+        }
+    }
+
+    /// The current graph.
+    pub fn graph(&self) -> Value {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut nodes: BTreeMap<String, Value> = BTreeMap::new();
+        let mut node = |name: &str| {
+            let (app, version) = match name.rsplit_once("-v") {
+                Some((app, v)) if v.chars().all(|c| c.is_ascii_digit()) => (app.to_string(), format!("v{v}")),
+                _ => (name.to_string(), String::new()),
+            };
+            nodes.entry(name.to_string()).or_insert_with(|| json!({"id": name, "app": app, "version": version}));
+        };
+        for (w, _) in self.proxies.iter() {
+            node(w);
+        }
+        for e in &state.edges {
+            node(&e.source);
+            node(&e.target);
+        }
+        let edges: Vec<Value> = state
+            .edges
+            .iter()
+            .map(|e| {
+                json!({
+                    "source": e.source, "target": e.target,
+                    "rps": (e.rps * 100.0).round() / 100.0,
+                    "error_rate": (e.error_rate * 1000.0).round() / 1000.0,
+                    "p99_ms": e.p99_ms,
+                    "mtls": e.mtls,
+                    "total": e.total,
+                })
+            })
+            .collect();
+        json!({"nodes": nodes.into_values().collect::<Vec<_>>(), "edges": edges, "interval_s": INTERVAL.as_secs()})
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, method: &Method, path: &str) -> Response {
+        if method != Method::GET {
+            return not_found();
+        }
+        match path {
+            "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+            "/api/graph" => json(StatusCode::OK, &self.graph()),
+            p => match p.strip_prefix("/api/workload/") {
+                Some(w) => {
+                    let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match state.series.get(w) {
+                        Some(s) => json(
+                            StatusCode::OK,
+                            &json!({"workload": w, "points": s.iter().map(|(t, rps, err, p99)| json!({"t": t, "rps": rps, "error_rate": err, "p99_ms": p99})).collect::<Vec<_>>()}),
+                        ),
+                        None => not_found(),
+                    }
+                }
+                None => not_found(),
+            },
+        }
+    }
+}
+
+type Response = http::Response<Body>;
+
+/// The page: an SVG graph laid out in columns by call depth from the gateway, redrawn
+/// from `/api/graph` every interval, an edge table, and a workload's charts on click.
+const PAGE: &str = include_str!("dashboard.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",response_code="200",connection_security_policy="unknown"} 10
+istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",response_code="503",connection_security_policy="unknown"} 2
+istio_requests_total{reporter="destination",source_workload="productpage-v1",destination_workload="reviews-v2",response_code="200",connection_security_policy="mutual_tls"} 10
+istio_request_duration_milliseconds_bucket{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",le="5"} 6
+istio_request_duration_milliseconds_bucket{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",le="10"} 11
+istio_request_duration_milliseconds_bucket{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",le="25"} 12
+istio_request_duration_milliseconds_bucket{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",le="+Inf"} 12
+"#;
+
+    #[test]
+    fn edges_rates_errors_p99_and_mtls_from_the_exposition() {
+        let mut totals = BTreeMap::new();
+        edges_of(TEXT, &mut totals);
+        let t = &totals[&("productpage-v1".to_string(), "reviews-v2".to_string())];
+        assert_eq!((t.requests, t.errors, t.mtls), (12.0, 2.0, true));
+        // Cumulative counts as Prometheus gives them: le=5 holds 6, le=10 11, le=25 and up 12.
+        let mut cumulative = vec![12.0; BUCKETS.len() + 1];
+        cumulative[..2].fill(0.0);
+        cumulative[2] = 6.0;
+        cumulative[3] = 11.0;
+        assert_eq!(p99(&cumulative), Some(25.0));
+        assert_eq!(p99(&[0.0; 20]), None);
+    }
+}
