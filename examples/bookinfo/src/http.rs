@@ -64,6 +64,8 @@ pub struct Upstreams {
     pub proxy: Option<SocketAddr>,
     /// Without a proxy: where each host name is (no mesh at all).
     pub direct: BTreeMap<String, SocketAddr>,
+    /// The mesh linked in-process (embedded mode): calls go through its client stack.
+    pub embedded: Option<mesh_sidecar::embed::AppService>,
 }
 
 /// A call's outcome: a response with its status, or no response (reported as 500).
@@ -95,6 +97,19 @@ impl Upstreams {
     ) -> Result<(StatusCode, Bytes), String> {
         let authority = format!("{host}:{port}");
         let mut req = Request::builder().method("GET");
+        if let Some(client) = &self.embedded {
+            use tower::ServiceExt;
+            let mut req = req
+                .uri(format!("http://{authority}{path}"))
+                .body(mesh_core::body::empty())
+                .map_err(|e| e.to_string())?;
+            *req.headers_mut() = headers.clone();
+            req.headers_mut().insert(header::HOST, HeaderValue::from_str(&authority).map_err(|e| e.to_string())?);
+            let rsp = client.clone().oneshot(req).await.map_err(|e| e.to_string())?;
+            let status = rsp.status();
+            let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+            return Ok((status, body));
+        }
         let target = if let Some(proxy) = self.proxy {
             req = req.uri(format!("http://{authority}{path}"));
             proxy

@@ -34,6 +34,10 @@ enum Command {
         /// Where the service-graph dashboard is served (Kiali's port by default).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20001")]
         dashboard: SocketAddr,
+        /// sidecar: every service beside its own mesh-sidecar; embedded: reviews and ratings
+        /// link the mesh in-process, the others keep sidecars.
+        #[arg(long, value_name = "sidecar|embedded", default_value = "sidecar")]
+        mode: up::Mode,
     },
     /// Run one service.
     Serve {
@@ -54,6 +58,20 @@ enum Command {
         /// The pod name reviews reports (`HOSTNAME` by default).
         #[arg(long)]
         podname: Option<String>,
+        /// Link the mesh in-process (embedded mode) with this watched config directory:
+        /// --listen then serves mTLS, policy and telemetry itself, and calls go through the
+        /// client stack; no sidecar.
+        #[arg(long, value_name = "DIR")]
+        mesh_config: Option<PathBuf>,
+        /// Embedded mode: the mesh CA's directory.
+        #[arg(long, value_name = "DIR", default_value = ".mesh/ca", requires = "mesh_config")]
+        mesh_ca: PathBuf,
+        /// Embedded mode: where a workload runs, `NS/WORKLOAD=ADDR` (repeat).
+        #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint, requires = "mesh_config")]
+        endpoints: Vec<(String, String, SocketAddr)>,
+        /// Embedded mode: the admin endpoint (/stats/prometheus, /config_dump, /clusters).
+        #[arg(long, value_name = "ADDR", requires = "mesh_config")]
+        admin: Option<SocketAddr>,
     },
     /// Run mesh-sidecar (what `bookinfo up` starts beside each service).
     #[command(disable_help_flag = true)]
@@ -75,6 +93,33 @@ enum Service {
 fn parse_direct(s: &str) -> Result<(String, SocketAddr), String> {
     let (host, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not HOST=ADDR"))?;
     Ok((host.to_string(), addr.parse().map_err(|e| format!("`{addr}`: {e}"))?))
+}
+
+fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
+    let (who, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NS/WORKLOAD=ADDR"))?;
+    let (ns, workload) = who.split_once('/').ok_or_else(|| format!("`{who}` is not NS/WORKLOAD"))?;
+    Ok((ns.to_string(), workload.to_string(), addr.parse().map_err(|e| format!("`{addr}`: {e}"))?))
+}
+
+/// One of the four services, ready to answer.
+#[derive(Clone)]
+enum App {
+    Details,
+    Ratings(Ratings),
+    Reviews(Arc<Reviews>),
+    Productpage(Arc<ProductPage>),
+}
+
+impl App {
+    async fn answer(&self, parts: http::request::Parts, body: bytes::Bytes) -> http::Response<bookinfo::http::Body> {
+        let req = http::Request::from_parts(parts, ());
+        match self {
+            App::Details => details::handle(&req),
+            App::Ratings(r) => r.handle(req.method(), req.uri().path(), body).await,
+            App::Reviews(r) => r.handle(&req).await,
+            App::Productpage(p) => p.handle(&req, body).await,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,57 +149,97 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Up { ingress, config_dir, dashboard } => up::run(up::Options { ingress, config_dir, dashboard }).await,
-        Command::Serve { service, listen, version, proxy, direct, podname } => {
-            let upstreams = Upstreams { proxy, direct: direct.into_iter().collect() };
+        Command::Up { ingress, config_dir, dashboard, mode } => {
+            up::run(up::Options { mode, ingress, config_dir, dashboard }).await
+        }
+        Command::Serve { service, listen, version, proxy, direct, podname, mesh_config, mesh_ca, endpoints, admin } => {
+            let name = format!("{service:?}").to_ascii_lowercase();
+            let embedded = match &mesh_config {
+                Some(dir) => Some(mesh_sidecar::embed::Embedded::start(&mesh_sidecar::embed::EmbedOptions {
+                    config: vec![dir.clone()],
+                    namespace: None,
+                    labels: [("app".to_string(), name.clone()), ("version".to_string(), version.clone())].into(),
+                    workload: Some(format!("{name}-{version}")),
+                    service_account: None,
+                    endpoints,
+                    ca_dir: mesh_ca,
+                    trust_domain: "cluster.local".into(),
+                })?),
+                None => None,
+            };
+            let upstreams = Upstreams {
+                proxy,
+                direct: direct.into_iter().collect(),
+                embedded: embedded.as_ref().map(|e| e.client()),
+            };
             let listener =
                 tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let only_v1 = |name: &str| {
                 if version == "v1" { Ok(()) } else { Err(format!("{name} {version}: this build has v1 only")) }
             };
-            match service {
+            let app = match service {
                 Service::Details => {
                     only_v1("details")?;
-                    serve(listener, |req| async move { details::handle(&req) }).await;
+                    App::Details
                 }
-                Service::Ratings => {
-                    let variant: Variant = version.parse()?;
-                    let ratings = Ratings::new(variant, rand::random());
-                    serve(listener, move |req| {
-                        let ratings = ratings.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            ratings.handle(&parts.method, parts.uri.path(), body).await
-                        }
-                    })
-                    .await;
-                }
+                Service::Ratings => App::Ratings(Ratings::new(version.parse::<Variant>()?, rand::random())),
                 Service::Reviews => {
                     let podname = podname
                         .or_else(|| std::env::var("HOSTNAME").ok())
                         .unwrap_or_else(|| format!("reviews-{version}"));
-                    let reviews =
-                        Arc::new(Reviews::new(&version, podname, std::env::var("CLUSTER_NAME").ok(), upstreams)?);
-                    serve(listener, move |req| {
-                        let reviews = reviews.clone();
-                        async move { reviews.handle(&req).await }
-                    })
-                    .await;
+                    App::Reviews(Arc::new(Reviews::new(
+                        &version,
+                        podname,
+                        std::env::var("CLUSTER_NAME").ok(),
+                        upstreams,
+                    )?))
                 }
                 Service::Productpage => {
                     only_v1("productpage")?;
                     let secret: [u8; 32] = rand::random();
-                    let page = Arc::new(ProductPage::new(upstreams, &secret));
+                    App::Productpage(Arc::new(ProductPage::new(upstreams, &secret)))
+                }
+            };
+            match embedded {
+                None => {
                     serve(listener, move |req| {
-                        let page = page.clone();
+                        let app = app.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            page.handle(&http::Request::from_parts(parts, ()), body).await
+                            app.answer(parts, body).await
                         }
                     })
                     .await;
+                }
+                Some(mesh) => {
+                    let mesh = Arc::new(mesh);
+                    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+                    // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish.
+                    tokio::spawn(async move {
+                        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                        }
+                        let _ = stop_tx.send(true);
+                    });
+                    if let Some(addr) = admin {
+                        let l = tokio::net::TcpListener::bind(addr)
+                            .await
+                            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                        let (mesh_admin, stop) = (mesh.clone(), stop.clone());
+                        tokio::spawn(async move { mesh_admin.serve_admin(l, stop).await });
+                    }
+                    let svc = tower::service_fn(move |req: http::Request<mesh_core::BoxBody>| {
+                        let app = app.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            Ok::<_, mesh_core::BoxError>(app.answer(parts, body).await.map(mesh_core::body::boxed))
+                        }
+                    });
+                    mesh.serve_inbound(listener, 9080, tower::util::BoxCloneSyncService::new(svc), stop).await;
                 }
             }
             Ok(())

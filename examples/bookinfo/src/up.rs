@@ -43,9 +43,31 @@ pub struct Workload {
     pub admin: SocketAddr,
 }
 
+/// How the services are meshed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every workload beside its own mesh-sidecar.
+    Sidecar,
+    /// reviews and ratings link the mesh in-process; the others keep sidecars.
+    Embedded,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sidecar" => Ok(Self::Sidecar),
+            "embedded" => Ok(Self::Embedded),
+            other => Err(format!("`{other}`: the modes are sidecar and embedded")),
+        }
+    }
+}
+
 /// What `bookinfo up` was asked for.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// How the services are meshed.
+    pub mode: Mode,
     /// The ingress gateway's address.
     pub ingress: SocketAddr,
     /// The watched config directory.
@@ -233,7 +255,13 @@ pub async fn run(opts: Options) -> Result<(), String> {
 
     let mut ready = Ok(());
     for w in &workloads {
-        for (addr, what) in [(w.app_addr, "app"), (w.inbound, "sidecar inbound"), (w.outbound, "sidecar outbound")] {
+        let embedded = opts.mode == Mode::Embedded && (w.app == "reviews" || w.app == "ratings");
+        let addrs = if embedded {
+            vec![(w.inbound, "embedded mesh inbound"), (w.admin, "embedded mesh admin")]
+        } else {
+            vec![(w.app_addr, "app"), (w.inbound, "sidecar inbound"), (w.outbound, "sidecar outbound")]
+        };
+        for (addr, what) in addrs {
             if ready.is_ok() {
                 ready = wait_ready(addr, &format!("{} {what}", w.name)).await;
             }
@@ -268,11 +296,11 @@ pub async fn run(opts: Options) -> Result<(), String> {
         async move { d.handle(req.method(), req.uri().path()) }
     }));
 
-    println!(
-        "Bookinfo is up ({} workloads, each with its sidecar; mTLS from the CA in {}).",
-        workloads.len(),
-        ca.display()
-    );
+    let how = match opts.mode {
+        Mode::Sidecar => "each with its sidecar",
+        Mode::Embedded => "reviews and ratings with the mesh linked in, the others with sidecars",
+    };
+    println!("Bookinfo is up ({} workloads, {how}; mTLS from the CA in {}).", workloads.len(), ca.display());
     println!("  productpage  http://{}/productpage", opts.ingress);
     println!(
         "  dashboard    http://{dashboard_addr}/   (the service graph, refreshed every {} s)",

@@ -38,15 +38,15 @@ impl Drop for Up {
     }
 }
 
-fn up() -> Up {
-    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{}", std::process::id()));
+fn up(mode: &str) -> Up {
+    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ingress = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = dir.join(".mesh/config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bookinfo"))
         .args(["up", "--ingress", &ingress.to_string(), "--config-dir", &config.display().to_string()])
-        .args(["--dashboard", "127.0.0.1:0"])
+        .args(["--dashboard", "127.0.0.1:0", "--mode", mode])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -201,7 +201,17 @@ impl Up {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bookinfo_tutorial_in_sidecar_mode() {
-    let mesh = up();
+    tutorial_steps("sidecar").await;
+}
+
+/// reviews and ratings link the mesh in-process: the same results at every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bookinfo_tutorial_in_embedded_mode() {
+    tutorial_steps("embedded").await;
+}
+
+async fn tutorial_steps(mode: &str) {
+    let mesh = up(mode);
 
     // 1. The page, and all three reviews versions without routing rules.
     let (status, page) = mesh.get("/productpage", None).await;
@@ -226,7 +236,7 @@ async fn the_bookinfo_tutorial_in_sidecar_mode() {
     let (_, page) = mesh.get("/productpage", Some(&jason)).await;
     assert!(page.contains("jason") && page.contains("Sign out"), "{page}");
     assert_eq!(mesh.count(10, None).await.get(&Drawn::NoStars), Some(&10));
-    dashboard_shows_the_v2_edge(&mesh, &jason).await;
+    dashboard_shows_the_v2_edge(&mesh, &jason, mode).await;
 
     // 4. A 7 s delay on ratings for jason: productpage gives up after 3 s + one retry.
     mesh.apply("networking/virtual-service-ratings-test-delay.yaml");
@@ -357,8 +367,8 @@ async fn settle_on(mesh: &Up, ok: impl Fn(&str) -> bool) -> String {
 
 /// The dashboard in headless Chromium, with jason's traffic flowing to reviews v2: the
 /// productpage -> reviews-v2 edge is drawn, with its rate, and marked mTLS. The screenshot
-/// is kept in target/test-artifacts/dashboard.png.
-async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str) {
+/// is kept in target/test-artifacts/dashboard-MODE.png.
+async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
@@ -394,7 +404,7 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str) {
     assert!(dom.contains("data-edge=\"productpage-v1-&gt;reviews-v2\"><line"), "the edge is drawn in the graph");
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("dashboard.png");
+    let shot = artifacts.join(format!("dashboard-{mode}.png"));
     let out = run(&[&format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
     traffic.abort();

@@ -73,6 +73,21 @@ pub(crate) fn stack(
     app: SocketAddr,
     authz: AuthzLayer,
 ) -> Inbound {
+    stack_with(control, guard, telemetry, authz, ToApp::new(app))
+}
+
+/// [`stack`] in front of an in-process app instead of a forwarded one.
+pub(crate) fn stack_with<S>(
+    control: &Arc<Control>,
+    guard: GuardLayer,
+    telemetry: TelemetryLayer,
+    authz: AuthzLayer,
+    app: S,
+) -> Inbound
+where
+    S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
     let svc = ServiceBuilder::new()
         .layer(guard)
         .map_response(|r: Response<_>| r.map(boxed))
@@ -80,6 +95,6 @@ pub(crate) fn stack(
         .layer(RescueLayer::new())
         .layer(AuthnLayer::new(control.jwt.clone()))
         .layer(authz)
-        .service(ToApp::new(app));
+        .service(app);
     BoxCloneSyncService::new(svc)
 }

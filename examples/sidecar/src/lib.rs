@@ -13,6 +13,8 @@
 mod admin;
 mod cli;
 mod control;
+mod core;
+pub mod embed;
 mod gateway;
 mod guard;
 mod inbound;
@@ -29,22 +31,12 @@ use std::{
 
 use clap::Parser;
 use mesh_authz::layer::AuthzLayer;
-use mesh_core::{
-    ConfigSource, DirectorySource,
-    registry::Locator,
-    source::{DirectoryOptions, InitialLoadError},
-};
-use mesh_mtls::{
-    accept::MtlsAcceptor, ca::CertificateAuthority, config, connector::MeshConnector, peer_auth::Mode, store::CertStore,
-};
-use mesh_route::{
-    layer::{BalanceLayer, RetryLayer, RouteLayer, client_stack_with_connectors},
-    policy::ProxyContext,
-};
+use mesh_core::ConfigSource;
+use mesh_mtls::{accept::MtlsAcceptor, config, peer_auth::Mode};
+use mesh_route::layer::RouteLayer;
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
-    layer::{Reporter, TelemetryLayer, WorkloadInfo},
-    metrics::MeshMetrics,
+    layer::Reporter,
 };
 use tokio::sync::watch;
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
@@ -52,12 +44,9 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::Subscrib
 use crate::{
     admin::{Admin, LogControl},
     cli::{AccessLogFormat, Args},
-    control::{Control, Me},
+    core::{Core, CoreOptions},
     serve::{Accept, bind, serve},
 };
-
-/// Workload certificates live a day and are re-issued after two thirds of it.
-const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Run `mesh-sidecar` with these command-line arguments (the first is the program name);
 /// returns when it has drained after SIGTERM or Ctrl-C, or failed to start.
@@ -107,102 +96,34 @@ pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
 }
 
 async fn run(args: Args, log: LogControl) -> Result<(), String> {
-    let source =
-        DirectorySource::start(args.config.clone(), DirectoryOptions::default()).map_err(|e| match e
-            .downcast_ref::<InitialLoadError>()
-        {
-            Some(_) => e.to_string(),
-            None => format!("cannot watch the config: {e}"),
-        })?;
-    for w in &source.status().borrow().warnings {
-        tracing::warn!("{w}");
-    }
-    let snapshot = source.snapshots().borrow().clone();
-    // A gateway defaults to Istio's ingress gateway: its namespace, the Gateway's selector
-    // as its labels, its service account.
-    let gateway_selector = match &args.gateway {
-        Some(g) => {
-            let (ns, name) = g.split_once('/').ok_or_else(|| format!("--gateway `{g}` is not NS/NAME"))?;
-            match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
-                Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
-                _ => return Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
-            }
-        }
-        None => None,
-    };
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
-    let labels = args.workload_labels.clone().or_else(|| gateway_selector.clone()).unwrap_or_default();
-    let me = Me::resolve(
-        &snapshot,
-        &namespace,
-        &labels,
-        args.workload.as_deref(),
-        args.service_account.as_deref(),
-        if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
-        &args.trust_domain,
-    )?;
-    let mut locator = Locator::new();
-    for (ns, workload, addr) in &args.endpoints {
-        locator.insert(ns, workload, *addr);
-    }
-    let ctx = match args.gateway.as_deref().and_then(|g| g.split_once('/')) {
-        Some((ns, name)) => ProxyContext::gateway(ns, name),
-        None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
-    };
-    let control = Control::new(snapshot, me.clone(), locator, ctx, &args.trust_domain);
-    control.follow(source.snapshots());
-    tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
-
-    let metrics = Arc::new(MeshMetrics::new());
-    metrics.proxy.follow_source(source.status());
-
-    // Identity: a workload certificate from the machine's mesh CA, kept fresh.
-    let ca = CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
-        .map_err(|e| format!("mesh CA in {}: {e}", args.ca_dir.display()))?;
-    let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
-    let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
-    if let Some(t) = store.not_after() {
-        metrics.proxy.set_cert_expiry(t);
-    }
-    let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
-    store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
-
+    let core = Core::start(&CoreOptions {
+        config: &args.config,
+        namespace: args.namespace.as_deref(),
+        labels: args.workload_labels.as_ref(),
+        workload: args.workload.as_deref(),
+        service_account: args.service_account.as_deref(),
+        gateway: args.gateway.as_deref(),
+        endpoints: &args.endpoints,
+        ca_dir: &args.ca_dir,
+        trust_domain: &args.trust_domain,
+    })?;
+    let Core { source, control, metrics, store, roots, .. } = &core;
+    let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
     let access_log = match args.access_log {
         AccessLogFormat::Text => Some(AccessLog::stdout(Format::Text)),
         AccessLogFormat::Json => Some(AccessLog::stdout(Format::Json)),
         AccessLogFormat::Off => None,
     };
-    let telemetry = |reporter| {
-        let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
-        let layer = TelemetryLayer::new(metrics.clone(), reporter, info);
-        match &access_log {
-            Some(log) => layer.with_access_log(log.clone()),
-            None => layer,
-        }
-    };
+    let telemetry = |reporter| core.telemetry(reporter, access_log.as_ref());
 
     let guard = guard::GuardLayer { max_body: args.max_request_bytes };
     let (stop_tx, stop) = watch::channel(false);
     let mut servers = Vec::new();
 
     // Outbound.
-    let balance = BalanceLayer::new()
-        .with_auto_mtls(true)
-        .with_plaintext_endpoints(control.plaintext.clone())
-        .with_on_ejection(metrics.proxy.ejection_hook());
-    let connector = MeshConnector::mtls(store.clone(), roots.clone(), control.naming.clone());
-    let client = |route: RouteLayer| {
-        client_stack_with_connectors(
-            route,
-            connector.clone(),
-            connector.clone().http1_only(),
-            balance.clone(),
-            RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
-        )
-    };
+    let balance = core.balance();
+    let connector = core.connector();
+    let client = |route: RouteLayer| core.client(route, &connector, &balance);
     let workers = workers::Workers::start(args.concurrency)?;
     if let Some(addr) = args.outbound {
         let (bound, tasks) = workers
@@ -339,7 +260,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
     drop(workers);
-    drop(source);
+    drop(core);
     Ok(())
 }
 

@@ -1,0 +1,169 @@
+//! What every way of running the mesh shares: the watched config, who this workload is, the
+//! compiled control state, metrics, the workload certificate; and the stacks built on them.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use mesh_core::{
+    ConfigSource, DirectorySource,
+    api::Labels,
+    registry::Locator,
+    source::{DirectoryOptions, InitialLoadError},
+};
+use mesh_mtls::{ca::CertificateAuthority, config, connector::MeshConnector, store::CertStore};
+use mesh_route::{
+    layer::{BalanceLayer, MeshClient, RetryLayer, RouteLayer, client_stack_with_connectors},
+    policy::ProxyContext,
+};
+use mesh_telemetry::{
+    access_log::AccessLog,
+    layer::{Reporter, TelemetryLayer, WorkloadInfo},
+    metrics::MeshMetrics,
+};
+use rustls::RootCertStore;
+
+use crate::control::{Control, Me};
+
+/// Workload certificates live a day and are re-issued after two thirds of it.
+const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How to start: the flags that say who the workload is and where its config is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CoreOptions<'a> {
+    pub(crate) config: &'a [PathBuf],
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) labels: Option<&'a Labels>,
+    pub(crate) workload: Option<&'a str>,
+    pub(crate) service_account: Option<&'a str>,
+    /// `NS/NAME` of the Gateway this proxy serves.
+    pub(crate) gateway: Option<&'a str>,
+    pub(crate) endpoints: &'a [(String, String, SocketAddr)],
+    pub(crate) ca_dir: &'a Path,
+    pub(crate) trust_domain: &'a str,
+}
+
+/// The running core.
+pub(crate) struct Core {
+    /// Dropping it stops the watching.
+    pub(crate) source: DirectorySource,
+    pub(crate) control: Arc<Control>,
+    pub(crate) metrics: Arc<MeshMetrics>,
+    pub(crate) store: Arc<CertStore>,
+    pub(crate) roots: Arc<RootCertStore>,
+    pub(crate) me: Me,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Load and watch the config, resolve the workload, compile, and issue its certificate.
+    /// Must run inside a tokio runtime.
+    pub(crate) fn start(o: &CoreOptions<'_>) -> Result<Self, String> {
+        let source =
+            DirectorySource::start(o.config.to_vec(), DirectoryOptions::default()).map_err(|e| match e
+                .downcast_ref::<InitialLoadError>()
+            {
+                Some(_) => e.to_string(),
+                None => format!("cannot watch the config: {e}"),
+            })?;
+        for w in &source.status().borrow().warnings {
+            tracing::warn!("{w}");
+        }
+        let snapshot = source.snapshots().borrow().clone();
+        // A gateway defaults to Istio's ingress gateway: its namespace, the Gateway's
+        // selector as its labels, its service account.
+        let gateway_selector = match o.gateway {
+            Some(g) => {
+                let (ns, name) = g.split_once('/').ok_or_else(|| format!("--gateway `{g}` is not NS/NAME"))?;
+                match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
+                    Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
+                    _ => return Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+                }
+            }
+            None => None,
+        };
+        let namespace = o
+            .namespace
+            .map(str::to_string)
+            .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
+        let labels = o.labels.cloned().or_else(|| gateway_selector.clone()).unwrap_or_default();
+        let me = Me::resolve(
+            &snapshot,
+            &namespace,
+            &labels,
+            o.workload,
+            o.service_account,
+            if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
+            o.trust_domain,
+        )?;
+        let mut locator = Locator::new();
+        for (ns, workload, addr) in o.endpoints {
+            locator.insert(ns, workload, *addr);
+        }
+        let ctx = match o.gateway.and_then(|g| g.split_once('/')) {
+            Some((ns, name)) => ProxyContext::gateway(ns, name),
+            None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
+        };
+        let control = Control::new(snapshot, me.clone(), locator, ctx, o.trust_domain);
+        control.follow(source.snapshots());
+        tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
+
+        let metrics = Arc::new(MeshMetrics::new());
+        metrics.proxy.follow_source(source.status());
+
+        // Identity: a workload certificate from the machine's mesh CA, kept fresh.
+        let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
+            .map_err(|e| format!("mesh CA in {}: {e}", o.ca_dir.display()))?;
+        let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
+        let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
+        if let Some(t) = store.not_after() {
+            metrics.proxy.set_cert_expiry(t);
+        }
+        let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
+        store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
+        Ok(Self { source, control, metrics, store, roots, me })
+    }
+
+    /// The telemetry layer of this workload for one reporter.
+    pub(crate) fn telemetry(&self, reporter: Reporter, access_log: Option<&AccessLog>) -> TelemetryLayer {
+        let me = &self.me;
+        let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
+        let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info);
+        match access_log {
+            Some(log) => layer.with_access_log(log.clone()),
+            None => layer,
+        }
+    }
+
+    /// The balancer (its state shared by every stack built with it).
+    pub(crate) fn balance(&self) -> BalanceLayer {
+        BalanceLayer::new()
+            .with_auto_mtls(true)
+            .with_plaintext_endpoints(self.control.plaintext.clone())
+            .with_on_ejection(self.metrics.proxy.ejection_hook())
+    }
+
+    /// The upstream connector: mTLS with secure naming from the current config.
+    pub(crate) fn connector(&self) -> MeshConnector {
+        MeshConnector::mtls(self.store.clone(), self.roots.clone(), self.control.naming.clone())
+    }
+
+    /// The client stack (route, fault, timeout, retry, balance, pooled connections).
+    pub(crate) fn client(&self, route: RouteLayer, connector: &MeshConnector, balance: &BalanceLayer) -> MeshClient {
+        client_stack_with_connectors(
+            route,
+            connector.clone(),
+            connector.clone().http1_only(),
+            balance.clone(),
+            RetryLayer::new().with_on_retry(self.metrics.proxy.retry_hook()),
+        )
+    }
+}
