@@ -147,7 +147,7 @@ impl Dashboard {
         let mut now: BTreeMap<(String, String), Totals> = BTreeMap::new();
         let headers = http::HeaderMap::new();
         for (_, admin) in self.proxies.iter() {
-            let upstream = Upstreams { direct: [("admin".to_string(), *admin)].into(), ..Upstreams::default() };
+            let upstream = Upstreams { direct: [("admin".to_string(), vec![*admin])].into(), ..Upstreams::default() };
             if let Outcome::Answered(StatusCode::OK, body) =
                 upstream.get("admin", admin.port(), "/stats/prometheus", &headers, Duration::from_secs(2)).await
             {

@@ -2,7 +2,17 @@
 //! calling another service the way the originals do (a new connection per call, through the
 //! sidecar's outbound address as an HTTP proxy when there is one).
 
-use std::{collections::BTreeMap, convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -62,8 +72,12 @@ pub fn not_found() -> Response<Body> {
 pub struct Upstreams {
     /// Send every call to this address as to an HTTP proxy (the sidecar's outbound).
     pub proxy: Option<SocketAddr>,
-    /// Without a proxy: where each host name is (no mesh at all).
-    pub direct: BTreeMap<String, SocketAddr>,
+    /// Without a proxy (no mesh at all): where each host name is. Several addresses are
+    /// taken in turn, one per call (each call is a new connection, so this is what
+    /// kube-proxy's per-connection balancing gives).
+    pub direct: BTreeMap<String, Vec<SocketAddr>>,
+    /// Turns over the direct addresses.
+    pub turn: Arc<AtomicUsize>,
     /// The mesh linked in-process (embedded mode): calls go through its client stack.
     pub embedded: Option<mesh_sidecar::embed::AppService>,
 }
@@ -115,7 +129,9 @@ impl Upstreams {
             proxy
         } else {
             req = req.uri(path);
-            *self.direct.get(host).ok_or_else(|| format!("no address for {host}"))?
+            let addrs =
+                self.direct.get(host).filter(|a| !a.is_empty()).ok_or_else(|| format!("no address for {host}"))?;
+            addrs[self.turn.fetch_add(1, Ordering::Relaxed) % addrs.len()]
         };
         let mut req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
         *req.headers_mut() = headers.clone();

@@ -52,7 +52,8 @@ enum Command {
         /// Call the other services through this HTTP proxy (the sidecar's outbound).
         #[arg(long, value_name = "ADDR")]
         proxy: Option<SocketAddr>,
-        /// Without a proxy: where a service is (`ratings=127.0.0.1:9081`; repeat).
+        /// Without a proxy: where a service is (`ratings=127.0.0.1:9081`; repeat, also for
+        /// several addresses of one service, taken in turn).
         #[arg(long, value_name = "HOST=ADDR", value_parser = parse_direct)]
         direct: Vec<(String, SocketAddr)>,
         /// The pod name reviews reports (`HOSTNAME` by default).
@@ -169,7 +170,11 @@ async fn run(command: Command) -> Result<(), String> {
             };
             let upstreams = Upstreams {
                 proxy,
-                direct: direct.into_iter().collect(),
+                direct: direct.into_iter().fold(std::collections::BTreeMap::new(), |mut m, (host, addr)| {
+                    m.entry(host).or_insert_with(Vec::new).push(addr);
+                    m
+                }),
+                turn: Default::default(),
                 embedded: embedded.as_ref().map(|e| e.client()),
             };
             let listener =

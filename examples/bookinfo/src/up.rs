@@ -50,6 +50,31 @@ pub enum Mode {
     Sidecar,
     /// reviews and ratings link the mesh in-process; the others keep sidecars.
     Embedded,
+    /// No mesh at all: the services call each other directly (for comparison).
+    None,
+}
+
+/// How one service runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meshed {
+    /// Beside its own mesh-sidecar.
+    Sidecar,
+    /// With the mesh linked in.
+    Embedded,
+    /// Without a mesh.
+    Unmeshed,
+}
+
+impl Mode {
+    /// How the service `app` runs in this mode.
+    pub fn of(self, app: &str) -> Meshed {
+        match self {
+            Mode::Sidecar => Meshed::Sidecar,
+            Mode::Embedded if app == "reviews" || app == "ratings" => Meshed::Embedded,
+            Mode::Embedded => Meshed::Sidecar,
+            Mode::None => Meshed::Unmeshed,
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -58,7 +83,8 @@ impl std::str::FromStr for Mode {
         match s {
             "sidecar" => Ok(Self::Sidecar),
             "embedded" => Ok(Self::Embedded),
-            other => Err(format!("`{other}`: the modes are sidecar and embedded")),
+            "none" => Ok(Self::None),
+            other => Err(format!("`{other}`: the modes are sidecar, embedded and none")),
         }
     }
 }
@@ -207,59 +233,79 @@ pub async fn run(opts: Options) -> Result<(), String> {
         a
     };
 
+    // No mesh: the apps call each other directly, several addresses of a service in turn.
+    let direct: Vec<String> =
+        workloads.iter().flat_map(|w| ["--direct".to_string(), format!("{}={}", w.app, w.app_addr)]).collect();
     let mut procs = Vec::new();
     for w in &workloads {
-        let mut app = vec![
-            "serve".to_string(),
-            w.app.clone(),
-            "--listen".into(),
-            w.app_addr.to_string(),
-            "--proxy".into(),
-            w.outbound.to_string(),
-            "--version".into(),
-            w.version.clone(),
-        ];
+        let mut app = vec!["serve".to_string(), w.app.clone(), "--version".into(), w.version.clone()];
         if w.app == "reviews" {
             app.extend(["--podname".into(), format!("{}-0", w.name)]);
         }
-        procs.push(spawn(&exe, &app, &logs.join(format!("{}.log", w.name)), &w.name)?);
-        let mut sidecar = common(w.admin);
-        sidecar.extend([
-            "--outbound".into(),
-            w.outbound.to_string(),
-            "--inbound".into(),
-            w.inbound.to_string(),
-            "--app".into(),
-            w.app_addr.to_string(),
-            "--workload-labels".into(),
-            format!("app={},version={}", w.app, w.version),
-            "--workload".into(),
-            w.name.clone(),
-        ]);
-        procs.push(spawn(
-            &exe,
-            &sidecar,
-            &logs.join(format!("{}.sidecar.log", w.name)),
-            &format!("{} sidecar", w.name),
-        )?);
+        let log = logs.join(format!("{}.log", w.name));
+        match opts.mode.of(&w.app) {
+            Meshed::Embedded => {
+                // The service itself is the mesh endpoint: it listens where a sidecar's
+                // inbound would, and its admin serves the metrics.
+                app.extend([
+                    "--listen".into(),
+                    w.inbound.to_string(),
+                    "--mesh-config".into(),
+                    config.clone(),
+                    "--mesh-ca".into(),
+                    ca.display().to_string(),
+                    "--admin".into(),
+                    w.admin.to_string(),
+                ]);
+                app.extend(endpoints.iter().cloned());
+                procs.push(spawn(&exe, &app, &log, &w.name)?);
+            }
+            Meshed::Unmeshed => {
+                app.extend(["--listen".into(), w.app_addr.to_string()]);
+                app.extend(direct.iter().cloned());
+                procs.push(spawn(&exe, &app, &log, &w.name)?);
+            }
+            Meshed::Sidecar => {
+                app.extend(["--listen".into(), w.app_addr.to_string(), "--proxy".into(), w.outbound.to_string()]);
+                procs.push(spawn(&exe, &app, &log, &w.name)?);
+                let mut sidecar = common(w.admin);
+                sidecar.extend([
+                    "--outbound".into(),
+                    w.outbound.to_string(),
+                    "--inbound".into(),
+                    w.inbound.to_string(),
+                    "--app".into(),
+                    w.app_addr.to_string(),
+                    "--workload-labels".into(),
+                    format!("app={},version={}", w.app, w.version),
+                    "--workload".into(),
+                    w.name.clone(),
+                ]);
+                let name = format!("{} sidecar", w.name);
+                procs.push(spawn(&exe, &sidecar, &logs.join(format!("{}.sidecar.log", w.name)), &name)?);
+            }
+        }
     }
     let gateway_admin = free_addr().map_err(|e| format!("no free port for the gateway's admin: {e}"))?;
-    let mut gateway = common(gateway_admin);
-    gateway.extend([
-        "--gateway".into(),
-        "default/bookinfo-gateway".into(),
-        "--listen".into(),
-        format!("8080={}", opts.ingress),
-    ]);
-    procs.push(spawn(&exe, &gateway, &logs.join("istio-ingressgateway.log"), "ingress gateway")?);
+    if opts.mode != Mode::None {
+        let mut gateway = common(gateway_admin);
+        gateway.extend([
+            "--gateway".into(),
+            "default/bookinfo-gateway".into(),
+            "--listen".into(),
+            format!("8080={}", opts.ingress),
+        ]);
+        procs.push(spawn(&exe, &gateway, &logs.join("istio-ingressgateway.log"), "ingress gateway")?);
+    }
 
     let mut ready = Ok(());
     for w in &workloads {
-        let embedded = opts.mode == Mode::Embedded && (w.app == "reviews" || w.app == "ratings");
-        let addrs = if embedded {
-            vec![(w.inbound, "embedded mesh inbound"), (w.admin, "embedded mesh admin")]
-        } else {
-            vec![(w.app_addr, "app"), (w.inbound, "sidecar inbound"), (w.outbound, "sidecar outbound")]
+        let addrs = match opts.mode.of(&w.app) {
+            Meshed::Embedded => vec![(w.inbound, "embedded mesh inbound"), (w.admin, "embedded mesh admin")],
+            Meshed::Unmeshed => vec![(w.app_addr, "app")],
+            Meshed::Sidecar => {
+                vec![(w.app_addr, "app"), (w.inbound, "sidecar inbound"), (w.outbound, "sidecar outbound")]
+            }
         };
         for (addr, what) in addrs {
             if ready.is_ok() {
@@ -267,7 +313,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
             }
         }
     }
-    if ready.is_ok() {
+    if ready.is_ok() && opts.mode != Mode::None {
         ready = wait_ready(opts.ingress, "the ingress gateway").await;
     }
     if let Err(e) = ready {
@@ -278,8 +324,9 @@ pub async fn run(opts: Options) -> Result<(), String> {
     let dashboard = crate::dashboard::Dashboard::new(
         workloads
             .iter()
+            .filter(|w| opts.mode.of(&w.app) != Meshed::Unmeshed)
             .map(|w| (w.name.clone(), w.admin))
-            .chain([("istio-ingressgateway".to_string(), gateway_admin)])
+            .chain((opts.mode != Mode::None).then(|| ("istio-ingressgateway".to_string(), gateway_admin)))
             .collect(),
     );
     let listener = match tokio::net::TcpListener::bind(opts.dashboard).await {
@@ -297,19 +344,30 @@ pub async fn run(opts: Options) -> Result<(), String> {
     }));
 
     let how = match opts.mode {
-        Mode::Sidecar => "each with its sidecar",
-        Mode::Embedded => "reviews and ratings with the mesh linked in, the others with sidecars",
+        Mode::Sidecar => "each with its sidecar; mTLS",
+        Mode::Embedded => "reviews and ratings with the mesh linked in, the others with sidecars; mTLS",
+        Mode::None => "no mesh: the services call each other directly",
     };
-    println!("Bookinfo is up ({} workloads, {how}; mTLS from the CA in {}).", workloads.len(), ca.display());
-    println!("  productpage  http://{}/productpage", opts.ingress);
+    println!("Bookinfo is up ({} workloads, {how}; CA in {}).", workloads.len(), ca.display());
+    let productpage = workloads.iter().find(|w| w.app == "productpage").map(|w| w.app_addr);
+    match (opts.mode, productpage) {
+        (Mode::None, Some(addr)) => println!("  productpage  http://{addr}/productpage"),
+        _ => println!("  productpage  http://{}/productpage", opts.ingress),
+    }
     println!(
         "  dashboard    http://{dashboard_addr}/   (the service graph, refreshed every {} s)",
         crate::dashboard::INTERVAL.as_secs()
     );
-    println!("  gateway      http://{gateway_admin}/stats/prometheus   (admin: /config_dump /clusters /ready)");
+    if opts.mode != Mode::None {
+        println!("  gateway      http://{gateway_admin}/stats/prometheus   (admin: /config_dump /clusters /ready)");
+    }
     let by_app: BTreeMap<&str, &Workload> = workloads.iter().map(|w| (w.name.as_str(), w)).collect();
     for (name, w) in by_app {
-        println!("  {name:<15}http://{}/stats/prometheus", w.admin);
+        match opts.mode.of(&w.app) {
+            Meshed::Sidecar => println!("  {name:<15}http://{}/stats/prometheus   (sidecar)", w.admin),
+            Meshed::Embedded => println!("  {name:<15}http://{}/stats/prometheus   (embedded)", w.admin),
+            Meshed::Unmeshed => println!("  {name:<15}http://{}/   (no mesh)", w.app_addr),
+        }
     }
     println!("  config       {} (watched: meshctl apply -f FILE --config-dir {})", config, config);
     println!("  logs         {}", logs.display());

@@ -20,6 +20,8 @@ struct Up {
     admin: std::collections::BTreeMap<String, SocketAddr>,
     /// The dashboard, as printed.
     dashboard: SocketAddr,
+    /// How each workload runs, as printed: `(sidecar)` or `(embedded)`.
+    meshed: std::collections::BTreeMap<String, String>,
     config: PathBuf,
     _dir: PathBuf,
 }
@@ -62,6 +64,7 @@ fn up(mode: &str) -> Up {
     let mut seen = Vec::new();
     let mut admin = std::collections::BTreeMap::new();
     let mut dashboard = None;
+    let mut meshed = std::collections::BTreeMap::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         // `  reviews-v1     http://127.0.0.1:PORT/stats/prometheus`
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -70,13 +73,16 @@ fn up(mode: &str) -> Up {
         {
             let name = if *name == "gateway" { "istio-ingressgateway" } else { name };
             admin.insert(name.to_string(), addr.parse().unwrap());
+            if let Some(how) = words.get(2).filter(|w| ["(sidecar)", "(embedded)"].contains(*w)) {
+                meshed.insert(name.to_string(), how.to_string());
+            }
         }
         if let ["dashboard", url, ..] = words.as_slice() {
             dashboard = url.strip_prefix("http://").and_then(|u| u.strip_suffix('/')).and_then(|a| a.parse().ok());
         }
         if line.starts_with("Ctrl-C stops everything") {
             let dashboard = dashboard.expect("the dashboard's address is printed");
-            return Up { child, ingress, admin, dashboard, config, _dir: dir };
+            return Up { child, ingress, admin, dashboard, meshed, config, _dir: dir };
         }
         seen.push(line);
     }
@@ -212,6 +218,11 @@ async fn the_bookinfo_tutorial_in_embedded_mode() {
 
 async fn tutorial_steps(mode: &str) {
     let mesh = up(mode);
+    for (workload, how) in &mesh.meshed {
+        let linked = mode == "embedded" && (workload.starts_with("reviews-") || workload.starts_with("ratings-"));
+        assert_eq!(how, if linked { "(embedded)" } else { "(sidecar)" }, "{workload} in {mode} mode");
+    }
+    assert_eq!(mesh.meshed.len(), 6, "{:?}", mesh.meshed);
 
     // 1. The page, and all three reviews versions without routing rules.
     let (status, page) = mesh.get("/productpage", None).await;
