@@ -176,12 +176,15 @@ fn drawn(page: &str) -> Drawn {
 }
 
 impl Up {
-    /// Wait (up to 10 s) until `n` pages in a row are drawn as `want` (a reload has landed).
+    /// Wait (up to 10 s) until `n` pages in a row are drawn as `want` (a reload has landed);
+    /// every page on the way must be a 200.
     async fn settle(&self, cookie: Option<&str>, want: Drawn, n: usize) {
         let mut streak = 0;
         for _ in 0..400 {
             let (status, page) = self.get("/productpage", cookie).await;
-            if status == 200 && drawn(&page) == want {
+            // A config change never fails a request while it lands.
+            assert_eq!(status, 200, "a request failed while waiting for {want:?}: {page}");
+            if drawn(&page) == want {
                 streak += 1;
                 if streak == n {
                     return;

@@ -30,14 +30,14 @@ use crate::error::ConnectFailure;
 /// [`ConnectFailure`]. The connector decides how `https` is spoken (mesh-mtls provides the
 /// mTLS one).
 ///
-/// Protocols: whatever the caller spoke, a request goes out as HTTP/1.1 unless the
-/// connection negotiates HTTP/2, except gRPC (which needs HTTP/2) to a plaintext upstream:
-/// that goes over HTTP/2 with prior knowledge (h2c), from a pool of its own.
+/// Protocols: HTTP/2 callers (and gRPC) get HTTP/2 upstream when the connection negotiates
+/// it by ALPN, gRPC to a plaintext upstream over HTTP/2 with prior knowledge (h2c), from a
+/// pool of its own.
 ///
-/// Upgrades (WebSocket and other `Connection: upgrade` requests) go over HTTP/1.1
-/// connections of the upgrade connector (for mTLS, one that offers only `http/1.1` by
-/// ALPN); on `101 Switching Protocols` the caller's connection and the upstream's are
-/// spliced together until either side closes.
+/// HTTP/1.x requests and upgrades (WebSocket and other `Connection: upgrade` requests) go
+/// over HTTP/1.1 connections of the second connector (for mTLS, one that offers only
+/// `http/1.1` by ALPN); on `101 Switching Protocols` the caller's connection and the
+/// upstream's are spliced together until either side closes.
 #[derive(Debug)]
 pub struct HttpClient<B, C = HttpConnector> {
     // Shared: the balancer clones its inner service per request, and a hyper client's
@@ -140,14 +140,19 @@ where
             *req.version_mut() = Version::HTTP_11;
             return ClientFuture { fut: self.pools.upgrade.request(req), downstream };
         }
-        if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && is_grpc(&req) {
+        let grpc = is_grpc(&req);
+        if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && grpc {
             *req.version_mut() = Version::HTTP_2;
             return ClientFuture { fut: self.pools.h2c.request(req), downstream: None };
         }
-        // HTTP/2 is used when the connection negotiates it; the request's own version
-        // (the downstream's) must not make an HTTP/1.1 upstream refuse it.
+        // The caller's protocol is kept, as Istio's sidecars keep it (no h2UpgradePolicy):
+        // HTTP/1.x goes out over HTTP/1.1 connections, HTTP/2 and gRPC over connections
+        // that negotiate h2 by ALPN. The version itself is left to the connection, so an
+        // upstream that offers only HTTP/1.1 still gets the request.
+        let http2 = req.version() == Version::HTTP_2 || grpc;
         *req.version_mut() = Version::HTTP_11;
-        ClientFuture { fut: self.pools.client.request(req), downstream: None }
+        let pool = if http2 { &self.pools.client } else { &self.pools.upgrade };
+        ClientFuture { fut: pool.request(req), downstream: None }
     }
 }
 
