@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadrun import write_section, wrk  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,26 +66,6 @@ def stop(p):
         p.wait(20)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
-
-
-def wrk(url, duration, connections, threads):
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        check=True, capture_output=True, text=True,
-    ).stdout
-
-    def pct(p):
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": pct(50),
-        "p99": pct(99),
-        "failed": int(errors.group(1)) if errors else 0,
-    }
 
 
 def main():
@@ -138,13 +121,7 @@ def main():
     table = "\n".join(lines)
     print("\n" + table)
     if not args.no_write:
-        readme = ROOT / "benches" / "README.md"
-        text = readme.read_text()
-        start_m, end_m = "<!-- bookinfo-bench:start -->", "<!-- bookinfo-bench:end -->"
-        block = f"{start_m}\n{table}\n{end_m}"
-        text = re.sub(re.escape(start_m) + r".*?" + re.escape(end_m), lambda _: block, text, flags=re.S) if start_m in text else text + "\n" + block + "\n"
-        readme.write_text(text)
-        print(f"\nwritten to {readme.relative_to(ROOT)}")
+        write_section("bookinfo-bench", table)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadrun import write_section, wrk  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "target" / "bench-tools"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -304,24 +307,11 @@ def mesh_config(work, name, extra):
     return d
 
 
-def wrk(port, duration, connections, threads):
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-H", "Host: bench:9080",
-         f"http://127.0.0.1:{port}/api/v1/products"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+HOST = ["Host: bench:9080"]
 
-    def pct(p):
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        v, unit = float(m.group(1)), m.group(2)
-        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
-    failed = (int(errors.group(1)) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
-    return {"rps": rps, "requests": total, "p50": pct(50), "p99": pct(99), "failed": failed}
+def url_of(port):
+    return f"http://127.0.0.1:{port}/api/v1/products"
 
 
 def main():
@@ -385,7 +375,7 @@ def main():
 
         # Warm up every path (connections, pools, JIT-free but caches).
         for k, port in targets.items():
-            r = wrk(port, 2, args.connections, args.threads)
+            r = wrk(url_of(port), 2, args.connections, args.threads, HOST)
             if r["failed"]:
                 sys.exit(f"({k}) failed requests during warm-up: {r}; logs in {work}")
         results = {k: [] for k in targets}
@@ -393,7 +383,7 @@ def main():
             for k, port in targets.items():
                 pids = [pid for p in proxies[k] for pid in p.pids()]
                 cpu0 = cpu_seconds(pids)
-                r = wrk(port, args.duration, args.connections, args.threads)
+                r = wrk(url_of(port), args.duration, args.connections, args.threads, HOST)
                 r["cpu_per_1k"] = (cpu_seconds(pids) - cpu0) / (r["requests"] / 1000) if pids else 0.0
                 r["rss_mib"] = peak_rss_kib(pids) / 1024 if pids else 0.0
                 results[k].append(r)
@@ -443,13 +433,7 @@ def main():
     table = "\n".join(lines)
     print("\n" + table)
     if not args.no_write:
-        readme = ROOT / "benches" / "README.md"
-        text = readme.read_text()
-        start, end = "<!-- proxy-bench:start -->", "<!-- proxy-bench:end -->"
-        block = f"{start}\n{table}\n{end}"
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S) if start in text else text + "\n" + block + "\n"
-        readme.write_text(text)
-        print(f"\nwritten to {readme.relative_to(ROOT)}")
+        write_section("proxy-bench", table)
     shutil.rmtree(work, ignore_errors=True)
 
 

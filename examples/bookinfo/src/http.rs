@@ -149,10 +149,10 @@ impl Upstreams {
 }
 
 /// Copy the named headers of `from` that are present.
-pub fn propagate(from: &HeaderMap, names: &[&str]) -> HeaderMap {
+pub fn propagate<'a>(from: &HeaderMap, names: impl IntoIterator<Item = &'a str>) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in names {
-        for v in from.get_all(*name) {
+        for v in from.get_all(name) {
             if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
                 out.append(n, v.clone());
             }

@@ -15,25 +15,12 @@ use serde_json::{Value, json};
 
 use crate::http::{Body, Outcome, Upstreams, json, not_found, propagate, respond};
 
-/// Headers copied verbatim onto outbound calls (BEHAVIOUR.md §1.8). The B3 ones are
-/// re-emitted only as a valid context (without `x-b3-parentspanid`); `end-user` comes from
-/// the session, never from the client.
-const VERBATIM: [&str; 14] = [
-    "x-request-id",
-    "x-ot-span-context",
-    "x-datadog-trace-id",
-    "x-datadog-parent-id",
-    "x-datadog-sampling-priority",
-    "traceparent",
-    "tracestate",
-    "x-cloud-trace-context",
-    "grpc-trace-bin",
-    "sw8",
-    "user-agent",
-    "cookie",
-    "authorization",
-    "jwt",
-];
+/// Headers copied verbatim onto outbound calls (BEHAVIOUR.md §1.8): reviews' list without
+/// the B3 ones (re-emitted only as a valid context, without `x-b3-parentspanid`) and without
+/// `end-user` (it comes from the session, never from the client).
+fn verbatim() -> impl Iterator<Item = &'static str> {
+    crate::reviews::PROPAGATED.into_iter().filter(|h| !h.starts_with("x-b3-") && *h != "end-user")
+}
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 const DETAILS_ERROR: &str = "Sorry, product details are currently unavailable for this book.";
@@ -155,7 +142,7 @@ impl ProductPage {
     /// Headers for a call to details, reviews or ratings.
     fn outbound_headers(&self, req: &Request<impl Sized>) -> HeaderMap {
         let incoming = req.headers();
-        let mut out = propagate(incoming, &VERBATIM);
+        let mut out = propagate(incoming, verbatim());
         // B3 as the OpenTelemetry propagator re-emits it: a valid context or nothing.
         let hex = |name: &str, len: &[usize]| {
             incoming.get(name).and_then(|v| v.to_str().ok()).filter(|v| {
@@ -515,6 +502,30 @@ mod tests {
         assert_eq!(failed.matches("Ratings service is currently unavailable").count(), 2);
         let no_reviews = render(None, &details, &Err(503));
         assert!(no_reviews.contains("Error fetching product reviews") && no_reviews.contains(REVIEWS_ERROR));
+    }
+
+    #[test]
+    fn the_verbatim_list_is_the_one_istio_documents() {
+        let names: Vec<_> = verbatim().collect();
+        assert_eq!(
+            names,
+            [
+                "x-request-id",
+                "x-ot-span-context",
+                "x-datadog-trace-id",
+                "x-datadog-parent-id",
+                "x-datadog-sampling-priority",
+                "traceparent",
+                "tracestate",
+                "x-cloud-trace-context",
+                "grpc-trace-bin",
+                "sw8",
+                "user-agent",
+                "cookie",
+                "authorization",
+                "jwt",
+            ]
+        );
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Reviews {
     /// `ratings` from the ratings service, or `None` when it failed in any way.
     async fn ratings(&self, id: i32, incoming: &HeaderMap) -> Option<Value> {
         let timeout = Duration::from_millis(if self.star_color == "black" { 10_000 } else { 2_500 });
-        let mut headers = propagate(incoming, &PROPAGATED);
+        let mut headers = propagate(incoming, PROPAGATED);
         headers.insert(header::ACCEPT, http::HeaderValue::from_static("application/json"));
         match self.upstreams.get("ratings", 9080, &format!("/ratings/{id}"), &headers, timeout).await {
             Outcome::Answered(StatusCode::OK, body) => {
