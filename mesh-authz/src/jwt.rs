@@ -347,3 +347,56 @@ pub async fn refresh_keys(shared: &arc_swap::ArcSwap<JwtPolicy>) {
     next.set_fetched_keys(&fetched);
     shared.store(Arc::new(next));
 }
+
+/// A signing key minted for tests, with its JWKS document (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing {
+    use mesh_core::base64;
+    use ring::{
+        rand::SystemRandom,
+        signature::{self, EcdsaKeyPair, KeyPair},
+    };
+
+    /// An ES256 issuer: key id `k1`.
+    #[derive(Debug)]
+    pub struct Issuer {
+        key: EcdsaKeyPair,
+        /// The JWKS document with the public key.
+        pub jwks: String,
+    }
+
+    impl Issuer {
+        /// A fresh P-256 key.
+        pub fn new() -> Self {
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .expect("P-256 key generation");
+            let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .expect("a freshly generated key parses");
+            let point = key.public_key().as_ref();
+            let jwks = format!(
+                r#"{{"keys": [{{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": "{}", "y": "{}"}}]}}"#,
+                base64::encode_url(&point[1..33]),
+                base64::encode_url(&point[33..65])
+            );
+            Self { key, jwks }
+        }
+
+        /// A signed token with these claims.
+        pub fn token(&self, claims: &serde_json::Value) -> String {
+            let header = base64::encode_url(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#);
+            let payload = base64::encode_url(claims.to_string().as_bytes());
+            let sig = self
+                .key
+                .sign(&SystemRandom::new(), format!("{header}.{payload}").as_bytes())
+                .expect("signing with a valid key");
+            format!("{header}.{payload}.{}", base64::encode_url(sig.as_ref()))
+        }
+    }
+
+    impl Default for Issuer {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}

@@ -20,15 +20,11 @@ use mesh_authz::{
     policy::{AuthzPolicy, Protocol, RequestAuth},
 };
 use mesh_core::{
-    BoxBody, Identity, base64,
+    BoxBody, Identity,
     ext::PeerIdentity,
     load::{LoadOptions, load_str},
 };
 use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, peer_auth::Mode, server, store::CertStore};
-use ring::{
-    rand::SystemRandom,
-    signature::{self, EcdsaKeyPair, KeyPair},
-};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};
 
@@ -38,33 +34,7 @@ fn id(sa: &str) -> Identity {
     format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
 }
 
-/// A signing key minted for the test, and its JWKS.
-struct Issuer {
-    key: EcdsaKeyPair,
-    jwks: String,
-}
-
-impl Issuer {
-    fn new() -> Self {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let point = key.public_key().as_ref();
-        let jwks = format!(
-            r#"{{"keys": [{{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": "{}", "y": "{}"}}]}}"#,
-            base64::encode_url(&point[1..33]),
-            base64::encode_url(&point[33..65])
-        );
-        Self { key, jwks }
-    }
-
-    fn token(&self, claims: serde_json::Value) -> String {
-        let header = base64::encode_url(br#"{"alg":"ES256","kid":"k1","typ":"JWT"}"#);
-        let payload = base64::encode_url(claims.to_string().as_bytes());
-        let sig = self.key.sign(&SystemRandom::new(), format!("{header}.{payload}").as_bytes()).unwrap();
-        format!("{header}.{payload}.{}", base64::encode_url(sig.as_ref()))
-    }
-}
+use mesh_authz::jwt::testing::Issuer;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64
@@ -201,7 +171,7 @@ async fn jwt_with_keys_minted_in_the_test() {
     let stack = start(&config, Mode::Permissive, vec![]).await;
     let bearer = |t: String| vec![("authorization", format!("Bearer {t}"))];
     let good = issuer.token(
-        serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "bookinfo", "exp": now() + 600}),
+        &serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "bookinfo", "exp": now() + 600}),
     );
     assert_eq!(
         send(&stack, None, "GET", "/reviews/0", &bearer(good)).await,
@@ -210,19 +180,19 @@ async fn jwt_with_keys_minted_in_the_test() {
     // No token: passes authentication, then the ALLOW policy needs a request principal.
     assert_eq!(send(&stack, None, "GET", "/reviews/0", &[]).await, (403, "RBAC: access denied".into()));
     let expired = issuer.token(
-        serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "bookinfo", "exp": now() - 3600}),
+        &serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "bookinfo", "exp": now() - 3600}),
     );
     assert_eq!(send(&stack, None, "GET", "/", &bearer(expired)).await, (401, "Jwt is expired".into()));
     let wrong_aud = issuer
-        .token(serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "other", "exp": now() + 600}));
+        .token(&serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "other", "exp": now() + 600}));
     assert_eq!(
         send(&stack, None, "GET", "/", &bearer(wrong_aud)).await,
         (401, "Audiences in Jwt are not allowed".into())
     );
     let forged =
-        Issuer::new().token(serde_json::json!({"iss": "https://issuer.test", "sub": "mallory", "aud": "bookinfo"}));
+        Issuer::new().token(&serde_json::json!({"iss": "https://issuer.test", "sub": "mallory", "aud": "bookinfo"}));
     assert_eq!(send(&stack, None, "GET", "/", &bearer(forged)).await, (401, "Jwt verification fails".into()));
-    let unknown = issuer.token(serde_json::json!({"iss": "https://elsewhere", "sub": "x"}));
+    let unknown = issuer.token(&serde_json::json!({"iss": "https://elsewhere", "sub": "x"}));
     assert_eq!(send(&stack, None, "GET", "/", &bearer(unknown)).await, (401, "Jwt issuer is not configured".into()));
     assert_eq!(send(&stack, None, "GET", "/", &bearer("not.a-token".into())).await.0, 401);
 }
@@ -315,7 +285,7 @@ async fn keys_from_a_jwks_uri() {
     );
     let snapshot = load_str("ra.yaml", &yaml, &LoadOptions::default()).into_snapshot();
     let shared = ArcSwap::from_pointee(JwtPolicy::compile(&snapshot, "default", &Default::default()));
-    let token = issuer.token(serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "exp": now() + 60}));
+    let token = issuer.token(&serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "exp": now() + 60}));
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
     // Before the keys are fetched, the token cannot be checked.

@@ -217,14 +217,23 @@ impl Control {
         self.snapshot.store(snapshot);
     }
 
-    /// Apply every snapshot `rx` publishes after the current one.
+    /// Apply every snapshot `rx` publishes after the current one, fetching the keys of
+    /// RequestAuthentication `jwksUri`s after each (and every 20 minutes, as Istio does).
     pub(crate) fn follow(self: &Arc<Self>, mut rx: watch::Receiver<Arc<Snapshot>>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         rx.mark_unchanged();
+        let refresh = self.clone();
+        tokio::spawn(async move {
+            loop {
+                mesh_authz::jwt::refresh_keys(&refresh.jwt).await;
+                tokio::time::sleep(std::time::Duration::from_secs(20 * 60)).await;
+            }
+        });
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let snapshot = rx.borrow_and_update().clone();
                 me.apply(snapshot);
+                mesh_authz::jwt::refresh_keys(&me.jwt).await;
                 tracing::info!("config applied");
             }
         })

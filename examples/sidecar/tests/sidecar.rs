@@ -764,3 +764,46 @@ spec:
         "{clusters}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_keys_from_a_jwks_uri_gate_the_request() {
+    let issuer = mesh_authz::jwt::testing::Issuer::new();
+    let jwks = App::named(&issuer.jwks).await;
+    let policy = format!(
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  jwtRules:
+  - issuer: https://issuer.test
+    jwksUri: http://{}/jwks.json
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: require-jwt}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  rules:
+  - from: [{{source: {{requestPrincipals: ["https://issuer.test/*"]}}}}]
+"#,
+        jwks.addr
+    );
+    let b = bookinfo(&[("services.yaml", SERVICES), ("routes.yaml", ROUTES), ("jwt.yaml", &policy)]).await;
+    let out = b.productpage.outbound();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let token = issuer.token(&serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "exp": exp}));
+    let with =
+        |t: &str| Req::get("/reviews/0").header("host", "reviews:9080").header("authorization", &format!("Bearer {t}"));
+    // The keys are fetched when the config loads: wait for them.
+    eventually("the JWKS to be fetched", async || send(out, with(&token)).await.is_ok_and(|r| r.status == 200)).await;
+    let anonymous = get(out, "reviews:9080", "/reviews/0").await;
+    assert_eq!((anonymous.status, anonymous.body.as_str()), (403, "RBAC: access denied"));
+    // Signed by a key the JWKS does not hold.
+    let forged = mesh_authz::jwt::testing::Issuer::new()
+        .token(&serde_json::json!({"iss": "https://issuer.test", "sub": "mallory", "exp": exp}));
+    let bad = send(out, with(&forged)).await.unwrap();
+    assert_eq!(bad.status, 401, "{bad:?}");
+    assert!(jwks.seen.lock().unwrap().iter().any(|p| p.uri.path() == "/jwks.json"));
+}
