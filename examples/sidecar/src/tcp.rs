@@ -168,7 +168,7 @@ impl Outbound {
         let plaintext = self.control.plaintext.load();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = cluster.endpoints.len();
-        // Up to three endpoints, as Envoy's default connect retries for TCP.
+        // A refused connect moves on to the next endpoint, up to three of them.
         for i in 0..n.min(3) {
             let e = &cluster.endpoints[(start + i) % n];
             let mtls = e.service_account.is_some()
