@@ -228,6 +228,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
             admin.to_string(),
             "--ca-dir".into(),
             ca.display().to_string(),
+            // Eight proxies share this machine: one worker each (Istio's default is two
+            // per pod, on a node with many cores).
+            "--concurrency".into(),
+            "1".into(),
         ];
         a.extend(endpoints.iter().cloned());
         a
