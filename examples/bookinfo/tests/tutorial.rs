@@ -423,3 +423,26 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
     traffic.abort();
 }
+
+/// SIGTERM to `bookinfo up` alone stops every process it started (and the ingress port
+/// closes), and it exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_whole_mesh() {
+    let mut mesh = up("sidecar");
+    assert_eq!(mesh.get("/productpage", None).await.0, 200);
+    let admins: Vec<SocketAddr> = mesh.admin.values().copied().collect();
+    let _ = Command::new("kill").args(["-TERM", &mesh.child.id().to_string()]).status();
+    let mut status = None;
+    for _ in 0..150 {
+        if let Some(s) = mesh.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(status.is_some_and(|s| s.success()), "bookinfo up did not exit cleanly: {status:?}");
+    assert!(tokio::net::TcpStream::connect(mesh.ingress).await.is_err(), "the gateway still listens");
+    for a in admins {
+        assert!(tokio::net::TcpStream::connect(a).await.is_err(), "a proxy still listens on {a}");
+    }
+}
