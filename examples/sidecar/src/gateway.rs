@@ -17,6 +17,9 @@ use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tower::util::BoxCloneSyncService;
 
+/// How often credential files are checked for a rotation.
+const CREDENTIAL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Listen {
@@ -174,9 +177,14 @@ fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Resu
                     )
                 }
             };
-            let chain = certs(&read(&cert_path, context, "certificate")?, &cert_path, context)?;
-            let key = PrivateKeyDer::from_pem_slice(&read(&key_path, context, "private key")?)
+            // Read now (so a bad pair fails the start with the file's name), then watched:
+            // a rotated pair replaces the served one, as Istio's gateways get it over SDS.
+            certs(&read(&cert_path, context, "certificate")?, &cert_path, context)?;
+            PrivateKeyDer::from_pem_slice(&read(&key_path, context, "private key")?)
                 .map_err(|e| format!("{context}: {}: {e}", key_path.display()))?;
+            let store = mesh_mtls::store::CertStore::from_files(&cert_path, &key_path)
+                .map_err(|e| format!("{context}: {} and {}: {e}", cert_path.display(), key_path.display()))?;
+            store.watch_files(cert_path.clone(), key_path.clone(), CREDENTIAL_POLL);
             let builder = if mode == ServerTlsMode::Simple {
                 builder.with_no_client_auth()
             } else {
@@ -191,7 +199,7 @@ fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Resu
                 let v = if mode == ServerTlsMode::OptionalMutual { v.allow_unauthenticated() } else { v };
                 builder.with_client_cert_verifier(v.build().map_err(|e| format!("{context}: {e}"))?)
             };
-            builder.with_single_cert(chain, key).map_err(|e| format!("{context}: {e}"))?
+            builder.with_cert_resolver(store)
         }
     };
     config.alpn_protocols = mesh_mtls::config::ALPN.iter().map(|p| p.to_vec()).collect();
