@@ -398,13 +398,13 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     // Two scrapes with traffic between them.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let url = format!("http://{}/", mesh.dashboard);
-    let run = |extra: &[&str]| {
+    let run = |url: &str, extra: &[&str]| {
         let mut c = Command::new(chromium);
         c.args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000", "--window-size=1280,900"]);
-        c.args(extra).arg(&url);
+        c.args(extra).arg(url);
         c.output().expect("chromium runs")
     };
-    let dom = String::from_utf8_lossy(&run(&["--dump-dom"]).stdout).into_owned();
+    let dom = String::from_utf8_lossy(&run(&url, &["--dump-dom"]).stdout).into_owned();
     let row = dom
         .split("<tr")
         .skip(1)
@@ -419,8 +419,17 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join(format!("dashboard-{mode}.png"));
-    let out = run(&[&format!("--screenshot={}", shot.display())]);
+    let out = run(&url, &[&format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    // A workload's own view: its requests, errors and latency over time.
+    let view =
+        String::from_utf8_lossy(&run(&format!("{url}#/workload/reviews-v2"), &["--dump-dom"]).stdout).into_owned();
+    assert!(view.contains("reviews-v2: requests in, over time"), "{view}");
+    for series in ["rps", "error_rate", "p99_ms"] {
+        assert!(view.contains(&format!("data-series=\"{series}\"")), "no {series} chart:\n{view}");
+    }
+    let shot = artifacts.join(format!("dashboard-{mode}-reviews-v2.png"));
+    run(&format!("{url}#/workload/reviews-v2"), &[&format!("--screenshot={}", shot.display())]);
     traffic.abort();
 }
 
