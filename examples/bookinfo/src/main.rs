@@ -68,7 +68,7 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".mesh/ca", requires = "mesh_config")]
         mesh_ca: PathBuf,
         /// Embedded mode: where a workload runs, `NS/WORKLOAD=ADDR` (repeat).
-        #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint, requires = "mesh_config")]
+        #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = mesh_sidecar::parse_endpoint, requires = "mesh_config")]
         endpoints: Vec<(String, String, SocketAddr)>,
         /// Embedded mode: the admin endpoint (/stats/prometheus, /config_dump, /clusters).
         #[arg(long, value_name = "ADDR", requires = "mesh_config")]
@@ -94,12 +94,6 @@ enum Service {
 fn parse_direct(s: &str) -> Result<(String, SocketAddr), String> {
     let (host, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not HOST=ADDR"))?;
     Ok((host.to_string(), addr.parse().map_err(|e| format!("`{addr}`: {e}"))?))
-}
-
-fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
-    let (who, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NS/WORKLOAD=ADDR"))?;
-    let (ns, workload) = who.split_once('/').ok_or_else(|| format!("`{who}` is not NS/WORKLOAD"))?;
-    Ok((ns.to_string(), workload.to_string(), addr.parse().map_err(|e| format!("`{addr}`: {e}"))?))
 }
 
 /// One of the four services, ready to answer.

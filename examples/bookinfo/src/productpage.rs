@@ -228,28 +228,11 @@ fn redirect_back(req: &Request<impl Sized>) -> Response<Body> {
     rsp
 }
 
+/// A field of a form (`application/x-www-form-urlencoded`) or query string: `+` is a
+/// space, then percent-decoding as mesh-route reads query parameters.
 fn form_field(body: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| url_decode(v))
-}
-
-fn url_decode(s: &str) -> String {
-    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).and_then(|d| u8::try_from(d).ok());
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (b[i], hex(b.get(i + 1)), hex(b.get(i + 2))) {
-            (b'+', ..) => out.push(b' '),
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(hi << 4 | lo);
-                i += 2;
-            }
-            (c, ..) => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let text = std::str::from_utf8(body).ok()?.replace('+', " ");
+    mesh_route::policy::matching::first_query_value(Some(&text), name).map(std::borrow::Cow::into_owned)
 }
 
 fn to_hex(bytes: &[u8]) -> String {

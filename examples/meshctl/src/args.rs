@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_core::{
-    api::Labels,
     load::{LoadOptions, load_paths},
     snapshot::Snapshot,
 };
@@ -24,16 +23,7 @@ pub(crate) fn load_snapshot(paths: &[PathBuf], namespace: &str) -> Result<Snapsh
     Ok(loaded.into_snapshot())
 }
 
-/// `k=v,k=v` into labels.
-pub(crate) fn parse_labels(s: &str) -> Result<Labels, String> {
-    s.split(',')
-        .filter(|kv| !kv.trim().is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(format!("invalid label {kv:?}: use key=value")),
-        })
-        .collect()
-}
+pub(crate) use mesh_core::api::parse_labels;
 
 /// Repeated `--header 'name: value'` into a header map (names lowercased, values trimmed).
 pub(crate) fn parse_headers(headers: &[String]) -> Result<HeaderMap, String> {

@@ -86,29 +86,9 @@ fn json_response(v: &Value) -> Response<BoxBody> {
     rsp
 }
 
-/// A query parameter's value.
-fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-            (b'+', ..) => out.push(b' '),
-            (b, ..) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A query parameter's value, percent-decoded (mesh-route's reading, as routes match it).
+fn param(query: Option<&str>, name: &str) -> Option<String> {
+    mesh_route::policy::matching::first_query_value(query, name).map(std::borrow::Cow::into_owned)
 }
 
 impl Admin {
@@ -132,7 +112,7 @@ impl Admin {
             }
             (&Method::GET, "/config_dump") => json_response(&self.config_dump()),
             (&Method::GET, "/clusters") => {
-                if query_param(query, "format") == Some("json") {
+                if param(query, "format").as_deref() == Some("json") {
                     json_response(&self.clusters_json())
                 } else {
                     text(StatusCode::OK, self.clusters_text())
@@ -142,8 +122,8 @@ impl Admin {
             (&Method::POST, "/logging") => {
                 // `?level=debug` as Envoy takes it; any tracing filter works
                 // (`mesh_route=debug,info`), in the query or as the body.
-                let filter = match query_param(query, "level") {
-                    Some(l) => percent_decode(l),
+                let filter = match param(query, "level") {
+                    Some(l) => l,
                     None => match req.into_body().collect().await {
                         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).trim().to_string(),
                         Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
@@ -317,10 +297,11 @@ mod tests {
 
     #[test]
     fn query_parameters_and_percent_decoding() {
-        assert_eq!(query_param(Some("a=1&level=debug"), "level"), Some("debug"));
-        assert_eq!(query_param(Some("level"), "level"), None);
-        assert_eq!(percent_decode("mesh_route%3Ddebug%2Cinfo"), "mesh_route=debug,info");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(param(Some("a=1&level=debug"), "level").as_deref(), Some("debug"));
+        // A bare `?level` is empty, which the handler answers with its usage.
+        assert_eq!(param(Some("level"), "level").as_deref(), Some(""));
+        assert_eq!(param(Some("level=mesh_route%3Ddebug%2Cinfo"), "level").as_deref(), Some("mesh_route=debug,info"));
+        assert_eq!(param(Some("level=100%"), "level").as_deref(), Some("100%"));
+        assert_eq!(param(Some("level=%zz"), "level").as_deref(), Some("%zz"));
     }
 }

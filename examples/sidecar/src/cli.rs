@@ -39,7 +39,7 @@ pub(crate) struct Args {
 
     /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them);
     /// for a gateway, by default its Gateway's selector.
-    #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
+    #[arg(long, value_name = "K=V,...", value_parser = mesh_core::api::parse_labels)]
     pub(crate) workload_labels: Option<Labels>,
 
     /// The workload's service account (its SPIFFE identity); by default the one of the
@@ -120,19 +120,8 @@ pub(crate) enum AccessLogFormat {
     Off,
 }
 
-fn parse_labels(s: &str) -> Result<Labels, String> {
-    let mut labels = Labels::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not k=v"))?;
-        if k.is_empty() {
-            return Err(format!("`{pair}` has an empty label name"));
-        }
-        labels.insert(k.to_string(), v.to_string());
-    }
-    Ok(labels)
-}
-
-fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
+/// `NS/WORKLOAD=ADDR`: where a workload runs.
+pub fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
     let (who, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NS/WORKLOAD=ADDR"))?;
     let (ns, workload) = who.split_once('/').ok_or_else(|| format!("`{who}` is not NS/WORKLOAD"))?;
     if ns.is_empty() || workload.is_empty() {
@@ -189,7 +178,7 @@ mod tests {
         assert!(err(&["mesh-sidecar", "--config", "a", "--outbound", "nope"]).contains("invalid"));
         assert!(
             err(&["mesh-sidecar", "--config", "a", "--outbound", "127.0.0.1:1", "--workload-labels", "app"])
-                .contains("`app` is not k=v")
+                .contains("invalid label \"app\"")
         );
         assert!(
             err(&["mesh-sidecar", "--config", "a", "--outbound", "127.0.0.1:1", "--inbound", "127.0.0.1:2"])

@@ -15,6 +15,8 @@ mod cli;
 mod control;
 mod core;
 pub mod embed;
+
+pub use cli::parse_endpoint;
 mod gateway;
 mod guard;
 mod inbound;

@@ -23,6 +23,17 @@ pub use security::*;
 /// A label map (`matchLabels`, `labels`).
 pub type Labels = BTreeMap<String, String>;
 
+/// `k=v,k=v` (as command lines take pod labels) into labels.
+pub fn parse_labels(s: &str) -> Result<Labels, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(format!("invalid label {kv:?}: use key=value")),
+        })
+        .collect()
+}
+
 /// Kubernetes object metadata: the fields the mesh reads. Other metadata (managedFields,
 /// ownerReferences, ...) is accepted and ignored, as it carries no mesh semantics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
