@@ -92,6 +92,21 @@ spec:
   rules: [{to: [{operation: {paths: ["/forbidden"]}}]}]
 "#;
 
+/// ratings (one Deployment, no sidecar address unless a test gives one).
+const RATINGS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ratings-v1}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
+"#;
+
 /// productpage's sidecar, and reviews v1 and v2 each behind their own sidecar.
 struct Bookinfo {
     _mesh: Mesh,
@@ -252,19 +267,7 @@ async fn both_reporters_count_the_request_and_the_admin_pages_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_get_past_a_flaky_upstream() {
-    let ratings = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: ratings}
-spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ratings-v1}
-spec:
-  selector: {matchLabels: {app: ratings}}
-  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
----
+    let ratings_vs = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: ratings}
@@ -274,7 +277,7 @@ spec:
   - route: [{destination: {host: ratings}}]
     retries: {attempts: 3, retryOn: 5xx}
 "#;
-    let mesh = Mesh::new(&[("ratings.yaml", ratings)]);
+    let mesh = Mesh::new(&[("ratings.yaml", RATINGS), ("ratings-vs.yaml", ratings_vs)]);
     let calls = Arc::new(AtomicUsize::new(0));
     let count = calls.clone();
     let app = App::start(Arc::new(move |_| {
@@ -624,18 +627,6 @@ async fn envoy_local_replies_for_each_upstream_failure() {
     let extra = r#"
 apiVersion: v1
 kind: Service
-metadata: {name: ratings}
-spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ratings-v1}
-spec:
-  selector: {matchLabels: {app: ratings}}
-  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
----
-apiVersion: v1
-kind: Service
 metadata: {name: details}
 spec: {ports: [{port: 9080, name: http}], selector: {app: details}}
 ---
@@ -661,6 +652,7 @@ spec:
     retries: {attempts: 0}
 "#;
     let mut files = standard();
+    files.push(("ratings.yaml", RATINGS));
     files.push(("extra.yaml", extra));
     let mesh = Mesh::new(&files);
     let slow = App::start(Arc::new(|_| (200, "details".into(), Duration::from_secs(2)))).await;
