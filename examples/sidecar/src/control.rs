@@ -222,10 +222,12 @@ impl Control {
     pub(crate) fn follow(self: &Arc<Self>, mut rx: watch::Receiver<Arc<Snapshot>>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         rx.mark_unchanged();
-        let refresh = self.clone();
+        let refresh = Arc::downgrade(self);
         tokio::spawn(async move {
-            loop {
-                mesh_authz::jwt::refresh_keys(&refresh.jwt).await;
+            // Ends when the control state is gone.
+            while let Some(control) = refresh.upgrade() {
+                mesh_authz::jwt::refresh_keys(&control.jwt).await;
+                drop(control);
                 tokio::time::sleep(std::time::Duration::from_secs(20 * 60)).await;
             }
         });
