@@ -1,7 +1,7 @@
 //! The floor every mesh layer stands on: the Istio config model exactly as users write it
 //! (`api`), its loader and validator (`load`, `validate`), the immutable indexed
-//! [`Snapshot`], the [`ConfigSource`] that publishes snapshots (a watched directory now, the
-//! Kubernetes API later), and the small types that cross feature crates through request
+//! [`Snapshot`], the [`ConfigSource`] that publishes snapshots (a watched directory, or with the feature
+//! `k8s` a cluster's API server), and the small types that cross feature crates through request
 //! extensions ([`Identity`], the boxed body, the error helpers).
 //!
 //! mesh-core knows nothing of tower or hyper. Feature crates compile what they need from a
@@ -32,6 +32,8 @@ pub mod duration;
 pub mod error;
 pub mod ext;
 pub mod identity;
+#[cfg(feature = "k8s")]
+pub mod k8s;
 pub mod load;
 pub mod registry;
 pub mod snapshot;

@@ -3,7 +3,11 @@
 //! Built from a [`Snapshot`]: Kubernetes Services select Deployments by label (a Deployment
 //! is one workload; its address comes from whatever runs it, given as a [`Locator`]);
 //! ServiceEntries bring external or mesh-internal hosts with STATIC endpoints (inline or
-//! WorkloadEntries selected by label).
+//! WorkloadEntries selected by label). From a cluster's API server, Pods are the workloads
+//! (named after their controller, as Istio names them) and EndpointSlices give the
+//! addresses: a ready endpoint of a pod with a mesh sidecar is reached at the pod's
+//! address on the sidecar's inbound port ([`INBOUND_PORT_ANNOTATION`]) with mTLS; any
+//! other at the slice's port, in plaintext.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +17,10 @@ use std::{
 
 use crate::{
     Snapshot,
-    api::{IntOrString, Kind, Labels, Resolution, Resource, ServiceEntryLocation, WorkloadEntrySpec},
+    api::{
+        EndpointSlice, IntOrString, Kind, KubeObject, Labels, ObjectMeta, PodSpec, Resolution, Resource,
+        SERVICE_NAME_LABEL, ServiceEntryLocation, WorkloadEntrySpec,
+    },
     snapshot::{labels_match, resolve_host},
 };
 
@@ -145,35 +152,151 @@ fn protocol_of(name: &str, declared: Option<&str>) -> String {
     }
 }
 
+/// The pod annotation (set by `meshctl kube-inject`) that says a pod runs the mesh sidecar
+/// and on which port its inbound listener takes mTLS.
+pub const INBOUND_PORT_ANNOTATION: &str = "mesh.dev/inbound-port";
+
+/// The workload a pod belongs to, as Istio names it: a ReplicaSet's Deployment (the
+/// ReplicaSet's name less the `pod-template-hash` suffix), else its controller, else the
+/// pod itself.
+pub fn pod_workload_name(meta: &ObjectMeta) -> String {
+    let Some(owner) =
+        meta.owner_references.iter().find(|o| o.controller == Some(true)).or(meta.owner_references.first())
+    else {
+        return meta.name.clone();
+    };
+    if owner.kind == "ReplicaSet"
+        && let Some(hash) = meta.labels.get("pod-template-hash")
+        && let Some(deployment) = owner.name.strip_suffix(hash.as_str()).and_then(|n| n.strip_suffix('-'))
+    {
+        return deployment.to_string();
+    }
+    owner.name.clone()
+}
+
+fn container_ports(pod: &PodSpec) -> BTreeMap<String, u16> {
+    pod.containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| {
+            let n = u16::try_from(p.container_port).ok()?;
+            Some((p.name.clone().unwrap_or_else(|| n.to_string()), n))
+        })
+        .collect()
+}
+
+/// A pod as the registry needs it behind an endpoint.
+struct PodInfo {
+    workload: Arc<str>,
+    labels: Arc<Labels>,
+    service_account: Arc<str>,
+    inbound_port: Option<u16>,
+}
+
+impl PodInfo {
+    fn of(p: &KubeObject<PodSpec>) -> Self {
+        Self {
+            workload: pod_workload_name(&p.metadata).into(),
+            labels: Arc::new(p.metadata.labels.clone()),
+            service_account: p.spec.service_account_name.as_deref().unwrap_or("default").into(),
+            inbound_port: p.metadata.annotations.get(INBOUND_PORT_ANNOTATION).and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// A Service's endpoints for `port` (its name and number) from its EndpointSlices.
+fn slice_endpoints(
+    slices: &[&EndpointSlice],
+    pods: &BTreeMap<(&str, &str), PodInfo>,
+    ns: &str,
+    port_name: &str,
+) -> Vec<Endpoint> {
+    let namespace: Arc<str> = ns.into();
+    let mut out = Vec::new();
+    for slice in slices {
+        let Some(target) =
+            slice.ports.iter().find(|p| p.name.as_deref().unwrap_or("") == port_name).and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Ok(target) = u16::try_from(target) else { continue };
+        for e in slice.endpoints.iter().filter(|e| e.conditions.is_ready()) {
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind == "Pod")
+                .and_then(|r| pods.get(&(r.namespace.as_deref().unwrap_or(ns), r.name.as_str())));
+            for a in &e.addresses {
+                let Ok(ip) = a.parse::<IpAddr>() else { continue };
+                out.push(match pod {
+                    Some(p) => Endpoint {
+                        address: SocketAddr::new(ip, p.inbound_port.unwrap_or(target)),
+                        labels: p.labels.clone(),
+                        workload: p.workload.clone(),
+                        namespace: namespace.clone(),
+                        service_account: p.inbound_port.map(|_| p.service_account.clone()),
+                        weight: 1,
+                    },
+                    None => Endpoint {
+                        address: SocketAddr::new(ip, target),
+                        labels: Arc::default(),
+                        workload: e.target_ref.as_ref().map_or_else(|| a.as_str().into(), |r| r.name.as_str().into()),
+                        namespace: namespace.clone(),
+                        service_account: None,
+                        weight: 1,
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
 impl Registry {
-    /// Build from a snapshot; Deployment endpoints get their addresses from `locator`.
+    /// Build from a snapshot; Deployment endpoints get their addresses from `locator`,
+    /// Services with EndpointSlices get theirs from the slices.
     pub fn build(snapshot: &Snapshot, locator: &Locator) -> Self {
         let mut reg = Registry::default();
         for r in snapshot.of_kind(Kind::Deployment) {
             let Resource::Deployment(d) = &**r else { continue };
             let pod = &d.spec.template.spec;
-            let ports = pod
-                .containers
-                .iter()
-                .flat_map(|c| &c.ports)
-                .filter_map(|p| {
-                    let n = u16::try_from(p.container_port).ok()?;
-                    Some((p.name.clone().unwrap_or_else(|| n.to_string()), n))
-                })
-                .collect();
             let w = Workload {
                 name: d.metadata.name.clone(),
                 namespace: d.metadata.namespace.clone(),
                 labels: d.spec.template.metadata.labels.clone(),
                 service_account: pod.service_account_name.clone().unwrap_or_else(|| "default".into()),
-                ports,
+                ports: container_ports(pod),
             };
             reg.workloads.insert((w.namespace.clone(), w.name.clone()), Arc::new(w));
+        }
+        let mut pods = BTreeMap::new();
+        for r in snapshot.of_kind(Kind::Pod) {
+            let Resource::Pod(p) = &**r else { continue };
+            let info = PodInfo::of(p);
+            let key = (p.metadata.namespace.clone(), info.workload.to_string());
+            reg.workloads.entry(key).or_insert_with(|| {
+                Arc::new(Workload {
+                    name: info.workload.to_string(),
+                    namespace: p.metadata.namespace.clone(),
+                    labels: p.metadata.labels.clone(),
+                    service_account: info.service_account.to_string(),
+                    ports: container_ports(&p.spec),
+                })
+            });
+            pods.insert((p.metadata.namespace.as_str(), p.metadata.name.as_str()), info);
+        }
+        let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+        for r in snapshot.of_kind(Kind::EndpointSlice) {
+            let Resource::EndpointSlice(s) = &**r else { continue };
+            if let Some(svc) = s.metadata.labels.get(SERVICE_NAME_LABEL) {
+                slices.entry((s.metadata.namespace.as_str(), svc.as_str())).or_default().push(s);
+            }
         }
 
         for r in snapshot.of_kind(Kind::Service) {
             let Resource::Service(s) = &**r else { continue };
             let ns = &s.metadata.namespace;
+            let from_slices = slices.get(&(ns.as_str(), s.metadata.name.as_str()));
             let selected: Vec<&Arc<Workload>> = reg
                 .workloads
                 .values()
@@ -186,7 +309,15 @@ impl Registry {
             for p in &s.spec.ports {
                 let Ok(number) = u16::try_from(p.port) else { continue };
                 let name = p.name.clone().unwrap_or_default();
-                ports.push(ServicePort { protocol: protocol_of(&name, p.app_protocol.as_deref()), name, number });
+                ports.push(ServicePort {
+                    protocol: protocol_of(&name, p.app_protocol.as_deref()),
+                    name: name.clone(),
+                    number,
+                });
+                if let Some(from_slices) = from_slices {
+                    endpoints.insert(number, slice_endpoints(from_slices, &pods, ns, &name).into());
+                    continue;
+                }
                 let eps: Vec<Endpoint> = selected
                     .iter()
                     .flat_map(|w| {

@@ -30,7 +30,7 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         Resource::AuthorizationPolicy(o) => authorization_policy(&mut v, &spec, &o.spec, &o.metadata),
         Resource::RequestAuthentication(o) => request_authentication(&mut v, &spec, &o.spec),
         Resource::Service(o) => service(&mut v, &spec, &o.spec),
-        Resource::ServiceAccount(_) => {}
+        Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) => {}
         Resource::Deployment(o) => deployment(&mut v, &spec, &o.spec),
     }
     v.0

@@ -1,4 +1,5 @@
-//! The Kubernetes kinds a local mesh needs: Service, ServiceAccount, Deployment.
+//! The Kubernetes kinds the mesh needs: Service, ServiceAccount, Deployment on one machine;
+//! Pod and EndpointSlice too when the registry comes from a cluster's API server.
 //!
 //! Only the fields the mesh reads are modelled. Unlike Istio specs, other fields
 //! (volumes, securityContext, images...) are accepted and ignored: they belong to the
@@ -147,4 +148,89 @@ pub struct EnvVar {
     pub name: String,
     /// Value.
     pub value: Option<String>,
+}
+
+/// A `discovery.k8s.io/v1` EndpointSlice: where a Service's pods are, and whether they are
+/// ready. It has no `spec`: its fields sit at the top level.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    /// `discovery.k8s.io/v1`.
+    pub api_version: String,
+    /// `EndpointSlice`.
+    pub kind: String,
+    /// Metadata; the label `kubernetes.io/service-name` names the Service.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// `IPv4`, `IPv6` or `FQDN`.
+    #[serde(default)]
+    pub address_type: String,
+    /// The endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<SliceEndpoint>,
+    /// The ports every endpoint of the slice serves.
+    #[serde(default)]
+    pub ports: Vec<SlicePort>,
+}
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One endpoint of a slice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SliceEndpoint {
+    /// Addresses (one, in practice).
+    pub addresses: Vec<String>,
+    /// Readiness.
+    pub conditions: SliceConditions,
+    /// The Pod behind it.
+    pub target_ref: Option<ObjectReference>,
+    /// Node name.
+    pub node_name: Option<String>,
+}
+
+/// `EndpointConditions`: absent means "unknown", which Kubernetes says to treat as ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SliceConditions {
+    /// Ready to receive traffic.
+    pub ready: Option<bool>,
+    /// Serving (possibly while terminating).
+    pub serving: Option<bool>,
+    /// Terminating.
+    pub terminating: Option<bool>,
+}
+
+impl SliceConditions {
+    /// Whether traffic may go there (`ready`, absent counting as ready).
+    pub fn is_ready(&self) -> bool {
+        self.ready.unwrap_or(true)
+    }
+}
+
+/// `ObjectReference`: the fields the mesh reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectReference {
+    /// Kind (`Pod`).
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: Option<String>,
+}
+
+/// `EndpointPort`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SlicePort {
+    /// The Service port's name (empty for an unnamed port).
+    pub name: Option<String>,
+    /// The port the endpoints listen on.
+    pub port: Option<u32>,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: Option<String>,
+    /// Application protocol.
+    pub app_protocol: Option<String>,
 }

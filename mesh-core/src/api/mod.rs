@@ -55,6 +55,21 @@ pub struct ObjectMeta {
     pub generation: Option<i64>,
     /// Unique id as the API server reports it.
     pub uid: Option<String>,
+    /// The controllers owning the object (a Pod's ReplicaSet): names a pod's workload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+}
+
+/// `metadata.ownerReferences[]`: the fields the mesh reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OwnerReference {
+    /// Owner kind (`ReplicaSet`, `StatefulSet`, ...).
+    pub kind: String,
+    /// Owner name.
+    pub name: String,
+    /// Whether it is the managing controller.
+    pub controller: Option<bool>,
 }
 
 /// A typed Kubernetes object: `apiVersion`, `kind`, `metadata` and a `spec`.
@@ -215,11 +230,15 @@ pub enum Kind {
     ServiceAccount,
     /// apps/v1 Deployment
     Deployment,
+    /// core/v1 Pod (read from the Kubernetes API: labels and identity behind endpoints)
+    Pod,
+    /// discovery.k8s.io/v1 EndpointSlice (read from the Kubernetes API: endpoint addresses)
+    EndpointSlice,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -232,6 +251,8 @@ impl Kind {
         Kind::Service,
         Kind::ServiceAccount,
         Kind::Deployment,
+        Kind::Pod,
+        Kind::EndpointSlice,
     ];
 
     /// The `kind:` string.
@@ -249,6 +270,8 @@ impl Kind {
             Kind::Service => "Service",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Deployment => "Deployment",
+            Kind::Pod => "Pod",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -262,8 +285,9 @@ impl Kind {
             | Kind::WorkloadEntry
             | Kind::Sidecar => "networking.istio.io",
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => "security.istio.io",
-            Kind::Service | Kind::ServiceAccount => "",
+            Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
             Kind::Deployment => "apps",
+            Kind::EndpointSlice => "discovery.k8s.io",
         }
     }
 
@@ -297,6 +321,8 @@ impl Kind {
             "svc" | "service" | "services" => Kind::Service,
             "sa" | "serviceaccount" | "serviceaccounts" => Kind::ServiceAccount,
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
+            "po" | "pod" | "pods" => Kind::Pod,
+            "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             _ => return None,
         };
         Some(k)
@@ -338,6 +364,10 @@ pub enum Resource {
     ServiceAccount(KubeObject<ServiceAccountSpec>),
     /// A Kubernetes Deployment.
     Deployment(KubeObject<DeploymentSpec>),
+    /// A Kubernetes Pod.
+    Pod(KubeObject<PodSpec>),
+    /// A Kubernetes EndpointSlice.
+    EndpointSlice(EndpointSlice),
 }
 
 macro_rules! each_resource {
@@ -355,6 +385,8 @@ macro_rules! each_resource {
             Resource::Service($o) => $body,
             Resource::ServiceAccount($o) => $body,
             Resource::Deployment($o) => $body,
+            Resource::Pod($o) => $body,
+            Resource::EndpointSlice($o) => $body,
         }
     };
 }
@@ -375,6 +407,8 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::ServiceAccount(_) => Kind::ServiceAccount,
             Resource::Deployment(_) => Kind::Deployment,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::EndpointSlice(_) => Kind::EndpointSlice,
         }
     }
 

@@ -139,6 +139,30 @@ pub fn load_str(label: &str, text: &str, options: &LoadOptions) -> Loaded {
     out
 }
 
+/// Load one object given as JSON, as the Kubernetes API serves it; `label` names it in
+/// findings, whose lines are those of the object printed as indented JSON (`kubectl get
+/// -o json`). The cross-resource checks run when loads are put together ([`combine`]).
+pub fn load_json_object(label: &str, object: &serde_json::Value, options: &LoadOptions) -> Loaded {
+    let mut out = Loaded::default();
+    match serde_json::to_string_pretty(object) {
+        Ok(text) => load_bytes_into(label, text.as_bytes(), options, &mut out),
+        Err(e) => out.diagnostics.push(file_error(label, 0, format!("cannot print the object: {e}"))),
+    }
+    out
+}
+
+/// Loads of single objects as one: resources and findings in the given order, then the
+/// cross-resource checks (duplicates, undefined subsets) over all of them.
+pub fn combine<'a>(parts: impl IntoIterator<Item = &'a Loaded>) -> Loaded {
+    let mut out = Loaded::default();
+    for p in parts {
+        out.resources.extend(p.resources.iter().cloned());
+        out.diagnostics.extend(p.diagnostics.iter().cloned());
+    }
+    finish(&mut out);
+    out
+}
+
 fn finish(out: &mut Loaded) {
     let findings = validate::validate_set(&out.resources);
     for (index, finding) in findings {
@@ -363,6 +387,8 @@ fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPa
         Kind::Service => Resource::Service(de::<KubeObject<_>>(json)?),
         Kind::ServiceAccount => Resource::ServiceAccount(de::<KubeObject<_>>(json)?),
         Kind::Deployment => Resource::Deployment(de::<KubeObject<_>>(json)?),
+        Kind::Pod => Resource::Pod(de::<KubeObject<_>>(json)?),
+        Kind::EndpointSlice => Resource::EndpointSlice(de(json)?),
     })
 }
 
