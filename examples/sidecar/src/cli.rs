@@ -13,8 +13,26 @@ use crate::gateway::Listen;
 #[command(name = "mesh-sidecar", version)]
 pub(crate) struct Args {
     /// Istio and Kubernetes YAML files or directories (repeat or list several).
-    #[arg(long, num_args = 1.., required = true, value_name = "PATH")]
+    #[arg(long, num_args = 1.., required_unless_present = "kube", conflicts_with = "kube", value_name = "PATH")]
     pub(crate) config: Vec<PathBuf>,
+
+    /// Read the config and the registry (Services, EndpointSlices, Pods) from the
+    /// Kubernetes API server instead of files: in a pod through its service account, else
+    /// through the kubeconfig, as kubectl does.
+    #[arg(long)]
+    pub(crate) kube: bool,
+
+    /// With `--kube`: a namespace to watch (repeat; all namespaces by default).
+    #[arg(long = "kube-namespace", value_name = "NS", requires = "kube")]
+    pub(crate) kube_namespaces: Vec<String>,
+
+    /// With `--kube`: a label selector the Istio resources must match (`key=value,...`).
+    #[arg(long, value_name = "SELECTOR", requires = "kube")]
+    pub(crate) kube_selector: Option<String>,
+
+    /// With `--kube`: how long to wait for the first full list before giving up.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", requires = "kube")]
+    pub(crate) kube_ready_timeout: Duration,
 
     /// Where the app sends its outbound requests (origin form with a Host header, or
     /// absolute form as to an HTTP proxy).

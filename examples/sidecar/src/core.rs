@@ -31,10 +31,49 @@ use crate::control::{Control, Me};
 /// Workload certificates live a day and are re-issued after two thirds of it.
 const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Where the config comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum ConfigFrom<'a> {
+    /// Files and directories, watched.
+    Files(&'a [PathBuf]),
+    /// A cluster's API server.
+    #[cfg(feature = "k8s")]
+    Kube { options: mesh_core::k8s::KubeOptions, ready_timeout: Duration },
+}
+
+impl ConfigFrom<'_> {
+    /// Start the source; for a cluster, wait for its first full list.
+    pub(crate) async fn open(&self) -> Result<Box<dyn ConfigSource>, String> {
+        match self {
+            ConfigFrom::Files(paths) => open_files(paths),
+            #[cfg(feature = "k8s")]
+            ConfigFrom::Kube { options, ready_timeout } => {
+                use mesh_core::k8s::{KubeSource, client};
+                let client = client().await.map_err(|e| e.to_string())?;
+                let source = KubeSource::start(client, options.clone()).await.map_err(|e| e.to_string())?;
+                if !source.wait_ready(*ready_timeout).await {
+                    return Err(format!("the API server's resources were not all listed within {ready_timeout:?}"));
+                }
+                Ok(Box::new(source))
+            }
+        }
+    }
+}
+
+/// Load and watch files and directories.
+pub(crate) fn open_files(paths: &[PathBuf]) -> Result<Box<dyn ConfigSource>, String> {
+    let source = DirectorySource::start(paths.to_vec(), DirectoryOptions::default()).map_err(|e| match e
+        .downcast_ref::<InitialLoadError>(
+    ) {
+        Some(_) => e.to_string(),
+        None => format!("cannot watch the config: {e}"),
+    })?;
+    Ok(Box::new(source))
+}
+
 /// How to start: the flags that say who the workload is and where its config is.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CoreOptions<'a> {
-    pub(crate) config: &'a [PathBuf],
     pub(crate) namespace: Option<&'a str>,
     pub(crate) labels: Option<&'a Labels>,
     pub(crate) workload: Option<&'a str>,
@@ -49,7 +88,7 @@ pub(crate) struct CoreOptions<'a> {
 /// The running core.
 pub(crate) struct Core {
     /// Dropping it stops the watching.
-    pub(crate) source: DirectorySource,
+    pub(crate) source: Box<dyn ConfigSource>,
     pub(crate) control: Arc<Control>,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) store: Arc<CertStore>,
@@ -64,16 +103,9 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    /// Load and watch the config, resolve the workload, compile, and issue its certificate.
-    /// Must run inside a tokio runtime.
-    pub(crate) fn start(o: &CoreOptions<'_>) -> Result<Self, String> {
-        let source =
-            DirectorySource::start(o.config.to_vec(), DirectoryOptions::default()).map_err(|e| match e
-                .downcast_ref::<InitialLoadError>()
-            {
-                Some(_) => e.to_string(),
-                None => format!("cannot watch the config: {e}"),
-            })?;
+    /// From the config `source` ([`ConfigFrom::open`]): resolve the workload, compile,
+    /// and issue its certificate. Must run inside a tokio runtime.
+    pub(crate) fn start(o: &CoreOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, String> {
         for w in &source.status().borrow().warnings {
             tracing::warn!("{w}");
         }

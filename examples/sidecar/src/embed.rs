@@ -13,7 +13,7 @@ use std::{
 
 use http::{Request, Response};
 use mesh_authz::layer::AuthzLayer;
-use mesh_core::{BoxBody, BoxError, ConfigSource, api::Labels};
+use mesh_core::{BoxBody, BoxError, api::Labels};
 use mesh_mtls::{accept::MtlsAcceptor, config};
 use mesh_route::layer::{BalanceLayer, RouteLayer};
 use mesh_telemetry::layer::Reporter;
@@ -63,17 +63,20 @@ pub struct Embedded {
 impl Embedded {
     /// Start (inside a tokio runtime): load and watch the config, issue the certificate.
     pub fn start(o: &EmbedOptions) -> Result<Self, String> {
-        let core = Core::start(&CoreOptions {
-            config: &o.config,
-            namespace: o.namespace.as_deref(),
-            labels: Some(&o.labels),
-            workload: o.workload.as_deref(),
-            service_account: o.service_account.as_deref(),
-            gateway: None,
-            endpoints: &o.endpoints,
-            ca_dir: &o.ca_dir,
-            trust_domain: &o.trust_domain,
-        })?;
+        let source = crate::core::open_files(&o.config)?;
+        let core = Core::start(
+            &CoreOptions {
+                namespace: o.namespace.as_deref(),
+                labels: Some(&o.labels),
+                workload: o.workload.as_deref(),
+                service_account: o.service_account.as_deref(),
+                gateway: None,
+                endpoints: &o.endpoints,
+                ca_dir: &o.ca_dir,
+                trust_domain: &o.trust_domain,
+            },
+            source,
+        )?;
         let balance = core.balance();
         Ok(Self { core, balance })
     }

@@ -33,7 +33,6 @@ use std::{
 
 use clap::Parser;
 use mesh_authz::layer::AuthzLayer;
-use mesh_core::ConfigSource;
 use mesh_mtls::{accept::MtlsAcceptor, config, peer_auth::Mode};
 use mesh_route::layer::RouteLayer;
 use mesh_telemetry::{
@@ -46,7 +45,7 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::Subscrib
 use crate::{
     admin::{Admin, LogControl},
     cli::{AccessLogFormat, Args},
-    core::{Core, CoreOptions},
+    core::{ConfigFrom, Core, CoreOptions},
     serve::{Accept, bind, serve},
 };
 
@@ -97,18 +96,42 @@ pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
     }
 }
 
+/// `--kube` and its options as a config source.
+fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
+    #[cfg(feature = "k8s")]
+    {
+        Ok(ConfigFrom::Kube {
+            options: mesh_core::k8s::KubeOptions {
+                namespaces: args.kube_namespaces.clone(),
+                config_selector: args.kube_selector.clone(),
+                ..Default::default()
+            },
+            ready_timeout: args.kube_ready_timeout,
+        })
+    }
+    #[cfg(not(feature = "k8s"))]
+    {
+        let _ = args;
+        Err("--kube needs mesh-sidecar built with the feature `k8s`".into())
+    }
+}
+
 async fn run(args: Args, log: LogControl) -> Result<(), String> {
-    let core = Core::start(&CoreOptions {
-        config: &args.config,
-        namespace: args.namespace.as_deref(),
-        labels: args.workload_labels.as_ref(),
-        workload: args.workload.as_deref(),
-        service_account: args.service_account.as_deref(),
-        gateway: args.gateway.as_deref(),
-        endpoints: &args.endpoints,
-        ca_dir: &args.ca_dir,
-        trust_domain: &args.trust_domain,
-    })?;
+    let from = if args.kube { kube_config(&args)? } else { ConfigFrom::Files(&args.config) };
+    let source = from.open().await?;
+    let core = Core::start(
+        &CoreOptions {
+            namespace: args.namespace.as_deref(),
+            labels: args.workload_labels.as_ref(),
+            workload: args.workload.as_deref(),
+            service_account: args.service_account.as_deref(),
+            gateway: args.gateway.as_deref(),
+            endpoints: &args.endpoints,
+            ca_dir: &args.ca_dir,
+            trust_domain: &args.trust_domain,
+        },
+        source,
+    )?;
     let Core { source, control, metrics, store, roots, .. } = &core;
     let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
     let access_log = match args.access_log {

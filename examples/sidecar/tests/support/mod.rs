@@ -78,11 +78,21 @@ pub struct Spec<'a> {
     pub tcp: Vec<String>,
     pub endpoints: Vec<String>,
     pub extra: Vec<String>,
+    /// `--kube` with this kubeconfig instead of `--config`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl<'a> Spec<'a> {
     pub fn client(labels: &'a str) -> Self {
-        Self { labels, app: None, gateway: None, tcp: Vec::new(), endpoints: Vec::new(), extra: Vec::new() }
+        Self {
+            labels,
+            app: None,
+            gateway: None,
+            tcp: Vec::new(),
+            endpoints: Vec::new(),
+            extra: Vec::new(),
+            kubeconfig: None,
+        }
     }
 
     pub fn server(labels: &'a str, app: SocketAddr) -> Self {
@@ -105,6 +115,12 @@ impl<'a> Spec<'a> {
         self
     }
 
+    /// Read the config from the API server the kubeconfig at `path` names.
+    pub fn kube(mut self, path: &Path) -> Self {
+        self.kubeconfig = Some(path.to_path_buf());
+        self
+    }
+
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_string());
         self
@@ -114,7 +130,15 @@ impl<'a> Spec<'a> {
 impl Sidecar {
     pub fn start(mesh: &Mesh, spec: Spec<'_>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
-        cmd.arg("--config").arg(mesh.config()).args(["--admin", "127.0.0.1:0"]);
+        match &spec.kubeconfig {
+            Some(k) => {
+                cmd.arg("--kube").env("KUBECONFIG", k);
+            }
+            None => {
+                cmd.arg("--config").arg(mesh.config());
+            }
+        }
+        cmd.args(["--admin", "127.0.0.1:0"]);
         match &spec.gateway {
             Some((name, ports)) => {
                 cmd.args(["--gateway", name]);
