@@ -23,8 +23,9 @@ struct Doc {
     ids: Vec<Id>,
 }
 
-/// Split a file into its YAML documents (at `---` lines), keeping each one's text.
-fn split(text: &str) -> Vec<String> {
+/// Split a file into its YAML documents (at `---` lines), keeping each one's text as
+/// written; empty documents are dropped.
+pub fn split_documents(text: &str) -> Vec<String> {
     let mut docs = vec![String::new()];
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_end();
@@ -46,7 +47,7 @@ fn ids_of(label: &str, text: &str, options: &LoadOptions) -> Vec<Id> {
 }
 
 fn docs(label: &str, text: &str, options: &LoadOptions) -> Vec<Doc> {
-    split(text).into_iter().map(|t| Doc { ids: ids_of(label, &t, options), text: t }).collect()
+    split_documents(text).into_iter().map(|t| Doc { ids: ids_of(label, &t, options), text: t }).collect()
 }
 
 fn join(docs: &[Doc]) -> String {
@@ -197,7 +198,7 @@ pub fn apply(file: &Path, dir: &Path) -> Result<Vec<(Id, Change)>, String> {
         let before = std::fs::read_to_string(path).unwrap_or_default();
         if docs.is_empty() {
             std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        } else if join(docs) != before && docs.len() < split(&before).len() {
+        } else if join(docs) != before && docs.len() < split_documents(&before).len() {
             write_atomic(path, &join(docs))?;
         }
     }
@@ -240,7 +241,7 @@ pub fn delete(file: &Path, dir: &Path) -> Result<(Vec<Id>, Vec<Id>), String> {
         let before = std::fs::read_to_string(path).unwrap_or_default();
         if docs.is_empty() {
             std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        } else if docs.len() < split(&before).len() {
+        } else if docs.len() < split_documents(&before).len() {
             write_atomic(path, &join(docs))?;
         }
     }
@@ -253,7 +254,7 @@ mod tests {
 
     #[test]
     fn documents_split_at_separator_lines_only() {
-        let docs = split("# head\na: 1\n---\nb: 2\n--- # c\nc: '---'\n---\n");
+        let docs = split_documents("# head\na: 1\n---\nb: 2\n--- # c\nc: '---'\n---\n");
         assert_eq!(docs, ["# head\na: 1\n", "b: 2\n", "c: '---'\n"]);
     }
 }

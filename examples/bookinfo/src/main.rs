@@ -49,7 +49,9 @@ enum Command {
         /// The version (reviews: v1, v2, v3; ratings: v1, v-faulty, v-delayed).
         #[arg(long, default_value = "v1")]
         version: String,
-        /// Call the other services through this HTTP proxy (the sidecar's outbound).
+        /// Call the other services through this HTTP proxy (the sidecar's outbound). By
+        /// default `HTTP_PROXY` (or `http_proxy`), as `meshctl kube-inject` sets it, when
+        /// it is `http://IP:PORT` and neither --direct nor --mesh-config is given.
         #[arg(long, value_name = "ADDR")]
         proxy: Option<SocketAddr>,
         /// Without a proxy: where a service is (`ratings=127.0.0.1:9081`; repeat, also for
@@ -89,6 +91,18 @@ enum Service {
     Details,
     Reviews,
     Ratings,
+}
+
+/// `HTTP_PROXY` or `http_proxy` as `http://IP:PORT[/]`, if set.
+fn proxy_from_env() -> Result<Option<SocketAddr>, String> {
+    let Some((name, value)) = ["HTTP_PROXY", "http_proxy"]
+        .into_iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()).map(|v| (n, v)))
+    else {
+        return Ok(None);
+    };
+    let addr = value.strip_prefix("http://").unwrap_or(&value).trim_end_matches('/');
+    addr.parse().map(Some).map_err(|_| format!("{name}={value}: expected http://IP:PORT"))
 }
 
 fn parse_direct(s: &str) -> Result<(String, SocketAddr), String> {
@@ -161,6 +175,10 @@ async fn run(command: Command) -> Result<(), String> {
                     trust_domain: "cluster.local".into(),
                 })?),
                 None => None,
+            };
+            let proxy = match proxy {
+                None if direct.is_empty() && mesh_config.is_none() => proxy_from_env()?,
+                p => p,
             };
             let upstreams = Upstreams {
                 proxy,

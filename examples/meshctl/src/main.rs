@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod args;
 mod authz;
+mod inject;
 mod route;
 mod store;
 
@@ -80,6 +81,11 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".mesh/config")]
         config_dir: PathBuf,
     },
+    /// Add the mesh sidecar to every Deployment of a manifest, as `istioctl kube-inject`
+    /// does (the sidecar container configured from the API server, HTTP_PROXY for the
+    /// app, the service-account token for its certificate); prints the manifest with
+    /// everything else unchanged.
+    KubeInject(inject::InjectArgs),
     /// List the applied resources of a kind (vs, dr, gw, se, we, pa, ap, ra, svc, deploy,
     /// sa), as kubectl does.
     Get {
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
         Command::Authz(args) => authz::run(&args),
         Command::Apply { file, config_dir } => store::apply(&file, &config_dir),
         Command::Delete { file, config_dir } => store::delete(&file, &config_dir),
+        Command::KubeInject(args) => inject::run(&args),
         Command::Get { kind, config_dir, namespace, all_namespaces } => {
             store::get(&kind, &config_dir, &namespace, all_namespaces)
         }
