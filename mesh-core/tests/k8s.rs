@@ -318,3 +318,17 @@ async fn older_served_versions_are_used_and_missing_crds_are_a_warning() {
     );
     assert!(source.status().borrow().errors.is_empty());
 }
+
+#[tokio::test]
+async fn token_review_names_the_service_account_and_refuses_strangers() {
+    let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
+    api.add_token("pod-token", "default", "bookinfo-reviews");
+    let reviewer = mesh_core::k8s::TokenReviewer::new(api.client(), vec!["mesh-ca".into()]);
+    assert_eq!(reviewer.review("pod-token").await.unwrap(), ("default".into(), "bookinfo-reviews".into()));
+    let e = reviewer.review("forged").await.unwrap_err();
+    assert_eq!(e, mesh_core::k8s::ReviewError::Rejected("invalid bearer token".into()));
+    api.fail_next("/tokenreviews", StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(matches!(reviewer.review("pod-token").await, Err(mesh_core::k8s::ReviewError::Unavailable(_))));
+    let posted = api.requests().into_iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posted, 3);
+}

@@ -187,25 +187,83 @@ impl CertificateAuthority {
         not_after: SystemTime,
     ) -> Result<IssuedCert, CaError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        // Istio's workload certificates carry no subject; the identity is the URI SAN.
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(identity.to_string().try_into()?)];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = offset(not_before)?;
-        params.not_after = offset(not_after)?;
-        params.use_authority_key_identifier_extension = true;
+        let params = leaf_params(vec![SanType::URI(identity.to_string().try_into()?)], not_before, not_after)?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            chain: vec![cert.der().clone(), self.root.clone()],
+        Ok(self.issued(cert.pem(), cert.der().clone(), &key, not_before, not_after))
+    }
+
+    /// A server certificate for DNS names and IP addresses (the CA's own HTTPS endpoint).
+    pub fn issue_server(&self, names: &[String], ttl: Duration) -> Result<IssuedCert, CaError> {
+        let now = SystemTime::now();
+        let (not_before, not_after) = (now - Duration::from_secs(60), now + ttl);
+        let sans = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),
+            })
+            .collect::<Result<Vec<_>, rcgen::Error>>()?;
+        let key = KeyPair::generate()?;
+        let cert = leaf_params(sans, not_before, not_after)?.signed_by(&key, &self.issuer)?;
+        Ok(self.issued(cert.pem(), cert.der().clone(), &key, not_before, not_after))
+    }
+
+    /// Sign a certificate signing request (PEM, its signature checked) for `identity`:
+    /// only the request's public key is used, the identity is the CA's to say. Returns the
+    /// chain as PEM, leaf first, and the end of validity.
+    pub fn sign_request(&self, csr_pem: &str, identity: &Identity, ttl: Duration) -> Result<SignedChain, CaError> {
+        let now = SystemTime::now();
+        let (not_before, not_after) = (now - Duration::from_secs(60), now + ttl);
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        csr.params = leaf_params(vec![SanType::URI(identity.to_string().try_into()?)], not_before, not_after)?;
+        let cert = csr.signed_by(&self.issuer)?;
+        Ok(SignedChain { pems: vec![cert.pem(), self.root_pem.clone()], not_after })
+    }
+
+    fn issued(
+        &self,
+        cert_pem: String,
+        der: CertificateDer<'static>,
+        key: &KeyPair,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> IssuedCert {
+        IssuedCert {
+            chain: vec![der, self.root.clone()],
             key_der: key.serialize_der(),
             not_after,
             not_before,
-            cert_pem: cert.pem(),
+            cert_pem,
             key_pem: key.serialize_pem(),
-        })
+        }
     }
+}
+
+/// A signed chain as PEM, leaf first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedChain {
+    /// Leaf, then the root.
+    pub pems: Vec<String>,
+    /// End of the leaf's validity.
+    pub not_after: SystemTime,
+}
+
+/// A leaf certificate's parameters: no subject (Istio's workload certificates carry none;
+/// the identity is the SAN), both TLS usages, the period.
+fn leaf_params(
+    sans: Vec<SanType>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = sans;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = offset(not_before)?;
+    params.not_after = offset(not_after)?;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
 }
 
 /// Write a secret file readable by its owner only.

@@ -37,6 +37,7 @@ pub mod ca;
 pub mod config;
 pub mod connector;
 pub mod peer_auth;
+pub mod remote;
 pub mod server;
 pub mod store;
 pub mod verify;

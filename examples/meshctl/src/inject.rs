@@ -101,7 +101,8 @@ pub(crate) fn inject(label: &str, text: &str, args: &InjectArgs) -> Result<Strin
     }
     let mut docs = Vec::new();
     for doc in split_documents(text) {
-        let parsed = parse_documents(&doc, &Default::default()).map_err(|e| format!("{label}:{}: {}", e.line, e.message))?;
+        let parsed =
+            parse_documents(&doc, &Default::default()).map_err(|e| format!("{label}:{}: {}", e.line, e.message))?;
         let injected = match parsed.as_slice() {
             [node] if is_deployment(node) => inject_deployment(node.to_json(), args)?,
             _ => None,
@@ -146,7 +147,8 @@ fn inject_deployment(mut d: Value, args: &InjectArgs) -> Result<Option<Value>, S
         return Ok(None);
     }
     let labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
-    let labels = labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",");
+    let labels =
+        labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",");
     let service_account = template["spec"]["serviceAccountName"].as_str().unwrap_or("default").to_string();
     let app_port = containers
         .iter()

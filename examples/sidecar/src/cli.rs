@@ -36,7 +36,7 @@ pub(crate) struct Args {
 
     /// Where the app sends its outbound requests (origin form with a Host header, or
     /// absolute form as to an HTTP proxy).
-    #[arg(long, value_name = "ADDR", required_unless_present = "gateway")]
+    #[arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen"])]
     pub(crate) outbound: Option<SocketAddr>,
 
     /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
@@ -94,6 +94,33 @@ pub(crate) struct Args {
     /// sidecar on this machine issues its workload certificate from it.
     #[arg(long, value_name = "DIR", default_value = ".mesh/ca")]
     pub(crate) ca_dir: PathBuf,
+
+    /// Get the workload certificate from the mesh CA at `https://HOST:PORT` (on a cluster),
+    /// proving the identity with the service-account token in --ca-token-file, instead of
+    /// issuing it from --ca-dir.
+    #[arg(long, value_name = "URL", requires_all = ["ca_token_file", "ca_root_file"])]
+    pub(crate) ca_address: Option<String>,
+
+    /// With --ca-address: the projected service-account token (audience `mesh-ca`), read
+    /// again at each renewal.
+    #[arg(long, value_name = "PATH", requires = "ca_address")]
+    pub(crate) ca_token_file: Option<PathBuf>,
+
+    /// With --ca-address: the mesh root certificate (PEM), trusted for the CA's endpoint and
+    /// for every peer.
+    #[arg(long, value_name = "PATH", requires = "ca_address")]
+    pub(crate) ca_root_file: Option<PathBuf>,
+
+    /// Run the mesh CA for a cluster's sidecars on ADDR, issuing from the root in --ca-dir
+    /// to pods whose service-account tokens the API server vouches for (TokenReview; needs
+    /// --kube). Alone (no --outbound or --gateway) the process is only the CA.
+    #[arg(long, value_name = "ADDR", requires = "kube")]
+    pub(crate) ca_listen: Option<SocketAddr>,
+
+    /// With --ca-listen: a DNS name or address in the CA's server certificate (repeat; by
+    /// default the `mesh-ca` Service's names in `mesh-system`, `localhost` and 127.0.0.1).
+    #[arg(long = "ca-server-name", value_name = "NAME", requires = "ca_listen")]
+    pub(crate) ca_server_names: Vec<String>,
 
     /// Where a gateway finds `credentialName` secrets: `DIR/NAME/tls.crt`, `tls.key` and
     /// `ca.crt`.

@@ -14,7 +14,13 @@ use mesh_core::{
     registry::Locator,
     source::{DirectoryOptions, InitialLoadError},
 };
-use mesh_mtls::{ca::CertificateAuthority, config, connector::MeshConnector, store::CertStore};
+use mesh_mtls::{
+    ca::{CertificateAuthority, IssuedCert},
+    config,
+    connector::MeshConnector,
+    remote::RemoteCa,
+    store::CertStore,
+};
 use mesh_route::{
     layer::{BalanceLayer, MeshClient, RetryLayer, RouteLayer, client_stack_with_connectors},
     policy::ProxyContext,
@@ -25,11 +31,12 @@ use mesh_telemetry::{
     metrics::MeshMetrics,
 };
 use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
 
 use crate::control::{Control, Me};
 
 /// Workload certificates live a day and are re-issued after two thirds of it.
-const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the config comes from.
 #[derive(Clone, Debug)]
@@ -82,7 +89,43 @@ pub(crate) struct CoreOptions<'a> {
     pub(crate) gateway: Option<&'a str>,
     pub(crate) endpoints: &'a [(String, String, SocketAddr)],
     pub(crate) ca_dir: &'a Path,
+    /// The certificate from a cluster's CA, instead of issuing from `ca_dir`.
+    pub(crate) remote: Option<&'a RemoteCert>,
     pub(crate) trust_domain: &'a str,
+}
+
+/// A workload certificate obtained from a cluster's mesh CA, and how to renew it.
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteCert {
+    pub(crate) first: IssuedCert,
+    pub(crate) ca: Arc<RemoteCa>,
+    pub(crate) roots: Arc<RootCertStore>,
+}
+
+impl RemoteCert {
+    /// Ask the CA (`--ca-address`), retrying for a minute while it is not up yet.
+    pub(crate) async fn obtain(address: &str, token_file: &Path, root_file: &Path) -> Result<Self, String> {
+        let pem = std::fs::read(root_file).map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
+        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!("--ca-root-file {}: no certificate in it", root_file.display()));
+        }
+        let roots = config::roots(&certs).map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
+        let ca = Arc::new(RemoteCa::new(address, roots.clone(), token_file.to_path_buf()).map_err(|e| e.to_string())?);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match ca.issue(CERT_TTL).await {
+                Ok(first) => return Ok(Self { first, ca, roots }),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "no workload certificate yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => return Err(format!("workload certificate: {e}")),
+            }
+        }
+    }
 }
 
 /// The running core.
@@ -151,16 +194,35 @@ impl Core {
         let metrics = Arc::new(MeshMetrics::new());
         metrics.proxy.follow_source(source.status());
 
-        // Identity: a workload certificate from the machine's mesh CA, kept fresh.
-        let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
-            .map_err(|e| format!("mesh CA in {}: {e}", o.ca_dir.display()))?;
-        let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
-        let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
+        // Identity: a workload certificate from the cluster's CA, or from the machine's,
+        // kept fresh.
+        let (store, roots) = match o.remote {
+            Some(remote) => {
+                let store = CertStore::new(&remote.first).map_err(|e| format!("workload certificate: {e}"))?;
+                let issued = store.identity();
+                if issued.as_ref() != Some(&me.identity) {
+                    return Err(format!(
+                        "the CA issued {} for this pod's token, but this workload is {} (check --namespace and --service-account)",
+                        issued.map_or_else(|| "no SPIFFE identity".into(), |i| i.to_string()),
+                        me.identity
+                    ));
+                }
+                remote.ca.clone().rotate(&store, CERT_TTL);
+                (store, remote.roots.clone())
+            }
+            None => {
+                let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
+                    .map_err(|e| format!("mesh CA in {}: {e}", o.ca_dir.display()))?;
+                let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
+                let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
+                let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
+                store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
+                (store, roots)
+            }
+        };
         if let Some(t) = store.not_after() {
             metrics.proxy.set_cert_expiry(t);
         }
-        let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
-        store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
         Ok(Self { source, control, metrics, store, roots, me })
     }
 

@@ -73,6 +73,7 @@ impl Embedded {
                 gateway: None,
                 endpoints: &o.endpoints,
                 ca_dir: &o.ca_dir,
+                remote: None,
                 trust_domain: &o.trust_domain,
             },
             source,

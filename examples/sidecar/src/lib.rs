@@ -116,7 +116,68 @@ fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
     }
 }
 
+/// The mesh CA for a cluster's sidecars on `addr` (`--ca-listen`).
+#[cfg(feature = "k8s")]
+async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
+    use mesh_core::k8s::ReviewError;
+    use mesh_mtls::remote::{AUDIENCE, AuthError, Authenticate, CaService, ServiceAccount};
+
+    /// TokenReview with the API server.
+    struct Reviewer(mesh_core::k8s::TokenReviewer);
+    impl Authenticate for Reviewer {
+        fn authenticate(
+            &self,
+            token: String,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ServiceAccount, AuthError>> + Send>> {
+            let reviewer = self.0.clone();
+            Box::pin(async move {
+                match reviewer.review(&token).await {
+                    Ok((namespace, name)) => Ok(ServiceAccount { namespace, name }),
+                    Err(ReviewError::Rejected(e)) => Err(AuthError::Rejected(e)),
+                    Err(ReviewError::Unavailable(e)) => Err(AuthError::Unavailable(e)),
+                }
+            })
+        }
+    }
+
+    let client = mesh_core::k8s::client().await.map_err(|e| e.to_string())?;
+    let reviewer = Reviewer(mesh_core::k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
+    let ca = mesh_mtls::ca::CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
+        .map_err(|e| format!("mesh CA in {}: {e}", args.ca_dir.display()))?;
+    let service = CaService::new(Arc::new(ca), Arc::new(reviewer));
+    let names = if args.ca_server_names.is_empty() {
+        ["mesh-ca.mesh-system.svc", "mesh-ca.mesh-system.svc.cluster.local", "localhost", "127.0.0.1"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        args.ca_server_names.clone()
+    };
+    let tls = service.tls_config(&names).map_err(|e| format!("CA endpoint: {e}"))?;
+    let listener = bind("ca", addr).await?;
+    announce("ca", listener.local_addr().map_err(|e| format!("CA listener: {e}"))?);
+    Ok(tokio::spawn(service.serve(listener, tls)))
+}
+
 async fn run(args: Args, log: LogControl) -> Result<(), String> {
+    #[cfg(feature = "k8s")]
+    let ca_task = match args.ca_listen {
+        Some(addr) => Some(start_ca(&args, addr).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "k8s"))]
+    let ca_task: Option<tokio::task::JoinHandle<()>> = None;
+    if args.outbound.is_none() && args.gateway.is_none() {
+        // Only the CA.
+        shutdown_signal().await;
+        if let Some(t) = ca_task {
+            t.abort();
+        }
+        return Ok(());
+    }
+    let remote = match (&args.ca_address, &args.ca_token_file, &args.ca_root_file) {
+        (Some(address), Some(token), Some(root)) => Some(core::RemoteCert::obtain(address, token, root).await?),
+        _ => None,
+    };
     let from = if args.kube { kube_config(&args)? } else { ConfigFrom::Files(&args.config) };
     let source = from.open().await?;
     let core = Core::start(
@@ -128,6 +189,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             gateway: args.gateway.as_deref(),
             endpoints: &args.endpoints,
             ca_dir: &args.ca_dir,
+            remote: remote.as_ref(),
             trust_domain: &args.trust_domain,
         },
         source,
@@ -286,6 +348,9 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     }
     drop(workers);
     drop(core);
+    if let Some(t) = ca_task {
+        t.abort();
+    }
     Ok(())
 }
 

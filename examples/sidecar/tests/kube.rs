@@ -26,8 +26,9 @@ fn reviews_vs(subset: &str) -> Value {
       "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews", "subset": subset}}]}]}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
+/// The API-server double with the reviews Service, its DestinationRule and a route to
+/// `subset`; a mesh folder with the kubeconfig that points at it.
+async fn cluster(subset: &str) -> (ApiServer, Mesh, std::path::PathBuf) {
     let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
     let mesh = Mesh::new(&[]);
     let kubeconfig = mesh.dir.path().join("kubeconfig");
@@ -36,29 +37,41 @@ async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
         "spec": {"ports": [{"name": "http", "port": 9080}], "selector": {"app": "reviews"}}}));
     api.apply(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "reviews"},
         "spec": {"host": "reviews", "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}]}}));
-    api.apply(reviews_vs("v1"));
+    api.apply(reviews_vs(subset));
+    (api, mesh, kubeconfig)
+}
 
-    let server = |version: &'static str, app| {
-        Spec::server(if version == "v1" { "app=reviews,version=v1" } else { "app=reviews,version=v2" }, app)
-            .kube(&kubeconfig)
-            .arg("--workload")
-            .arg(if version == "v1" { "reviews-v1" } else { "reviews-v2" })
-            .arg("--service-account")
-            .arg("bookinfo-reviews")
-    };
-    let (v1, v2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
-    let s1 = Sidecar::start(&mesh, server("v1", v1.addr));
-    let s2 = Sidecar::start(&mesh, server("v2", v2.addr));
-    // What the cluster's controllers would write once the pods run.
-    api.apply(pod("v1", s1.inbound()));
-    api.apply(pod("v2", s2.inbound()));
-    let endpoint = |version: &str| {
-        json!({"addresses": ["127.0.0.1"], "conditions": {"ready": true},
-               "targetRef": {"kind": "Pod", "namespace": "default", "name": format!("reviews-{version}-5fd6d4f8f8-x{version}")}})
-    };
+/// A reviews server sidecar configured from the cluster.
+fn reviews(version: &'static str, app: std::net::SocketAddr, kubeconfig: &std::path::Path) -> Spec<'static> {
+    Spec::server(if version == "v1" { "app=reviews,version=v1" } else { "app=reviews,version=v2" }, app)
+        .kube(kubeconfig)
+        .arg("--workload")
+        .arg(if version == "v1" { "reviews-v1" } else { "reviews-v2" })
+        .arg("--service-account")
+        .arg("bookinfo-reviews")
+}
+
+/// What the cluster's controllers write once the reviews pods run: the Pods and the
+/// EndpointSlice, the endpoints at the sidecars' inbound ports.
+fn pods_running(api: &ApiServer, sidecars: &[(&str, &Sidecar)]) {
+    let mut endpoints = Vec::new();
+    for (version, s) in sidecars {
+        api.apply(pod(version, s.inbound()));
+        endpoints.push(json!({"addresses": ["127.0.0.1"], "conditions": {"ready": true},
+            "targetRef": {"kind": "Pod", "namespace": "default", "name": format!("reviews-{version}-5fd6d4f8f8-x{version}")}}));
+    }
     api.apply(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
         "metadata": {"name": "reviews-abcde", "labels": {"kubernetes.io/service-name": "reviews"}},
-        "endpoints": [endpoint("v1"), endpoint("v2")], "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]}));
+        "endpoints": endpoints, "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
+    let (api, mesh, kubeconfig) = cluster("v1").await;
+    let (v1, v2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
+    let s1 = Sidecar::start(&mesh, reviews("v1", v1.addr, &kubeconfig));
+    let s2 = Sidecar::start(&mesh, reviews("v2", v2.addr, &kubeconfig));
+    pods_running(&api, &[("v1", &s1), ("v2", &s2)]);
 
     let client = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").kube(&kubeconfig));
     let r = get(client.outbound(), "reviews:9080", "/reviews/0").await;
@@ -88,4 +101,101 @@ async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
         ],
     );
     assert!(n >= 1.0, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_ca_certifies_pods_by_their_service_account_tokens() {
+    let (api, mesh, kubeconfig) = cluster("v1").await;
+    api.add_token("reviews-pod-token", "default", "bookinfo-reviews");
+    api.add_token("productpage-pod-token", "default", "bookinfo-productpage");
+    let ca = Sidecar::start(&mesh, Spec::ca().kube(&kubeconfig));
+    let ca_url = format!("https://127.0.0.1:{}", ca.listeners["ca"].port());
+    let root = mesh.ca().join("root-cert.pem");
+    let token = |name: &str, value: &str| {
+        let p = mesh.dir.path().join(name);
+        std::fs::write(&p, value).unwrap();
+        p
+    };
+    // The pods never see the CA's key: their --ca-dir stays unused.
+    let unused = mesh.dir.path().join("unused-ca");
+    let remote = |spec: Spec<'static>, token: &std::path::Path| {
+        let mut spec = spec
+            .arg("--ca-address")
+            .arg(&ca_url)
+            .arg("--ca-token-file")
+            .arg(token.to_str().unwrap())
+            .arg("--ca-root-file")
+            .arg(root.to_str().unwrap());
+        spec.ca_dir = Some(unused.clone());
+        spec
+    };
+    let app = App::named("reviews-v1").await;
+    let server = Sidecar::start(
+        &mesh,
+        remote(reviews("v1", app.addr, &kubeconfig), &token("reviews-token", "reviews-pod-token")),
+    );
+    pods_running(&api, &[("v1", &server)]);
+    let client = Sidecar::start(
+        &mesh,
+        remote(
+            Spec::client("app=productpage,version=v1")
+                .kube(&kubeconfig)
+                .arg("--service-account")
+                .arg("bookinfo-productpage"),
+            &token("pp-token", "productpage-pod-token"),
+        ),
+    );
+    let r = get(client.outbound(), "reviews:9080", "/reviews/0").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{:?}", client.log.lock().unwrap());
+    let stats = server.admin_get("/stats/prometheus").await.body;
+    let n = total(
+        &stats,
+        "istio_requests_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            ("source_principal", "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+        ],
+    );
+    assert!(n >= 1.0, "{stats}");
+    assert!(!unused.exists(), "no local CA was made");
+    let issued = ca.log.lock().unwrap().join("\n");
+    assert!(issued.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"), "{issued}");
+    assert!(issued.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "{issued}");
+
+    // A token the API server does not vouch for: the sidecar stops at once, saying why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["--kube", "--outbound", "127.0.0.1:0", "--workload-labels", "app=productpage", "--ca-address", &ca_url])
+        .arg("--ca-token-file")
+        .arg(token("stolen", "not-a-token"))
+        .arg("--ca-root-file")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("401") && stderr.contains("token rejected"), "{stderr}");
+    // Asking for another pod's identity gets the token's, and the sidecar refuses it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "--kube",
+            "--outbound",
+            "127.0.0.1:0",
+            "--workload-labels",
+            "app=reviews",
+            "--service-account",
+            "bookinfo-reviews",
+        ])
+        .args(["--ca-address", &ca_url])
+        .arg("--ca-token-file")
+        .arg(mesh.dir.path().join("pp-token"))
+        .arg("--ca-root-file")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the CA issued spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "{stderr}");
 }

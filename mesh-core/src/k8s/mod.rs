@@ -110,6 +110,66 @@ pub async fn client() -> Result<Client, StartError> {
     Client::try_from(config).map_err(|e| StartError::Config(e.to_string()))
 }
 
+/// Reviews bearer tokens with the API server (`TokenReview`), for the mesh CA: which service
+/// account a pod's projected token belongs to.
+#[derive(Clone)]
+pub struct TokenReviewer {
+    client: Client,
+    audiences: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenReviewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReviewer").field("audiences", &self.audiences).finish_non_exhaustive()
+    }
+}
+
+impl TokenReviewer {
+    /// Tokens must be meant for one of `audiences`.
+    pub fn new(client: Client, audiences: Vec<String>) -> Self {
+        Self { client, audiences }
+    }
+
+    /// The `(namespace, service account)` the token proves, or why it proves nothing.
+    pub async fn review(&self, token: &str) -> Result<(String, String), ReviewError> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        let review = TokenReview {
+            spec: TokenReviewSpec { token: Some(token.to_string()), audiences: Some(self.audiences.clone()) },
+            ..TokenReview::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let done = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| ReviewError::Unavailable(format!("TokenReview failed: {e}")))?;
+        let status = done.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(ReviewError::Rejected(status.error.unwrap_or_else(|| "not authenticated".into())));
+        }
+        if let Some(granted) = &status.audiences
+            && !granted.iter().any(|a| self.audiences.contains(a))
+        {
+            return Err(ReviewError::Rejected(format!("the token is for {granted:?}, not {:?}", self.audiences)));
+        }
+        let user = status.user.and_then(|u| u.username).unwrap_or_default();
+        match user.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
+            Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() => Ok((ns.to_string(), sa.to_string())),
+            _ => Err(ReviewError::Rejected(format!("{user:?} is not a service account"))),
+        }
+    }
+}
+
+/// Why a token review gave no service account.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReviewError {
+    /// The API server says the token proves nothing.
+    #[error("{0}")]
+    Rejected(String),
+    /// The API server could not be asked.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// One object's load: its resources (the last good version while the newest has errors)
 /// and the findings of its newest version.
 #[derive(Default)]

@@ -80,6 +80,10 @@ pub struct Spec<'a> {
     pub extra: Vec<String>,
     /// `--kube` with this kubeconfig instead of `--config`.
     pub kubeconfig: Option<PathBuf>,
+    /// Only the cluster CA (`--ca-listen`), no proxy.
+    pub ca_only: bool,
+    /// `--ca-dir` other than the mesh's.
+    pub ca_dir: Option<PathBuf>,
 }
 
 impl<'a> Spec<'a> {
@@ -92,7 +96,14 @@ impl<'a> Spec<'a> {
             endpoints: Vec::new(),
             extra: Vec::new(),
             kubeconfig: None,
+            ca_only: false,
+            ca_dir: None,
         }
+    }
+
+    /// The cluster CA alone, on a free port.
+    pub fn ca() -> Self {
+        Self { ca_only: true, ..Self::client("") }
     }
 
     pub fn server(labels: &'a str, app: SocketAddr) -> Self {
@@ -140,6 +151,9 @@ impl Sidecar {
         }
         cmd.args(["--admin", "127.0.0.1:0"]);
         match &spec.gateway {
+            _ if spec.ca_only => {
+                cmd.args(["--ca-listen", "127.0.0.1:0"]);
+            }
             Some((name, ports)) => {
                 cmd.args(["--gateway", name]);
                 for p in ports {
@@ -150,7 +164,7 @@ impl Sidecar {
                 cmd.args(["--outbound", "127.0.0.1:0", "--workload-labels", spec.labels]);
             }
         }
-        cmd.arg("--ca-dir").arg(mesh.ca()).args(["--log-level", "info"]);
+        cmd.arg("--ca-dir").arg(spec.ca_dir.clone().unwrap_or_else(|| mesh.ca())).args(["--log-level", "info"]);
         if let Some(app) = spec.app {
             cmd.args(["--inbound", "127.0.0.1:0", "--app", &app.to_string()]);
         }
@@ -186,6 +200,7 @@ impl Sidecar {
         });
         let want = spec.tcp.len()
             + match &spec.gateway {
+                _ if spec.ca_only => 1,
                 Some((_, ports)) => 1 + ports.len(),
                 None if spec.app.is_some() => 3,
                 None => 2,
