@@ -96,13 +96,13 @@ pub(crate) fn inject(label: &str, text: &str, args: &InjectArgs) -> Result<Strin
     // The loader's findings for the Deployments (errors only: other kinds are the
     // platform's business).
     let loaded = load_str(label, text, &LoadOptions::default());
-    if let Some(e) = loaded.errors().find(|d| d.object.starts_with("Deployment ")) {
+    if let Some(e) = loaded.errors().find(|d| d.object == "-" || d.object.starts_with("Deployment ")) {
         return Err(e.to_string());
     }
     let mut docs = Vec::new();
     for doc in split_documents(text) {
         let parsed =
-            parse_documents(&doc, &Default::default()).map_err(|e| format!("{label}:{}: {}", e.line, e.message))?;
+            parse_documents(&doc, &Default::default()).map_err(|e| format!("{label}:{}: invalid YAML: {}", e.line, e.message))?;
         let injected = match parsed.as_slice() {
             [node] if is_deployment(node) => inject_deployment(node.to_json(), args)?,
             _ => None,

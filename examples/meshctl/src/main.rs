@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod args;
 mod authz;
+mod ca;
 mod inject;
 mod route;
 mod store;
@@ -86,6 +87,20 @@ enum Command {
     /// app, the service-account token for its certificate); prints the manifest with
     /// everything else unchanged.
     KubeInject(inject::InjectArgs),
+    /// Create the mesh root CA for a cluster in DIR (or reuse the one there) and print the
+    /// kubectl commands that give it to the CA (a Secret) and to the pods of each meshed
+    /// namespace (the ConfigMap `mesh-ca-root`).
+    CreateCa {
+        /// Where the root's certificate and key are kept.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// A namespace whose pods get the root (repeat).
+        #[arg(long = "namespace", value_name = "NS", default_values_t = ["default".to_string(), "istio-system".to_string()])]
+        namespaces: Vec<String>,
+    },
     /// List the applied resources of a kind (vs, dr, gw, se, we, pa, ap, ra, svc, deploy,
     /// sa), as kubectl does.
     Get {
@@ -112,6 +127,7 @@ fn main() -> ExitCode {
         Command::Apply { file, config_dir } => store::apply(&file, &config_dir),
         Command::Delete { file, config_dir } => store::delete(&file, &config_dir),
         Command::KubeInject(args) => inject::run(&args),
+        Command::CreateCa { dir, trust_domain, namespaces } => ca::run(&dir, &trust_domain, &namespaces),
         Command::Get { kind, config_dir, namespace, all_namespaces } => {
             store::get(&kind, &config_dir, &namespace, all_namespaces)
         }
