@@ -376,3 +376,21 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
         assert_eq!(storage.len(), 1, "{name}: one storage version");
     }
 }
+
+#[tokio::test]
+async fn a_burst_of_events_publishes_once() {
+    let api = bookinfo_cluster(Served::cluster_with_istio()).await;
+    let source = ready(&api, KubeOptions { debounce: Duration::from_millis(300), ..options() }).await;
+    let mut status = source.status();
+    let before = status.borrow().generation;
+    let mut rx = source.snapshots();
+    for i in 0..20 {
+        let mut vs = objects_from_file(&shared("networking/virtual-service-all-v1.yaml")).remove(0);
+        vs["metadata"]["name"] = format!("burst-{i}").into();
+        vs["spec"]["hosts"] = json!([format!("burst-{i}")]);
+        api.apply(vs);
+    }
+    until(&mut rx, "all 20 are in", |s| s.of_kind(Kind::VirtualService).count() == 24).await;
+    let s = status_until(&mut status, "published", |s| s.generation > before).await;
+    assert_eq!(s.generation, before + 1, "one snapshot for the burst");
+}
