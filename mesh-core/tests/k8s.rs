@@ -339,7 +339,9 @@ async fn token_review_names_the_service_account_and_refuses_strangers() {
 fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     use std::collections::BTreeSet;
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
-    let plural = |k: Kind| kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(k.group(), "v1", k.as_str())).plural;
+    let plural = |k: Kind| {
+        kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(k.group(), "v1", k.as_str())).plural
+    };
     let want: BTreeSet<(String, String, String)> = mesh_core::k8s::WATCHED
         .iter()
         .flat_map(|k| ["list", "watch"].map(|v| (k.group().to_string(), plural(*k), v.to_string())))
@@ -352,7 +354,11 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
             for g in rule["apiGroups"].as_array().unwrap() {
                 for r in rule["resources"].as_array().unwrap() {
                     for v in rule["verbs"].as_array().unwrap() {
-                        out.insert((g.as_str().unwrap().into(), r.as_str().unwrap().into(), v.as_str().unwrap().into()));
+                        out.insert((
+                            g.as_str().unwrap().into(),
+                            r.as_str().unwrap().into(),
+                            v.as_str().unwrap().into(),
+                        ));
                     }
                 }
             }
@@ -368,11 +374,14 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     let crds = objects_from_file(&deploy.join("crds.yaml"));
     for k in mesh_core::k8s::WATCHED.iter().filter(|k| k.group().ends_with(".istio.io")) {
         let name = format!("{}.{}", plural(*k), k.group());
-        let crd = crds.iter().find(|c| c["metadata"]["name"] == name.as_str()).unwrap_or_else(|| panic!("no CRD {name}"));
+        let crd =
+            crds.iter().find(|c| c["metadata"]["name"] == name.as_str()).unwrap_or_else(|| panic!("no CRD {name}"));
         assert_eq!(crd["spec"]["names"]["kind"], k.as_str());
-        let versions: Vec<&str> = crd["spec"]["versions"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        let versions: Vec<&str> =
+            crd["spec"]["versions"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
         assert_eq!(versions, k.versions(), "{name}");
-        let storage: Vec<_> = crd["spec"]["versions"].as_array().unwrap().iter().filter(|v| v["storage"] == true).collect();
+        let storage: Vec<_> =
+            crd["spec"]["versions"].as_array().unwrap().iter().filter(|v| v["storage"] == true).collect();
         assert_eq!(storage.len(), 1, "{name}: one storage version");
     }
 }

@@ -101,8 +101,8 @@ pub(crate) fn inject(label: &str, text: &str, args: &InjectArgs) -> Result<Strin
     }
     let mut docs = Vec::new();
     for doc in split_documents(text) {
-        let parsed =
-            parse_documents(&doc, &Default::default()).map_err(|e| format!("{label}:{}: invalid YAML: {}", e.line, e.message))?;
+        let parsed = parse_documents(&doc, &Default::default())
+            .map_err(|e| format!("{label}:{}: invalid YAML: {}", e.line, e.message))?;
         let injected = match parsed.as_slice() {
             [node] if is_deployment(node) => inject_deployment(node.to_json(), args)?,
             _ => None,

@@ -62,8 +62,7 @@ fn every_deployment_gets_the_sidecar_and_everything_else_is_untouched() {
     let pod = &d.spec.template;
     assert_eq!(pod.metadata.annotations.get("mesh.dev/inbound-port").map(String::as_str), Some("15006"));
     let app = pod.spec.containers.iter().find(|c| c.name == "reviews").unwrap();
-    let env: Vec<(&str, &str)> =
-        app.env.iter().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
+    let env: Vec<(&str, &str)> = app.env.iter().map(|e| (e.name.as_str(), e.value.as_deref().unwrap_or(""))).collect();
     assert!(env.contains(&("HTTP_PROXY", "http://127.0.0.1:15001")), "{env:?}");
     assert!(env.contains(&("NO_PROXY", "localhost,127.0.0.1")), "{env:?}");
     // The sidecar's identity and wiring, as the injected text says.
@@ -130,7 +129,14 @@ async fn kubectl_accepts_every_manifest() {
     let deploy = root().join("deploy/kubernetes");
     let injected = dir.path().join("injected.yaml");
     std::fs::write(&injected, inject("examples/bookinfo/config/mesh/bookinfo.yaml")).unwrap();
-    let files = [deploy.join("crds.yaml"), deploy.join("rbac.yaml"), deploy.join("ca.yaml"), deploy.join("gateway.yaml"), deploy.join("bookinfo.yaml"), injected];
+    let files = [
+        deploy.join("crds.yaml"),
+        deploy.join("rbac.yaml"),
+        deploy.join("ca.yaml"),
+        deploy.join("gateway.yaml"),
+        deploy.join("bookinfo.yaml"),
+        injected,
+    ];
     let to_run = files.to_vec();
     let out = tokio::task::spawn_blocking(move || kubectl_dry_run(&kubeconfig, &to_run)).await.unwrap();
     // One "created (dry run)" per object in the files.
@@ -140,7 +146,12 @@ async fn kubectl_accepts_every_manifest() {
         .sum();
     let created = out.lines().filter(|l| l.ends_with("created (dry run)")).count();
     assert_eq!(created, objects, "{out}");
-    assert!(out.contains("customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.istio.io created (dry run)"), "{out}");
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.istio.io created (dry run)"
+        ),
+        "{out}"
+    );
     assert!(out.contains("deployment.apps/reviews-v2 created (dry run)"), "{out}");
     assert!(out.contains("clusterrole.rbac.authorization.k8s.io/mesh-config-reader created (dry run)"), "{out}");
     // The Istio resources in deploy/ load in the mesh too.
