@@ -14,7 +14,7 @@ COPY . .
 # Alpine's Rust targets musl and links statically by default.
 RUN cargo build --release --locked -p mesh-sidecar -p bookinfo \
  && strip target/release/mesh-sidecar target/release/bookinfo \
- && mkdir -p /out/tmp && cp target/release/mesh-sidecar target/release/bookinfo /out/
+ && mkdir -p /out && cp target/release/mesh-sidecar target/release/bookinfo /out/
 
 FROM scratch AS bookinfo
 COPY --from=build /out/bookinfo /bookinfo

@@ -187,15 +187,7 @@ async fn reload(shared: &Arc<Shared>) -> SourceStatus {
     let (errors, warnings) = split(&loaded.diagnostics);
     let mut published = false;
     if errors.is_empty() {
-        let next = loaded.into_snapshot();
-        published = shared.snapshot_tx.send_if_modified(|current| {
-            if **current == next {
-                false
-            } else {
-                *current = Arc::new(next);
-                true
-            }
-        });
+        published = publish_if_changed(&shared.snapshot_tx, loaded.into_snapshot(), false);
         if published {
             tracing::info!(resources = shared.snapshot_tx.borrow().len(), "config reloaded");
         }
@@ -205,7 +197,31 @@ async fn reload(shared: &Arc<Shared>) -> SourceStatus {
         }
         tracing::warn!(errors = errors.len(), "config has errors; the last good config stays in force");
     }
-    shared.status_tx.send_modify(|s| {
+    record_load(&shared.status_tx, published, errors, warnings);
+    shared.status_tx.borrow().clone()
+}
+
+/// Put `next` in force unless it equals the snapshot in force (`always`: even then).
+/// Whether it was published.
+pub(crate) fn publish_if_changed(tx: &watch::Sender<Arc<Snapshot>>, next: Snapshot, always: bool) -> bool {
+    tx.send_if_modified(|current| {
+        if **current == next && !always {
+            false
+        } else {
+            *current = Arc::new(next);
+            true
+        }
+    })
+}
+
+/// Count a load in the status, with its findings.
+pub(crate) fn record_load(
+    tx: &watch::Sender<SourceStatus>,
+    published: bool,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+) {
+    tx.send_modify(|s| {
         s.loads += 1;
         if published {
             s.generation += 1;
@@ -213,5 +229,4 @@ async fn reload(shared: &Arc<Shared>) -> SourceStatus {
         s.errors = errors;
         s.warnings = warnings;
     });
-    shared.status_tx.borrow().clone()
 }

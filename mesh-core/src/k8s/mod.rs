@@ -48,7 +48,7 @@ use crate::{
     api::Kind,
     diag::{Diagnostic, FieldPath, Severity},
     load::{LoadOptions, Loaded, combine, load_json_object},
-    source::{ConfigSource, SourceStatus},
+    source::{ConfigSource, SourceStatus, publish_if_changed, record_load},
 };
 
 /// The kinds read from the API server, in publish order.
@@ -172,7 +172,7 @@ pub enum ReviewError {
 
 /// One object's load: its resources (the last good version while the newest has errors)
 /// and the findings of its newest version.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Cached {
     loaded: Loaded,
 }
@@ -419,8 +419,9 @@ async fn watch_kind(
                 let k = key(&o);
                 let buffer = relist.get_or_insert_with(BTreeMap::new);
                 // Start from what is in force, so an object with errors keeps its last
-                // good version across a relist.
-                let mut slot = store.objects.remove(&k).unwrap_or_default();
+                // good version across a relist; what is in force stays published until
+                // the list is complete.
+                let mut slot = store.objects.get(&k).cloned().unwrap_or_default();
                 load_into(&mut slot, &resource, o, &options);
                 buffer.insert(k, slot);
                 false
@@ -493,27 +494,12 @@ fn publish(shared: &Shared) {
     for e in &errors {
         tracing::warn!("{e}");
     }
-    let next = loaded.into_snapshot();
     let first = !*shared.ready_tx.borrow();
-    let published = shared.snapshot_tx.send_if_modified(|current| {
-        if **current == next && !first {
-            false
-        } else {
-            *current = Arc::new(next);
-            true
-        }
-    });
+    let published = publish_if_changed(&shared.snapshot_tx, loaded.into_snapshot(), first);
     if published {
         tracing::info!(resources = shared.snapshot_tx.borrow().len(), "config from the API server published");
     }
-    shared.status_tx.send_modify(|s| {
-        s.loads += 1;
-        if published {
-            s.generation += 1;
-        }
-        s.errors = errors;
-        s.warnings = warnings;
-    });
+    record_load(&shared.status_tx, published, errors, warnings);
     shared.ready_tx.send_if_modified(|r| !std::mem::replace(r, true));
 }
 
