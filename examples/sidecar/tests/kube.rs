@@ -29,7 +29,10 @@ fn reviews_vs(subset: &str) -> Value {
 /// The API-server double with the reviews Service, its DestinationRule and a route to
 /// `subset`; a mesh folder with the kubeconfig that points at it.
 async fn cluster(subset: &str) -> (ApiServer, Mesh, std::path::PathBuf) {
-    let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
+    configured(ApiServer::start(Served::cluster_with_istio()).await.unwrap(), subset)
+}
+
+fn configured(api: ApiServer, subset: &str) -> (ApiServer, Mesh, std::path::PathBuf) {
     let mesh = Mesh::new(&[]);
     let kubeconfig = mesh.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
@@ -43,8 +46,11 @@ async fn cluster(subset: &str) -> (ApiServer, Mesh, std::path::PathBuf) {
 
 /// A reviews server sidecar configured from the cluster.
 fn reviews(version: &'static str, app: std::net::SocketAddr, kubeconfig: &std::path::Path) -> Spec<'static> {
+    reviews_spec(version, app).kube(kubeconfig)
+}
+
+fn reviews_spec(version: &'static str, app: std::net::SocketAddr) -> Spec<'static> {
     Spec::server(if version == "v1" { "app=reviews,version=v1" } else { "app=reviews,version=v2" }, app)
-        .kube(kubeconfig)
         .arg("--workload")
         .arg(if version == "v1" { "reviews-v1" } else { "reviews-v2" })
         .arg("--service-account")
@@ -198,4 +204,34 @@ async fn the_cluster_ca_certifies_pods_by_their_service_account_tokens() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("the CA issued spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_pod_the_service_account_token_and_ca_reach_the_api_server() {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !root {
+        eprintln!("skipped: a private mount namespace for the in-cluster files needs root (CI runs as root)");
+        return;
+    }
+    // The API server over HTTPS, as in a cluster; the pod's service-account files.
+    let (api, mesh, _) = configured(ApiServer::start_tls(Served::cluster_with_istio()).await.unwrap(), "v1");
+    let sa = mesh.dir.path().join("serviceaccount");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), "in-cluster-token").unwrap();
+    std::fs::write(sa.join("ca.crt"), api.ca_pem().unwrap()).unwrap();
+    std::fs::write(sa.join("namespace"), "default").unwrap();
+
+    let app = App::named("reviews-v1").await;
+    let server = Sidecar::start(&mesh, reviews_spec("v1", app.addr).in_cluster(&sa, api.addr()));
+    pods_running(&api, &[("v1", &server)]);
+    let client = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").in_cluster(&sa, api.addr()));
+    let r = get(client.outbound(), "reviews:9080", "/reviews/0").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{:?}", client.log.lock().unwrap());
+    let seen = api.requests();
+    assert!(seen.iter().any(|r| r.is_watch()), "the sidecars watch over TLS");
+    assert!(
+        seen.iter().all(|r| r.authorization.as_deref() == Some("Bearer in-cluster-token")),
+        "every request carries the pod's token: {:?}",
+        seen.iter().map(|r| &r.authorization).collect::<Vec<_>>()
+    );
 }

@@ -148,6 +148,8 @@ impl Served {
 /// A request as the double saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
     /// Method.
     pub method: String,
     /// Path.
@@ -215,6 +217,8 @@ pub struct ApiServer {
     inner: Arc<Inner>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    /// With HTTPS: the CA certificate (PEM) that signed the serving certificate.
+    ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -234,8 +238,44 @@ fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, State> {
 }
 
 impl ApiServer {
-    /// Serve `served` on 127.0.0.1 at a port of its own.
+    /// Serve `served` over plain HTTP on 127.0.0.1 at a port of its own.
     pub async fn start(served: Vec<Served>) -> std::io::Result<Self> {
+        Self::start_with(served, None).await
+    }
+
+    /// Serve `served` over HTTPS, as a cluster's API server does, with a certificate for
+    /// 127.0.0.1 from a CA of its own ([`ApiServer::ca_pem`]: what a pod finds in
+    /// `ca.crt`).
+    pub async fn start_tls(served: Vec<Served>) -> std::io::Result<Self> {
+        let fail = |e: rcgen::Error| std::io::Error::other(e.to_string());
+        let ca_key = rcgen::KeyPair::generate().map_err(fail)?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes-ca");
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(fail)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+        params.subject_alt_names.push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.signed_by(&key, &issuer).map_err(fail)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone(), ca_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .map_err(std::io::Error::other)?;
+        let mut config = config;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut server = Self::start_with(served, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await?;
+        server.ca_pem = Some(ca_cert.pem());
+        Ok(server)
+    }
+
+    async fn start_with(served: Vec<Served>, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (signals, _) = broadcast::channel(4096);
@@ -244,22 +284,39 @@ impl ApiServer {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let inner = server.clone();
+                let (inner, tls) = (server.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let inner = inner.clone();
                         async move { Ok::<_, Infallible>(handle(&inner, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(io) => http.serve_connection(TokioIo::new(io), svc).await,
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(tcp), svc).await,
+                    };
                 });
             }
         });
-        Ok(Self { inner, addr, task })
+        Ok(Self { inner, addr, task, ca_pem: None })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// With [`ApiServer::start_tls`]: the CA certificate (PEM) clients trust.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.ca_pem.is_some() { "https" } else { "http" }, self.addr)
     }
 
     /// A kubeconfig pointing at the double (for kubectl and `kube::Config::infer`).
@@ -601,7 +658,9 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<WatchBod
     let q = query(&req);
     let fault = {
         let mut st = lock(inner);
-        st.seen.push(Seen { method: req.method().to_string(), path: path.clone(), query: q.clone() });
+        let authorization =
+            req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        st.seen.push(Seen { authorization, method: req.method().to_string(), path: path.clone(), query: q.clone() });
         let i = st.faults.iter().position(|f| path.contains(&f.path));
         i.and_then(|i| st.faults.remove(i))
     };

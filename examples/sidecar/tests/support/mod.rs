@@ -82,6 +82,10 @@ pub struct Spec<'a> {
     pub kubeconfig: Option<PathBuf>,
     /// Only the cluster CA (`--ca-listen`), no proxy.
     pub ca_only: bool,
+    /// Run as in a pod: `--kube` with no kubeconfig, the service-account files (`token`,
+    /// `ca.crt`, `namespace`) of this folder at their in-cluster path (in a private mount
+    /// namespace: needs root) and `KUBERNETES_SERVICE_HOST`/`_PORT` set to this address.
+    pub in_cluster: Option<(PathBuf, SocketAddr)>,
     /// `--ca-dir` other than the mesh's.
     pub ca_dir: Option<PathBuf>,
 }
@@ -98,6 +102,7 @@ impl<'a> Spec<'a> {
             kubeconfig: None,
             ca_only: false,
             ca_dir: None,
+            in_cluster: None,
         }
     }
 
@@ -126,6 +131,12 @@ impl<'a> Spec<'a> {
         self
     }
 
+    /// Run as in a pod whose service-account files are in `dir`, the API server at `api`.
+    pub fn in_cluster(mut self, dir: &Path, api: SocketAddr) -> Self {
+        self.in_cluster = Some((dir.to_path_buf(), api));
+        self
+    }
+
     /// Read the config from the API server the kubeconfig at `path` names.
     pub fn kube(mut self, path: &Path) -> Self {
         self.kubeconfig = Some(path.to_path_buf());
@@ -140,15 +151,35 @@ impl<'a> Spec<'a> {
 
 impl Sidecar {
     pub fn start(mesh: &Mesh, spec: Spec<'_>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
-        match &spec.kubeconfig {
-            Some(k) => {
-                cmd.arg("--kube").env("KUBECONFIG", k);
+        let mut cmd = match &spec.in_cluster {
+            Some((dir, api)) => {
+                // /var/run is /run: a fresh tmpfs there, seen by this process only.
+                let script = "mount -t tmpfs tmpfs /run && mkdir -p /run/secrets/kubernetes.io/serviceaccount \
+                    && cp \"$SA_DIR\"/* /run/secrets/kubernetes.io/serviceaccount/ && exec \"$@\"";
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+                    .arg(env!("CARGO_BIN_EXE_mesh-sidecar"))
+                    .arg("--kube")
+                    .env("SA_DIR", dir)
+                    .env("KUBERNETES_SERVICE_HOST", api.ip().to_string())
+                    .env("KUBERNETES_SERVICE_PORT", api.port().to_string())
+                    .env("HOME", dir)
+                    .env_remove("KUBECONFIG");
+                cmd
             }
             None => {
-                cmd.arg("--config").arg(mesh.config());
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
+                match &spec.kubeconfig {
+                    Some(k) => {
+                        cmd.arg("--kube").env("KUBECONFIG", k);
+                    }
+                    None => {
+                        cmd.arg("--config").arg(mesh.config());
+                    }
+                }
+                cmd
             }
-        }
+        };
         cmd.args(["--admin", "127.0.0.1:0"]);
         match &spec.gateway {
             _ if spec.ca_only => {
