@@ -185,6 +185,52 @@ pub enum Format {
 pub struct AccessLog {
     format: Format,
     sink: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Writes out what is buffered, for sinks that buffer.
+    flush: Option<Arc<Batch>>,
+}
+
+/// Lines kept in memory and written in batches, as Envoy's file access log does: once
+/// [`Batch::LIMIT`] bytes are pending, at every flush interval (a thread of its own), on
+/// [`AccessLog::flush`] and when the last handle goes. Each batch is one write, so a busy
+/// proxy makes one system call per many requests instead of one per request.
+struct Batch {
+    pending: std::sync::Mutex<Vec<u8>>,
+    out: std::sync::Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl Batch {
+    const LIMIT: usize = 64 * 1024;
+
+    fn push(&self, line: &str) {
+        let full = {
+            let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            p.extend_from_slice(line.as_bytes());
+            p.push(b'\n');
+            (p.len() >= Self::LIMIT).then(|| std::mem::take(&mut *p))
+        };
+        if let Some(batch) = full {
+            self.write(&batch);
+        }
+    }
+
+    fn flush(&self) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if !batch.is_empty() {
+            self.write(&batch);
+        }
+    }
+
+    fn write(&self, batch: &[u8]) {
+        let mut out = self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nowhere to report a failed log write but the log itself: dropped, as Envoy does.
+        let _ = out.write_all(batch).and_then(|()| out.flush());
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -194,14 +240,46 @@ impl std::fmt::Debug for AccessLog {
 }
 
 impl AccessLog {
-    /// Lines to standard output (the sidecar's default, as Envoy's).
+    /// Lines to standard output, each written as it comes.
     pub fn stdout(format: Format) -> Self {
         Self::to(format, |line| println!("{line}"))
     }
 
+    /// Lines to standard output in batches (the sidecar's default, as Envoy's file access
+    /// log, whose flush interval is 10 s): written when 64 KiB are pending and at least
+    /// every `interval`. Call [`AccessLog::flush`] before the process exits.
+    pub fn stdout_every(format: Format, interval: std::time::Duration) -> Self {
+        Self::batched(format, Box::new(std::io::stdout()), interval)
+    }
+
+    /// Lines to `out` in batches, as [`AccessLog::stdout_every`].
+    pub fn batched(format: Format, out: Box<dyn std::io::Write + Send>, interval: std::time::Duration) -> Self {
+        let batch = Arc::new(Batch { pending: Default::default(), out: std::sync::Mutex::new(out) });
+        let weak = Arc::downgrade(&batch);
+        // A plain thread: the log must not depend on which runtime, if any, is running.
+        let _ = std::thread::Builder::new().name("access-log".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                match weak.upgrade() {
+                    Some(b) => b.flush(),
+                    None => return,
+                }
+            }
+        });
+        let sink = batch.clone();
+        Self { format, sink: Arc::new(move |line| sink.push(line)), flush: Some(batch) }
+    }
+
     /// Lines to a function.
     pub fn to(format: Format, sink: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        Self { format, sink: Arc::new(sink) }
+        Self { format, sink: Arc::new(sink), flush: None }
+    }
+
+    /// Write out what is buffered now.
+    pub fn flush(&self) {
+        if let Some(b) = &self.flush {
+            b.flush();
+        }
     }
 
     /// Write one entry.
@@ -218,6 +296,60 @@ impl AccessLog {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A `Write` whose writes the test can count and read.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batches_are_written_whole_when_full_on_flush_and_on_drop() {
+        let out = Shared::default();
+        let log = AccessLog::batched(Format::Text, Box::new(out.clone()), Duration::from_secs(3600));
+        let e = Entry { start: SystemTime::UNIX_EPOCH, method: "GET".into(), path: "/".into(), ..Entry::default() };
+        log.write(&e);
+        log.write(&e);
+        assert!(out.0.lock().unwrap().is_empty(), "buffered");
+        log.flush();
+        let writes = out.0.lock().unwrap().clone();
+        assert_eq!(writes.len(), 1, "one write for both lines");
+        assert_eq!(String::from_utf8(writes[0].clone()).unwrap(), format!("{}\n{}\n", e.text(), e.text()));
+        // Past 64 KiB a batch goes out at once.
+        let n = Batch::LIMIT / e.text().len() + 1;
+        for _ in 0..n {
+            log.write(&e);
+        }
+        assert_eq!(out.0.lock().unwrap().len(), 2);
+        log.write(&e);
+        drop(log);
+        let writes = out.0.lock().unwrap().clone();
+        assert_eq!(writes.len(), 3, "the rest when the last handle goes");
+        let lines: usize = writes.iter().map(|w| w.iter().filter(|b| **b == b'\n').count()).sum();
+        assert_eq!(lines, n + 3);
+    }
+
+    #[test]
+    fn the_interval_flushes() {
+        let out = Shared::default();
+        let log = AccessLog::batched(Format::Json, Box::new(out.clone()), Duration::from_millis(20));
+        log.write(&Entry::default());
+        for _ in 0..500 {
+            if !out.0.lock().unwrap().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("not flushed by the interval");
+    }
 
     #[test]
     fn time_format() {

@@ -144,6 +144,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub(crate) access_log: AccessLogFormat,
 
+    /// How long access log lines may wait in memory before they are written (they are
+    /// written in batches, as Envoy's `--file-flush-interval-msec`; `0s`: each line at once).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub(crate) access_log_flush_interval: Duration,
+
     /// Log filter (`info`, `mesh=debug,...`); changeable at run time with
     /// `POST /logging?level=...` on the admin endpoint.
     #[arg(long, value_name = "FILTER", default_value = "info")]

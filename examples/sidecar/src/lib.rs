@@ -196,9 +196,13 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     )?;
     let Core { source, control, metrics, store, roots, .. } = &core;
     let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
+    let stdout = |format| match args.access_log_flush_interval {
+        d if d.is_zero() => AccessLog::stdout(format),
+        d => AccessLog::stdout_every(format, d),
+    };
     let access_log = match args.access_log {
-        AccessLogFormat::Text => Some(AccessLog::stdout(Format::Text)),
-        AccessLogFormat::Json => Some(AccessLog::stdout(Format::Json)),
+        AccessLogFormat::Text => Some(stdout(Format::Text)),
+        AccessLogFormat::Json => Some(stdout(Format::Json)),
         AccessLogFormat::Off => None,
     };
     let telemetry = |reporter| core.telemetry(reporter, access_log.as_ref());
@@ -348,6 +352,9 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     }
     drop(workers);
     drop(core);
+    if let Some(log) = &access_log {
+        log.flush();
+    }
     if let Some(t) = ca_task {
         t.abort();
     }
