@@ -104,7 +104,7 @@ pub(crate) fn inject(label: &str, text: &str, args: &InjectArgs) -> Result<Strin
         let parsed = parse_documents(&doc, &Default::default())
             .map_err(|e| format!("{label}:{}: invalid YAML: {}", e.line, e.message))?;
         let injected = match parsed.as_slice() {
-            [node] if is_deployment(node) => inject_deployment(node.to_json(), args)?,
+            [node] if is_deployment(node) => inject_deployment(node.to_json(), args),
             _ => None,
         };
         docs.push(match injected {
@@ -135,16 +135,16 @@ fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
 }
 
 /// The Deployment with the sidecar, or `None` to leave it as written.
-fn inject_deployment(mut d: Value, args: &InjectArgs) -> Result<Option<Value>, String> {
+fn inject_deployment(mut d: Value, args: &InjectArgs) -> Option<Value> {
     let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let template = &mut d["spec"]["template"];
     let annotations = &template["metadata"]["annotations"];
     if annotations["sidecar.istio.io/inject"].as_str() == Some("false") {
-        return Ok(None);
+        return None;
     }
     let containers = template["spec"]["containers"].as_array().cloned().unwrap_or_default();
     if containers.iter().any(|c| c["name"] == SIDECAR) {
-        return Ok(None);
+        return None;
     }
     let labels = template["metadata"]["labels"].as_object().cloned().unwrap_or_default();
     let labels =
@@ -226,5 +226,5 @@ fn inject_deployment(mut d: Value, args: &InjectArgs) -> Result<Option<Value>, S
     a.insert("prometheus.io/scrape".into(), "true".into());
     a.insert("prometheus.io/port".into(), ADMIN_PORT.to_string().into());
     a.insert("prometheus.io/path".into(), "/stats/prometheus".into());
-    Ok(Some(d))
+    Some(d)
 }
