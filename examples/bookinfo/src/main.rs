@@ -11,10 +11,6 @@ use bookinfo::{
     up,
 };
 use clap::{Parser, Subcommand, ValueEnum};
-
-/// The same allocator as mesh-sidecar's, for the apps and the sidecars this binary runs.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use http_body_util::BodyExt;
 
 #[derive(Debug, Parser)]
