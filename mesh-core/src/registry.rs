@@ -454,6 +454,21 @@ mod tests {
     use super::*;
     use crate::load::{LoadOptions, load_str};
 
+    #[test]
+    fn a_pods_workload_is_its_deployment_else_its_controller_else_itself() {
+        use crate::api::OwnerReference;
+        let owner =
+            |kind: &str, name: &str| OwnerReference { kind: kind.into(), name: name.into(), controller: Some(true) };
+        let mut m = ObjectMeta { name: "reviews-v2-5b7dbc4f9d-h5rkx".into(), ..ObjectMeta::default() };
+        assert_eq!(pod_workload_name(&m), "reviews-v2-5b7dbc4f9d-h5rkx", "no owner: the pod");
+        m.owner_references = vec![owner("ReplicaSet", "reviews-v2-5b7dbc4f9d")];
+        assert_eq!(pod_workload_name(&m), "reviews-v2-5b7dbc4f9d", "a bare ReplicaSet");
+        m.labels.insert("pod-template-hash".into(), "5b7dbc4f9d".into());
+        assert_eq!(pod_workload_name(&m), "reviews-v2", "a Deployment's ReplicaSet");
+        m.owner_references = vec![owner("StatefulSet", "mysql")];
+        assert_eq!(pod_workload_name(&m), "mysql");
+    }
+
     const MANIFEST: &str = r#"
 apiVersion: v1
 kind: Service
