@@ -168,6 +168,9 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     let ca_task: Option<tokio::task::JoinHandle<()>> = None;
     if args.outbound.is_none() && args.gateway.is_none() {
         // Only the CA.
+        if let Some(admin) = args.admin {
+            tracing::warn!(%admin, "--admin is not served by a CA-only process (probe the CA's port instead)");
+        }
         shutdown_signal().await;
         if let Some(t) = ca_task {
             t.abort();
