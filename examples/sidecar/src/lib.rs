@@ -116,6 +116,24 @@ fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
     }
 }
 
+/// On a cluster the gateway may start before its Gateway resource is applied: wait for it
+/// (saying so every ten seconds) rather than exit and be restarted with a growing backoff.
+/// A `--gateway` that is not `NS/NAME` is reported by the core, as without `--kube`.
+async fn wait_for_gateway(source: &dyn mesh_core::ConfigSource, gateway: &str) {
+    let Some((ns, name)) = gateway.split_once('/') else { return };
+    let mut snapshots = source.snapshots();
+    loop {
+        if snapshots.borrow_and_update().get(mesh_core::api::Kind::Gateway, ns, name).is_some() {
+            return;
+        }
+        tracing::info!(gateway, "waiting for the Gateway resource to be applied");
+        match tokio::time::timeout(Duration::from_secs(10), snapshots.changed()).await {
+            Ok(Err(_)) => return,
+            Ok(Ok(())) | Err(_) => {}
+        }
+    }
+}
+
 /// The mesh CA for a cluster's sidecars on `addr` (`--ca-listen`).
 #[cfg(feature = "k8s")]
 async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -183,6 +201,11 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     };
     let from = if args.kube { kube_config(&args)? } else { ConfigFrom::Files(&args.config) };
     let source = from.open().await?;
+    if args.kube
+        && let Some(gw) = &args.gateway
+    {
+        wait_for_gateway(source.as_ref(), gw).await;
+    }
     let core = Core::start(
         &CoreOptions {
             namespace: args.namespace.as_deref(),

@@ -235,3 +235,31 @@ async fn in_a_pod_the_service_account_token_and_ca_reach_the_api_server() {
         seen.iter().map(|r| &r.authorization).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_its_gateway_resource_waits_for_it() {
+    let (api, mesh, kubeconfig) = cluster("v1").await;
+    let api = std::sync::Arc::new(api);
+    let app = App::named("reviews-v1").await;
+    let server = Sidecar::start(&mesh, reviews("v1", app.addr, &kubeconfig));
+    pods_running(&api, &[("v1", &server)]);
+    // kubectl apply of the Gateway and its VirtualService, a little after the gateway starts.
+    let later = api.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        later.apply(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "bookinfo-gateway"},
+            "spec": {"selector": {"istio": "ingressgateway"},
+                     "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}),
+        );
+        later.apply(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "bookinfo"},
+            "spec": {"hosts": ["*"], "gateways": ["bookinfo-gateway"],
+                     "http": [{"route": [{"destination": {"host": "reviews", "port": {"number": 9080}}}]}]}}),
+        );
+    });
+    let gw = Sidecar::start(&mesh, Spec::gateway("default/bookinfo-gateway", &[8080]).kube(&kubeconfig));
+    let r = get(gw.gateway[&8080], "bookinfo.example", "/reviews/0").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{:?}", gw.log.lock().unwrap());
+    assert!(gw.log.lock().unwrap().iter().any(|l| l.contains("waiting for the Gateway resource")));
+}
