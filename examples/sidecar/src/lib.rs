@@ -127,9 +127,9 @@ async fn wait_for_gateway(source: &dyn mesh_core::ConfigSource, gateway: &str) {
             return;
         }
         tracing::info!(gateway, "waiting for the Gateway resource to be applied");
-        match tokio::time::timeout(Duration::from_secs(10), snapshots.changed()).await {
-            Ok(Err(_)) => return,
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_secs(10), snapshots.changed()).await {
+            // The source is gone: the core reports the missing Gateway.
+            return;
         }
     }
 }
