@@ -9,9 +9,19 @@ use mesh_core::{
     snapshot::Snapshot,
 };
 
-/// Load `paths` with `namespace` for resources that name none. On an error, the findings
-/// go to stderr (`FILE:LINE: ...`) and the caller fails.
-pub(crate) fn load_snapshot(paths: &[PathBuf], namespace: &str) -> Result<Snapshot, String> {
+/// Load `paths` with `namespace` for resources that name none (on an error, the findings
+/// go to stderr, `FILE:LINE: ...`, and the caller fails), or with `kube` what the cluster
+/// holds.
+pub(crate) fn load_snapshot(paths: &[PathBuf], kube: bool, namespace: &str) -> Result<Snapshot, String> {
+    if kube {
+        // Decide as the sidecars do: invalid objects are left out (their last good version
+        // stays in force there; here there is none), and said so.
+        let (snapshot, status) = from_cluster()?;
+        for d in &status.errors {
+            eprintln!("warning: left out, as the sidecars leave it out: {d}");
+        }
+        return Ok(snapshot);
+    }
     let options = LoadOptions { default_namespace: namespace.to_string(), ..LoadOptions::default() };
     let loaded = load_paths(paths, &options);
     if loaded.has_errors() {
@@ -40,4 +50,25 @@ pub(crate) fn parse_headers(headers: &[String]) -> Result<HeaderMap, String> {
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// What a sidecar with `--kube` reads: every watched kind, listed once, through the
+/// kubeconfig (`$KUBECONFIG`, `~/.kube/config`) or the pod's service account. The snapshot
+/// (invalid objects left out) and the findings.
+pub(crate) fn from_cluster() -> Result<(Snapshot, mesh_core::source::SourceStatus), String> {
+    use mesh_core::{ConfigSource, k8s};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let client = k8s::client().await.map_err(|e| e.to_string())?;
+        let source = k8s::KubeSource::start(client, k8s::KubeOptions::default()).await.map_err(|e| e.to_string())?;
+        if !source.wait_ready(std::time::Duration::from_secs(30)).await {
+            return Err("the API server did not list everything within 30 s".to_string());
+        }
+        let snapshot = Snapshot::clone(&source.snapshots().borrow());
+        let status = source.status().borrow().clone();
+        Ok((snapshot, status))
+    })
 }

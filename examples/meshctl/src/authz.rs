@@ -11,8 +11,11 @@ use crate::args::{load_snapshot, parse_headers, parse_labels};
 #[derive(Debug, clap::Args)]
 pub(crate) struct AuthzArgs {
     /// Config files or directories.
-    #[arg(long = "config", required = true, num_args = 1.., value_name = "PATH")]
+    #[arg(long = "config", required_unless_present = "kube", conflicts_with = "kube", num_args = 1.., value_name = "PATH")]
     config: Vec<PathBuf>,
+    /// Read the config from the cluster (kubeconfig, or in-cluster) instead of files.
+    #[arg(long)]
+    kube: bool,
     /// The workload's namespace (and of resources that do not name one).
     #[arg(long, default_value = "default")]
     namespace: String,
@@ -59,7 +62,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
-    let snapshot = match load_snapshot(&args.config, &args.namespace) {
+    let snapshot = match load_snapshot(&args.config, args.kube, &args.namespace) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

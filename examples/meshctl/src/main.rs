@@ -30,8 +30,11 @@ enum Command {
     /// FIELD: message`, and exits 1 when any finding is an error.
     Analyze {
         /// Files or directories (searched recursively for .yaml, .yml and .json).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "kube", conflicts_with = "kube")]
         paths: Vec<PathBuf>,
+        /// Analyze what the cluster holds (kubeconfig, or in-cluster) instead of files.
+        #[arg(long)]
+        kube: bool,
         /// Namespace of resources that do not name one.
         #[arg(short, long, default_value = "default")]
         namespace: String,
@@ -121,7 +124,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Analyze { paths, namespace, quiet } => analyze::run(&paths, &namespace, quiet),
+        Command::Analyze { kube: true, quiet, .. } => analyze::run_kube(quiet),
+        Command::Analyze { paths, namespace, quiet, .. } => analyze::run(&paths, &namespace, quiet),
         Command::Route(args) => route::run(&args),
         Command::Authz(args) => authz::run(&args),
         Command::Apply { file, config_dir } => store::apply(&file, &config_dir),

@@ -12,8 +12,11 @@ use mesh_route::policy::{ProxyContext, RouteTable, explain::Explanation, matchin
 #[derive(Debug, clap::Args)]
 pub(crate) struct RouteArgs {
     /// Config files or directories (repeatable).
-    #[arg(long = "config", required = true, value_name = "PATH")]
+    #[arg(long = "config", required_unless_present = "kube", conflicts_with = "kube", value_name = "PATH")]
     config: Vec<PathBuf>,
+    /// Read the config from the cluster (kubeconfig, or in-cluster) instead of files.
+    #[arg(long)]
+    kube: bool,
     /// The Host header as sent; it may carry a port (`reviews:9080`).
     #[arg(long)]
     host: String,
@@ -52,7 +55,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub(crate) fn run(args: &RouteArgs) -> ExitCode {
-    let snapshot = match load_snapshot(&args.config, &args.namespace) {
+    let snapshot = match load_snapshot(&args.config, args.kube, &args.namespace) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

@@ -158,3 +158,56 @@ async fn kubectl_accepts_every_manifest() {
     let loaded = load_paths(&[deploy.join("gateway.yaml"), deploy.join("bookinfo.yaml")], &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_authz_and_analyze_read_the_cluster_with_kube() {
+    let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
+    let shared = root().join("../shared/bookinfo");
+    let objects = |rel: &str| mesh_core::k8s::testing::objects_from_file(&shared.join(rel));
+    api.apply_all(objects("platform/kube/bookinfo.yaml"));
+    api.apply_all(objects("networking/destination-rule-all.yaml"));
+    api.apply_all(objects("networking/virtual-service-reviews-test-v2.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let run = move |args: Vec<String>| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_meshctl")).args(args).env("KUBECONFIG", &kubeconfig).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+
+    let run2 = run.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let mut a = args("route --kube --host reviews:9080 --source-labels app=productpage,version=v1");
+        a.extend(["--header".to_string(), "end-user: jason".to_string()]);
+        run2(a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["virtual_service"], "default/reviews");
+    assert_eq!(e["destinations"][0]["subset"], "v2");
+
+    // An invalid object in the cluster: analyze names it and fails; the rest still loads.
+    let mut bad = objects("networking/virtual-service-all-v1.yaml").remove(0);
+    bad["metadata"]["name"] = "broken".into();
+    bad["spec"]["http"][0]["rout"] = serde_json::json!([]);
+    api.apply(bad);
+    let run3 = run.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || run3(args("analyze --kube"))).await.unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("k8s://apis/networking.istio.io/v1/namespaces/default/virtualservices/broken"), "{out}");
+    assert!(out.contains("did you mean `route`"), "{out}");
+
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(args("authz --kube --workload-labels app=productpage --path /productpage"))
+    })
+    .await
+    .unwrap();
+    // authz decides on what the sidecars have in force, naming what it left out.
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["decision"], "ALLOW");
+    assert!(err.contains("left out") && err.contains("virtualservices/broken"), "{err}");
+}
