@@ -183,7 +183,10 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         None => None,
     };
     #[cfg(not(feature = "k8s"))]
-    let ca_task: Option<tokio::task::JoinHandle<()>> = None;
+    let ca_task: Option<tokio::task::JoinHandle<()>> = match args.ca_listen {
+        Some(_) => return Err("--ca-listen needs mesh-sidecar built with the feature `k8s`".into()),
+        None => None,
+    };
     if args.outbound.is_none() && args.gateway.is_none() {
         // Only the CA.
         if let Some(admin) = args.admin {
