@@ -13,7 +13,10 @@ use mesh_core::{
     BoxBody, BoxError, Snapshot,
     api::{Kind, Resource, Server, ServerTlsMode, ServerTlsSettings},
 };
-use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
+use rustls::{
+    RootCertStore, ServerConfig,
+    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tower::util::BoxCloneSyncService;
 
@@ -191,19 +194,125 @@ fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Resu
                 let ca_path = ca_path.ok_or_else(|| {
                     format!("{context}: tls.mode {mode:?} needs client CA certificates (tls.caCertificates or ca.crt)")
                 })?;
-                let mut roots = RootCertStore::empty();
-                for c in certs(&read(&ca_path, context, "CA certificates")?, &ca_path, context)? {
-                    roots.add(c).map_err(|e| format!("{context}: {}: {e}", ca_path.display()))?;
-                }
-                let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-                let v = if mode == ServerTlsMode::OptionalMutual { v.allow_unauthenticated() } else { v };
-                builder.with_client_cert_verifier(v.build().map_err(|e| format!("{context}: {e}"))?)
+                let optional = mode == ServerTlsMode::OptionalMutual;
+                let first = client_verifier(&ca_path, optional, &provider, context)?;
+                let verifier = Arc::new(ReloadingVerifier { current: std::sync::RwLock::new(first) });
+                verifier.watch(ca_path, optional, provider, context.to_string());
+                builder.with_client_cert_verifier(verifier)
             };
             builder.with_cert_resolver(store)
         }
     };
     config.alpn_protocols = mesh_mtls::config::ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The client-certificate check of a MUTUAL or OPTIONAL_MUTUAL server: `path`'s CAs.
+fn client_verifier(
+    path: &Path,
+    optional: bool,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    context: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(&read(path, context, "CA certificates")?, path, context)? {
+        roots.add(c).map_err(|e| format!("{context}: {}: {e}", path.display()))?;
+    }
+    let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let v = if optional { v.allow_unauthenticated() } else { v };
+    v.build().map_err(|e| format!("{context}: {e}"))
+}
+
+/// A client-certificate check whose CAs are re-read when their file changes (a rotated
+/// Secret's `ca.crt`), as Istio's gateways get `cacert` over SDS: new handshakes use the new
+/// CAs, a broken file keeps the last good ones. Like Envoy, it sends no CA names in its
+/// certificate request.
+#[derive(Debug)]
+struct ReloadingVerifier {
+    current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ReloadingVerifier {
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn watch(
+        self: &Arc<Self>,
+        path: PathBuf,
+        optional: bool,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        context: String,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            let mut last = stamp(&path);
+            loop {
+                tokio::time::sleep(CREDENTIAL_POLL).await;
+                let Some(this) = weak.upgrade() else { return };
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                match client_verifier(&path, optional, &provider, &context) {
+                    Ok(v) => {
+                        *this.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+                        last = now;
+                        tracing::info!(ca = %path.display(), "client CA certificates reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "client CA certificates not usable yet; keeping the current ones")
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl ClientCertVerifier for ReloadingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.get().offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.get().client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.get().verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
 }
 
 /// `httpsRedirect`: 301 to the same host and path over https.

@@ -101,6 +101,38 @@ fn certificates(dir: &Path) {
             ],
         );
     }
+    // A second client CA and a client under it, for the rotation of ca.crt.
+    let mut args = vec!["req", "-x509", "-sha256", "-days", "2", "-subj", "/O=other Inc./CN=other.example"];
+    args.extend(ec);
+    args.extend(["-keyout", "other-ca.key", "-out", "other-ca.crt"]);
+    openssl(dir, &args);
+    let mut args = vec!["req", "-out", "x.csr", "-subj", "/CN=client2.example.com"];
+    args.extend(ec);
+    args.extend(["-keyout", "client2.key"]);
+    openssl(dir, &args);
+    std::fs::write(dir.join("ext.cnf"), "extendedKeyUsage=clientAuth").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "2",
+            "-CA",
+            "other-ca.crt",
+            "-CAkey",
+            "other-ca.key",
+            "-set_serial",
+            "2",
+            "-in",
+            "x.csr",
+            "-out",
+            "client2.crt",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
     let secret = dir.join("credentials/bookinfo-credential");
     std::fs::create_dir_all(&secret).unwrap();
     std::fs::copy(dir.join("bookinfo.crt"), secret.join("tls.crt")).unwrap();
@@ -175,10 +207,27 @@ async fn ingress_over_http_https_and_mutual_tls_with_curl() {
     let base = vec!["--resolve".to_string(), resolve, "--cacert".into(), cacert];
     let (code, err) = curl(&[base.clone(), vec![url.clone()]].concat());
     assert_eq!(code, "000", "no client certificate must fail the handshake: {err}");
-    let with_cert =
-        vec!["--cert".to_string(), path(&dir.join("client.crt")), "--key".into(), path(&dir.join("client.key")), url];
-    let (code, body) = curl(&[base, with_cert].concat());
+    let client = |who: &str| {
+        let mut a = base.clone();
+        a.extend([
+            "--cert".to_string(),
+            path(&dir.join(format!("{who}.crt"))),
+            "--key".into(),
+            path(&dir.join(format!("{who}.key"))),
+            url.clone(),
+        ]);
+        curl(&a)
+    };
+    let (code, body) = client("client");
     assert_eq!((code.as_str(), body.as_str()), ("200", "productpage"));
+    assert_eq!(client("client2").0, "000", "a client of another CA is refused");
+
+    // The client CA rotates (the Secret's ca.crt): clients of the new CA get in, those of
+    // the old one no longer, without a restart.
+    std::fs::copy(dir.join("other-ca.crt"), secret.join(".ca.crt")).unwrap();
+    std::fs::rename(secret.join(".ca.crt"), secret.join("ca.crt")).unwrap();
+    eventually("the rotated client CA to be in force", async || client("client2").0 == "200").await;
+    assert_eq!(client("client").0, "000", "the old CA's client is refused after the rotation");
 
     // httpsRedirect.
     let r = get(gw.gateway[&8000], "bookinfo.example.com:8000", "/productpage?u=1").await;
