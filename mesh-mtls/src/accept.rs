@@ -69,6 +69,9 @@ pub enum AcceptError {
 #[derive(Clone)]
 pub struct MtlsAcceptor {
     tls: TlsAcceptor,
+    /// Configurations chosen by the client's SNI (host patterns: exact, `*.suffix`, `*`);
+    /// the first match wins, `tls` when none does.
+    by_sni: Arc<[(Vec<String>, Arc<ServerConfig>)]>,
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
@@ -80,7 +83,24 @@ impl std::fmt::Debug for MtlsAcceptor {
 impl MtlsAcceptor {
     /// With this server configuration (see [`crate::config::server_config`]).
     pub fn new(config: Arc<ServerConfig>) -> Self {
-        Self { tls: TlsAcceptor::from(config) }
+        Self { tls: TlsAcceptor::from(config), by_sni: Arc::new([]) }
+    }
+
+    /// Several configurations on one port, chosen by the server name the client asks for
+    /// (SNI): the first whose host patterns match it (`bookinfo.example.com`,
+    /// `*.example.com`, `*`), else `default`. As Envoy's filter chains per server name
+    /// behind one gateway port.
+    pub fn by_sni(default: Arc<ServerConfig>, choices: Vec<(Vec<String>, Arc<ServerConfig>)>) -> Self {
+        Self { tls: TlsAcceptor::from(default), by_sni: choices.into() }
+    }
+
+    /// The configuration for the server name `sni`.
+    fn choose(&self, sni: Option<&str>) -> Option<Arc<ServerConfig>> {
+        let sni = sni?.to_ascii_lowercase();
+        self.by_sni
+            .iter()
+            .find(|(hosts, _)| hosts.iter().any(|h| mesh_core::snapshot::host_matches(h, &sni)))
+            .map(|(_, c)| c.clone())
     }
 
     /// Accept `stream` under `mode`. The identity is the client's, for TLS connections.
@@ -100,7 +120,15 @@ impl MtlsAcceptor {
         if !tls {
             return Ok((ServerIo(Inner::Plain(stream)), None));
         }
-        let tls = self.tls.accept(stream).await.map_err(AcceptError::Handshake)?;
+        let tls = if self.by_sni.is_empty() {
+            self.tls.accept(stream).await.map_err(AcceptError::Handshake)?
+        } else {
+            let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await
+                .map_err(AcceptError::Handshake)?;
+            let config = self.choose(start.client_hello().server_name()).unwrap_or_else(|| self.tls.config().clone());
+            start.into_stream(config).await.map_err(AcceptError::Handshake)?
+        };
         let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(spiffe_identity);
         Ok((ServerIo(Inner::Tls(Box::new(tls))), identity))
     }

@@ -51,8 +51,9 @@ pub(crate) struct Plan {
     /// The Gateway server port (routes are selected by it).
     pub(crate) port: u16,
     pub(crate) addr: SocketAddr,
-    /// TLS termination (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL).
-    pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// TLS termination (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL): one server's
+    /// settings, or several servers' chosen by the client's SNI among their hosts.
+    pub(crate) tls: Option<mesh_mtls::accept::MtlsAcceptor>,
     /// `tls.httpsRedirect`: every request gets a 301 to `https`.
     pub(crate) https_redirect: bool,
 }
@@ -108,16 +109,40 @@ pub(crate) fn plan(
         }
         let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
         let tls = match first.tls.as_ref().filter(|t| t.mode.is_some()) {
-            Some(t) => Some(server_tls(t, creds, &context)?),
+            Some(t) if servers.iter().all(|s| s.tls == first.tls) => {
+                Some(mesh_mtls::accept::MtlsAcceptor::new(server_tls(t, creds, &context)?))
+            }
+            // Several servers, each with its own certificate (Istio's "TLS ingress gateway
+            // for multiple hosts"): the client's SNI picks the server by its hosts.
+            Some(_) => {
+                let mut choices = Vec::new();
+                for s in &servers {
+                    let Some(st) = s.tls.as_ref().filter(|st| st.mode.is_some()) else {
+                        return Err(format!(
+                            "{context}: server {:?} has no TLS settings but shares the port with TLS servers",
+                            s.hosts
+                        ));
+                    };
+                    // `ns/host` and `./host` name a host; the namespace part is the routes'.
+                    let hosts = s
+                        .hosts
+                        .iter()
+                        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_ascii_lowercase())
+                        .collect();
+                    choices.push((hosts, server_tls(st, creds, &context)?));
+                }
+                // No SNI, or one no server names: the first server's, as Envoy's default chain.
+                let default = choices[0].1.clone();
+                Some(mesh_mtls::accept::MtlsAcceptor::by_sni(default, choices))
+            }
             None if protocol == "HTTPS" => return Err(format!("{context}: HTTPS needs tls settings")),
             None => None,
         };
-        if servers.iter().skip(1).any(|s| s.tls != first.tls) {
-            tracing::warn!(
-                "{context}: several servers with different TLS settings share the port; the first one's are used"
-            );
+        let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
+        if servers.iter().skip(1).any(|s| redirect(s) != redirect(first)) {
+            tracing::warn!("{context}: servers sharing the port disagree on httpsRedirect; the first one's is used");
         }
-        let https_redirect = first.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
+        let https_redirect = redirect(first);
         plans.push(Plan { port, addr: l.addr, tls, https_redirect });
     }
     Ok(plans)

@@ -284,9 +284,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
             let name = format!("gateway {}", plan.port);
             let accept = match &plan.tls {
-                Some(config) => {
-                    Accept::Mtls { acceptor: MtlsAcceptor::new(config.clone()), mode: Arc::new(|| Mode::Strict) }
-                }
+                Some(acceptor) => Accept::Mtls { acceptor: acceptor.clone(), mode: Arc::new(|| Mode::Strict) },
                 None => Accept::Plain,
             };
             let (bound, tasks) = workers

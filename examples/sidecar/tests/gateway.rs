@@ -32,6 +32,9 @@ spec:
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: [bookinfo.example.com]
     tls: {mode: SIMPLE, credentialName: bookinfo-credential}
+  - port: {number: 443, name: https-httpbin, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: {mode: SIMPLE, credentialName: httpbin-credential}
   - port: {number: 8443, name: https-mutual, protocol: HTTPS}
     hosts: [bookinfo.example.com]
     tls: {mode: MUTUAL, credentialName: bookinfo-credential}
@@ -68,6 +71,7 @@ fn certificates(dir: &Path) {
         ("bookinfo", "subjectAltName=DNS:bookinfo.example.com"),
         ("rotated", "subjectAltName=DNS:bookinfo.example.com"),
         ("client", "extendedKeyUsage=clientAuth"),
+        ("httpbin", "subjectAltName=DNS:httpbin.example.com"),
     ] {
         let mut args = vec!["req", "-out", "x.csr", "-subj"];
         let subject = format!("/CN={who}.example.com");
@@ -138,6 +142,10 @@ fn certificates(dir: &Path) {
     std::fs::copy(dir.join("bookinfo.crt"), secret.join("tls.crt")).unwrap();
     std::fs::copy(dir.join("bookinfo.key"), secret.join("tls.key")).unwrap();
     std::fs::copy(dir.join("example.com.crt"), secret.join("ca.crt")).unwrap();
+    let httpbin = dir.join("credentials/httpbin-credential");
+    std::fs::create_dir_all(&httpbin).unwrap();
+    std::fs::copy(dir.join("httpbin.crt"), httpbin.join("tls.crt")).unwrap();
+    std::fs::copy(dir.join("httpbin.key"), httpbin.join("tls.key")).unwrap();
 }
 
 /// curl's status line and body: `-w '%{http_code}'` after the body.
@@ -177,6 +185,20 @@ async fn ingress_over_http_https_and_mutual_tls_with_curl() {
     // Over HTTP/2 too (ALPN).
     let (code, _) = curl(&["--http2".into(), "--resolve".into(), resolve, "--cacert".into(), cacert.clone(), url]);
     assert_eq!(code, "200");
+    // Two hosts on one port, each with its own certificate (Istio's "TLS ingress gateway
+    // for multiple hosts"): the SNI picks it.
+    for host in ["bookinfo", "httpbin"] {
+        let (code, out) = curl(&[
+            "-v".into(),
+            "--resolve".into(),
+            format!("{host}.example.com:{}:127.0.0.1", https.port()),
+            "--cacert".into(),
+            cacert.clone(),
+            format!("https://{host}.example.com:{}/productpage", https.port()),
+        ]);
+        assert_eq!(code, "200", "{out}");
+        assert!(out.contains(&format!("CN={host}.example.com")), "{host} got another certificate:\n{out}");
+    }
 
     // The credential rotates (as a Secret update reaches Istio's gateway over SDS): the
     // new certificate is served without a restart.
