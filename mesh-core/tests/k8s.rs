@@ -233,8 +233,10 @@ async fn errors_and_slow_answers_are_retried_and_readiness_waits_for_every_list(
     let snap = source.snapshots().borrow().clone();
     assert_eq!(snap.of_kind(Kind::Pod).count(), 6);
     assert_eq!(snap.of_kind(Kind::DestinationRule).count(), 4);
-    let pod_lists = api.requests().iter().filter(|r| !r.is_watch() && r.path == "/api/v1/pods").count();
-    assert!(pod_lists >= 2, "the failed list was retried");
+    let pod_lists: Vec<_> = api.requests().into_iter().filter(|r| !r.is_watch() && r.path == "/api/v1/pods").collect();
+    assert!(pod_lists.len() >= 2, "the failed list was retried");
+    let gap = pod_lists[1].at - pod_lists[0].at;
+    assert!(gap >= Duration::from_millis(300), "retried after a backoff, not at once: {gap:?}");
 }
 
 #[tokio::test]

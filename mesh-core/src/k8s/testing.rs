@@ -148,6 +148,8 @@ impl Served {
 /// A request as the double saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
+    /// When it arrived.
+    pub at: tokio::time::Instant,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// Method.
@@ -660,7 +662,13 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<WatchBod
         let mut st = lock(inner);
         let authorization =
             req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        st.seen.push(Seen { authorization, method: req.method().to_string(), path: path.clone(), query: q.clone() });
+        st.seen.push(Seen {
+            at: tokio::time::Instant::now(),
+            authorization,
+            method: req.method().to_string(),
+            path: path.clone(),
+            query: q.clone(),
+        });
         let i = st.faults.iter().position(|f| path.contains(&f.path));
         i.and_then(|i| st.faults.remove(i))
     };
