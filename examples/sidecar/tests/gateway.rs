@@ -58,63 +58,24 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A root CA, a server certificate for bookinfo.example.com (and a second one, `rotated`,
-/// for the same name) and a client certificate, in
-/// `credentials/bookinfo-credential/{tls.crt,tls.key,ca.crt}` as Istio mounts a secret.
-fn certificates(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut args = vec!["req", "-x509", "-sha256", "-days", "2", "-subj", "/O=example Inc./CN=example.com"];
-    args.extend(ec);
-    args.extend(["-keyout", "example.com.key", "-out", "example.com.crt"]);
+/// A self-signed CA `NAME.crt`/`NAME.key`.
+fn ca(dir: &Path, name: &str, subject: &str) {
+    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+    let mut args = vec!["req", "-x509", "-sha256", "-days", "2", "-subj", subject];
+    args.extend(EC);
+    args.extend(["-keyout", &key, "-out", &crt]);
     openssl(dir, &args);
-    for (who, ext) in [
-        ("bookinfo", "subjectAltName=DNS:bookinfo.example.com"),
-        ("rotated", "subjectAltName=DNS:bookinfo.example.com"),
-        ("client", "extendedKeyUsage=clientAuth"),
-        ("httpbin", "subjectAltName=DNS:httpbin.example.com"),
-    ] {
-        let mut args = vec!["req", "-out", "x.csr", "-subj"];
-        let subject = format!("/CN={who}.example.com");
-        args.push(&subject);
-        args.extend(ec);
-        let key = format!("{who}.key");
-        args.extend(["-keyout", &key]);
-        openssl(dir, &args);
-        std::fs::write(dir.join("ext.cnf"), ext).unwrap();
-        let cert = format!("{who}.crt");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-sha256",
-                "-days",
-                "2",
-                "-CA",
-                "example.com.crt",
-                "-CAkey",
-                "example.com.key",
-                "-set_serial",
-                "1",
-                "-in",
-                "x.csr",
-                "-out",
-                &cert,
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-    }
-    // A second client CA and a client under it, for the rotation of ca.crt.
-    let mut args = vec!["req", "-x509", "-sha256", "-days", "2", "-subj", "/O=other Inc./CN=other.example"];
-    args.extend(ec);
-    args.extend(["-keyout", "other-ca.key", "-out", "other-ca.crt"]);
+}
+
+/// `WHO.crt`/`WHO.key` for CN=WHO.example.com with the extension `ext`, signed by `ca`.
+fn leaf(dir: &Path, who: &str, ext: &str, ca: &str, serial: &str) {
+    let (subject, key, crt) = (format!("/CN={who}.example.com"), format!("{who}.key"), format!("{who}.crt"));
+    let mut args = vec!["req", "-out", "x.csr", "-subj", &subject];
+    args.extend(EC);
+    args.extend(["-keyout", &key]);
     openssl(dir, &args);
-    let mut args = vec!["req", "-out", "x.csr", "-subj", "/CN=client2.example.com"];
-    args.extend(ec);
-    args.extend(["-keyout", "client2.key"]);
-    openssl(dir, &args);
-    std::fs::write(dir.join("ext.cnf"), "extendedKeyUsage=clientAuth").unwrap();
+    std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+    let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
     openssl(
         dir,
         &[
@@ -124,19 +85,39 @@ fn certificates(dir: &Path) {
             "-days",
             "2",
             "-CA",
-            "other-ca.crt",
+            &ca_crt,
             "-CAkey",
-            "other-ca.key",
+            &ca_key,
             "-set_serial",
-            "2",
+            serial,
             "-in",
             "x.csr",
             "-out",
-            "client2.crt",
+            &crt,
             "-extfile",
             "ext.cnf",
         ],
     );
+}
+
+const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// A root CA, a server certificate for bookinfo.example.com (and a second one, `rotated`,
+/// for the same name), one for httpbin.example.com and a client certificate, in
+/// `credentials/NAME/{tls.crt,tls.key,ca.crt}` as Istio mounts a secret; and a second
+/// client CA with a client of its own, for the rotation of `ca.crt`.
+fn certificates(dir: &Path) {
+    ca(dir, "example.com", "/O=example Inc./CN=example.com");
+    for (who, ext) in [
+        ("bookinfo", "subjectAltName=DNS:bookinfo.example.com"),
+        ("rotated", "subjectAltName=DNS:bookinfo.example.com"),
+        ("client", "extendedKeyUsage=clientAuth"),
+        ("httpbin", "subjectAltName=DNS:httpbin.example.com"),
+    ] {
+        leaf(dir, who, ext, "example.com", "1");
+    }
+    ca(dir, "other-ca", "/O=other Inc./CN=other.example");
+    leaf(dir, "client2", "extendedKeyUsage=clientAuth", "other-ca", "2");
     let secret = dir.join("credentials/bookinfo-credential");
     std::fs::create_dir_all(&secret).unwrap();
     std::fs::copy(dir.join("bookinfo.crt"), secret.join("tls.crt")).unwrap();
