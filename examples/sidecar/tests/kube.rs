@@ -71,6 +71,13 @@ fn pods_running(api: &ApiServer, sidecars: &[(&str, &Sidecar)]) {
         "endpoints": endpoints, "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]}));
 }
 
+/// The server sidecar counted at least one request over mTLS with `label`.
+async fn assert_mtls_requests(server: &Sidecar, label: (&str, &str)) {
+    let stats = server.admin_get("/stats/prometheus").await.body;
+    let labels = [("reporter", "destination"), ("connection_security_policy", "mutual_tls"), label];
+    assert!(total(&stats, "istio_requests_total", &labels) >= 1.0, "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
     let (api, mesh, kubeconfig) = cluster("v1").await;
@@ -96,17 +103,7 @@ async fn sidecars_configured_from_the_api_server_route_and_follow_changes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // It went over mTLS, identities as the API server's pods say.
-    let stats = s2.admin_get("/stats/prometheus").await.body;
-    let n = total(
-        &stats,
-        "istio_requests_total",
-        &[
-            ("reporter", "destination"),
-            ("connection_security_policy", "mutual_tls"),
-            ("destination_workload", "reviews-v2"),
-        ],
-    );
-    assert!(n >= 1.0, "{stats}");
+    assert_mtls_requests(&s2, ("destination_workload", "reviews-v2")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,17 +150,8 @@ async fn the_cluster_ca_certifies_pods_by_their_service_account_tokens() {
     );
     let r = get(client.outbound(), "reviews:9080", "/reviews/0").await;
     assert_eq!((r.status, r.body.as_str()), (200, "reviews-v1"), "{:?}", client.log.lock().unwrap());
-    let stats = server.admin_get("/stats/prometheus").await.body;
-    let n = total(
-        &stats,
-        "istio_requests_total",
-        &[
-            ("reporter", "destination"),
-            ("connection_security_policy", "mutual_tls"),
-            ("source_principal", "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
-        ],
-    );
-    assert!(n >= 1.0, "{stats}");
+    assert_mtls_requests(&server, ("source_principal", "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"))
+        .await;
     assert!(!unused.exists(), "no local CA was made");
     let issued = ca.log.lock().unwrap().join("\n");
     assert!(issued.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"), "{issued}");
