@@ -344,9 +344,8 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     let plural = |k: Kind| {
         kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(k.group(), "v1", k.as_str())).plural
     };
-    let want: BTreeSet<(String, String, String)> = mesh_core::k8s::WATCHED
-        .iter()
-        .flat_map(|k| ["list", "watch"].map(|v| (k.group().to_string(), plural(*k), v.to_string())))
+    let want: BTreeSet<(String, String, String)> = mesh_core::k8s::watched()
+        .flat_map(|k| ["list", "watch"].map(|v| (k.group().to_string(), plural(k), v.to_string())))
         .collect();
     let rbac = objects_from_file(&deploy.join("rbac.yaml"));
     let rules_of = |name: &str| -> BTreeSet<(String, String, String)> {
@@ -374,8 +373,8 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     );
 
     let crds = objects_from_file(&deploy.join("crds.yaml"));
-    for k in mesh_core::k8s::WATCHED.iter().filter(|k| k.group().ends_with(".istio.io")) {
-        let name = format!("{}.{}", plural(*k), k.group());
+    for k in mesh_core::k8s::watched().filter(|k| k.group().ends_with(".istio.io")) {
+        let name = format!("{}.{}", plural(k), k.group());
         let crd =
             crds.iter().find(|c| c["metadata"]["name"] == name.as_str()).unwrap_or_else(|| panic!("no CRD {name}"));
         assert_eq!(crd["spec"]["names"]["kind"], k.as_str());

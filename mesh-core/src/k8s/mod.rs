@@ -51,21 +51,11 @@ use crate::{
     source::{ConfigSource, SourceStatus, publish_if_changed, record_load},
 };
 
-/// The kinds read from the API server, in publish order.
-pub const WATCHED: [Kind; 12] = [
-    Kind::VirtualService,
-    Kind::DestinationRule,
-    Kind::Gateway,
-    Kind::ServiceEntry,
-    Kind::WorkloadEntry,
-    Kind::Sidecar,
-    Kind::PeerAuthentication,
-    Kind::AuthorizationPolicy,
-    Kind::RequestAuthentication,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Pod,
-];
+/// The kinds read from the API server: every kind of the model but Deployment (on a
+/// cluster its Pods are the workloads) and ServiceAccount (the Pods name theirs).
+pub fn watched() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|k| !matches!(k, Kind::Deployment | Kind::ServiceAccount))
+}
 
 /// What and how to watch.
 #[derive(Clone, Debug)]
@@ -170,17 +160,12 @@ pub enum ReviewError {
     Unavailable(String),
 }
 
-/// One object's load: its resources (the last good version while the newest has errors)
-/// and the findings of its newest version.
-#[derive(Clone, Default)]
-struct Cached {
-    loaded: Loaded,
-}
-
-/// What one watcher has: its objects by (namespace, name), and whether its first list is in.
+/// What one watcher has: each object's load by (namespace, name) (its resources are the
+/// last good version while the newest has errors; its findings the newest version's), and
+/// whether its first list is in.
 #[derive(Default)]
 struct Store {
-    objects: BTreeMap<(String, String), Cached>,
+    objects: BTreeMap<(String, String), Loaded>,
     listed: bool,
     /// The last watch error, cleared by the next event.
     error: Option<String>,
@@ -232,7 +217,7 @@ fn pick_version(kind: Kind, served: &[String]) -> Option<&'static str> {
 async fn targets(client: &Client) -> Result<(Vec<Target>, Vec<Diagnostic>), StartError> {
     let mut served: HashMap<&'static str, Vec<String>> = HashMap::new();
     let mut skipped = Vec::new();
-    for kind in WATCHED {
+    for kind in watched() {
         let group = kind.group();
         if served.contains_key(group) {
             continue;
@@ -249,7 +234,7 @@ async fn targets(client: &Client) -> Result<(Vec<Target>, Vec<Diagnostic>), Star
         served.insert(group, versions);
     }
     let mut out = Vec::new();
-    for kind in WATCHED {
+    for kind in watched() {
         let group = kind.group();
         let versions = &served[group];
         match pick_version(kind, versions) {
@@ -382,13 +367,13 @@ fn to_json(resource: &ApiResource, mut o: DynamicObject) -> serde_json::Value {
 }
 
 /// Load `o` into `slot`: its resources replace the previous ones unless it has errors.
-fn load_into(slot: &mut Cached, resource: &ApiResource, o: DynamicObject, options: &LoadOptions) {
+fn load_into(slot: &mut Loaded, resource: &ApiResource, o: DynamicObject, options: &LoadOptions) {
     let (ns, name) = (o.metadata.namespace.clone(), o.metadata.name.clone().unwrap_or_default());
     let loaded = load_json_object(&label(resource, ns.as_deref(), &name), &to_json(resource, o), options);
     if loaded.has_errors() {
-        slot.loaded.diagnostics = loaded.diagnostics;
+        slot.diagnostics = loaded.diagnostics;
     } else {
-        slot.loaded = loaded;
+        *slot = loaded;
     }
 }
 
@@ -407,7 +392,7 @@ async fn watch_kind(
     let options = shared.options.load.clone();
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     // The objects of a list in progress (`Init` .. `InitDone`).
-    let mut relist: Option<BTreeMap<(String, String), Cached>> = None;
+    let mut relist: Option<BTreeMap<(String, String), Loaded>> = None;
     while let Some(event) = events.next().await {
         let mut store = shared.stores[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let changed = match event {
@@ -475,7 +460,7 @@ fn publish(shared: &Shared) {
         if !listed {
             return;
         }
-        combine(stores.iter().flat_map(|s| s.objects.values().map(|c| &c.loaded)))
+        combine(stores.iter().flat_map(|s| s.objects.values()))
     };
     for s in &shared.stores {
         s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).error = None;
