@@ -26,12 +26,23 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
 
 /// Encode URL-safe base64 without padding (JWT's `base64url`).
 pub fn encode_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    encode_with(bytes, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", false)
+}
+
+/// Encode standard base64 with padding (Kubernetes' `*-data` fields).
+pub fn encode(bytes: &[u8]) -> String {
+    encode_with(bytes, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", true)
+}
+
+fn encode_with(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+        if pad {
+            out.extend(std::iter::repeat_n('=', 3 - chunk.len()));
         }
     }
     out
@@ -47,6 +58,9 @@ mod tests {
         assert_eq!(decode("aGVsbG8=").unwrap(), b"hello");
         assert_eq!(decode("aGk").unwrap(), b"hi");
         assert_eq!(encode_url(b"hello"), "aGVsbG8");
+        assert_eq!(encode(b"hello"), "aGVsbG8=");
+        assert_eq!(encode(b"hi"), "aGk=");
+        assert_eq!(encode(&[0xfb, 0xff, 0xfe]), "+//+");
         assert_eq!(encode_url(&[0xfb, 0xff]), "-_8");
         assert!(decode("a*b").is_none());
     }

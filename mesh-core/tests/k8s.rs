@@ -25,7 +25,10 @@ fn shared(rel: &str) -> std::path::PathBuf {
 /// A cluster running Bookinfo: the sample's Services, the recorded Pods and EndpointSlices,
 /// destination-rule-all and virtual-service-all-v1.
 async fn bookinfo_cluster(served: Vec<Served>) -> ApiServer {
-    let api = ApiServer::start(served).await.expect("the double starts");
+    bookinfo_cluster_on(ApiServer::start(served).await.expect("the double starts"))
+}
+
+fn bookinfo_cluster_on(api: ApiServer) -> ApiServer {
     let services: Vec<Value> = objects_from_file(&shared("platform/kube/bookinfo.yaml"))
         .into_iter()
         .filter(|o| o["kind"] == "Service")
@@ -403,4 +406,13 @@ async fn a_burst_of_events_publishes_once() {
     until(&mut rx, "all 20 are in", |s| s.of_kind(Kind::VirtualService).count() == 24).await;
     let s = status_until(&mut status, "published", |s| s.generation > before).await;
     assert_eq!(s.generation, before + 1, "one snapshot for the burst");
+}
+
+#[tokio::test]
+async fn the_https_double_is_trusted_through_its_ca() {
+    let api = bookinfo_cluster_on(ApiServer::start_tls(Served::cluster_with_istio()).await.unwrap());
+    assert!(api.url().starts_with("https://"));
+    assert!(api.kubeconfig().contains("certificate-authority-data: "));
+    let source = ready(&api, options()).await;
+    assert_eq!(source.snapshots().borrow().of_kind(Kind::VirtualService).count(), 4);
 }

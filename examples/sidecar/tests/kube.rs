@@ -157,40 +157,29 @@ async fn the_cluster_ca_certifies_pods_by_their_service_account_tokens() {
     assert!(issued.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews"), "{issued}");
     assert!(issued.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "{issued}");
 
+    // A sidecar that should not start: its stderr.
+    let refused = |args: &[&str], token: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["--kube", "--outbound", "127.0.0.1:0", "--ca-address", &ca_url])
+            .args(args)
+            .arg("--ca-token-file")
+            .arg(token)
+            .arg("--ca-root-file")
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     // A token the API server does not vouch for: the sidecar stops at once, saying why.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
-        .env("KUBECONFIG", &kubeconfig)
-        .args(["--kube", "--outbound", "127.0.0.1:0", "--workload-labels", "app=productpage", "--ca-address", &ca_url])
-        .arg("--ca-token-file")
-        .arg(token("stolen", "not-a-token"))
-        .arg("--ca-root-file")
-        .arg(&root)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused(&["--workload-labels", "app=productpage"], &token("stolen", "not-a-token"));
     assert!(stderr.contains("401") && stderr.contains("token rejected"), "{stderr}");
     // Asking for another pod's identity gets the token's, and the sidecar refuses it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
-        .env("KUBECONFIG", &kubeconfig)
-        .args([
-            "--kube",
-            "--outbound",
-            "127.0.0.1:0",
-            "--workload-labels",
-            "app=reviews",
-            "--service-account",
-            "bookinfo-reviews",
-        ])
-        .args(["--ca-address", &ca_url])
-        .arg("--ca-token-file")
-        .arg(mesh.dir.path().join("pp-token"))
-        .arg("--ca-root-file")
-        .arg(&root)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused(
+        &["--workload-labels", "app=reviews", "--service-account", "bookinfo-reviews"],
+        &mesh.dir.path().join("pp-token"),
+    );
     assert!(stderr.contains("the CA issued spiffe://cluster.local/ns/default/sa/bookinfo-productpage"), "{stderr}");
 }
 

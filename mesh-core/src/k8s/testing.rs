@@ -321,18 +321,27 @@ impl ApiServer {
         format!("{}://{}", if self.ca_pem.is_some() { "https" } else { "http" }, self.addr)
     }
 
-    /// A kubeconfig pointing at the double (for kubectl and `kube::Config::infer`).
+    /// A kubeconfig pointing at the double (for kubectl and `kube::Config::infer`), with
+    /// its CA when it serves HTTPS.
     pub fn kubeconfig(&self) -> String {
+        let ca = self.ca_pem.as_ref().map_or_else(String::new, |pem| {
+            format!("    certificate-authority-data: {}\n", crate::base64::encode(pem.as_bytes()))
+        });
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: test\n    namespace: default\ncurrent-context: double\nusers:\n- name: test\n  user:\n    token: test-token\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n{ca}contexts:\n- name: double\n  context:\n    cluster: double\n    user: test\n    namespace: default\ncurrent-context: double\nusers:\n- name: test\n  user:\n    token: test-token\n",
             self.url()
         )
     }
 
-    /// A kube-rs client for the double.
+    /// A kube-rs client for the double (trusting its CA when it serves HTTPS).
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url().parse().expect("a valid URL"));
-        kube::Client::try_from(config).expect("a client for plain HTTP")
+        let mut config = kube::Config::new(self.url().parse().expect("a valid URL"));
+        if let Some(pem) = &self.ca_pem {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let der = CertificateDer::from_pem_slice(pem.as_bytes()).expect("the double's own CA parses");
+            config.root_cert = Some(vec![der.to_vec()]);
+        }
+        kube::Client::try_from(config).expect("a client for the double")
     }
 
     fn served_for(&self, api_version: &str, kind: &str) -> Option<&Served> {
