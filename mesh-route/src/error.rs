@@ -78,7 +78,13 @@ pub struct RetriesExhausted {
 
 /// The flags an error is reported with.
 pub fn flags_of(error: &(dyn std::error::Error + 'static)) -> ResponseFlags {
-    use mesh_core::is_caused_by;
+    use mesh_core::{body::DownstreamError, cause_ref, is_caused_by};
+    match cause_ref::<DownstreamError>(error) {
+        Some(DownstreamError::Protocol) => return ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        Some(DownstreamError::Disconnected) => return ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+        Some(DownstreamError::TooLarge { .. }) => return ResponseFlags::NONE,
+        None => {}
+    }
     let mut flags = if is_caused_by::<RouteNotFound>(error) {
         ResponseFlags::NO_ROUTE
     } else if is_caused_by::<NoCluster>(error) {

@@ -2,7 +2,9 @@
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
-use mesh_authz::policy::{Action, AuthzPolicy, AuthzRequest, Protocol, RequestAuth, path::normalize};
+use mesh_authz::policy::{
+    Action, AuthzPolicy, AuthzRequest, Protocol, RequestAuth, method_case_variant, path::normalize,
+};
 use mesh_core::Identity;
 use serde::Serialize;
 
@@ -54,6 +56,12 @@ struct Output {
     action: Option<Action>,
     policy: Option<String>,
     audit: Vec<String>,
+    /// Set when the sidecar refuses the request before authorization (its status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// Why it refuses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -85,6 +93,23 @@ pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(format!("invalid --path: {e} (the proxy answers 400)")),
     };
+    if let Ok(m) = http::Method::from_bytes(args.method.as_bytes())
+        && let Some(standard) = method_case_variant(&m)
+    {
+        // What the sidecar does: refuse at the edge, before any policy runs.
+        let reason =
+            format!("method {:?} is a case variant of {standard}: refused with 400 before authorization", args.method);
+        let out = Output {
+            decision: "DENY",
+            action: None,
+            policy: None,
+            audit: Vec::new(),
+            status: Some(400),
+            reason: Some(reason),
+        };
+        println!("{}", serde_json::to_string(&out).expect("plain data serializes"));
+        return ExitCode::SUCCESS;
+    }
     let auth = args.request_principal.as_ref().map(|p| RequestAuth { principal: p.clone(), ..RequestAuth::default() });
     let policy = AuthzPolicy::compile(&snapshot, &args.namespace, &labels, Protocol::Http);
     for w in &policy.warnings {
@@ -111,12 +136,16 @@ pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
             action: Some(Action::Custom),
             policy: Some(c.policy.to_string()),
             audit: Vec::new(),
+            status: None,
+            reason: None,
         },
         None => Output {
             decision: if d.allowed { "ALLOW" } else { "DENY" },
             action: d.action,
             policy: d.policy.map(|p| p.to_string()),
             audit: d.audit.iter().map(|a| a.to_string()).collect(),
+            status: None,
+            reason: None,
         },
     };
     println!("{}", serde_json::to_string(&out).expect("plain data serializes"));

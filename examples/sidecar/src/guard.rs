@@ -2,6 +2,9 @@
 //! forward. Requests the next hop could read another way and bodies over the limit get a
 //! clear 4xx here, before any policy runs.
 //!
+//! A case variant of a standard method (`delete`, `Get`) is refused with 400 before any
+//! policy runs (mesh-authz's `method_case_variant`).
+//!
 //! hyper itself answers 400 to malformed heads, conflicting `Content-Length`s and unknown
 //! transfer codings, and 431 to heads over the limit. A request with both
 //! `Content-Length` and `Transfer-Encoding: chunked` is read as chunked, forwarded without
@@ -16,9 +19,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use mesh_core::{BoxBody, BoxError};
+use mesh_authz::policy::method_case_variant;
+use mesh_core::{
+    BoxBody, BoxError,
+    body::{BodyFault, DownstreamBody, boxed},
+};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -57,6 +63,10 @@ fn check(req: &Request<Incoming>, max_body: u64) -> Option<Response<BoxBody>> {
     if h.get_all(header::HOST).iter().nth(1).is_some() {
         return Some(refuse(StatusCode::BAD_REQUEST, "bad request: more than one Host header\n"));
     }
+    if let Some(m) = method_case_variant(req.method()) {
+        tracing::debug!(method = %req.method(), standard = m, "refused: a case variant of a standard method");
+        return Some(refuse(StatusCode::BAD_REQUEST, "bad request: method names are case-sensitive\n"));
+    }
     let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if max_body > 0 && length.is_some_and(|n| n > max_body) {
         return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"));
@@ -81,18 +91,12 @@ where
         if let Some(rsp) = check(&req, self.max_body) {
             return GuardFuture::Refused { rsp: Some(rsp) };
         }
-        let max = self.max_body;
-        // A body that streams past the limit fails the request (the upstream sees a reset).
-        let req = if max == 0 {
-            req.map(mesh_core::body::boxed)
-        } else {
-            req.map(|b| {
-                mesh_core::body::boxed(
-                    Limited::new(b, usize::try_from(max).unwrap_or(usize::MAX))
-                        .map_err(|e: BoxError| -> BoxError { e }),
-                )
-            })
-        };
+        // The body as the client sends it: a malformed one, or one that streams past the
+        // limit, fails as the client's fault (400 DPE / 413), never an upstream's.
+        let fault = BodyFault::default();
+        let (mut parts, body) = req.into_parts();
+        parts.extensions.insert(fault.clone());
+        let req = Request::from_parts(parts, boxed(DownstreamBody::new(body, fault, self.max_body)));
         GuardFuture::Inner { fut: self.inner.call(req) }
     }
 }

@@ -616,10 +616,63 @@ async fn ambiguous_or_oversized_requests_get_a_clear_4xx() {
             .as_bytes(),
     )
     .await;
-    assert!(!streamed.starts_with("HTTP/1.1 200"), "{streamed}");
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
     assert!(app.seen.lock().unwrap().iter().all(|p| p.uri.path() != "/hidden"));
     // Within the limits, all is well.
     assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
+}
+
+const OUTLIER: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-outlier}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+"#;
+
+/// A client's malformed body is its own fault: 400 DPE at the outbound and the inbound,
+/// never 503, never counted by outlier detection; case variants of standard methods are
+/// refused before any policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_bad_body_is_never_charged_to_the_upstream() {
+    let mut files = standard();
+    files.push(("outlier.yaml", OUTLIER));
+    let mesh = Mesh::new(&files);
+    let app = App::named("reviews-v1").await;
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let pp = Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()));
+    let bad_chunks: [&[u8]; 5] = [
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        b"-1\r\nabc\r\n0\r\n\r\n",
+        b"0x5\r\nabcde\r\n0\r\n\r\n",
+        b"100000000000000000\r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabcxyz0\r\n\r\n",
+    ];
+    for round in 0..2 {
+        for body in bad_chunks {
+            let mut req =
+                b"POST /reviews/0 HTTP/1.1\r\nHost: reviews:9080\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            req.extend_from_slice(body);
+            let out = raw(pp.outbound(), &req).await;
+            assert!(out.starts_with("HTTP/1.1 400"), "round {round}, {:?}: {out}", String::from_utf8_lossy(body));
+            assert!(out.contains("x-mesh-error: DPE"), "{out}");
+        }
+    }
+    // Ten malformed bodies later the endpoint is still in use: nothing was ejected.
+    assert_eq!(get(pp.outbound(), "reviews:9080", "/reviews/0").await.status, 200);
+    let clusters = pp.admin_get("/clusters").await.body;
+    assert!(!clusters.contains("failed_outlier_check"), "{clusters}");
+    let stats = pp.admin_get("/stats/prometheus").await.body;
+    assert!(sample(&stats, "mesh_outlier_ejections_total", &[]).unwrap_or(0.0) == 0.0, "{stats}");
+    // Method names are case-sensitive: `delete` is refused, `PURGE` passes.
+    let lower = raw(pp.outbound(), b"delete /reviews/0 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n").await;
+    assert!(lower.starts_with("HTTP/1.1 400"), "{lower}");
+    let purge =
+        raw(pp.outbound(), b"PURGE /reviews/0 HTTP/1.1\r\nHost: reviews:9080\r\nConnection: close\r\n\r\n").await;
+    assert!(purge.starts_with("HTTP/1.1 200"), "{purge}");
+    assert!(app.seen.lock().unwrap().iter().all(|r| r.method.as_str() != "delete"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,18 @@ use serde::Serialize;
 
 use self::value::{Cidr, ValueMatcher};
 
+/// The nine standard methods (RFC 9110 §9 and PATCH, RFC 5789).
+const STANDARD_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// The standard method `method` spells in another case (`delete`, `Get`), if it does.
+/// Methods are case-sensitive (RFC 9110 §9.1) and so are Envoy's and our authorization
+/// matches, while many app routers compare them case-insensitively: a `delete` would pass
+/// a DENY of `DELETE` and still delete. Extension methods (`PURGE`, `purge`) pass.
+pub fn method_case_variant(method: &http::Method) -> Option<&'static str> {
+    let m = method.as_str();
+    STANDARD_METHODS.into_iter().find(|s| *s != m && s.eq_ignore_ascii_case(m))
+}
+
 /// What the JWT layer established about the request (RequestAuthentication).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestAuth {

@@ -246,3 +246,27 @@ fn bookinfo_tutorial_policies() {
     assert_eq!(eval(&text, &ratings), deny_by(Action::Allow, None), "only reviews may read ratings");
     assert_eq!(eval(&text, &Req { peer: Some(RV), ..ratings }), allow(Some("default/ratings-viewer")));
 }
+
+#[test]
+fn case_variants_of_standard_methods_are_named() {
+    let m = |s: &str| method_case_variant(&http::Method::from_bytes(s.as_bytes()).unwrap());
+    assert_eq!(m("delete"), Some("DELETE"));
+    assert_eq!(m("Get"), Some("GET"));
+    assert_eq!(m("pAtCh"), Some("PATCH"));
+    assert_eq!(m("DELETE"), None);
+    assert_eq!(m("PURGE"), None);
+    assert_eq!(m("purge"), None);
+}
+
+proptest::proptest! {
+    /// Against the reference model: a variant is a method whose upper case is standard
+    /// and that is not that upper case itself.
+    #[test]
+    fn method_variants_match_the_model(s in "[a-zA-Z]{1,8}") {
+        let upper = s.to_ascii_uppercase();
+        let standard = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+        let expected = standard.iter().find(|m| **m == upper && upper != s).copied();
+        let method = http::Method::from_bytes(s.as_bytes()).unwrap();
+        proptest::prop_assert_eq!(method_case_variant(&method), expected);
+    }
+}

@@ -16,7 +16,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, Uri, header, uri::Scheme};
-use mesh_core::{BoxError, api::ClientTlsMode, ext::UpstreamHost, is_caused_by, registry::Endpoint};
+use mesh_core::{BoxError, api::ClientTlsMode, body::BodyFault, ext::UpstreamHost, is_caused_by, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -282,6 +282,7 @@ where
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
+            fault: req.extensions().get::<BodyFault>().cloned(),
             cluster: cluster.clone(),
             state,
             endpoint: ep_state,
@@ -373,6 +374,8 @@ fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
 }
 
 struct InFlight {
+    /// The request's body fault: a failure the client caused is never the endpoint's.
+    fault: Option<BodyFault>,
     on_ejection: Option<mesh_core::ext::Hook>,
     upstream: mesh_core::ext::UpstreamEndpoint,
     cluster: Arc<Cluster>,
@@ -491,7 +494,9 @@ where
                 let guard = guard.take().expect("polled after ready");
                 Poll::Ready(match result {
                     Ok(mut rsp) => {
-                        guard.record(Outcome::Status(rsp.status().as_u16()));
+                        if guard.fault.as_ref().and_then(BodyFault::get).is_none() {
+                            guard.record(Outcome::Status(rsp.status().as_u16()));
+                        }
                         rsp.extensions_mut().insert(UpstreamHost(guard.address));
                         rsp.extensions_mut().insert(guard.upstream.clone());
                         if let Some(c) = guard.set_cookie.clone() {
@@ -501,6 +506,10 @@ where
                     }
                     Err(e) => {
                         let e: BoxError = e.into();
+                        if let Some(d) = BodyFault::of(guard.fault.as_ref(), &*e) {
+                            // The client's body failed: not the endpoint's fault, not retried.
+                            return Poll::Ready(Err(Box::new(d)));
+                        }
                         if is_caused_by::<ConnectFailure>(&*e)
                             || is_caused_by::<PerTryTimeout>(&*e)
                             || !is_caused_by::<NoHealthyUpstream>(&*e)

@@ -23,6 +23,7 @@ use mesh_core::{BoxBody, BoxError, body::boxed};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::rescue::is_grpc;
 use crate::error::ConnectFailure;
 
 /// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it by ALPN)
@@ -66,11 +67,6 @@ where
     B::Error: Into<BoxError>,
 {
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).http2_only(h2c).build(connector)
-}
-
-/// Whether a request is gRPC (its content type says so).
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<B, C> HttpClient<B, C>

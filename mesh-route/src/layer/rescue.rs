@@ -9,7 +9,12 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use mesh_core::{BoxError, body::LocalBody, ext::ResponseFlags};
+use mesh_core::{
+    BoxError,
+    body::{BodyFault, DownstreamError, LocalBody},
+    cause_ref,
+    ext::ResponseFlags,
+};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -30,14 +35,24 @@ impl RescueLayer {
 impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
     fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner }
+        Rescue { inner, not_ready: None }
     }
 }
 
 /// See [`RescueLayer`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Rescue<S> {
     inner: S,
+    /// Why the inner service failed readiness: the next `call` answers it without calling
+    /// the inner service (which is not ready).
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled: it learns its own readiness.
+        Self { inner: self.inner.clone(), not_ready: None }
+    }
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Rescue<S>
@@ -48,37 +63,56 @@ where
 {
     type Response = Response<ResB>;
     type Error = Infallible;
-    type Future = RescueFuture<S::Future>;
+    type Future = RescueFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // An inner service that fails readiness is reported per request, not by tearing
-        // down the caller: stay ready and let `call` fail.
+        // down the caller: stay ready, and answer the next request with the failure.
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(e.into());
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let grpc = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/grpc"));
-        RescueFuture { inner: self.inner.call(req), grpc }
+        let grpc = is_grpc(&req);
+        if let Some(e) = self.not_ready.take() {
+            return RescueFuture { state: RescueState::Failed { rsp: Some(local_reply(&*e, grpc)) } };
+        }
+        let fault = req.extensions().get::<BodyFault>().cloned();
+        RescueFuture { state: RescueState::Inner { inner: self.inner.call(req), grpc, fault } }
     }
+}
+
+/// Whether a request is gRPC (its content type says so).
+pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 pin_project! {
     /// Response future of [`Rescue`].
-    pub struct RescueFuture<F> {
+    pub struct RescueFuture<F, B> {
         #[pin]
-        inner: F,
-        grpc: bool,
+        state: RescueState<F, B>,
     }
 }
 
-impl<F, ResB, E> Future for RescueFuture<F>
+pin_project! {
+    #[project = RescueProj]
+    enum RescueState<F, B> {
+        Inner { #[pin] inner: F, grpc: bool, fault: Option<BodyFault> },
+        Failed { rsp: Option<Response<B>> },
+    }
+}
+
+impl<F, ResB, E> Future for RescueFuture<F, ResB>
 where
     F: Future<Output = Result<Response<ResB>, E>>,
     E: Into<BoxError>,
@@ -87,10 +121,20 @@ where
     type Output = Result<Response<ResB>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+        let (inner, grpc, fault) = match self.project().state.project() {
+            RescueProj::Failed { rsp } => return Poll::Ready(Ok(rsp.take().expect("polled after ready"))),
+            RescueProj::Inner { inner, grpc, fault } => (inner, *grpc, fault),
+        };
+        Poll::Ready(Ok(match ready!(inner.poll(cx)) {
             Ok(rsp) => rsp,
-            Err(e) => local_reply(&*e.into(), *this.grpc),
+            Err(e) => {
+                let e = e.into();
+                // The client's own fault comes first, whatever the layers below made of it.
+                match BodyFault::of(fault.as_ref(), &*e) {
+                    Some(d) => local_reply(&d, grpc),
+                    None => local_reply(&*e, grpc),
+                }
+            }
         }))
     }
 }
@@ -98,7 +142,14 @@ where
 /// Envoy's local reply for an error.
 pub fn local_reply<B: LocalBody>(error: &(dyn std::error::Error + 'static), grpc: bool) -> Response<B> {
     let flags = flags_of(error);
-    let (status, body): (StatusCode, &'static str) = if flags.contains(ResponseFlags::NO_ROUTE) {
+    let (status, body): (StatusCode, &'static str) = if let Some(d) = cause_ref::<DownstreamError>(error) {
+        match d {
+            DownstreamError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
+            DownstreamError::Protocol | DownstreamError::Disconnected => {
+                (StatusCode::BAD_REQUEST, "bad request: malformed request body")
+            }
+        }
+    } else if flags.contains(ResponseFlags::NO_ROUTE) {
         (StatusCode::NOT_FOUND, "")
     } else if flags.contains(ResponseFlags::NO_CLUSTER) {
         (StatusCode::SERVICE_UNAVAILABLE, "")
@@ -124,11 +175,19 @@ pub fn local_reply<B: LocalBody>(error: &(dyn std::error::Error + 'static), grpc
     };
     tracing::debug!(%flags, error = %error, "local reply");
     let mut rsp = Response::new(if grpc { B::from_static("") } else { B::from_static(body) });
-    let flag_text = HeaderValue::from_str(&flags.to_string()).unwrap_or(HeaderValue::from_static("-"));
-    rsp.headers_mut().insert("x-mesh-error", flag_text);
+    if !flags.is_empty() {
+        let flag_text = HeaderValue::from_str(&flags.to_string()).unwrap_or(HeaderValue::from_static("-"));
+        rsp.headers_mut().insert("x-mesh-error", flag_text);
+    }
     if grpc {
         // HTTP to gRPC status, as Envoy maps it: 404 UNIMPLEMENTED, 5xx UNAVAILABLE.
-        let code: u16 = if status == StatusCode::NOT_FOUND { 12 } else { 14 };
+        // (A client's malformed body is INTERNAL, an oversized one RESOURCE_EXHAUSTED.)
+        let code: u16 = match status {
+            StatusCode::NOT_FOUND => 12,
+            StatusCode::BAD_REQUEST => 13,
+            StatusCode::PAYLOAD_TOO_LARGE => 8,
+            _ => 14,
+        };
         rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         rsp.headers_mut().insert("grpc-status", HeaderValue::from(code));
         if !body.is_empty() {
