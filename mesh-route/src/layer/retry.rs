@@ -1,12 +1,14 @@
 //! Retries: Istio's `retries` (or its default), each try bounded by the per-try timeout,
-//! bodies replayed up to a cap, a budget so retries cannot multiply load, and another
-//! endpoint preferred for each retry.
+//! bodies replayed up to a cap, concurrent retries per cluster limited as its
+//! DestinationRule says (`maxRetries`, `retryBudget`; unlimited by default, as Istio), and
+//! another endpoint preferred for each retry.
 
 use std::{
+    collections::HashMap,
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -31,6 +33,7 @@ use super::balance::TriedHosts;
 use crate::{
     error::{ConnectFailure, EndpointError, PerTryTimeout, RetriesExhausted},
     policy::retry::{RetryPolicy, TryFailure},
+    policy::{action::Target, cluster::RetryBudgetLimit},
 };
 
 /// Request bodies larger than this are not retried (Istio's default cap is 64 KiB).
@@ -41,7 +44,11 @@ pub const DEFAULT_MAX_REPLAY_BYTES: u64 = 64 * 1024;
 pub struct RetryLayer {
     rng: Arc<dyn Roll>,
     max_replay: u64,
-    budget: Arc<Budget>,
+    /// A budget for clusters whose DestinationRule sets none (none by default).
+    budget: Option<RetryBudgetLimit>,
+    /// Retries in flight and requests in flight per cluster, for `maxRetries` and
+    /// `retryBudget`.
+    clusters: Arc<RwLock<HashMap<Arc<str>, Arc<Budget>>>>,
     on_retry: Option<mesh_core::ext::Hook>,
 }
 
@@ -52,13 +59,15 @@ impl Default for RetryLayer {
 }
 
 impl RetryLayer {
-    /// Default cap and budget (retries may be at most 20 % of active requests, and at
-    /// least 3 at a time, as Envoy's default retry budget).
+    /// Default replay cap, and concurrent retries limited only where the cluster's
+    /// DestinationRule says so (`connectionPool.http.maxRetries`, `retryBudget`), as Istio
+    /// configures Envoy: unlimited otherwise.
     pub fn new() -> Self {
         Self {
             rng: Arc::new(ThreadRoll),
             max_replay: DEFAULT_MAX_REPLAY_BYTES,
-            budget: Arc::new(Budget::new(20, 3)),
+            budget: None,
+            clusters: Arc::default(),
             on_retry: None,
         }
     }
@@ -77,11 +86,33 @@ impl RetryLayer {
         self
     }
 
-    /// Retries in flight may be `percent` of requests in flight, and at least `min`.
+    /// For clusters whose DestinationRule sets no limit: retries in flight may be
+    /// `percent` of requests in flight, and at least `min`.
     #[must_use]
     pub fn with_budget(mut self, percent: usize, min: usize) -> Self {
-        self.budget = Arc::new(Budget::new(percent, min));
+        self.budget = Some(RetryBudgetLimit { percent: percent as f64, min_concurrency: min as u32 });
         self
+    }
+
+    /// The retry state of the request's cluster and the limit in force for it.
+    fn budget_for<B>(&self, req: &Request<B>) -> (Arc<Budget>, Limit) {
+        let (name, limit) = match req.extensions().get::<Target>() {
+            Some(Target::Cluster(c)) => (
+                c.name.clone(),
+                match (c.pool.retry_budget.or(self.budget), c.pool.max_retries) {
+                    (Some(b), _) => Limit::Budget(b),
+                    (None, Some(n)) => Limit::Max(n as usize),
+                    (None, None) => Limit::Unlimited,
+                },
+            ),
+            _ => (Arc::from(""), self.budget.map_or(Limit::Unlimited, Limit::Budget)),
+        };
+        if let Some(b) = self.clusters.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name) {
+            return (b.clone(), limit);
+        }
+        let b =
+            self.clusters.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(name).or_default().clone();
+        (b, limit)
     }
 
     /// Random source for backoff jitter.
@@ -106,22 +137,30 @@ pub struct Retry<S> {
     layer: RetryLayer,
 }
 
-/// Concurrent retries allowed relative to concurrent requests.
-#[derive(Debug)]
+/// How many retries of a cluster may be in flight at once.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Unlimited,
+    /// `maxRetries`.
+    Max(usize),
+    /// `retryBudget`.
+    Budget(RetryBudgetLimit),
+}
+
+/// A cluster's requests and retries in flight (those that went through the retry loop).
+#[derive(Debug, Default)]
 pub(crate) struct Budget {
-    percent: usize,
-    min: usize,
     active: AtomicUsize,
     retrying: AtomicUsize,
 }
 
 impl Budget {
-    fn new(percent: usize, min: usize) -> Self {
-        Self { percent, min, active: AtomicUsize::new(0), retrying: AtomicUsize::new(0) }
-    }
-
-    fn try_retry(self: &Arc<Self>) -> Option<BudgetGuard> {
-        let allowed = (self.active.load(Ordering::Relaxed) * self.percent / 100).max(self.min);
+    fn try_retry(self: &Arc<Self>, limit: Limit) -> Option<BudgetGuard> {
+        let allowed = match limit {
+            Limit::Unlimited => usize::MAX,
+            Limit::Max(n) => n,
+            Limit::Budget(b) => b.allowed(self.active.load(Ordering::Relaxed)),
+        };
         let prev = self.retrying.fetch_add(1, Ordering::AcqRel);
         if prev >= allowed {
             self.retrying.fetch_sub(1, Ordering::AcqRel);
@@ -259,7 +298,8 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let _active = Active::new(&layer.budget);
+    let (budget, limit) = layer.budget_for(&req);
+    let _active = Active::new(&budget);
     let (parts, body) = req.into_parts();
     let bytes = body.collect().await.map_err(Into::into)?.to_bytes();
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
@@ -296,7 +336,7 @@ where
         if !retriable {
             return result;
         }
-        let guard = if last_try { None } else { layer.budget.try_retry() };
+        let guard = if last_try { None } else { budget.try_retry(limit) };
         if guard.is_none() {
             // Out of retries (or of budget): the last upstream answer goes to the client.
             return match result {

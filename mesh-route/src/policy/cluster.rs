@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 use http::HeaderName;
 use mesh_core::{
     api::{
-        ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, SimpleLb,
-        TrafficPolicy,
+        ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
+        RetryBudget, SimpleLb, TrafficPolicy,
     },
     registry::Endpoint,
 };
@@ -106,14 +106,37 @@ pub struct PoolLimits {
     pub max_pending_requests: Option<u32>,
     /// Active requests to the cluster.
     pub max_requests: Option<u32>,
-    /// Concurrent retries to the cluster.
+    /// Concurrent retries to the cluster (`maxRetries`; unlimited when unset, as Istio sets
+    /// Envoy's `max_retries` to 2^32-1).
     pub max_retries: Option<u32>,
+    /// `retryBudget`: concurrent retries as a share of active requests, and a floor; when
+    /// set it replaces `max_retries` (Envoy's `retry_budget`).
+    pub retry_budget: Option<RetryBudgetLimit>,
     /// Requests per connection (1 disables keep-alive).
     pub max_requests_per_connection: Option<u32>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Idle connection timeout.
     pub idle_timeout: Duration,
+}
+
+/// A validated `retryBudget` (Envoy's defaults where a field is unset: 20 %, 3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudgetLimit {
+    /// Share of active requests that may be retries, in percent.
+    pub percent: f64,
+    /// Retries always allowed.
+    pub min_concurrency: u32,
+}
+
+// Validated at load: the percentage is a number in 0..=100, never NaN.
+impl Eq for RetryBudgetLimit {}
+
+impl RetryBudgetLimit {
+    /// Retries allowed at once with `active` requests in flight.
+    pub fn allowed(&self, active: usize) -> usize {
+        ((active as f64 * self.percent / 100.0) as usize).max(self.min_concurrency as usize)
+    }
 }
 
 impl Default for PoolLimits {
@@ -123,6 +146,7 @@ impl Default for PoolLimits {
             max_pending_requests: None,
             max_requests: None,
             max_retries: None,
+            retry_budget: None,
             max_requests_per_connection: None,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
@@ -166,6 +190,8 @@ pub struct ResolvedPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// tls.
     pub tls: Option<ClientTlsSettings>,
+    /// retryBudget (a TrafficPolicy's, whatever the port).
+    pub retry_budget: Option<RetryBudget>,
 }
 
 impl ResolvedPolicy {
@@ -175,6 +201,7 @@ impl ResolvedPolicy {
             connection_pool: p.connection_pool.clone(),
             outlier_detection: p.outlier_detection.clone(),
             tls: p.tls.clone(),
+            retry_budget: None,
         }
     }
 
@@ -182,12 +209,13 @@ impl ResolvedPolicy {
     /// wholesale (unset blocks revert to defaults).
     fn level(tp: &TrafficPolicy, port: u16) -> Self {
         match tp.port_level_settings.iter().find(|p| p.port.is_some_and(|p| p.number == u32::from(port))) {
-            Some(p) => Self::from_port_level(p),
+            Some(p) => Self { retry_budget: tp.retry_budget.clone(), ..Self::from_port_level(p) },
             None => Self {
                 load_balancer: tp.load_balancer.clone(),
                 connection_pool: tp.connection_pool.clone(),
                 outlier_detection: tp.outlier_detection.clone(),
                 tls: tp.tls.clone(),
+                retry_budget: tp.retry_budget.clone(),
             },
         }
     }
@@ -198,6 +226,7 @@ impl ResolvedPolicy {
         if let Some(sp) = subset.map(|tp| Self::level(tp, port)) {
             p.load_balancer = sp.load_balancer.or(p.load_balancer);
             p.connection_pool = sp.connection_pool.or(p.connection_pool);
+            p.retry_budget = sp.retry_budget.or(p.retry_budget);
             p.outlier_detection = sp.outlier_detection.or(p.outlier_detection);
             p.tls = sp.tls.or(p.tls);
         }
@@ -241,6 +270,10 @@ impl ResolvedPolicy {
     /// The pool limits.
     pub fn pool(&self) -> PoolLimits {
         let mut limits = PoolLimits::default();
+        limits.retry_budget = self.retry_budget.as_ref().map(|b| RetryBudgetLimit {
+            percent: b.percent.as_ref().map_or(20.0, |p| p.value),
+            min_concurrency: b.min_retry_concurrency.unwrap_or(3),
+        });
         if let Some(pool) = &self.connection_pool {
             if let Some(tcp) = &pool.tcp {
                 limits.max_connections = positive(tcp.max_connections);
