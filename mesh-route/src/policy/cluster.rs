@@ -269,11 +269,13 @@ impl ResolvedPolicy {
 
     /// The pool limits.
     pub fn pool(&self) -> PoolLimits {
-        let mut limits = PoolLimits::default();
-        limits.retry_budget = self.retry_budget.as_ref().map(|b| RetryBudgetLimit {
-            percent: b.percent.as_ref().map_or(20.0, |p| p.value),
-            min_concurrency: b.min_retry_concurrency.unwrap_or(3),
-        });
+        let mut limits = PoolLimits {
+            retry_budget: self.retry_budget.as_ref().map(|b| RetryBudgetLimit {
+                percent: b.percent.as_ref().map_or(20.0, |p| p.value),
+                min_concurrency: b.min_retry_concurrency.unwrap_or(3),
+            }),
+            ..PoolLimits::default()
+        };
         if let Some(pool) = &self.connection_pool {
             if let Some(tcp) = &pool.tcp {
                 limits.max_connections = positive(tcp.max_connections);
