@@ -94,25 +94,23 @@ impl RetryLayer {
         self
     }
 
-    /// The retry state of the request's cluster and the limit in force for it.
-    fn budget_for<B>(&self, req: &Request<B>) -> (Arc<Budget>, Limit) {
+    /// The limit in force for the request's cluster, with its retry state; none when
+    /// retries are unlimited (Istio's default), so the usual request takes no lock here.
+    fn budget_for<B>(&self, req: &Request<B>) -> Option<(Arc<Budget>, Limit)> {
         let (name, limit) = match req.extensions().get::<Target>() {
-            Some(Target::Cluster(c)) => (
-                c.name.clone(),
-                match (c.pool.retry_budget.or(self.budget), c.pool.max_retries) {
-                    (Some(b), _) => Limit::Budget(b),
-                    (None, Some(n)) => Limit::Max(n as usize),
-                    (None, None) => Limit::Unlimited,
-                },
-            ),
-            _ => (Arc::from(""), self.budget.map_or(Limit::Unlimited, Limit::Budget)),
+            Some(Target::Cluster(c)) => match (c.pool.retry_budget.or(self.budget), c.pool.max_retries) {
+                (Some(b), _) => (c.name.clone(), Limit::Budget(b)),
+                (None, Some(n)) => (c.name.clone(), Limit::Max(n as usize)),
+                (None, None) => return None,
+            },
+            // No cluster (a layer used alone): the layer's own budget, if any.
+            _ => (Arc::from(""), Limit::Budget(self.budget?)),
         };
         if let Some(b) = self.clusters.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name) {
-            return (b.clone(), limit);
+            return Some((b.clone(), limit));
         }
-        let b =
-            self.clusters.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(name).or_default().clone();
-        (b, limit)
+        let mut clusters = self.clusters.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some((clusters.entry(name).or_default().clone(), limit))
     }
 
     /// Random source for backoff jitter.
@@ -140,7 +138,6 @@ pub struct Retry<S> {
 /// How many retries of a cluster may be in flight at once.
 #[derive(Clone, Copy, Debug)]
 enum Limit {
-    Unlimited,
     /// `maxRetries`.
     Max(usize),
     /// `retryBudget`.
@@ -157,7 +154,6 @@ pub(crate) struct Budget {
 impl Budget {
     fn try_retry(self: &Arc<Self>, limit: Limit) -> Option<BudgetGuard> {
         let allowed = match limit {
-            Limit::Unlimited => usize::MAX,
             Limit::Max(n) => n,
             Limit::Budget(b) => b.allowed(self.active.load(Ordering::Relaxed)),
         };
@@ -298,14 +294,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (budget, limit) = layer.budget_for(&req);
-    let _active = Active::new(&budget);
+    let budget = layer.budget_for(&req);
+    let _active = budget.as_ref().map(|(b, _)| Active::new(b));
     let (parts, body) = req.into_parts();
     let bytes = body.collect().await.map_err(Into::into)?.to_bytes();
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let mut n = 0;
     // Held while a retry is in flight; the budget counts it until its result is known.
-    let mut _retrying: Option<BudgetGuard> = None;
+    let mut _retrying: Option<Option<BudgetGuard>> = None;
     loop {
         let mut attempt = Request::new(RetryBody::buffered(bytes.clone()));
         *attempt.method_mut() = parts.method.clone();
@@ -336,7 +332,12 @@ where
         if !retriable {
             return result;
         }
-        let guard = if last_try { None } else { budget.try_retry(limit) };
+        let guard = match &budget {
+            _ if last_try => None,
+            Some((b, limit)) => b.try_retry(*limit).map(Some),
+            // Unlimited: nothing to count.
+            None => Some(None),
+        };
         if guard.is_none() {
             // Out of retries (or of budget): the last upstream answer goes to the client.
             return match result {

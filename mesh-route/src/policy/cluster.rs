@@ -320,3 +320,21 @@ impl ResolvedPolicy {
         })
     }
 }
+
+#[cfg(test)]
+mod retry_budget_tests {
+    use super::*;
+
+    #[test]
+    fn retry_budget_defaults_and_floor() {
+        let b = RetryBudgetLimit { percent: 20.0, min_concurrency: 3 };
+        assert_eq!(b.allowed(0), 3);
+        assert_eq!(b.allowed(100), 20);
+        let tp: TrafficPolicy =
+            serde_json::from_str(r#"{"retryBudget": {}, "connectionPool": {"http": {"maxRetries": 7}}}"#).unwrap();
+        let pool = ResolvedPolicy::resolve(Some(&tp), None, 9080).pool();
+        assert_eq!(pool.retry_budget, Some(RetryBudgetLimit { percent: 20.0, min_concurrency: 3 }));
+        assert_eq!(pool.max_retries, Some(7));
+        assert_eq!(ResolvedPolicy::resolve(None, None, 9080).pool().max_retries, None);
+    }
+}
