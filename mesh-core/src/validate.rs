@@ -933,7 +933,9 @@ fn targets(
 fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPolicySpec, meta: &ObjectMeta) {
     targets(v, spec, ap.selector.is_some(), ap.target_ref.is_some(), &ap.target_refs);
     let action = ap.action();
-    if matches!(action, AuthorizationAction::Deny | AuthorizationAction::Audit) && ap.rules.is_empty() {
+    // Istio's validation rejects DENY and CUSTOM without rules; AUDIT without rules is
+    // accepted and audits nothing (ISTIO-SEMANTICS §6.3).
+    if matches!(action, AuthorizationAction::Deny | AuthorizationAction::Custom) && ap.rules.is_empty() {
         v.error(
             spec.key("rules"),
             format!("a {} policy needs at least one rule (without rules it would never match)", action_name(action)),

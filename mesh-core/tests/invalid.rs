@@ -707,6 +707,30 @@ spec:
         ],
     },
     Case {
+        name: "CUSTOM policy without rules",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-nothing}
+spec:
+  action: CUSTOM
+  provider: {name: ext-authz}
+"#,
+        want: &[
+            r#"case.yaml:4: error: AuthorizationPolicy default/ext-nothing: spec.rules: a CUSTOM policy needs at least one rule (without rules it would never match)"#,
+        ],
+    },
+    Case {
+        // Istio's validation has no rules check for AUDIT: accepted, audits nothing.
+        name: "AUDIT policy without rules is accepted",
+        yaml: r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-nothing}
+spec:
+  action: AUDIT
+"#,
+        want: &[],
+    },
+    Case {
         name: "wildcard in the middle of a principal",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy

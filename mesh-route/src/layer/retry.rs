@@ -326,6 +326,7 @@ where
             Ok(rsp) => {
                 let grpc = rsp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
                 policy.retry_on.on_response(rsp.status().as_u16(), grpc)
+                    || policy.retry_on.on_headers(rsp.headers(), &parts.headers)
             }
             Err(e) => classify(&**e).is_some_and(|f| policy.retry_on.on_failure(f)),
         };

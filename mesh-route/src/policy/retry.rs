@@ -27,6 +27,14 @@ pub struct RetryOn {
     pub status_codes: Vec<u16>,
     /// gRPC status codes (`cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`).
     pub grpc_codes: Vec<u16>,
+    /// `envoy-ratelimited`: a response carrying `x-envoy-ratelimited`.
+    pub envoy_ratelimited: bool,
+    /// `retriable-headers`: a response carrying a header the request named in
+    /// `x-envoy-retriable-header-names` (Istio sets no route-level retriable headers).
+    pub retriable_headers: bool,
+    /// `http3-post-connect-failure`: a failure after connecting over HTTP/3. Kept so the
+    /// policy reads as written; mesh opens no HTTP/3 upstream connections, so no try is one.
+    pub http3_post_connect_failure: bool,
 }
 
 /// Istio's default `retryOn`.
@@ -38,28 +46,42 @@ impl RetryOn {
         let mut r = Self::default();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             r.names.push(name.to_string());
-            match name {
-                "5xx" => r.server_error = true,
-                "gateway-error" => r.gateway_error = true,
-                "reset" => r.reset = true,
-                "reset-before-request" => r.reset_before_request = true,
-                "connect-failure" => r.connect_failure = true,
-                "refused-stream" => r.refused_stream = true,
-                "retriable-4xx" => r.retriable_4xx = true,
-                "retriable-status-codes" => {}
-                "cancelled" => r.grpc_codes.push(1),
-                "deadline-exceeded" => r.grpc_codes.push(4),
-                "resource-exhausted" => r.grpc_codes.push(8),
-                "internal" => r.grpc_codes.push(13),
-                "unavailable" => r.grpc_codes.push(14),
-                other => {
-                    if let Ok(code) = other.parse::<u16>() {
-                        r.status_codes.push(code);
-                    }
-                }
-            }
+            r.add(name);
         }
         r
+    }
+
+    /// Whether `name` is a condition this type gives a meaning to (the set validation accepts).
+    pub fn understands(name: &str) -> bool {
+        Self::default().add(name)
+    }
+
+    /// Turn on one condition; false when the name means nothing here.
+    fn add(&mut self, name: &str) -> bool {
+        let r = self;
+        match name {
+            "5xx" => r.server_error = true,
+            "gateway-error" => r.gateway_error = true,
+            "reset" => r.reset = true,
+            "reset-before-request" => r.reset_before_request = true,
+            "connect-failure" => r.connect_failure = true,
+            "refused-stream" => r.refused_stream = true,
+            "retriable-4xx" => r.retriable_4xx = true,
+            "retriable-status-codes" => {}
+            "envoy-ratelimited" => r.envoy_ratelimited = true,
+            "retriable-headers" => r.retriable_headers = true,
+            "http3-post-connect-failure" => r.http3_post_connect_failure = true,
+            "cancelled" => r.grpc_codes.push(1),
+            "deadline-exceeded" => r.grpc_codes.push(4),
+            "resource-exhausted" => r.grpc_codes.push(8),
+            "internal" => r.grpc_codes.push(13),
+            "unavailable" => r.grpc_codes.push(14),
+            other => match other.parse::<u16>() {
+                Ok(code) if (100..=599).contains(&code) => r.status_codes.push(code),
+                _ => return false,
+            },
+        }
+        true
     }
 
     /// Whether an upstream response with this status (and gRPC status, if any) is retried.
@@ -70,6 +92,20 @@ impl RetryOn {
             || (self.retriable_4xx && status == 409)
             || self.status_codes.contains(&status)
             || grpc_status.is_some_and(|g| self.grpc_codes.contains(&g))
+    }
+
+    /// Whether an upstream response is retried for its headers (`envoy-ratelimited`,
+    /// `retriable-headers`); `request` holds the request's headers.
+    pub fn on_headers(&self, response: &http::HeaderMap, request: &http::HeaderMap) -> bool {
+        (self.envoy_ratelimited && response.contains_key("x-envoy-ratelimited"))
+            || (self.retriable_headers
+                && request
+                    .get_all("x-envoy-retriable-header-names")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim)
+                    .any(|n| !n.is_empty() && response.contains_key(n)))
     }
 
     /// Whether a try that got no response is retried.
@@ -177,6 +213,36 @@ mod tests {
         assert!(five.on_response(500, None) && five.on_response(503, None) && !five.on_response(409, None));
         let reset = RetryOn::parse("reset");
         assert!(reset.on_failure(TryFailure::Reset) && !reset.on_response(503, None));
+    }
+
+    #[test]
+    fn every_name_validation_accepts_has_a_meaning() {
+        for name in mesh_core::validate::RETRY_ON_POLICIES {
+            assert!(RetryOn::understands(name), "{name} passes validation but RetryOn ignores it");
+        }
+        assert!(RetryOn::understands("503") && !RetryOn::understands("600") && !RetryOn::understands("5XX"));
+    }
+
+    #[test]
+    fn header_conditions() {
+        let mut rsp = http::HeaderMap::new();
+        let mut req = http::HeaderMap::new();
+        let limited = RetryOn::parse("envoy-ratelimited");
+        assert!(!limited.on_headers(&rsp, &req));
+        rsp.insert("x-envoy-ratelimited", "true".parse().unwrap());
+        assert!(limited.on_headers(&rsp, &req));
+        assert!(!RetryOn::parse("5xx").on_headers(&rsp, &req));
+        let named = RetryOn::parse("retriable-headers");
+        assert!(!named.on_headers(&rsp, &req), "no header named by the request");
+        req.insert("x-envoy-retriable-header-names", "x-upstream-busy, x-envoy-ratelimited".parse().unwrap());
+        assert!(named.on_headers(&rsp, &req));
+        rsp.clear();
+        assert!(!named.on_headers(&rsp, &req));
+        rsp.insert("x-upstream-busy", "1".parse().unwrap());
+        assert!(named.on_headers(&rsp, &req));
+        let h3 = RetryOn::parse("http3-post-connect-failure");
+        assert!(h3.http3_post_connect_failure);
+        assert!(!h3.on_failure(TryFailure::ConnectFailure) && !h3.on_failure(TryFailure::Reset));
     }
 
     #[test]
