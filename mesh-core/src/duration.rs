@@ -21,10 +21,15 @@ pub enum InvalidDuration {
     /// Anything else that is not `<number><unit>...`.
     #[error("invalid duration {0:?}: expected a number and a unit (ns, us, ms, s, m, h), e.g. \"1.5s\" or \"100ms\"")]
     Malformed(String),
-    /// Too large to represent.
-    #[error("duration {0:?} is too large")]
+    /// Beyond the largest duration Istio's API server accepts.
+    #[error("duration {0:?} is too large: the largest Istio accepts is 2562047h47m16.854775807s (about 292 years)")]
     Overflow(String),
 }
+
+/// The largest duration, in nanoseconds: Go's `time.Duration` and CEL's `duration()`, which
+/// Istio's CRD validation uses, hold a signed 64-bit count of nanoseconds (protobuf's own
+/// limit, 10,000 years, is wider). Anything longer is refused at load, as the API server does.
+pub const MAX_NANOS: u128 = i64::MAX as u128;
 
 const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
@@ -98,7 +103,10 @@ impl FromStr for Duration {
             total = total.checked_add(nanos).ok_or_else(overflow)?;
             rest = after;
         }
-        let secs = u64::try_from(total / 1_000_000_000).map_err(|_| InvalidDuration::Overflow(input.to_string()))?;
+        if total > MAX_NANOS {
+            return Err(InvalidDuration::Overflow(input.to_string()));
+        }
+        let secs = (total / 1_000_000_000) as u64;
         Ok(Self(std::time::Duration::new(secs, (total % 1_000_000_000) as u32)))
     }
 }
@@ -173,6 +181,13 @@ mod tests {
             assert!(matches!(p(bad), Err(InvalidDuration::Malformed(_))), "{bad} -> {:?}", p(bad));
         }
         assert!(matches!(p("99999999999999999999999h"), Err(InvalidDuration::Overflow(_))));
+        // Beyond Go's/CEL's int64 nanoseconds: the API server refuses these.
+        for big in ["18446744073709551615ms", "2562048h", "9223372036854775808ns", "300y"] {
+            assert!(p(big).is_err(), "{big} -> {:?}", p(big));
+        }
+        assert!(matches!(p("18446744073709551615ms"), Err(InvalidDuration::Overflow(_))));
+        assert_eq!(p("2562047h47m16.854775807s"), Ok(Std::from_nanos(i64::MAX as u64)));
+        assert_eq!(p("9223372036854775807ns"), Ok(Std::from_nanos(i64::MAX as u64)));
     }
 
     #[test]

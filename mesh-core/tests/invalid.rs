@@ -263,6 +263,22 @@ spec:
         ],
     },
     Case {
+        name: "duration beyond what the API server accepts",
+        yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    timeout: 18446744073709551615ms
+"#,
+        want: &[
+            r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: duration "18446744073709551615ms" is too large: the largest Istio accepts is 2562047h47m16.854775807s (about 292 years)"#,
+        ],
+    },
+    Case {
         name: "zero timeout (Istio rejects it; omit the field for no timeout)",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
