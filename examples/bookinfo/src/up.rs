@@ -201,7 +201,13 @@ async fn wait_ready(addr: SocketAddr, what: &str) -> Result<(), String> {
 
 /// Run the mesh until Ctrl-C or SIGTERM; then stop every process (SIGTERM, so the proxies
 /// drain) and return.
-pub async fn run(opts: Options) -> Result<(), String> {
+pub async fn run(mut opts: Options) -> Result<(), String> {
+    if opts.ingress.port() == 0 && opts.mode != Mode::None {
+        // Port 0: the OS picks a free one on that address; it is printed below.
+        opts.ingress = TcpListener::bind(opts.ingress)
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot listen on {} for the ingress gateway: {e} (--ingress ADDR)", opts.ingress))?;
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     if seed(&opts.config_dir)? {
         println!(

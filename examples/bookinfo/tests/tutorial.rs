@@ -44,10 +44,10 @@ fn up(mode: &str) -> Up {
     let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ingress = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = dir.join(".mesh/config");
+    // Port 0: `bookinfo up` picks the gateway's port and prints it.
     let mut child = Command::new(env!("CARGO_BIN_EXE_bookinfo"))
-        .args(["up", "--ingress", &ingress.to_string(), "--config-dir", &config.display().to_string()])
+        .args(["up", "--ingress", "127.0.0.1:0", "--config-dir", &config.display().to_string()])
         .args(["--dashboard", "127.0.0.1:0", "--mode", mode])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -65,6 +65,7 @@ fn up(mode: &str) -> Up {
     let mut admin = std::collections::BTreeMap::new();
     let mut dashboard = None;
     let mut meshed = std::collections::BTreeMap::new();
+    let mut ingress = None;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         // `  reviews-v1     http://127.0.0.1:PORT/stats/prometheus`
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -77,11 +78,17 @@ fn up(mode: &str) -> Up {
                 meshed.insert(name.to_string(), how.to_string());
             }
         }
+        if let ["productpage", url, ..] = words.as_slice() {
+            ingress =
+                url.strip_prefix("http://").and_then(|u| u.strip_suffix("/productpage")).and_then(|a| a.parse().ok());
+        }
         if let ["dashboard", url, ..] = words.as_slice() {
             dashboard = url.strip_prefix("http://").and_then(|u| u.strip_suffix('/')).and_then(|a| a.parse().ok());
         }
         if line.starts_with("Ctrl-C stops everything") {
             let dashboard = dashboard.expect("the dashboard's address is printed");
+            let ingress: SocketAddr = ingress.expect("the gateway's address is printed");
+            assert_ne!(ingress.port(), 0, "the port picked for --ingress 127.0.0.1:0 is printed");
             return Up { child, ingress, admin, dashboard, meshed, config, _dir: dir };
         }
         seen.push(line);

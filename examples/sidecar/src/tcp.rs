@@ -171,10 +171,8 @@ impl Outbound {
         // A refused connect moves on to the next endpoint, up to three of them.
         for i in 0..n.min(3) {
             let e = &cluster.endpoints[(start + i) % n];
-            let mtls = e.service_account.is_some()
-                && !cluster.mesh_external
-                && cluster.tls.is_none()
-                && !plaintext.contains(&e.address);
+            // The balancer's rule: the DestinationRule's tls.mode, else auto mTLS.
+            let mtls = cluster.uses_tls(e, true, plaintext.contains(&e.address));
             let uri: Uri = match format!("{}://{}", if mtls { "https" } else { "http" }, e.address).parse() {
                 Ok(u) => u,
                 Err(_) => continue,

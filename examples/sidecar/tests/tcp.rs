@@ -155,3 +155,90 @@ async fn tcp_traffic_shifting_over_mtls() {
     })
     .await;
 }
+
+/// A DestinationRule's `tls.mode: ISTIO_MUTUAL` holds for plain TCP as for HTTP: the
+/// connection goes out as TLS (here to a plaintext server, which sees a ClientHello), never
+/// as plaintext. `DISABLE` sends the bytes as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_follows_the_destination_rules_tls_mode() {
+    const LEGACY: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: legacy}
+spec: {ports: [{port: 9000, name: tcp}], selector: {app: legacy}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: legacy}
+spec:
+  selector: {matchLabels: {app: legacy}}
+  template: {metadata: {labels: {app: legacy}}, spec: {containers: [{name: l}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec: {ports: [{port: 9000, name: tcp}], selector: {app: plain}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plain}
+spec:
+  selector: {matchLabels: {app: plain}}
+  template: {metadata: {labels: {app: plain}}, spec: {serviceAccountName: plain, containers: [{name: p}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: legacy}
+spec:
+  host: legacy
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: plain}
+spec:
+  host: plain
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleep}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
+"#;
+    /// A server that reports the first byte each connection sends.
+    async fn first_bytes() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut b = [0u8; 1];
+                if tcp.read_exact(&mut b).await.is_ok() {
+                    let _ = tx.send(b[0]);
+                }
+            }
+        });
+        (addr, rx)
+    }
+    let mesh = Mesh::new(&[("legacy.yaml", LEGACY)]);
+    let (legacy, mut legacy_seen) = first_bytes().await;
+    let (plain, mut plain_seen) = first_bytes().await;
+    let sleep = Sidecar::start(
+        &mesh,
+        Spec::client("app=sleep")
+            .endpoint("legacy", legacy)
+            .endpoint("plain", plain)
+            .tcp("legacy:9000")
+            .tcp("plain:9000"),
+    );
+    for (listener, seen, want) in
+        [("tcp legacy:9000", &mut legacy_seen, 0x16u8), ("tcp plain:9000", &mut plain_seen, b'h')]
+    {
+        let mut tcp = TcpStream::connect(sleep.listeners[listener]).await.unwrap();
+        tcp.write_all(b"hello\n").await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+        assert_eq!(first, want, "{listener}: first byte on the wire {first:#x}");
+    }
+}

@@ -16,7 +16,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, Uri, header, uri::Scheme};
-use mesh_core::{BoxError, api::ClientTlsMode, body::BodyFault, ext::UpstreamHost, is_caused_by, registry::Endpoint};
+use mesh_core::{BoxError, body::BodyFault, ext::UpstreamHost, is_caused_by, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -258,18 +258,8 @@ where
             req.headers_mut().insert(header::HOST, a);
         }
         // mTLS or plaintext toward this endpoint (DestinationRule `tls`, else auto mTLS).
-        let tls = match cluster.tls.as_ref().and_then(|t| t.mode) {
-            Some(ClientTlsMode::Disable) => false,
-            // SIMPLE and MUTUAL originate TLS with other certificates: not supported by the
-            // mesh connector, which then refuses (503 UF) rather than send plaintext.
-            Some(ClientTlsMode::IstioMutual | ClientTlsMode::Simple | ClientTlsMode::Mutual) => true,
-            None => {
-                self.layer.auto_mtls
-                    && !cluster.mesh_external
-                    && endpoint.service_account.is_some()
-                    && !self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address))
-            }
-        };
+        let plaintext_only = self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address));
+        let tls = cluster.uses_tls(endpoint, self.layer.auto_mtls, plaintext_only);
         let ep_state = state.endpoint(address);
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });

@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 use http::HeaderName;
 use mesh_core::{
     api::{
-        ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy,
-        RetryBudget, SimpleLb, TrafficPolicy,
+        ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
+        PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
     },
     registry::Endpoint,
 };
@@ -38,6 +38,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Whether a connection to `endpoint` of this cluster uses TLS, for HTTP and TCP alike.
+    /// The DestinationRule's `tls.mode` decides when set (`DISABLE`: plaintext; `ISTIO_MUTUAL`,
+    /// `SIMPLE`, `MUTUAL`: TLS, refused by the mesh connector rather than sent in plaintext
+    /// when it cannot originate it); without one, auto mTLS: TLS to an in-mesh endpoint with
+    /// a workload identity, unless it is known to accept only plaintext.
+    pub fn uses_tls(&self, endpoint: &Endpoint, auto_mtls: bool, plaintext_only: bool) -> bool {
+        match self.tls.as_ref().and_then(|t| t.mode) {
+            Some(ClientTlsMode::Disable) => false,
+            Some(ClientTlsMode::IstioMutual | ClientTlsMode::Simple | ClientTlsMode::Mutual) => true,
+            None => auto_mtls && !self.mesh_external && endpoint.service_account.is_some() && !plaintext_only,
+        }
+    }
+
     /// Envoy's cluster name.
     pub fn envoy_name(port: u16, subset: Option<&str>, host: &str) -> String {
         format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
@@ -336,5 +349,51 @@ mod retry_budget_tests {
         assert_eq!(pool.retry_budget, Some(RetryBudgetLimit { percent: 20.0, min_concurrency: 3 }));
         assert_eq!(pool.max_retries, Some(7));
         assert_eq!(ResolvedPolicy::resolve(None, None, 9080).pool().max_retries, None);
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn one_tls_rule_for_every_protocol() {
+        let tp = |mode: &str| -> TrafficPolicy {
+            serde_json::from_str(&format!(r#"{{"tls": {{"mode": "{mode}"}}}}"#)).unwrap()
+        };
+        let cluster = |tls: Option<TrafficPolicy>, external: bool| Cluster {
+            name: "c".into(),
+            service: "s".into(),
+            subset: None,
+            port: 80,
+            endpoints: Arc::from(Vec::new()),
+            lb: LbPolicy::LeastRequest,
+            pool: PoolLimits::default(),
+            outlier: None,
+            tls: tls.and_then(|t| t.tls),
+            mesh_external: external,
+        };
+        let ep = |sa: Option<&str>| Endpoint {
+            address: "127.0.0.1:1".parse().unwrap(),
+            labels: Default::default(),
+            workload: "w".into(),
+            namespace: "default".into(),
+            service_account: sa.map(Into::into),
+            weight: 1,
+        };
+        let meshed = ep(Some("sa"));
+        let bare = ep(None);
+        // No DestinationRule tls: auto mTLS to in-mesh endpoints with an identity.
+        assert!(cluster(None, false).uses_tls(&meshed, true, false));
+        assert!(!cluster(None, false).uses_tls(&meshed, false, false));
+        assert!(!cluster(None, false).uses_tls(&bare, true, false));
+        assert!(!cluster(None, true).uses_tls(&meshed, true, false));
+        assert!(!cluster(None, false).uses_tls(&meshed, true, true));
+        // The DestinationRule decides whatever auto mTLS would say.
+        for mode in ["ISTIO_MUTUAL", "SIMPLE", "MUTUAL"] {
+            let c = cluster(Some(tp(mode)), true);
+            assert!(c.uses_tls(&bare, false, true), "{mode}");
+        }
+        assert!(!cluster(Some(tp("DISABLE")), false).uses_tls(&meshed, true, false));
     }
 }
