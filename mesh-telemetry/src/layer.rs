@@ -12,6 +12,7 @@ use std::{
     time::SystemTime,
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
@@ -63,6 +64,9 @@ pub struct WorkloadInfo {
     pub principal: Option<String>,
     /// Cluster name.
     pub cluster: String,
+    /// Trust domain of the principals this workload reports for its peers (its own
+    /// identity's; `cluster.local` without one).
+    pub trust_domain: String,
 }
 
 impl WorkloadInfo {
@@ -77,6 +81,10 @@ impl WorkloadInfo {
             namespace: namespace.to_string(),
             app: pick(&["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"], workload),
             version: pick(&["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"], "latest"),
+            trust_domain: principal
+                .as_deref()
+                .and_then(|p| p.parse::<mesh_core::Identity>().ok())
+                .map_or_else(|| mesh_core::DEFAULT_TRUST_DOMAIN.to_string(), |i| i.trust_domain().to_string()),
             principal,
             cluster: "Kubernetes".into(),
         }
@@ -152,10 +160,18 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Whether a caller's metadata (workload, namespace) belongs to its mTLS identity.
+pub type PeerCheck = Arc<dyn Fn(&str, &str, &mesh_core::Identity) -> bool + Send + Sync>;
+
+/// The service this workload serves (FQDN), swapped when config changes.
+pub type LocalService = Arc<ArcSwap<Option<String>>>;
+
 struct Shared {
     metrics: Arc<MeshMetrics>,
     reporter: Reporter,
     local: WorkloadInfo,
+    local_service: LocalService,
+    peer_check: Option<PeerCheck>,
     local_header: Option<HeaderValue>,
     cache: HandleCache<Key<Arc<str>>>,
     access_log: Option<AccessLog>,
@@ -174,6 +190,8 @@ struct Options {
     metrics: Arc<MeshMetrics>,
     reporter: Reporter,
     local: WorkloadInfo,
+    local_service: LocalService,
+    peer_check: Option<PeerCheck>,
     access_log: Option<AccessLog>,
     sampling: f64,
     tracing: bool,
@@ -206,6 +224,8 @@ impl TelemetryLayer {
             metrics,
             reporter,
             local,
+            local_service: LocalService::default(),
+            peer_check: None,
             access_log: None,
             sampling: 1.0,
             tracing: true,
@@ -221,6 +241,8 @@ impl TelemetryLayer {
             reporter: o.reporter,
             local_header: o.local.header_value(),
             local: o.local.clone(),
+            local_service: o.local_service.clone(),
+            peer_check: o.peer_check.clone(),
             cache: HandleCache::default(),
             access_log: o.access_log.clone(),
             sampling: o.sampling,
@@ -243,6 +265,29 @@ impl TelemetryLayer {
     #[must_use]
     pub fn with_access_log(self, log: AccessLog) -> Self {
         self.with(|o| o.access_log = Some(log))
+    }
+
+    /// The service this workload serves, for `destination_service` as the destination
+    /// reporter (Istio labels from the workload's own service, never from the Host a caller
+    /// sent); `unknown` while it is `None`. Swap the value when config changes.
+    #[must_use]
+    pub fn with_local_service(self, service: LocalService) -> Self {
+        self.with(|o| o.local_service = service)
+    }
+
+    /// [`TelemetryLayer::with_local_service`] with a fixed service FQDN.
+    #[must_use]
+    pub fn with_service(self, fqdn: impl Into<String>) -> Self {
+        self.with_local_service(Arc::new(ArcSwap::from_pointee(Some(fqdn.into()))))
+    }
+
+    /// Verify a caller's metadata against the registry: `check(workload, namespace,
+    /// identity)` says whether that workload runs as that identity. Without a check, the
+    /// metadata is used when its namespace is the identity's. Metadata from a caller
+    /// without an mTLS identity is never used (its source labels are `unknown`).
+    #[must_use]
+    pub fn with_peer_check(self, check: PeerCheck) -> Self {
+        self.with(|o| o.peer_check = Some(check))
     }
 
     /// Percentage of new traces sampled.
@@ -281,6 +326,14 @@ impl<S> Layer<S> for TelemetryLayer {
 }
 
 impl Shared {
+    /// Whether peer metadata `v` describes a workload running as `identity`.
+    fn peer_matches(&self, v: &str, identity: &mesh_core::Identity) -> bool {
+        let field = parse_peer(v);
+        let (workload, namespace) = (field("workload"), field("namespace"));
+        namespace == identity.namespace()
+            && self.peer_check.as_ref().is_none_or(|check| check(&workload, &namespace, identity))
+    }
+
     /// A generator for one service instance: ids and sampling without a shared lock, and
     /// still deterministic for a given seed and order of clones.
     fn next_rng(&self) -> SmallRng {
@@ -315,6 +368,7 @@ struct Pending {
     started_at: SystemTime,
     peer: Option<Arc<str>>,
     peer_principal: Option<mesh_core::Identity>,
+    /// The Host as sent, only for a routed request whose failure lost the route decision.
     authority: Option<HeaderValue>,
     grpc_protocol: bool,
     request_bytes: u64,
@@ -363,6 +417,7 @@ where
                 }
             }
         }
+        let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| p.0.clone());
         let peer: Option<Arc<str>> = match shared.reporter {
             Reporter::Source => {
                 if let Some(v) = &shared.local_header {
@@ -370,12 +425,14 @@ where
                 }
                 None
             }
-            Reporter::Destination => req.headers_mut().remove(&PEER).and_then(|v| v.to_str().ok().map(Arc::from)),
+            // Always stripped before the app; used only when it belongs to the mTLS peer.
+            Reporter::Destination => req.headers_mut().remove(&PEER).and_then(|v| {
+                let v = v.to_str().ok()?;
+                shared.peer_matches(v, peer_principal.as_ref()?).then(|| Arc::from(v))
+            }),
         };
-        let peer_principal = req.extensions().get::<PeerIdentity>().map(|p| p.0.clone());
-        // The service as the caller named it: the destination's own view, and the caller's
-        // fallback when no route decision came back (local replies). A shared copy of the
-        // header, no allocation.
+        // The authority as the caller sent it, for the access log and span name (never a
+        // metric label). A shared copy of the header, no allocation.
         let authority_value: Option<HeaderValue> = req
             .headers()
             .get(header::HOST)
@@ -399,12 +456,12 @@ where
             .then(|| format!("{}{}", authority.unwrap_or("-"), req.uri().path()));
         let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
         let pending = Pending {
-            authority: authority_value,
             shared: shared.clone(),
             start,
             started_at: if needs_wall_clock { SystemTime::now() } else { SystemTime::UNIX_EPOCH },
             peer,
             peer_principal,
+            authority: authority_value,
             grpc_protocol,
             request_bytes,
             log,
@@ -495,12 +552,6 @@ impl Done {
 }
 
 impl Pending {
-    /// The authority's host part.
-    fn authority_host(&self) -> Option<&str> {
-        let a = self.authority.as_ref()?.to_str().ok()?;
-        Some(a.rsplit_once(':').map_or(a, |(h, _)| h))
-    }
-
     fn resolve(self, head: &http::response::Parts) -> Done {
         let shared = &self.shared;
         let flags = head.extensions.get::<ResponseFlags>().copied().unwrap_or_default();
@@ -508,11 +559,24 @@ impl Pending {
         let upstream = head.extensions.get::<UpstreamEndpoint>();
         let grpc = head.headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let code = head.status.as_u16();
+        // The caller's side: the service the route chose (`unknown` without a route, Istio
+        // #18821); the callee's: its own service (Istio #32726). Never the Host header.
+        let local_service = shared.local_service.load();
+        let service = match shared.reporter {
+            // A failure below the router (503 UF) carries no decision but had a route: the
+            // Host named a configured service. No route (NR) is always `unknown`.
+            Reporter::Source => decision.and_then(|d| d.destination_service.as_deref()).or_else(|| {
+                (!flags.is_empty() && !flags.contains(ResponseFlags::NO_ROUTE))
+                    .then(|| self.authority.as_ref()?.to_str().ok())
+                    .flatten()
+            }),
+            Reporter::Destination => local_service.as_deref(),
+        };
         let key = Key {
             peer: self.peer.as_deref(),
             principal: self.peer_principal.as_ref().map(|i| (i.trust_domain(), i.namespace(), i.service_account())),
             workload: upstream.map(|u| (&*u.0.workload, &*u.0.namespace)),
-            service: decision.and_then(|d| d.destination_service.as_deref()).or_else(|| self.authority_host()),
+            service,
             code,
             flags: flags.bits(),
             grpc,
@@ -528,7 +592,7 @@ impl Pending {
             _ => {
                 let entry = shared
                     .cache
-                    .get(&key, Key::to_owned, &shared.metrics, || self.labels(code, flags, grpc, decision, upstream));
+                    .get(&key, Key::to_owned, &shared.metrics, || self.labels(code, flags, grpc, service, upstream));
                 *last = Some((Arc::downgrade(shared), entry.clone()));
                 entry
             }
@@ -588,7 +652,7 @@ impl Pending {
         code: u16,
         flags: ResponseFlags,
         grpc: Option<u16>,
-        decision: Option<&RouteDecision>,
+        service: Option<&str>,
         upstream: Option<&UpstreamEndpoint>,
     ) -> RequestLabels {
         let local = &self.shared.local;
@@ -601,10 +665,14 @@ impl Pending {
             response_flags: flags.to_string(),
             ..RequestLabels::default()
         };
-        let service_fqdn = decision.and_then(|d| d.destination_service.as_deref().map(str::to_string)).or_else(|| {
-            self.authority_host().map(|h| {
-                if h.contains('.') { h.to_string() } else { format!("{h}.{}.svc.cluster.local", local.namespace) }
-            })
+        // Decisions name FQDNs; a Host (failures without a decision) is resolved like one.
+        let service_fqdn = service.map(|h| {
+            let h = h.rsplit_once(':').map_or(h, |(h, _)| h);
+            if h.contains('.') {
+                h.to_string()
+            } else {
+                format!("{h}.{}.svc.{}", local.namespace, mesh_core::DEFAULT_DOMAIN_SUFFIX)
+            }
         });
         let (svc_name, svc_ns) = match &service_fqdn {
             Some(f) => {
@@ -633,10 +701,9 @@ impl Pending {
                         let get = |k: &str, d: &str| e.labels.get(k).cloned().unwrap_or_else(|| d.to_string());
                         l.destination_workload = e.workload.to_string();
                         l.destination_workload_namespace = e.namespace.to_string();
-                        l.destination_principal = e
-                            .service_account
-                            .as_deref()
-                            .map_or_else(unknown, |sa| format!("spiffe://cluster.local/ns/{}/sa/{sa}", e.namespace));
+                        l.destination_principal = e.service_account.as_deref().map_or_else(unknown, |sa| {
+                            format!("spiffe://{}/ns/{}/sa/{sa}", local.trust_domain, e.namespace)
+                        });
                         l.destination_app = get("app", "unknown");
                         l.destination_version = get("version", "unknown");
                         l.destination_canonical_service = get("app", &e.workload);
@@ -823,6 +890,151 @@ mod tests {
         };
         assert_eq!(count("alpha").as_deref(), Some("2"), "{text}");
         assert_eq!(count("beta").as_deref(), Some("1"), "{text}");
+    }
+
+    fn series(text: &str) -> usize {
+        text.lines().filter(|l| l.starts_with("istio_requests_total{")).count()
+    }
+
+    fn value(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// A thousand Host headers and forged peer headers from plaintext callers add no series
+    /// on the inbound: it labels from its own service, and peer metadata without an mTLS
+    /// identity that owns it is ignored and stripped before the app.
+    #[tokio::test]
+    async fn hosts_and_forged_peer_metadata_do_not_add_series() {
+        let seen = Arc::new(std::sync::Mutex::new(0usize));
+        let seen2 = seen.clone();
+        let app = service_fn(move |req: Request<mesh_core::BoxBody>| {
+            if req.headers().contains_key(PEER_HEADER) {
+                *seen2.lock().unwrap() += 1;
+            }
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok"))))
+        });
+        let metrics = Arc::new(MeshMetrics::new());
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let svc = TelemetryLayer::new(metrics.clone(), Reporter::Destination, me)
+            .with_service("reviews.default.svc.cluster.local")
+            .layer(app);
+        for i in 0..1000 {
+            let req = Request::builder()
+                .header("host", format!("host-{i}.example"))
+                .header(PEER_HEADER, format!("workload=forged-{i};namespace=ns-{i};app=a{i};version=v{i}"))
+                .body(mesh_core::body::empty())
+                .unwrap();
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = metrics.encode();
+        assert_eq!(series(&text), 1, "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "istio_requests_total",
+                &[("destination_service", "reviews.default.svc.cluster.local"), ("source_workload", "unknown")]
+            ),
+            1000.0
+        );
+        assert_eq!(*seen.lock().unwrap(), 0, "the peer header reached the app");
+
+        // From an mTLS peer: used when its namespace is the identity's (and the check, if
+        // any, agrees); otherwise unknown.
+        let checked = TelemetryLayer::new(
+            metrics.clone(),
+            Reporter::Destination,
+            WorkloadInfo::new("ratings-v1", "default", &Labels::new(), None),
+        )
+        .with_peer_check(Arc::new(|workload, _ns, id| {
+            workload == "productpage-v1" && id.service_account() == "bookinfo-productpage"
+        }))
+        .layer(service_fn(|_req: Request<mesh_core::BoxBody>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok"))))
+        }));
+        for (header, sa, want) in [
+            (
+                "workload=productpage-v1;namespace=default;app=productpage;version=v1",
+                "bookinfo-productpage",
+                "productpage-v1",
+            ),
+            ("workload=productpage-v1;namespace=other;app=productpage;version=v1", "bookinfo-productpage", "unknown"),
+            ("workload=details-v1;namespace=default;app=details;version=v1", "bookinfo-productpage", "unknown"),
+            ("workload=productpage-v1;namespace=default;app=productpage;version=v1", "bookinfo-reviews", "unknown"),
+        ] {
+            let mut req = Request::builder().header(PEER_HEADER, header).body(mesh_core::body::empty()).unwrap();
+            let id: mesh_core::Identity = format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap();
+            req.extensions_mut().insert(PeerIdentity(id));
+            let before = metrics.encode();
+            drop(checked.clone().oneshot(req).await.unwrap());
+            let after = metrics.encode();
+            let labels = [
+                ("destination_workload", "ratings-v1"),
+                ("source_workload", want),
+                ("source_principal", &*format!("spiffe://cluster.local/ns/default/sa/{sa}")),
+            ];
+            assert_eq!(
+                value(&after, "istio_requests_total", &labels) - value(&before, "istio_requests_total", &labels),
+                1.0,
+                "{header} as {sa}"
+            );
+        }
+    }
+
+    /// The source reporter labels a request without a route `unknown`, never with its Host.
+    #[tokio::test]
+    async fn no_route_is_destination_service_unknown() {
+        let app = service_fn(|_req: Request<mesh_core::BoxBody>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(mesh_core::body::full("no route"))))
+        });
+        let metrics = Arc::new(MeshMetrics::new());
+        let me = WorkloadInfo::new("productpage-v1", "default", &Labels::new(), None);
+        let svc = TelemetryLayer::new(metrics.clone(), Reporter::Source, me).layer(app);
+        for i in 0..500 {
+            let req = Request::builder().header("host", format!("h{i}")).body(mesh_core::body::empty()).unwrap();
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = metrics.encode();
+        assert_eq!(series(&text), 1, "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "istio_requests_total",
+                &[("destination_service", "unknown"), ("destination_service_name", "unknown")]
+            ),
+            500.0
+        );
+    }
+
+    /// Past `--max-label-sets`, new label sets go to one overflow series per reporter and
+    /// a counter says how many requests did.
+    #[tokio::test]
+    async fn label_sets_are_capped_with_an_overflow_series() {
+        let app = service_fn(|req: Request<mesh_core::BoxBody>| {
+            let code: u16 = req.uri().path()[1..].parse().unwrap();
+            let mut rsp = Response::new(mesh_core::body::empty());
+            *rsp.status_mut() = http::StatusCode::from_u16(code).unwrap();
+            std::future::ready(Ok::<_, Infallible>(rsp))
+        });
+        let metrics = Arc::new(MeshMetrics::new().with_max_label_sets(5));
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let svc = TelemetryLayer::new(metrics.clone(), Reporter::Destination, me).layer(app);
+        // 20 response codes, each twice: 5 label sets, the other 15 codes overflow.
+        for code in (200..220).chain(200..220) {
+            let req = Request::builder().uri(format!("/{code}")).body(mesh_core::body::empty()).unwrap();
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = metrics.encode();
+        assert_eq!(series(&text), 6, "{text}");
+        assert_eq!(
+            value(&text, "istio_requests_total", &[("response_code", "overflow"), ("reporter", "destination")]),
+            30.0
+        );
+        assert_eq!(value(&text, "mesh_metric_label_overflow_total", &[]), 30.0, "{text}");
+        assert_eq!(value(&text, "istio_requests_total", &[("response_code", "200")]), 2.0);
     }
 
     /// The per-thread memo of the last label set never hands one layer's handles to another

@@ -77,6 +77,44 @@ pub struct RequestLabels {
     pub connection_security_policy: String,
 }
 
+impl RequestLabels {
+    /// The one label set requests are counted in once a family holds its cap of label sets:
+    /// the reporter, and `overflow` in every other label.
+    pub fn overflow(reporter: &str) -> Self {
+        let o = || "overflow".to_string();
+        Self {
+            reporter: reporter.to_string(),
+            source_workload: o(),
+            source_workload_namespace: o(),
+            source_principal: o(),
+            source_app: o(),
+            source_version: o(),
+            source_canonical_service: o(),
+            source_canonical_revision: o(),
+            source_cluster: o(),
+            destination_workload: o(),
+            destination_workload_namespace: o(),
+            destination_principal: o(),
+            destination_app: o(),
+            destination_version: o(),
+            destination_service: o(),
+            destination_service_name: o(),
+            destination_service_namespace: o(),
+            destination_canonical_service: o(),
+            destination_canonical_revision: o(),
+            destination_cluster: o(),
+            request_protocol: o(),
+            response_code: o(),
+            grpc_response_status: o(),
+            response_flags: o(),
+            connection_security_policy: o(),
+        }
+    }
+}
+
+/// The default cap of label sets per metric family (`--max-label-sets`).
+pub const DEFAULT_MAX_LABEL_SETS: usize = 10_000;
+
 /// The labels of Istio's TCP metrics (the HTTP ones without response code and gRPC status).
 #[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
@@ -121,6 +159,8 @@ pub struct ProxyMetrics {
     pub outlier_ejections: Counter,
     /// Authorization decisions by outcome.
     pub authz_decisions: Family<DecisionLabels, Counter>,
+    /// Requests counted in the overflow label set because the request families were full.
+    pub label_overflow: Counter,
 }
 
 impl ProxyMetrics {
@@ -200,11 +240,21 @@ pub struct RequestHandles {
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
+    /// Set on the overflow label set: `mesh_metric_label_overflow_total`.
+    overflow: Option<Counter>,
 }
 
 impl RequestHandles {
+    /// Whether these are the overflow label set's handles.
+    pub fn is_overflow(&self) -> bool {
+        self.overflow.is_some()
+    }
+
     /// Count one completed request.
     pub fn record(&self, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+        if let Some(o) = &self.overflow {
+            o.inc();
+        }
         self.requests.inc();
         self.duration.observe(duration_ms);
         self.request_bytes.observe(request_bytes as f64);
@@ -227,6 +277,9 @@ pub struct MeshMetrics {
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
+    /// The label sets the request families hold, up to `max_label_sets`.
+    label_sets: Mutex<std::collections::HashSet<RequestLabels>>,
+    max_label_sets: usize,
     /// The proxy's own counters.
     pub proxy: Arc<ProxyMetrics>,
 }
@@ -283,6 +336,11 @@ impl MeshMetrics {
             proxy.outlier_ejections.clone(),
         );
         registry.register("mesh_authz_decisions", "Authorization decisions", proxy.authz_decisions.clone());
+        registry.register(
+            "mesh_metric_label_overflow",
+            "Requests counted in the overflow label set (the families held --max-label-sets label sets)",
+            proxy.label_overflow.clone(),
+        );
         Self {
             registry,
             requests,
@@ -293,17 +351,41 @@ impl MeshMetrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            label_sets: Mutex::default(),
+            max_label_sets: DEFAULT_MAX_LABEL_SETS,
             proxy,
         }
     }
 
-    /// The handles of a label set.
+    /// Cap the label sets of each request family at `max` (default
+    /// [`DEFAULT_MAX_LABEL_SETS`]): past it, requests with a new label set are counted in one
+    /// overflow set per reporter, and `mesh_metric_label_overflow_total` counts them.
+    #[must_use]
+    pub fn with_max_label_sets(mut self, max: usize) -> Self {
+        self.max_label_sets = max;
+        self
+    }
+
+    /// The handles of a label set, or of the overflow set when the families are full.
     pub fn handles(&self, labels: &RequestLabels) -> RequestHandles {
+        let admitted = {
+            let mut sets = self.label_sets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            sets.contains(labels) || (sets.len() < self.max_label_sets && sets.insert(labels.clone()))
+        };
+        if !admitted {
+            let overflow = RequestLabels::overflow(&labels.reporter);
+            return RequestHandles { overflow: Some(self.proxy.label_overflow.clone()), ..self.handles_of(&overflow) };
+        }
+        self.handles_of(labels)
+    }
+
+    fn handles_of(&self, labels: &RequestLabels) -> RequestHandles {
         RequestHandles {
             requests: self.requests.get_or_create_owned(labels),
             duration: self.duration.get_or_create_owned(labels),
             request_bytes: self.request_bytes.get_or_create_owned(labels),
             response_bytes: self.response_bytes.get_or_create_owned(labels),
+            overflow: None,
         }
     }
 
@@ -447,6 +529,11 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
         }
         let key = to_owned(key);
         let entry = Arc::new(CacheEntry { key: key.clone(), handles: metrics.handles(&labels()) });
+        // The cache is bounded too: keys past twice the label cap (many keys can share one
+        // label set) are resolved each time and not kept.
+        if self.map.load().len() >= metrics.max_label_sets.saturating_mul(2) {
+            return entry;
+        }
         let mut next = hashbrown::HashMap::clone(&self.map.load());
         next.insert(key, entry.clone());
         self.map.store(Arc::new(next));

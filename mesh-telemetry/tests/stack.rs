@@ -133,11 +133,14 @@ async fn mesh() -> Mesh {
         Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &reviews_labels, Protocol::Http)));
     let server_stack = ServiceBuilder::new()
         .map_response(|r: Response<_>| r.map(mesh_core::body::boxed))
-        .layer(TelemetryLayer::new(
-            metrics.clone(),
-            Reporter::Destination,
-            WorkloadInfo::new("reviews-v1", "default", &reviews_labels, Some(id("bookinfo-reviews").to_string())),
-        ))
+        .layer(
+            TelemetryLayer::new(
+                metrics.clone(),
+                Reporter::Destination,
+                WorkloadInfo::new("reviews-v1", "default", &reviews_labels, Some(id("bookinfo-reviews").to_string())),
+            )
+            .with_service("reviews.default.svc.cluster.local"),
+        )
         .layer(AuthzLayer::new(policy, 9080).with_on_decision(metrics.proxy.authz_hook()))
         .service(app);
     tokio::spawn(server::serve(

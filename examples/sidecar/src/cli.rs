@@ -131,6 +131,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     pub(crate) trust_domain: String,
 
+    /// Most label sets each request metric family (`istio_requests_total` and its
+    /// histograms) holds; past it, requests are counted in one `overflow` series and in
+    /// `mesh_metric_label_overflow_total`.
+    #[arg(long, value_name = "N", default_value_t = mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS)]
+    pub(crate) max_label_sets: usize,
+
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,

@@ -109,7 +109,7 @@ pub(crate) struct Control {
     pub(crate) naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
     pub(crate) plaintext: Arc<ArcSwap<HashSet<SocketAddr>>>,
     /// The service (FQDN) this workload serves, for destination metrics of TCP connections.
-    pub(crate) inbound_service: ArcSwap<Option<String>>,
+    pub(crate) inbound_service: Arc<ArcSwap<Option<String>>>,
     /// Every port of the services selecting this workload is non-HTTP: inbound connections
     /// are spliced to the app as TCP.
     pub(crate) inbound_tcp: std::sync::atomic::AtomicBool,
@@ -195,7 +195,7 @@ impl Control {
             peer: ArcSwap::from_pointee(c.peer),
             naming: Arc::new(ArcSwap::from_pointee(c.naming)),
             plaintext: Arc::new(ArcSwap::from_pointee(c.plaintext)),
-            inbound_service: ArcSwap::from_pointee(c.inbound_service),
+            inbound_service: Arc::new(ArcSwap::from_pointee(c.inbound_service)),
             inbound_tcp: c.inbound_tcp.into(),
         })
     }

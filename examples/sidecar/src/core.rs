@@ -92,6 +92,8 @@ pub(crate) struct CoreOptions<'a> {
     /// The certificate from a cluster's CA, instead of issuing from `ca_dir`.
     pub(crate) remote: Option<&'a RemoteCert>,
     pub(crate) trust_domain: &'a str,
+    /// Cap of label sets per request metric family (`--max-label-sets`).
+    pub(crate) max_label_sets: usize,
 }
 
 /// A workload certificate obtained from a cluster's mesh CA, and how to renew it.
@@ -191,7 +193,7 @@ impl Core {
         control.follow(source.snapshots());
         tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
 
-        let metrics = Arc::new(MeshMetrics::new());
+        let metrics = Arc::new(MeshMetrics::new().with_max_label_sets(o.max_label_sets));
         metrics.proxy.follow_source(source.status());
 
         // Identity: a workload certificate from the cluster's CA, or from the machine's,
@@ -230,7 +232,18 @@ impl Core {
     pub(crate) fn telemetry(&self, reporter: Reporter, access_log: Option<&AccessLog>) -> TelemetryLayer {
         let me = &self.me;
         let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
-        let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info);
+        let control = self.control.clone();
+        // Peer metadata counts only when the registry runs that workload as that identity.
+        let check: mesh_telemetry::layer::PeerCheck = Arc::new(move |workload, namespace, id| {
+            control
+                .registry
+                .load()
+                .workload(namespace, workload)
+                .is_some_and(|w| w.service_account == id.service_account())
+        });
+        let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info)
+            .with_local_service(self.control.inbound_service.clone())
+            .with_peer_check(check);
         match access_log {
             Some(log) => layer.with_access_log(log.clone()),
             None => layer,

@@ -75,6 +75,7 @@ impl Embedded {
                 ca_dir: &o.ca_dir,
                 remote: None,
                 trust_domain: &o.trust_domain,
+                max_label_sets: mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS,
             },
             source,
         )?;

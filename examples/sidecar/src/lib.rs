@@ -220,6 +220,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             ca_dir: &args.ca_dir,
             remote: remote.as_ref(),
             trust_domain: &args.trust_domain,
+            max_label_sets: args.max_label_sets,
         },
         source,
     )?;

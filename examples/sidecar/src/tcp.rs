@@ -138,7 +138,9 @@ impl Outbound {
             destination_workload_namespace: endpoint.map_or_else(unknown, |e| e.namespace.to_string()),
             destination_principal: endpoint
                 .and_then(|e| Some((e, e.service_account.as_ref()?)))
-                .map_or_else(unknown, |(e, sa)| format!("spiffe://cluster.local/ns/{}/sa/{sa}", e.namespace)),
+                .map_or_else(unknown, |(e, sa)| {
+                    format!("spiffe://{}/ns/{}/sa/{sa}", me.identity.trust_domain(), e.namespace)
+                }),
             destination_service: cluster.service.to_string(),
             destination_service_name: short_name(&cluster.service),
             request_protocol: "tcp".into(),
