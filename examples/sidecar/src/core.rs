@@ -233,13 +233,18 @@ impl Core {
         let me = &self.me;
         let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
         let control = self.control.clone();
-        // Peer metadata counts only when the registry runs that workload as that identity.
+        // Peer metadata counts only when it fits the identity: a workload the registry knows
+        // must run as that service account, and an identity the registry's workloads use
+        // can claim only those workloads. Identities outside the registry (a gateway from
+        // another install) are taken at their namespace.
         let check: mesh_telemetry::layer::PeerCheck = Arc::new(move |workload, namespace, id| {
-            control
-                .registry
-                .load()
-                .workload(namespace, workload)
-                .is_some_and(|w| w.service_account == id.service_account())
+            let registry = control.registry.load();
+            match registry.workload(namespace, workload) {
+                Some(w) => w.service_account == id.service_account(),
+                None => {
+                    !registry.workloads().any(|w| w.namespace == namespace && w.service_account == id.service_account())
+                }
+            }
         });
         let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info)
             .with_local_service(self.control.inbound_service.clone())
