@@ -26,7 +26,15 @@
 //!   (`mutual_tls` or `none`). `response_code` is `0` when no response was sent;
 //!   `response_flags` is `-` when there are none.
 //! - The caller's workload reaches the callee in an `x-mesh-peer` header (Istio exchanges
-//!   the same metadata in `x-envoy-peer-metadata`); the callee strips it.
+//!   the same metadata in `x-envoy-peer-metadata`); the callee always strips it, and uses
+//!   it only from an mTLS peer whose identity it fits (same namespace, and the layer's
+//!   [`layer::PeerCheck`] if set); otherwise the source labels are `unknown`.
+//! - `destination_service` never comes from the Host header: the caller labels a request
+//!   without a route `unknown` (Istio #18821), the callee labels with its own service
+//!   (`with_local_service`, Istio #32726).
+//! - Label sets per request family are capped (`MeshMetrics::with_max_label_sets`, default
+//!   10,000); past it requests go to one `overflow` series per reporter and are counted in
+//!   `mesh_metric_label_overflow_total`.
 //! - `istio_request_bytes`/`istio_response_bytes` measure bodies, not wire bytes.
 //! - Access log lines follow Envoy's default format with the trace id appended.
 
