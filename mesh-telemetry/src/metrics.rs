@@ -161,6 +161,103 @@ pub struct ProxyMetrics {
     pub authz_decisions: Family<DecisionLabels, Counter>,
     /// Requests counted in the overflow label set because the request families were full.
     pub label_overflow: Counter,
+    /// Per-listener connection counters (Envoy's listener and connection manager stats).
+    pub listeners: ListenerFamilies,
+}
+
+/// Labels of the listener families: Envoy's `envoy_listener_address` (`127.0.0.1_15001`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// The listener's address, `IP_PORT`.
+    pub envoy_listener_address: String,
+}
+
+/// Labels of the HTTP connection manager families: Envoy's `envoy_http_conn_manager_prefix`
+/// (`outbound_127.0.0.1_15001`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HcmLabels {
+    /// `NAME_IP_PORT`.
+    pub envoy_http_conn_manager_prefix: String,
+}
+
+/// The connection families of every listener, under Envoy's names.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerFamilies {
+    cx_active: Family<ListenerLabels, Gauge>,
+    cx_overflow: Family<ListenerLabels, Counter>,
+    pre_cx_timeout: Family<ListenerLabels, Counter>,
+    accept_errors: Family<ListenerLabels, Counter>,
+    rq_header_timeout: Family<HcmLabels, Counter>,
+    cx_idle_timeout: Family<HcmLabels, Counter>,
+}
+
+/// The connection counters of one listener, resolved once when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerStats {
+    /// Connections open (`envoy_listener_downstream_cx_active`).
+    pub cx_active: Gauge,
+    /// Connections refused at the connection cap (`envoy_listener_downstream_cx_overflow`).
+    pub cx_overflow: Counter,
+    /// Connections closed because no first byte (or no TLS handshake) came in time
+    /// (`envoy_listener_downstream_pre_cx_timeout`).
+    pub pre_cx_timeout: Counter,
+    /// `accept` failures, out of file descriptors and the like (`mesh_listener_accept_errors`).
+    pub accept_errors: Counter,
+    /// Requests whose head did not arrive in time, answered 408
+    /// (`envoy_http_downstream_rq_header_timeout`).
+    pub rq_header_timeout: Counter,
+    /// Keep-alive connections closed for being idle (`envoy_http_downstream_cx_idle_timeout`).
+    pub cx_idle_timeout: Counter,
+}
+
+impl ListenerFamilies {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "envoy_listener_downstream_cx_active",
+            "Connections open on the listener",
+            self.cx_active.clone(),
+        );
+        registry.register(
+            "envoy_listener_downstream_cx_overflow",
+            "Connections refused because the listener held --max-connections",
+            self.cx_overflow.clone(),
+        );
+        registry.register(
+            "envoy_listener_downstream_pre_cx_timeout",
+            "Connections closed before their first byte or TLS handshake (--first-byte-timeout)",
+            self.pre_cx_timeout.clone(),
+        );
+        registry.register(
+            "mesh_listener_accept_errors",
+            "accept() failures (out of file descriptors and the like)",
+            self.accept_errors.clone(),
+        );
+        registry.register(
+            "envoy_http_downstream_rq_header_timeout",
+            "Requests answered 408 because their head did not arrive in --request-head-timeout",
+            self.rq_header_timeout.clone(),
+        );
+        registry.register(
+            "envoy_http_downstream_cx_idle_timeout",
+            "Keep-alive connections closed after --idle-timeout without a request",
+            self.cx_idle_timeout.clone(),
+        );
+    }
+
+    /// The counters of the listener `name` on `addr`.
+    pub fn listener(&self, name: &str, addr: std::net::SocketAddr) -> ListenerStats {
+        let address = format!("{}_{}", addr.ip(), addr.port());
+        let l = ListenerLabels { envoy_listener_address: address.clone() };
+        let h = HcmLabels { envoy_http_conn_manager_prefix: format!("{name}_{address}") };
+        ListenerStats {
+            cx_active: self.cx_active.get_or_create_owned(&l),
+            cx_overflow: self.cx_overflow.get_or_create_owned(&l),
+            pre_cx_timeout: self.pre_cx_timeout.get_or_create_owned(&l),
+            accept_errors: self.accept_errors.get_or_create_owned(&l),
+            rq_header_timeout: self.rq_header_timeout.get_or_create_owned(&h),
+            cx_idle_timeout: self.cx_idle_timeout.get_or_create_owned(&h),
+        }
+    }
 }
 
 impl ProxyMetrics {
@@ -341,6 +438,7 @@ impl MeshMetrics {
             "Requests counted in the overflow label set (the families held --max-label-sets label sets)",
             proxy.label_overflow.clone(),
         );
+        proxy.listeners.register(&mut registry);
         Self {
             registry,
             requests,

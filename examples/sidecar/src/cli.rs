@@ -146,6 +146,27 @@ pub(crate) struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
     pub(crate) max_request_bytes: u64,
 
+    /// Close a connection that sends no byte (or completes no TLS handshake) in this time
+    /// (`0s`: never); Envoy's `listener_filters_timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
+    pub(crate) first_byte_timeout: Duration,
+
+    /// Answer 408 and close when an HTTP/1.1 request head has not arrived in full this long
+    /// after its first byte (`0s`: never); Envoy's `request_headers_timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub(crate) request_head_timeout: Duration,
+
+    /// Close a keep-alive connection (HTTP/1.1, and HTTP/2 with GOAWAY) after this long
+    /// without an open request (`0s`: never); Envoy's `idle_timeout`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub(crate) idle_timeout: Duration,
+
+    /// Most connections each listener holds (across its worker threads); past it, new
+    /// connections are closed at once. By default a quarter of the file-descriptor limit,
+    /// which is raised at start to the hard limit.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+
     /// Access log: `text` (Envoy's default format), `json` or `off`.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub(crate) access_log: AccessLogFormat,
@@ -163,6 +184,19 @@ pub(crate) struct Args {
     /// Worker threads (Istio's proxy default is 2).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub(crate) concurrency: usize,
+}
+
+impl Args {
+    /// Every listener's limits, the connection cap derived from `fd_limit` unless given.
+    pub(crate) fn limits(&self, fd_limit: u64) -> crate::conn::Limits {
+        use crate::conn::{default_max_connections, timer};
+        crate::conn::Limits {
+            first_byte: timer(self.first_byte_timeout),
+            request_head: timer(self.request_head_timeout),
+            idle: timer(self.idle_timeout),
+            max_connections: self.max_connections.unwrap_or_else(|| default_max_connections(fd_limit)),
+        }
+    }
 }
 
 /// Access log formats.
@@ -223,9 +257,39 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.config, [PathBuf::from("a.yaml"), PathBuf::from("dir")]);
-        assert_eq!(a.workload_labels.unwrap().get("version").map(String::as_str), Some("v2"));
+        assert_eq!(a.workload_labels.as_ref().unwrap().get("version").map(String::as_str), Some("v2"));
         assert_eq!(a.endpoints, [("default".into(), "ratings-v1".into(), "127.0.0.1:9081".parse().unwrap())]);
         assert_eq!(a.drain_timeout, Duration::from_secs(5));
+        let limits = a.limits(1024);
+        assert_eq!(limits.first_byte, Some(crate::conn::Limits::FIRST_BYTE));
+        assert_eq!(limits.request_head, Some(crate::conn::Limits::REQUEST_HEAD));
+        assert_eq!(limits.idle, Some(crate::conn::Limits::IDLE));
+        assert_eq!(limits.max_connections, 240);
+    }
+
+    #[test]
+    fn connection_limits_are_flags() {
+        let a = Args::try_parse_from([
+            "mesh-sidecar",
+            "--config",
+            "a",
+            "--outbound",
+            "127.0.0.1:1",
+            "--first-byte-timeout",
+            "0s",
+            "--request-head-timeout",
+            "2s",
+            "--idle-timeout",
+            "90s",
+            "--max-connections",
+            "7",
+        ])
+        .unwrap();
+        let limits = a.limits(1 << 20);
+        assert_eq!(limits.first_byte, None);
+        assert_eq!(limits.request_head, Some(Duration::from_secs(2)));
+        assert_eq!(limits.idle, Some(Duration::from_secs(90)));
+        assert_eq!(limits.max_connections, 7);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
 use crate::{
     admin::{self, Admin, LogControl},
+    conn::{Gate, Limits},
     core::{Core, CoreOptions},
     guard::GuardLayer,
     inbound,
@@ -127,7 +128,8 @@ impl Embedded {
             authz,
             app,
         );
-        serve("inbound", listener, accept, svc, None, stop).await;
+        let gate = Gate::new("inbound", Limits::with_defaults(), &self.core.metrics.proxy.listeners);
+        serve("inbound", listener, accept, svc, None, gate, stop).await;
     }
 
     /// Serve the admin pages (`/stats/prometheus`, `/config_dump`, `/clusters`, `/ready`)
@@ -142,6 +144,7 @@ impl Embedded {
             ready: AtomicBool::new(true),
         });
         let svc = admin::service(admin);
-        serve("admin", listener, Accept::Plain, svc, None, stop).await;
+        let gate = Gate::new("admin", Limits::with_defaults(), &self.core.metrics.proxy.listeners);
+        serve("admin", listener, Accept::Plain, svc, None, gate, stop).await;
     }
 }

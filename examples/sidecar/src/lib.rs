@@ -13,6 +13,7 @@
 mod admin;
 mod cli;
 mod control;
+pub mod conn;
 mod core;
 pub mod embed;
 
@@ -177,6 +178,9 @@ async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task
 }
 
 async fn run(args: Args, log: LogControl) -> Result<(), String> {
+    let fd_limit = conn::raise_fd_limit();
+    let limits = args.limits(fd_limit);
+    tracing::debug!(fd_limit, ?limits, "connection limits");
     #[cfg(feature = "k8s")]
     let ca_task = match args.ca_listen {
         Some(addr) => Some(start_ca(&args, addr).await?),
@@ -226,6 +230,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     )?;
     let Core { source, control, metrics, store, roots, .. } = &core;
     let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
+    let gate = |name| conn::Gate::new(name, limits, &metrics.proxy.listeners);
     let stdout = |format| match args.access_log_flush_interval {
         d if d.is_zero() => AccessLog::stdout(format),
         d => AccessLog::stdout_every(format, d),
@@ -247,12 +252,13 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     let client = |route: RouteLayer| core.client(route, &connector, &balance);
     let workers = workers::Workers::start(args.concurrency)?;
     if let Some(addr) = args.outbound {
+        let gate = gate("outbound");
         let (bound, tasks) = workers
             .listen("outbound", addr, || {
                 let svc =
                     outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
-                let stop = stop.clone();
-                move |l| serve("outbound", l, Accept::Plain, svc, None, stop)
+                let (gate, stop) = (gate.clone(), stop.clone());
+                move |l| serve("outbound", l, Accept::Plain, svc, None, gate, stop)
             })
             .await?;
         announce("outbound", bound);
@@ -268,10 +274,11 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     });
     for f in &args.tcp {
         let name = format!("tcp {}:{}", f.host, f.port);
+        let gate = gate("tcp");
         let (bound, tasks) = workers
             .listen(&name, f.listen, || {
-                let (out, f, stop) = (tcp_out.clone(), f.clone(), stop.clone());
-                move |l| out.serve(l, f, stop)
+                let (out, f, gate, stop) = (tcp_out.clone(), f.clone(), gate.clone(), stop.clone());
+                move |l| out.serve(l, f, gate, stop)
             })
             .await?;
         announce(&name, bound);
@@ -284,6 +291,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
         for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
             let name = format!("gateway {}", plan.port);
+            let gate = gate("gateway");
             let accept = match &plan.tls {
                 Some(acceptor) => Accept::Mtls { acceptor: acceptor.clone(), mode: Arc::new(|| Mode::Strict) },
                 None => Accept::Plain,
@@ -298,8 +306,8 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
                     } else {
                         outbound::stack(guard, telemetry(Reporter::Source), client(route))
                     };
-                    let (accept, stop) = (accept.clone(), stop.clone());
-                    move |l| serve("gateway", l, accept, svc, None, stop)
+                    let (accept, gate, stop) = (accept.clone(), gate.clone(), stop.clone());
+                    move |l| serve("gateway", l, accept, svc, None, gate, stop)
                 })
                 .await?;
             announce(&name, bound);
@@ -322,13 +330,14 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
             splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
         };
+        let gate = gate("inbound");
         let (bound, tasks) = workers
             .listen("inbound", addr, || {
                 let authz =
                     AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
                 let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
-                let (accept, opaque, stop) = (accept.clone(), opaque.clone(), stop.clone());
-                move |l| serve("inbound", l, accept, svc, Some(opaque), stop)
+                let (accept, opaque, gate, stop) = (accept.clone(), opaque.clone(), gate.clone(), stop.clone());
+                move |l| serve("inbound", l, accept, svc, Some(opaque), gate, stop)
             })
             .await?;
         announce("inbound", bound);
@@ -355,6 +364,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
                 Accept::Plain,
                 admin::service(admin_state.clone()),
                 None,
+                gate("admin"),
                 admin_stop,
             )))
         }

@@ -1,14 +1,13 @@
 //! Listeners: accept (plaintext, or mTLS per the PeerAuthentication mode in force), serve
 //! HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) with bounded parsing, and drain on stop.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
 };
 use mesh_core::{BoxBody, BoxError, Identity};
 use mesh_mtls::{
@@ -17,6 +16,8 @@ use mesh_mtls::{
     server::WithConnection,
 };
 use tokio::{net::TcpListener, sync::watch};
+
+use crate::conn::{Backoff, Gate, serve_http, within};
 
 /// How connections are accepted.
 #[derive(Clone)]
@@ -41,14 +42,14 @@ pub(crate) struct Opaque {
 /// Request head limits: Envoy's defaults (60 KiB of headers, 100 headers).
 const MAX_HEADER_BYTES: usize = 60 * 1024;
 const MAX_HEADERS: usize = 100;
-/// A client that opens a connection and sends no complete head in this time is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // The head and idle timers are the connection's own (crate::conn): hyper's header
+    // read timeout would also close idle keep-alive connections, and without a 408.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES.max(8192))
         .max_headers(MAX_HEADERS);
     b.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
@@ -58,13 +59,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
 /// Serve `service` on `listener` until `stop` turns true; then stop accepting, let the
 /// open connections finish their in-flight requests (HTTP/1.1 closes after the current
 /// response, HTTP/2 sends GOAWAY) and return when all are done. The caller bounds the
-/// wait with the drain timeout.
+/// wait with the drain timeout. `gate` holds the listener's limits (shared by its
+/// workers): the connection cap, the first-byte, head and idle timers.
 pub(crate) async fn serve<S>(
     name: &'static str,
     listener: TcpListener,
     accept: Accept,
     service: S,
     opaque: Option<Opaque>,
+    gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<BoxBody>> + Clone + Send + Sync + 'static,
@@ -78,53 +81,78 @@ pub(crate) async fn serve<S>(
             return;
         }
     };
+    gate.bound(local);
     let builder = Arc::new(builder());
-    let graceful = GracefulShutdown::new();
-    let tcp_active = Arc::new(crate::tcp::Active::default());
+    let active = Arc::new(crate::tcp::Active::default());
+    let mut backoff = Backoff::default();
     loop {
         let (tcp, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(listener = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(gate.accept_failed(&e, &mut backoff)).await;
                     continue;
                 }
             },
             () = stopped(&mut stop) => break,
         };
+        // Over the cap: closed at once, so the descriptors of established clients and of
+        // the upstream pools are never starved.
+        let Some(permit) = gate.admit() else { continue };
         let _ = tcp.set_nodelay(true);
-        let (accept, service, builder) = (accept.clone(), service.clone(), builder.clone());
-        let watcher = graceful.watcher();
+        let (accept, service, builder, gate, stop) =
+            (accept.clone(), service.clone(), builder.clone(), gate.clone(), stop.clone());
         let opaque = opaque.clone().filter(|o| (o.when)());
-        let tcp_guard = opaque.as_ref().map(|_| tcp_active.enter());
+        let guard = active.enter();
         tokio::spawn(async move {
+            let _held = (guard, permit);
+            let first_byte = gate.limits().first_byte;
             let (io, peer) = match &accept {
                 Accept::Plain => (ServerIo::plain(tcp), None),
-                Accept::Mtls { acceptor, mode } => match acceptor.accept(tcp, mode()).await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::debug!(listener = name, %client, error = %e, "connection refused");
+                Accept::Mtls { acceptor, mode } => {
+                    let mode = mode();
+                    // Opaque TCP may be server-first: a client that sends nothing is
+                    // plaintext in PERMISSIVE mode (Envoy's continue_on_listener_filters_timeout).
+                    if opaque.is_some()
+                        && mode == Mode::Permissive
+                        && within(first_byte, tcp.peek(&mut [0u8; 1])).await.is_none()
+                    {
+                        if let Some(o) = &opaque {
+                            (o.splice)(ServerIo::plain(tcp), None).await;
+                        }
                         return;
                     }
-                },
+                    match within(first_byte, acceptor.accept(tcp, mode)).await {
+                        Some(Ok(accepted)) => accepted,
+                        Some(Err(e)) => {
+                            tracing::debug!(listener = name, %client, error = %e, "connection refused");
+                            return;
+                        }
+                        None => {
+                            gate.stats().pre_cx_timeout.inc();
+                            tracing::debug!(listener = name, %client, "no TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
             };
             if let Some(o) = opaque {
                 (o.splice)(io, peer).await;
-                drop(tcp_guard);
                 return;
             }
-            let svc = TowerToHyperService::new(WithConnection::new(service, peer, client, local));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let svc = WithConnection::new(service, peer, client, local);
+            if let Err(e) = serve_http(io, svc, &builder, &gate, stop).await {
                 tracing::debug!(listener = name, %client, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
     tracing::info!(listener = name, "draining");
-    tokio::join!(graceful.shutdown(), tcp_active.idle());
+    active.idle().await;
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -100,26 +100,35 @@ impl Outbound {
         self: Arc<Self>,
         listener: TcpListener,
         forward: Forward,
+        gate: Arc<crate::conn::Gate>,
         mut stop: watch::Receiver<bool>,
     ) {
+        if let Ok(local) = listener.local_addr() {
+            gate.bound(local);
+        }
         let active = Arc::new(Active::default());
+        let mut backoff = crate::conn::Backoff::default();
         loop {
             let (tcp, _) = tokio::select! {
                 a = listener.accept() => match a {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.reset();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "tcp accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(gate.accept_failed(&e, &mut backoff)).await;
                         continue;
                     }
                 },
                 () = crate::serve::stopped(&mut stop) => break,
             };
+            // The connection cap; no timers: a TCP protocol may be server-first or idle.
+            let Some(permit) = gate.admit() else { continue };
             let _ = tcp.set_nodelay(true);
             let (me, forward, guard) = (self.clone(), forward.clone(), active.enter());
             tokio::spawn(async move {
                 me.proxy(tcp, &forward).await;
-                drop(guard);
+                drop((guard, permit));
             });
         }
         drop(listener);

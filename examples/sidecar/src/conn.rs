@@ -1,0 +1,795 @@
+//! What one downstream connection may cost: every listener's connection cap, its accept
+//! backoff, and the timers of a connection that sends nothing or too slowly.
+//!
+//! | timer | default | on expiry | Envoy's counterpart |
+//! |---|---|---|---|
+//! | `--first-byte-timeout` | 15 s | close (the TLS handshake included) | `listener_filters_timeout`, `downstream_pre_cx_timeout` |
+//! | `--request-head-timeout` | 10 s | `408`, close (HTTP/1.1) | `request_headers_timeout`, `downstream_rq_header_timeout` |
+//! | `--idle-timeout` | 1 h | close; HTTP/2 with GOAWAY | `idle_timeout`, `downstream_cx_idle_timeout` |
+//!
+//! The head timer runs from a request's first byte to its last header line; the idle timer
+//! from the end of the last response while no request is open. Neither runs while a request
+//! is in flight or after a protocol upgrade (WebSocket, CONNECT): those are the routes'
+//! timeouts' business. The timers live in the connection's IO ([`Watched`]), so they cost
+//! one timer per connection and nothing per request but two atomic operations.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::task::AtomicWaker;
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use mesh_core::{BoxBody, BoxError};
+use mesh_telemetry::metrics::{ListenerFamilies, ListenerStats};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{Notify, watch},
+    time::{Instant, Sleep},
+};
+
+/// The per-listener limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Close a connection whose first byte (or TLS handshake) has not come in this time.
+    pub first_byte: Option<Duration>,
+    /// Answer 408 and close when a request head has not come in full this long after its
+    /// first byte (HTTP/1.1; HTTP/2 heads are bounded by the idle timer and frame limits).
+    pub request_head: Option<Duration>,
+    /// Close a keep-alive connection after this long without an open request.
+    pub idle: Option<Duration>,
+    /// Connections the listener holds at most (across its worker threads); past it a new
+    /// connection is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// `--first-byte-timeout`'s default (Envoy's `listener_filters_timeout`).
+    pub const FIRST_BYTE: Duration = Duration::from_secs(15);
+    /// `--request-head-timeout`'s default (Envoy's edge recommendation for
+    /// `request_headers_timeout`).
+    pub const REQUEST_HEAD: Duration = Duration::from_secs(10);
+    /// `--idle-timeout`'s default (Envoy's and Istio's `idle_timeout`).
+    pub const IDLE: Duration = Duration::from_secs(3600);
+
+    /// The defaults, the connection cap derived from the current file-descriptor limit.
+    pub fn with_defaults() -> Self {
+        Self {
+            first_byte: Some(Self::FIRST_BYTE),
+            request_head: Some(Self::REQUEST_HEAD),
+            idle: Some(Self::IDLE),
+            max_connections: default_max_connections(fd_limit()),
+        }
+    }
+}
+
+/// `0s` turns a timer off.
+pub(crate) fn timer(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// The default connection cap of a listener: a quarter of the file descriptors (each
+/// downstream connection may hold an upstream one too, and a sidecar has a few
+/// listeners), keeping 64 for config files, certificates and logs.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit.saturating_sub(64) / 4).unwrap_or(usize::MAX).max(16)
+}
+
+/// The soft `RLIMIT_NOFILE`.
+pub fn fd_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit, as Go's runtime does at start; the
+/// soft limit in force afterwards.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::debug!(?from, to = ?limit.maximum, "raised the file-descriptor limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+        }
+    }
+    fd_limit()
+}
+
+/// Logs a condition at most once per interval, with how often it happened since.
+#[derive(Debug, Default)]
+struct LogEvery {
+    last: Mutex<Option<Instant>>,
+    since: AtomicU64,
+}
+
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl LogEvery {
+    fn hit(&self, log: impl FnOnce(u64)) {
+        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| now.duration_since(t) >= LOG_INTERVAL) {
+            *last = Some(now);
+            self.since.fetch_sub(n, Ordering::Relaxed);
+            log(n);
+        }
+    }
+}
+
+/// One listener's cap, counters and logs, shared by its worker threads.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    name: &'static str,
+    limits: Limits,
+    active: AtomicUsize,
+    families: ListenerFamilies,
+    stats: OnceLock<ListenerStats>,
+    refused: LogEvery,
+    accept_failed: LogEvery,
+}
+
+/// A connection's place under the cap; dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct Permit(Arc<Gate>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats().cx_active.dec();
+    }
+}
+
+impl Gate {
+    pub(crate) fn new(name: &'static str, limits: Limits, families: &ListenerFamilies) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            limits,
+            active: AtomicUsize::new(0),
+            families: families.clone(),
+            stats: OnceLock::new(),
+            refused: LogEvery::default(),
+            accept_failed: LogEvery::default(),
+        })
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Resolve the counters once the listener's address is known (every worker's is the same).
+    pub(crate) fn bound(&self, local: SocketAddr) {
+        let _ = self.stats.get_or_init(|| self.families.listener(self.name, local));
+    }
+
+    pub(crate) fn stats(&self) -> &ListenerStats {
+        self.stats.get_or_init(ListenerStats::default)
+    }
+
+    /// A place for one more connection, or `None` at the cap (the caller closes it).
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Permit> {
+        let max = self.limits.max_connections;
+        let taken = self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
+        if taken.is_err() {
+            self.stats().cx_overflow.inc();
+            self.refused.hit(|n| {
+                tracing::warn!(listener = self.name, max, refused = n, "connection cap reached; refusing new connections")
+            });
+            return None;
+        }
+        self.stats().cx_active.inc();
+        Some(Permit(self.clone()))
+    }
+
+    /// `accept` failed: count and log it (once per interval); how long to wait before
+    /// accepting again.
+    pub(crate) fn accept_failed(&self, e: &io::Error, backoff: &mut Backoff) -> Duration {
+        self.stats().accept_errors.inc();
+        let wait = backoff.next();
+        self.accept_failed.hit(|n| {
+            tracing::warn!(listener = self.name, error = %e, failures = n, ?wait, "accept failed; backing off")
+        });
+        wait
+    }
+}
+
+/// Exponential backoff of a failing `accept`: 5 ms doubling to 1 s, reset by a success.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(Option<Duration>);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn next(&mut self) -> Duration {
+        let d = self.0.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.0 = Some(d);
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// Run `f` within `d` (or without limit); `None` if it did not finish.
+pub(crate) async fn within<F: Future>(d: Option<Duration>, f: F) -> Option<F::Output> {
+    match d {
+        Some(d) => tokio::time::timeout(d, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+/// What the service side tells the connection's timers.
+#[derive(Debug)]
+struct ConnState {
+    /// Requests whose response has not ended.
+    in_flight: AtomicUsize,
+    /// Requests whose head was complete (each bumps it once).
+    heads: AtomicU64,
+    /// A protocol upgrade took the connection: no timers any more.
+    upgraded: AtomicBool,
+    /// When the last request ended (or the connection opened).
+    idle_since: Mutex<Instant>,
+    /// The connection's reader, woken when the last open request ends to arm the idle timer.
+    reader: AtomicWaker,
+    /// The idle timer fired: the driver shuts the connection down gracefully.
+    close: Notify,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            heads: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            idle_since: Mutex::new(Instant::now()),
+            reader: AtomicWaker::new(),
+            close: Notify::new(),
+        }
+    }
+
+    fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One open request; dropped with its response body (or its future).
+#[derive(Debug)]
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    fn begin(conn: &Arc<ConnState>) -> Self {
+        conn.heads.fetch_add(1, Ordering::Relaxed);
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+            self.0.reader.wake();
+        }
+    }
+}
+
+/// The service wrapper that tells the timers when requests begin and end.
+#[derive(Clone, Debug)]
+struct Track<S> {
+    inner: S,
+    conn: Arc<ConnState>,
+}
+
+impl<S> tower::Service<Request<Incoming>> for Track<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<BoxBody>>,
+{
+    type Response = Response<Tracked<BoxBody>>;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let open = InFlight::begin(&self.conn);
+        TrackFuture { inner: self.inner.call(req), open: Some(open) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Track`]'s response future: the request stays open in the response body.
+    #[derive(Debug)]
+    struct TrackFuture<F> {
+        #[pin]
+        inner: F,
+        open: Option<InFlight>,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response<BoxBody>, E>>,
+{
+    type Output = Result<Response<Tracked<BoxBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.project();
+        let res = std::task::ready!(me.inner.poll(cx));
+        let open = me.open.take();
+        Poll::Ready(res.map(|r| {
+            if r.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(o) = &open
+            {
+                o.0.upgraded.store(true, Ordering::Relaxed);
+            }
+            r.map(|body| Tracked { body, _open: open })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request open until it is dropped.
+    #[derive(Debug)]
+    struct Tracked<B> {
+        #[pin]
+        body: B,
+        _open: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The answer to a request head that took too long.
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    FirstByte,
+    Head,
+    Idle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// Serving.
+    Open,
+    /// Writing the 408: bytes written so far.
+    Reply(usize),
+    /// Flushing and closing after the 408.
+    Shutdown,
+    /// Timed out: every read fails.
+    Closed,
+}
+
+/// A connection's IO with its timers: reads wait on the timer that is due, and expire it.
+#[derive(Debug)]
+struct Watched<IO> {
+    io: IO,
+    conn: Arc<ConnState>,
+    gate: Arc<Gate>,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+    opened: Instant,
+    seen: bool,
+    h2: bool,
+    /// The first byte of the head being read, and `heads` then.
+    head: Option<(Instant, u64)>,
+    /// A write is unfinished: a 408 would interleave with it, so a head timeout only closes.
+    write_pending: bool,
+    idle_fired: bool,
+    ending: Ending,
+}
+
+impl<IO> Watched<IO> {
+    fn new(io: IO, conn: Arc<ConnState>, gate: Arc<Gate>) -> Self {
+        let now = Instant::now();
+        Self {
+            io,
+            conn,
+            gate,
+            sleep: Box::pin(tokio::time::sleep_until(now)),
+            armed: None,
+            opened: now,
+            seen: false,
+            h2: false,
+            head: None,
+            write_pending: false,
+            idle_fired: false,
+            ending: Ending::Open,
+        }
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8]) {
+        if !self.seen {
+            self.seen = true;
+            self.h2 = bytes.starts_with(b"PRI ");
+        }
+        if self.conn.in_flight.load(Ordering::Relaxed) == 0 {
+            let heads = self.conn.heads.load(Ordering::Relaxed);
+            if self.head.is_none_or(|(_, h)| h != heads) {
+                self.head = Some((Instant::now(), heads));
+            }
+        }
+    }
+
+    /// The timer due now, if any.
+    fn due(&self) -> Option<(Instant, Due)> {
+        let limits = self.gate.limits();
+        if self.conn.upgraded.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !self.seen {
+            return limits.first_byte.map(|d| (self.opened + d, Due::FirstByte));
+        }
+        if self.conn.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        if !self.h2
+            && let Some((since, heads)) = self.head
+            && heads == self.conn.heads.load(Ordering::Relaxed)
+        {
+            return limits.request_head.map(|d| (since + d, Due::Head));
+        }
+        if self.idle_fired {
+            return None;
+        }
+        limits.idle.map(|d| (self.conn.idle_since() + d, Due::Idle))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> Watched<IO> {
+    /// Write the 408, flush and shut down; then fail the read that hyper waits on.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match self.ending {
+                Ending::Open | Ending::Closed => break,
+                Ending::Reply(at) if at < REQUEST_TIMEOUT.len() => {
+                    match Pin::new(&mut self.io).poll_write(cx, &REQUEST_TIMEOUT[at..]) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(n)) if n > 0 => self.ending = Ending::Reply(at + n),
+                        Poll::Ready(_) => self.ending = Ending::Closed,
+                    }
+                }
+                Ending::Reply(_) => self.ending = Ending::Shutdown,
+                Ending::Shutdown => {
+                    if Pin::new(&mut self.io).poll_shutdown(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.ending = Ending::Closed;
+                }
+            }
+        }
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out")))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if me.ending != Ending::Open {
+            return me.poll_end(cx);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut me.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let bytes = &buf.filled()[before..];
+                    me.on_bytes(bytes);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        me.conn.reader.register(cx.waker());
+        let Some((deadline, due)) = me.due() else { return Poll::Pending };
+        if me.armed != Some(deadline) {
+            me.sleep.as_mut().reset(deadline);
+            me.armed = Some(deadline);
+        }
+        if me.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        me.armed = None;
+        let stats = me.gate.stats();
+        match due {
+            Due::FirstByte => {
+                stats.pre_cx_timeout.inc();
+                me.ending = Ending::Closed;
+            }
+            Due::Head => {
+                stats.rq_header_timeout.inc();
+                me.ending = if me.write_pending { Ending::Closed } else { Ending::Reply(0) };
+            }
+            Due::Idle => {
+                stats.cx_idle_timeout.inc();
+                me.idle_fired = true;
+                me.conn.close.notify_one();
+                return Poll::Pending;
+            }
+        }
+        me.poll_end(cx)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        me.write_pending = !matches!(r, Poll::Ready(Ok(n)) if n == buf.len());
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        me.write_pending = !matches!(r, Poll::Ready(Ok(n)) if n == len);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_flush(cx);
+        me.write_pending = r.is_pending();
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Serve HTTP/1.1 or HTTP/2 on `io` with the listener's timers until the connection ends;
+/// `stop` (or the idle timer) closes it gracefully: HTTP/1.1 after the current response,
+/// HTTP/2 with GOAWAY.
+pub(crate) async fn serve_http<IO, S>(
+    io: IO,
+    service: S,
+    builder: &auto::Builder<TokioExecutor>,
+    gate: &Arc<Gate>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<BoxBody>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    let conn = Arc::new(ConnState::new());
+    let io = Watched::new(io, conn.clone(), gate.clone());
+    let svc = TowerToHyperService::new(Track { inner: service, conn: conn.clone() });
+    let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(serving);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = serving.as_mut() => return done,
+            () = conn.close.notified(), if !closing => {
+                closing = true;
+                serving.as_mut().graceful_shutdown();
+            }
+            () = crate::serve::stopped(&mut stop), if !closing => {
+                closing = true;
+                serving.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    fn limits() -> Limits {
+        Limits {
+            first_byte: Some(Duration::from_secs(15)),
+            request_head: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+            max_connections: 2,
+        }
+    }
+
+    fn gate(limits: Limits) -> (Arc<Gate>, mesh_telemetry::metrics::MeshMetrics) {
+        let metrics = mesh_telemetry::metrics::MeshMetrics::new();
+        let gate = Gate::new("test", limits, &metrics.proxy.listeners);
+        gate.bound("127.0.0.1:1".parse().unwrap());
+        (gate, metrics)
+    }
+
+    /// A server that answers `/slow` after 5 minutes and everything else at once.
+    fn spawn(limits: Limits) -> (DuplexStream, Arc<Gate>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let (gate, _metrics) = gate(limits);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (stop_tx, stop) = watch::channel(false);
+        let svc = tower::service_fn(answer);
+        let g = gate.clone();
+        let task = tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let _ = serve_http(server, svc, &builder, &g, stop).await;
+        });
+        (client, gate, stop_tx, task)
+    }
+
+    async fn answer(req: Request<Incoming>) -> Result<Response<BoxBody>, std::convert::Infallible> {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+        }
+        Ok(Response::new(mesh_core::body::full("ok")))
+    }
+
+    async fn read_all(c: &mut DuplexStream) -> String {
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Read one response to a `content-length: 2` body.
+    async fn read_response(c: &mut DuplexStream) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !out.ends_with(b"ok") {
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_closed_at_the_first_byte_timeout() {
+        let (mut c, gate, _stop, task) = spawn(limits());
+        let start = Instant::now();
+        assert_eq!(read_all(&mut c).await, "");
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        task.await.unwrap();
+        assert_eq!(gate.stats().pre_cx_timeout.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dripped_head_gets_408_at_the_head_timeout() {
+        let (mut c, gate, _stop, task) = spawn(limits());
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await.unwrap();
+        let start = Instant::now();
+        let got = read_all(&mut c).await;
+        assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got}");
+        assert!(got.contains("connection: close"), "{got}");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        task.await.unwrap();
+        assert_eq!(gate.stats().rq_header_timeout.get(), 1);
+        assert_eq!(gate.stats().pre_cx_timeout.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_connections_close_when_idle_and_not_before() {
+        let (mut c, gate, _stop, task) = spawn(limits());
+        c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        assert!(read_response(&mut c).await.starts_with("HTTP/1.1 200"));
+        // 59 s idle: still open, and the head timer does not count idle time.
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        assert!(read_response(&mut c).await.starts_with("HTTP/1.1 200"));
+        let start = Instant::now();
+        assert_eq!(read_all(&mut c).await, "");
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        task.await.unwrap();
+        assert_eq!(gate.stats().cx_idle_timeout.get(), 1);
+        assert_eq!(gate.stats().rq_header_timeout.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_timer_runs_while_a_request_is_in_flight() {
+        let (mut c, gate, _stop, _task) = spawn(limits());
+        c.write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let start = Instant::now();
+        assert!(read_response(&mut c).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(start.elapsed(), Duration::from_secs(300));
+        let s = gate.stats();
+        assert_eq!((s.cx_idle_timeout.get(), s.rq_header_timeout.get(), s.pre_cx_timeout.get()), (0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_can_be_turned_off() {
+        let (mut c, gate, stop, task) =
+            spawn(Limits { first_byte: None, request_head: None, idle: None, ..limits() });
+        tokio::time::sleep(Duration::from_secs(7200)).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        assert!(read_response(&mut c).await.starts_with("HTTP/1.1 200"));
+        // Stopping closes the idle connection gracefully.
+        stop.send(true).unwrap();
+        assert_eq!(read_all(&mut c).await, "");
+        task.await.unwrap();
+        assert_eq!(gate.stats().cx_idle_timeout.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_http2_connections_get_goaway() {
+        let (c, gate, _stop, task) = spawn(limits());
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(c)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get("http://a/").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), StatusCode::OK);
+        let start = Instant::now();
+        conn.await.unwrap().unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        task.await.unwrap();
+        assert_eq!(gate.stats().cx_idle_timeout.get(), 1);
+        // The server's first-byte and head timers never applied to the HTTP/2 connection.
+        assert_eq!(gate.stats().rq_header_timeout.get(), 0);
+    }
+
+    #[test]
+    fn the_cap_refuses_past_max_and_frees_on_drop() {
+        let (gate, _m) = gate(limits());
+        let a = gate.admit().unwrap();
+        let _b = gate.admit().unwrap();
+        assert!(gate.admit().is_none());
+        assert_eq!(gate.stats().cx_overflow.get(), 1);
+        assert_eq!(gate.stats().cx_active.get(), 2);
+        drop(a);
+        assert!(gate.admit().is_some());
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut b = Backoff::default();
+        let waits: Vec<_> = (0..10).map(|_| b.next()).collect();
+        assert_eq!(waits[0], Duration::from_millis(5));
+        assert_eq!(waits[1], Duration::from_millis(10));
+        assert_eq!(waits[9], Duration::from_secs(1));
+        b.reset();
+        assert_eq!(b.next(), Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_default_cap_is_a_quarter_of_the_descriptors() {
+        assert_eq!(default_max_connections(1024), 240);
+        assert_eq!(default_max_connections(100), 16);
+        assert_eq!(default_max_connections(u64::MAX), usize::try_from((u64::MAX - 64) / 4).unwrap_or(usize::MAX));
+    }
+}
