@@ -35,6 +35,8 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use mesh_core::{BoxBody, BoxError};
+
+use crate::framing::Framing;
 use mesh_telemetry::metrics::{ListenerFamilies, ListenerStats};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -244,6 +246,9 @@ struct ConnState {
     heads: AtomicU64,
     /// A protocol upgrade took the connection: no timers any more.
     upgraded: AtomicBool,
+    /// 1 + the ordinal of a request whose head had both `Content-Length` and
+    /// `Transfer-Encoding` (crate::framing); 0: none.
+    ambiguous: AtomicU64,
     /// When the last request ended (or the connection opened).
     idle_since: Mutex<Instant>,
     /// The connection's reader, woken when the last open request ends to arm the idle timer.
@@ -258,6 +263,7 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             heads: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            ambiguous: AtomicU64::new(0),
             idle_since: Mutex::new(Instant::now()),
             reader: AtomicWaker::new(),
             close: Notify::new(),
@@ -274,12 +280,18 @@ impl ConnState {
 struct InFlight(Arc<ConnState>);
 
 impl InFlight {
-    fn begin(conn: &Arc<ConnState>) -> Self {
-        conn.heads.fetch_add(1, Ordering::Relaxed);
+    /// The request's ordinal on the connection, and its guard.
+    fn begin(conn: &Arc<ConnState>) -> (u64, Self) {
+        let ordinal = conn.heads.fetch_add(1, Ordering::Relaxed);
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(conn.clone())
+        (ordinal, Self(conn.clone()))
     }
 }
+
+/// A request extension: the head had both `Content-Length` and `Transfer-Encoding`, which
+/// hyper reads as chunked and hides; the edge answers 400 (crate::guard).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AmbiguousLength;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -309,8 +321,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let open = InFlight::begin(&self.conn);
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let (ordinal, open) = InFlight::begin(&self.conn);
+        if self.conn.ambiguous.load(Ordering::Relaxed) == ordinal + 1 {
+            req.extensions_mut().insert(AmbiguousLength);
+        }
         TrackFuture { inner: self.inner.call(req), open: Some(open) }
     }
 }
@@ -406,6 +421,8 @@ struct Watched<IO> {
     opened: Instant,
     seen: bool,
     h2: bool,
+    /// HTTP/1.1: where each request head starts.
+    framing: Option<Framing>,
     /// The first byte of the head being read, and `heads` then.
     head: Option<(Instant, u64)>,
     /// A write is unfinished: a 408 would interleave with it, so a head timeout only closes.
@@ -426,6 +443,7 @@ impl<IO> Watched<IO> {
             opened: now,
             seen: false,
             h2: false,
+            framing: None,
             head: None,
             write_pending: false,
             idle_fired: false,
@@ -437,6 +455,14 @@ impl<IO> Watched<IO> {
         if !self.seen {
             self.seen = true;
             self.h2 = bytes.starts_with(b"PRI ");
+            if !self.h2 {
+                self.framing = Some(Framing::new(crate::serve::MAX_HEADER_BYTES));
+            }
+        }
+        if let Some(framing) = &mut self.framing
+            && let Some(ordinal) = framing.feed(bytes)
+        {
+            self.conn.ambiguous.store(ordinal + 1, Ordering::Relaxed);
         }
         if self.conn.in_flight.load(Ordering::Relaxed) == 0 {
             let heads = self.conn.heads.load(Ordering::Relaxed);

@@ -7,9 +7,10 @@
 //!
 //! hyper itself answers 400 to malformed heads, conflicting `Content-Length`s and unknown
 //! transfer codings, and 431 to heads over the limit. A request with both
-//! `Content-Length` and `Transfer-Encoding: chunked` is read as chunked, forwarded without
-//! the `Content-Length` and its connection closed after the response (RFC 9112 §6.1), so
-//! nothing smuggled behind it is served; Envoy answers 400 instead.
+//! `Content-Length` and `Transfer-Encoding` gets 400 and its connection is closed, as Envoy
+//! does by default (`allow_chunked_length: false`): hyper would read it as chunked and drop
+//! the `Content-Length` from the head, so the connection's bytes are followed to tell
+//! (crate::framing, marked by crate::conn).
 
 use std::{
     future::Future,
@@ -27,6 +28,8 @@ use mesh_core::{
 };
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+
+use crate::conn::AmbiguousLength;
 
 /// Adds [`Guard`] with a request body limit (`0`: none).
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +63,9 @@ fn refuse(status: StatusCode, why: &'static str) -> Response<BoxBody> {
 /// The reason to refuse a request, if any.
 fn check(req: &Request<Incoming>, max_body: u64) -> Option<Response<BoxBody>> {
     let h = req.headers();
+    if req.extensions().get::<AmbiguousLength>().is_some() {
+        return Some(refuse(StatusCode::BAD_REQUEST, "bad request: both Content-Length and Transfer-Encoding\n"));
+    }
     if h.get_all(header::HOST).iter().nth(1).is_some() {
         return Some(refuse(StatusCode::BAD_REQUEST, "bad request: more than one Host header\n"));
     }

@@ -18,6 +18,7 @@ mod core;
 pub mod embed;
 
 pub use cli::parse_endpoint;
+mod framing;
 mod gateway;
 mod guard;
 mod inbound;

@@ -40,7 +40,7 @@ pub(crate) struct Opaque {
 }
 
 /// Request head limits: Envoy's defaults (60 KiB of headers, 100 headers).
-const MAX_HEADER_BYTES: usize = 60 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 60 * 1024;
 const MAX_HEADERS: usize = 100;
 
 fn builder() -> auto::Builder<TokioExecutor> {

@@ -155,6 +155,13 @@ async fn ingress_over_http_https_and_mutual_tls_with_curl() {
     let r = get(http, "anything.example:80", "/productpage").await;
     assert_eq!((r.status, r.body.as_str()), (200, "productpage"), "{r:?}");
     assert_eq!(get(http, "anything.example", "/other").await.status, 404, "no route: 404 NR");
+    // Both framings in one head: 400 and closed at the gateway as at every listener.
+    let both = raw(
+        http,
+        b"POST /productpage HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(both.starts_with("HTTP/1.1 400") && both.contains("connection: close"), "{both}");
 
     // SIMPLE TLS, as the secure gateways task checks it.
     let https = gw.gateway[&443];
