@@ -88,6 +88,8 @@ pub struct Spec<'a> {
     pub in_cluster: Option<(PathBuf, SocketAddr)>,
     /// `--ca-dir` other than the mesh's.
     pub ca_dir: Option<PathBuf>,
+    /// Start under this descriptor limit (soft and hard, `ulimit -n`).
+    pub fd_limit: Option<u64>,
 }
 
 impl<'a> Spec<'a> {
@@ -103,6 +105,7 @@ impl<'a> Spec<'a> {
             ca_only: false,
             ca_dir: None,
             in_cluster: None,
+            fd_limit: None,
         }
     }
 
@@ -168,7 +171,15 @@ impl Sidecar {
                 cmd
             }
             None => {
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"));
+                let mut cmd = match spec.fd_limit {
+                    Some(n) => {
+                        let mut cmd = Command::new("sh");
+                        cmd.args(["-c", &format!("ulimit -n {n} && exec \"$@\""), "sh"])
+                            .arg(env!("CARGO_BIN_EXE_mesh-sidecar"));
+                        cmd
+                    }
+                    None => Command::new(env!("CARGO_BIN_EXE_mesh-sidecar")),
+                };
                 match &spec.kubeconfig {
                     Some(k) => {
                         cmd.arg("--kube").env("KUBECONFIG", k);

@@ -1,0 +1,171 @@
+//! Clients that send nothing: a flood of zero-byte connections against a sidecar started
+//! under a low descriptor limit (600, as `ulimit -n 600`), the limit the issue's probe used.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpStream;
+
+const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: productpage-v1}
+spec:
+  selector: {matchLabels: {app: productpage, version: v1}}
+  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {containers: [{name: p}]}}
+"#;
+
+const FLOOD: usize = 700;
+
+/// A keep-alive HTTP/1.1 client on one connection.
+struct Client(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        Self(send)
+    }
+
+    async fn get(&mut self) -> Result<u16, String> {
+        self.0.ready().await.map_err(|e| e.to_string())?;
+        let req = Request::get("/reviews/0").header("host", "reviews:9080").body(Empty::new()).unwrap();
+        let rsp = self.0.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = rsp.status().as_u16();
+        rsp.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+}
+
+/// A new client's request, failing rather than waiting past `limit`.
+async fn fresh(addr: std::net::SocketAddr, limit: Duration) -> Result<u16, String> {
+    tokio::time::timeout(limit, async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get("/reviews/0").header("host", "reviews:9080").body(Empty::<Bytes>::new()).unwrap();
+        let rsp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok(rsp.status().as_u16())
+    })
+    .await
+    .map_err(|_| "timed out".to_string())?
+}
+
+/// `FLOOD` connections that never send a byte.
+async fn flood(addr: std::net::SocketAddr) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => held.push(tcp),
+            // The backlog is full: the flood has made its point.
+            _ => break,
+        }
+    }
+    held
+}
+
+fn counter(text: &str, name: &str, listener: &str) -> f64 {
+    let addr = listener.replace(':', "_");
+    total(text, name, &[("envoy_listener_address", &addr)])
+}
+
+fn accept_warnings(s: &Sidecar) -> usize {
+    s.log.lock().unwrap().iter().filter(|l| l.contains("accept failed")).count()
+}
+
+/// The default cap (a quarter of 600 descriptors): past it new connections are refused at
+/// once, the established client keeps being served, and as soon as the silent connections
+/// time out new clients are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_byte_flood_under_a_low_fd_limit_starves_no_one() {
+    let mesh = Mesh::new(&[("services.yaml", CONFIG)]);
+    let app = App::named("reviews-v1").await;
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let mut spec = Spec::client("app=productpage,version=v1")
+        .endpoint("reviews-v1", v1.inbound())
+        .arg("--first-byte-timeout")
+        .arg("1s");
+    spec.fd_limit = Some(600);
+    let pp = Sidecar::start(&mesh, spec);
+    let out = pp.outbound();
+    let mut client = Client::connect(out).await;
+    assert_eq!(client.get().await, Ok(200));
+
+    let held = flood(out).await;
+    assert!(held.len() > 300, "the flood opened {} connections", held.len());
+    // Served throughout, on its own connection, while the flood holds.
+    for _ in 0..20 {
+        assert_eq!(client.get().await, Ok(200));
+    }
+    // Refused at once past the cap, not left waiting: fail fast or get served.
+    let during = fresh(out, Duration::from_secs(5)).await;
+    assert!(during != Err("timed out".into()), "a new client must not hang: {during:?}");
+    // The silent ones time out after 1 s; new clients get in again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("a new client to be served during the flood", async || {
+        fresh(out, Duration::from_secs(2)).await == Ok(200)
+    })
+    .await;
+    assert_eq!(client.get().await, Ok(200));
+
+    let stats = pp.admin_get("/stats/prometheus").await.body;
+    let overflow = counter(&stats, "envoy_listener_downstream_cx_overflow_total", &out.to_string());
+    let timeouts = counter(&stats, "envoy_listener_downstream_pre_cx_timeout_total", &out.to_string());
+    assert!(overflow >= 100.0, "overflow {overflow}\n{stats}");
+    assert!(timeouts >= 100.0, "pre_cx_timeout {timeouts}\n{stats}");
+    assert_eq!(accept_warnings(&pp), 0, "the cap keeps accept from failing");
+    let refused = pp.log.lock().unwrap().iter().filter(|l| l.contains("connection cap reached")).count();
+    assert!((1..=2).contains(&refused), "overflow is logged once per interval, got {refused} lines");
+    drop(held);
+}
+
+/// A cap above the descriptor limit: `accept` fails (EMFILE), the listener backs off and says
+/// so once per interval with a counter, and serves again once the silent connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_accept_fails_the_listener_backs_off_and_recovers() {
+    let mesh = Mesh::new(&[("services.yaml", CONFIG)]);
+    let app = App::named("reviews-v1").await;
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
+    let mut spec = Spec::client("app=productpage,version=v1")
+        .endpoint("reviews-v1", v1.inbound())
+        .arg("--first-byte-timeout")
+        .arg("1s")
+        .arg("--max-connections")
+        .arg("100000");
+    spec.fd_limit = Some(600);
+    let pp = Sidecar::start(&mesh, spec);
+    let out = pp.outbound();
+    let held = flood(out).await;
+    assert!(held.len() > 300, "the flood opened {} connections", held.len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("a new client to be served after the silent connections closed", async || {
+        fresh(out, Duration::from_secs(3)).await == Ok(200)
+    })
+    .await;
+    let stats = pp.admin_get("/stats/prometheus").await.body;
+    let errors = counter(&stats, "mesh_listener_accept_errors_total", &out.to_string());
+    assert!(errors >= 1.0, "accept errors {errors}\n{stats}");
+    let warnings = accept_warnings(&pp);
+    assert!((1..=2).contains(&warnings), "accept failures are logged once per interval, got {warnings} lines");
+    drop(held);
+}
