@@ -169,3 +169,101 @@ async fn when_accept_fails_the_listener_backs_off_and_recovers() {
     assert!((1..=2).contains(&warnings), "accept failures are logged once per interval, got {warnings} lines");
     drop(held);
 }
+
+const OUTLIER: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-outlier}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+"#;
+
+/// Three replicas of reviews behind their sidecars, a client sidecar, `LOOPS` keep-alive
+/// clients in a loop; one replica's sidecar is killed (SIGKILL) after a second. Returns the
+/// requests sent after the kill and how many of them got 200, with the failures' statuses.
+async fn kill_one_of_three(files: &[(&str, &str)]) -> (usize, usize, Vec<String>) {
+    let (sent, ok, failed, retries) = kill_one_of_three_retries(files).await;
+    assert!(retries >= 1.0, "the kill must have cost retries (else it tested nothing)");
+    (sent, ok, failed)
+}
+
+async fn kill_one_of_three_retries(files: &[(&str, &str)]) -> (usize, usize, Vec<String>, f64) {
+    const LOOPS: usize = 8;
+    let mesh = Mesh::new(files);
+    let mut apps = Vec::new();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let app = App::named("reviews-v1").await;
+        replicas.push(Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr)));
+        apps.push(app);
+    }
+    let mut spec = Spec::client("app=productpage,version=v1");
+    for r in &replicas {
+        spec = spec.endpoint("reviews-v1", r.inbound());
+    }
+    let pp = Sidecar::start(&mesh, spec);
+    let out = pp.outbound();
+    let killed_at = std::sync::Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
+    let stop = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut loops = Vec::new();
+    for _ in 0..LOOPS {
+        let killed_at = killed_at.clone();
+        loops.push(tokio::spawn(async move {
+            let mut client = Client::connect(out).await;
+            let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
+            while tokio::time::Instant::now() < stop {
+                let after = killed_at.get().is_some();
+                let r = client.get().await;
+                if after {
+                    sent += 1;
+                    match r {
+                        Ok(200) => ok += 1,
+                        Ok(s) => failed.push(s.to_string()),
+                        Err(e) => {
+                            failed.push(e);
+                            client = Client::connect(out).await;
+                        }
+                    }
+                }
+            }
+            (sent, ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    replicas[0].kill();
+    killed_at.set(tokio::time::Instant::now()).unwrap();
+    let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
+    for l in loops {
+        let (s, o, f) = l.await.unwrap();
+        sent += s;
+        ok += o;
+        failed.extend(f);
+    }
+    let stats = pp.admin_get("/stats/prometheus").await.body;
+    let retries = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("mesh_upstream_retries_total ")?.parse().ok())
+        .unwrap_or(0.0);
+    (sent, ok, failed, retries)
+}
+
+/// Istio's default retry policy and nothing else: connect failures to the dead replica are
+/// retried on another host, unlimited by a budget (Istio sets none unless asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_costs_under_a_thousandth_of_requests() {
+    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG)]).await;
+    eprintln!("after the kill: {ok} of {sent} succeeded; failures: {failed:?}");
+    assert!(sent > 500, "only {sent} requests after the kill");
+    assert!(ok * 1000 >= sent * 999, "{ok} of {sent} succeeded; failures: {failed:?}");
+}
+
+/// With outlier detection the dead replica is also ejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_with_outlier_detection_costs_under_a_ten_thousandth() {
+    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG), ("outlier.yaml", OUTLIER)]).await;
+    eprintln!("after the kill: {ok} of {sent} succeeded; failures: {failed:?}");
+    assert!(sent > 500, "only {sent} requests after the kill");
+    assert!(ok * 10_000 >= sent * 9_999, "{ok} of {sent} succeeded; failures: {failed:?}");
+}

@@ -288,6 +288,12 @@ impl Sidecar {
         assert!(status.success());
     }
 
+    /// SIGKILL, as a pod dies: no drain, connections reset.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Wait for the process to exit (up to `limit`).
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         for _ in 0..limit.as_millis().div_ceil(20) {
