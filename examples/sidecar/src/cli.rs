@@ -137,6 +137,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", default_value_t = mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS)]
     pub(crate) max_label_sets: usize,
 
+    /// Lifetime of this workload's certificate (Istio's `SECRET_TTL`, 24h); it is re-issued
+    /// after two thirds of it, new connections get the new one, open ones keep theirs.
+    #[arg(long, value_name = "DURATION", value_parser = parse_cert_ttl, default_value = "24h")]
+    pub(crate) cert_ttl: Duration,
+
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub(crate) drain_timeout: Duration,
@@ -227,6 +232,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}`: {e}"))
 }
 
+/// A certificate lifetime: at least a second (it is re-issued after two thirds of it).
+fn parse_cert_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}`: a certificate must live at least 1s"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +274,7 @@ mod tests {
         assert_eq!(a.workload_labels.as_ref().unwrap().get("version").map(String::as_str), Some("v2"));
         assert_eq!(a.endpoints, [("default".into(), "ratings-v1".into(), "127.0.0.1:9081".parse().unwrap())]);
         assert_eq!(a.drain_timeout, Duration::from_secs(5));
+        assert_eq!(a.cert_ttl, Duration::from_secs(24 * 3600));
         let limits = a.limits(1024);
         assert_eq!(limits.first_byte, Some(crate::conn::Limits::FIRST_BYTE));
         assert_eq!(limits.request_head, Some(crate::conn::Limits::REQUEST_HEAD));

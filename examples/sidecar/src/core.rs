@@ -35,7 +35,8 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::control::{Control, Me};
 
-/// Workload certificates live a day and are re-issued after two thirds of it.
+/// Workload certificates live a day (Istio's `SECRET_TTL`) and are re-issued after two
+/// thirds of their life; `--cert-ttl` sets it.
 pub(crate) const CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the config comes from.
@@ -94,6 +95,9 @@ pub(crate) struct CoreOptions<'a> {
     pub(crate) trust_domain: &'a str,
     /// Cap of label sets per request metric family (`--max-label-sets`).
     pub(crate) max_label_sets: usize,
+    /// Lifetime of the workload certificates issued from `ca_dir` or renewed from a
+    /// cluster's CA (`--cert-ttl`); each is re-issued after two thirds of it.
+    pub(crate) cert_ttl: Duration,
 }
 
 /// A workload certificate obtained from a cluster's mesh CA, and how to renew it.
@@ -209,16 +213,16 @@ impl Core {
                         me.identity
                     ));
                 }
-                remote.ca.clone().rotate(&store, CERT_TTL);
+                remote.ca.clone().rotate(&store, o.cert_ttl);
                 (store, remote.roots.clone())
             }
             None => {
                 let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
                     .map_err(|e| format!("mesh CA in {}: {e}", o.ca_dir.display()))?;
-                let cert = ca.issue(&me.identity, CERT_TTL).map_err(|e| format!("issuing {}: {e}", me.identity))?;
+                let cert = ca.issue(&me.identity, o.cert_ttl).map_err(|e| format!("issuing {}: {e}", me.identity))?;
                 let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
                 let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
-                store.rotate_from(Arc::new(ca), me.identity.clone(), CERT_TTL);
+                store.rotate_from(Arc::new(ca), me.identity.clone(), o.cert_ttl);
                 (store, roots)
             }
         };

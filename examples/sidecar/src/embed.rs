@@ -77,6 +77,7 @@ impl Embedded {
                 remote: None,
                 trust_domain: &o.trust_domain,
                 max_label_sets: mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS,
+                cert_ttl: crate::core::CERT_TTL,
             },
             source,
         )?;

@@ -226,6 +226,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             remote: remote.as_ref(),
             trust_domain: &args.trust_domain,
             max_label_sets: args.max_label_sets,
+            cert_ttl: args.cert_ttl,
         },
         source,
     )?;
