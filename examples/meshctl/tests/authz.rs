@@ -99,3 +99,17 @@ fn bad_arguments_exit_one() {
     assert_eq!(code, 1);
     assert!(stderr.contains("%00"), "{stderr}");
 }
+
+/// A case variant of a standard method is what the sidecar refuses before any policy: the
+/// answer says so (400), whatever the policies would have decided; `PURGE` is evaluated.
+#[test]
+fn method_case_variants_are_refused_as_the_sidecar_does() {
+    for m in ["delete", "Get", "pOST"] {
+        let v = authz(&["--config", SEC, "--workload-labels", "app=reviews", "--method", m, "--path", "/reviews/0"]);
+        assert_eq!(v["decision"], "DENY", "{m}: {v}");
+        assert_eq!(v["status"], 400, "{m}: {v}");
+        assert!(v["reason"].as_str().unwrap().contains("case variant"), "{m}: {v}");
+    }
+    let v = authz(&["--config", SEC, "--workload-labels", "app=reviews", "--method", "PURGE", "--path", "/reviews/0"]);
+    assert!(v.get("status").is_none_or(|s| s.is_null()), "{v}");
+}
