@@ -190,7 +190,12 @@ impl Gate {
         if taken.is_err() {
             self.stats().cx_overflow.inc();
             self.refused.hit(|n| {
-                tracing::warn!(listener = self.name, max, refused = n, "connection cap reached; refusing new connections")
+                tracing::warn!(
+                    listener = self.name,
+                    max,
+                    refused = n,
+                    "connection cap reached; refusing new connections"
+                )
             });
             return None;
         }
@@ -203,9 +208,9 @@ impl Gate {
     pub(crate) fn accept_failed(&self, e: &io::Error, backoff: &mut Backoff) -> Duration {
         self.stats().accept_errors.inc();
         let wait = backoff.next();
-        self.accept_failed.hit(|n| {
-            tracing::warn!(listener = self.name, error = %e, failures = n, ?wait, "accept failed; backing off")
-        });
+        self.accept_failed.hit(
+            |n| tracing::warn!(listener = self.name, error = %e, failures = n, ?wait, "accept failed; backing off"),
+        );
         wait
     }
 }
@@ -760,8 +765,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn timers_can_be_turned_off() {
-        let (mut c, gate, stop, task) =
-            spawn(Limits { first_byte: None, request_head: None, idle: None, ..limits() });
+        let (mut c, gate, stop, task) = spawn(Limits { first_byte: None, request_head: None, idle: None, ..limits() });
         tokio::time::sleep(Duration::from_secs(7200)).await;
         c.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
         assert!(read_response(&mut c).await.starts_with("HTTP/1.1 200"));

@@ -12,8 +12,8 @@
 
 mod admin;
 mod cli;
-mod control;
 pub mod conn;
+mod control;
 mod core;
 pub mod embed;
 

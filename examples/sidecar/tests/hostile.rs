@@ -247,11 +247,7 @@ async fn kill_one_of_three_measured(files: &[(&str, &str)]) -> (usize, usize, Ve
     let plain = |name: &str| -> f64 {
         stats.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
     };
-    eprintln!(
-        "retries {}, ejections {}",
-        plain("mesh_upstream_retries_total"),
-        plain("mesh_outlier_ejections_total")
-    );
+    eprintln!("retries {}, ejections {}", plain("mesh_upstream_retries_total"), plain("mesh_outlier_ejections_total"));
     (sent, ok, failed, plain("mesh_upstream_retries_total") + plain("mesh_outlier_ejections_total"))
 }
 

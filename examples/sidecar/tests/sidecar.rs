@@ -581,7 +581,10 @@ async fn ambiguous_or_oversized_requests_get_a_clear_4xx() {
           0\r\n\r\nGET /hidden HTTP/1.1\r\nHost: reviews:9080\r\n\r\n",
     )
     .await;
-    assert!(smuggle.starts_with("HTTP/1.1 400") && smuggle.contains("Content-Length and Transfer-Encoding"), "{smuggle}");
+    assert!(
+        smuggle.starts_with("HTTP/1.1 400") && smuggle.contains("Content-Length and Transfer-Encoding"),
+        "{smuggle}"
+    );
     assert_eq!(smuggle.matches("HTTP/1.1").count(), 1, "{smuggle}");
     assert!(smuggle.contains("connection: close"), "{smuggle}");
     // Also as the second request of a keep-alive connection (after bodies of either
