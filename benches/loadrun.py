@@ -1,11 +1,31 @@
-"""What the load-run scripts (proxy/run.py, bookinfo/run.py) share: running wrk and
-writing a table into benches/README.md."""
+"""What the load-run scripts (proxy/run.py, bookinfo/run.py, chaos/run.py) share: ports,
+running wrk and writing a table into benches/README.md."""
 
 import re
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not start listening on 127.0.0.1:{port}")
 
 
 def wrk(url, duration, connections, threads, headers=()):

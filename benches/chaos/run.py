@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadrun import ROOT, write_section  # noqa: E402
+from loadrun import ROOT, free_port, wait_port, write_section  # noqa: E402
 
 BIN = ROOT / "target" / "release"
 HOST = "ratings:9080"
@@ -53,23 +53,6 @@ spec:
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 class Proc:
@@ -132,7 +115,7 @@ class Mesh:
         port = free_port()
         p = Proc([str(BIN / "bookinfo"), "serve", "ratings", "--listen", f"127.0.0.1:{port}"], self.dir / f"app-{port}.log")
         self.procs.append(p)
-        wait_port(port)
+        wait_port(port, "bookinfo serve ratings")
         return p, port
 
     def sidecar(self, labels, *args, app=None, fd_limit=None):
