@@ -40,10 +40,14 @@ struct Client(hyper::client::conn::http1::SendRequest<Empty<Bytes>>);
 
 impl Client {
     async fn connect(addr: std::net::SocketAddr) -> Self {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        Self::try_connect(addr).await.unwrap()
+    }
+
+    async fn try_connect(addr: std::net::SocketAddr) -> Result<Self, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        Self(send)
+        Ok(Self(send))
     }
 
     async fn get(&mut self) -> Result<u16, String> {
@@ -58,17 +62,62 @@ impl Client {
 
 /// A new client's request, failing rather than waiting past `limit`.
 async fn fresh(addr: std::net::SocketAddr, limit: Duration) -> Result<u16, String> {
-    tokio::time::timeout(limit, async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = Request::get("/reviews/0").header("host", "reviews:9080").body(Empty::<Bytes>::new()).unwrap();
-        let rsp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        Ok(rsp.status().as_u16())
-    })
-    .await
-    .map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(limit, async { Client::try_connect(addr).await?.get().await })
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// `n` keep-alive clients in a loop until `stop`, each reconnecting after an error; only
+/// the requests sent while `counting` is set are counted.
+struct Load {
+    loops: Vec<tokio::task::JoinHandle<(usize, usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(
+        addr: std::net::SocketAddr,
+        n: usize,
+        stop: tokio::time::Instant,
+        counting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        let loops = (0..n)
+            .map(|_| {
+                let counting = counting.clone();
+                tokio::spawn(async move {
+                    let mut client = Client::connect(addr).await;
+                    let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
+                    while tokio::time::Instant::now() < stop {
+                        let counted = counting.load(std::sync::atomic::Ordering::Relaxed);
+                        let r = client.get().await;
+                        if r.is_err() {
+                            client = Client::connect(addr).await;
+                        }
+                        if counted {
+                            sent += 1;
+                            match r {
+                                Ok(200) => ok += 1,
+                                other => failed.push(format!("{other:?}")),
+                            }
+                        }
+                    }
+                    (sent, ok, failed)
+                })
+            })
+            .collect();
+        Self { loops }
+    }
+
+    /// Requests counted, how many got 200, and the others' outcomes.
+    async fn finish(self) -> (usize, usize, Vec<String>) {
+        let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
+        for l in self.loops {
+            let (s, o, f) = l.await.unwrap();
+            sent += s;
+            ok += o;
+            failed.extend(f);
+        }
+        (sent, ok, failed)
+    }
 }
 
 /// `FLOOD` connections that never send a byte.
@@ -170,16 +219,6 @@ async fn when_accept_fails_the_listener_backs_off_and_recovers() {
     drop(held);
 }
 
-const OUTLIER: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews-outlier}
-spec:
-  host: reviews
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-"#;
-
 /// Three replicas of reviews behind their sidecars, a client sidecar, `LOOPS` keep-alive
 /// clients in a loop; one replica's sidecar is killed (SIGKILL) after a second. Returns the
 /// requests sent after the kill and how many of them got 200, with the failures' statuses.
@@ -207,42 +246,12 @@ async fn kill_one_of_three_measured(files: &[(&str, &str)]) -> (usize, usize, Ve
     }
     let pp = Sidecar::start(&mesh, spec);
     let out = pp.outbound();
-    let killed_at = std::sync::Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
-    let stop = tokio::time::Instant::now() + Duration::from_secs(3);
-    let mut loops = Vec::new();
-    for _ in 0..LOOPS {
-        let killed_at = killed_at.clone();
-        loops.push(tokio::spawn(async move {
-            let mut client = Client::connect(out).await;
-            let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
-            while tokio::time::Instant::now() < stop {
-                let after = killed_at.get().is_some();
-                let r = client.get().await;
-                if after {
-                    sent += 1;
-                    match r {
-                        Ok(200) => ok += 1,
-                        Ok(s) => failed.push(s.to_string()),
-                        Err(e) => {
-                            failed.push(e);
-                            client = Client::connect(out).await;
-                        }
-                    }
-                }
-            }
-            (sent, ok, failed)
-        }));
-    }
+    let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = Load::start(out, LOOPS, tokio::time::Instant::now() + Duration::from_secs(3), counting.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     replicas[0].kill();
-    killed_at.set(tokio::time::Instant::now()).unwrap();
-    let (mut sent, mut ok, mut failed) = (0, 0, Vec::new());
-    for l in loops {
-        let (s, o, f) = l.await.unwrap();
-        sent += s;
-        ok += o;
-        failed.extend(f);
-    }
+    counting.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, ok, failed) = load.finish().await;
     let stats = pp.admin_get("/stats/prometheus").await.body;
     let plain = |name: &str| -> f64 {
         stats.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
@@ -287,28 +296,9 @@ async fn certificates_rotated_under_load_fail_no_request() {
         Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()).arg("--cert-ttl").arg("3s"),
     );
     let out = pp.outbound();
-    let stop = tokio::time::Instant::now() + Duration::from_millis(4500);
-    let mut loops = Vec::new();
-    for _ in 0..4 {
-        loops.push(tokio::spawn(async move {
-            let mut client = Client::connect(out).await;
-            let (mut sent, mut failed) = (0, Vec::new());
-            while tokio::time::Instant::now() < stop {
-                sent += 1;
-                match client.get().await {
-                    Ok(200) => {}
-                    other => failed.push(format!("{other:?}")),
-                }
-            }
-            (sent, failed)
-        }));
-    }
-    let (mut sent, mut failed) = (0, Vec::new());
-    for l in loops {
-        let (s, f) = l.await.unwrap();
-        sent += s;
-        failed.extend(f);
-    }
+    let counting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let load = Load::start(out, 4, tokio::time::Instant::now() + Duration::from_millis(4500), counting);
+    let (sent, _, failed) = load.finish().await;
     assert!(sent > 100 && failed.is_empty(), "{} of {sent} failed: {failed:?}", failed.len());
     assert!(rotations(&v1) >= 2 && rotations(&pp) >= 2, "rotations: {} and {}", rotations(&v1), rotations(&pp));
     // A burst wider than the pool: new upstream connections, handshaken with the rotated

@@ -626,16 +626,6 @@ async fn ambiguous_or_oversized_requests_get_a_clear_4xx() {
     assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
 }
 
-const OUTLIER: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews-outlier}
-spec:
-  host: reviews
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-"#;
-
 /// A client's malformed body is its own fault: 400 DPE at the outbound and the inbound,
 /// never 503, never counted by outlier detection; case variants of standard methods are
 /// refused before any policy.

@@ -20,6 +20,17 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Outlier detection on reviews: three consecutive 5xx eject an endpoint for 30 s.
+pub const OUTLIER: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-outlier}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+"#;
+
 /// A config folder and a CA folder that the sidecars of one test share.
 pub struct Mesh {
     pub dir: tempfile::TempDir,
