@@ -35,14 +35,15 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use mesh_core::{BoxBody, BoxError};
-
-use crate::framing::Framing;
 use mesh_telemetry::metrics::{ListenerFamilies, ListenerStats};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
     sync::{Notify, watch},
     time::{Instant, Sleep},
 };
+
+use crate::framing::Framing;
 
 /// The per-listener limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +185,7 @@ impl Gate {
     }
 
     /// A place for one more connection, or `None` at the cap (the caller closes it).
-    pub(crate) fn admit(self: &Arc<Self>) -> Option<Permit> {
+    fn admit(self: &Arc<Self>) -> Option<Permit> {
         let max = self.limits.max_connections;
         let taken = self.active.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1));
         if taken.is_err() {
@@ -203,9 +204,41 @@ impl Gate {
         Some(Permit(self.clone()))
     }
 
+    /// The listener's next connection within the cap, or `None` once `stop` is true. A
+    /// connection past the cap is closed at once; a failing `accept` (out of descriptors)
+    /// backs off instead of spinning.
+    pub(crate) async fn next(
+        self: &Arc<Self>,
+        listener: &TcpListener,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(TcpStream, SocketAddr, Permit)> {
+        // A run of failures lies within one call: each call starts after a success.
+        let mut backoff = Backoff::default();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, client)) => {
+                        backoff = Backoff::default();
+                        if let Some(permit) = self.admit() {
+                            return Some((tcp, client, permit));
+                        }
+                    }
+                    Err(e) => {
+                        let wait = self.accept_failed(&e, &mut backoff);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = crate::serve::stopped(stop) => return None,
+                        }
+                    }
+                },
+                () = crate::serve::stopped(stop) => return None,
+            }
+        }
+    }
+
     /// `accept` failed: count and log it (once per interval); how long to wait before
     /// accepting again.
-    pub(crate) fn accept_failed(&self, e: &io::Error, backoff: &mut Backoff) -> Duration {
+    fn accept_failed(&self, e: &io::Error, backoff: &mut Backoff) -> Duration {
         self.stats().accept_errors.inc();
         let wait = backoff.next();
         self.accept_failed.hit(
@@ -217,7 +250,7 @@ impl Gate {
 
 /// Exponential backoff of a failing `accept`: 5 ms doubling to 1 s, reset by a success.
 #[derive(Debug, Default)]
-pub(crate) struct Backoff(Option<Duration>);
+struct Backoff(Option<Duration>);
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(5);
@@ -227,10 +260,6 @@ impl Backoff {
         let d = self.0.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
         self.0 = Some(d);
         d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0 = None;
     }
 }
 
@@ -812,8 +841,8 @@ mod tests {
         assert_eq!(waits[0], Duration::from_millis(5));
         assert_eq!(waits[1], Duration::from_millis(10));
         assert_eq!(waits[9], Duration::from_secs(1));
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(5));
+        // A success ends the run: the next failure waits the first step again.
+        assert_eq!(Backoff::default().next(), Duration::from_millis(5));
     }
 
     #[test]

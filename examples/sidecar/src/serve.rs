@@ -17,7 +17,7 @@ use mesh_mtls::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::conn::{Backoff, Gate, serve_http, within};
+use crate::conn::{Gate, serve_http, within};
 
 /// How connections are accepted.
 #[derive(Clone)]
@@ -84,25 +84,9 @@ pub(crate) async fn serve<S>(
     gate.bound(local);
     let builder = Arc::new(builder());
     let active = Arc::new(crate::tcp::Active::default());
-    let mut backoff = Backoff::default();
-    loop {
-        let (tcp, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff.reset();
-                    a
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tokio::time::sleep(gate.accept_failed(&e, &mut backoff)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => break,
-        };
-        // Over the cap: closed at once, so the descriptors of established clients and of
-        // the upstream pools are never starved.
-        let Some(permit) = gate.admit() else { continue };
+    // Past the cap a connection is closed at once, so the descriptors of established
+    // clients and of the upstream pools are never starved.
+    while let Some((tcp, client, permit)) = gate.next(&listener, &mut stop).await {
         let _ = tcp.set_nodelay(true);
         let (accept, service, builder, gate, stop) =
             (accept.clone(), service.clone(), builder.clone(), gate.clone(), stop.clone());

@@ -107,23 +107,8 @@ impl Outbound {
             gate.bound(local);
         }
         let active = Arc::new(Active::default());
-        let mut backoff = crate::conn::Backoff::default();
-        loop {
-            let (tcp, _) = tokio::select! {
-                a = listener.accept() => match a {
-                    Ok(a) => {
-                        backoff.reset();
-                        a
-                    }
-                    Err(e) => {
-                        tokio::time::sleep(gate.accept_failed(&e, &mut backoff)).await;
-                        continue;
-                    }
-                },
-                () = crate::serve::stopped(&mut stop) => break,
-            };
-            // The connection cap; no timers: a TCP protocol may be server-first or idle.
-            let Some(permit) = gate.admit() else { continue };
+        // The connection cap; no timers: a TCP protocol may be server-first or idle.
+        while let Some((tcp, _, permit)) = gate.next(&listener, &mut stop).await {
             let _ = tcp.set_nodelay(true);
             let (me, forward, guard) = (self.clone(), forward.clone(), active.enter());
             tokio::spawn(async move {
