@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".mesh/ca", requires = "mesh_config")]
         mesh_ca: PathBuf,
         /// Embedded mode: where a workload runs, `NS/WORKLOAD=ADDR` (repeat).
-        #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = mesh_sidecar::parse_endpoint, requires = "mesh_config")]
+        #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = mesh_proxy::parse_endpoint, requires = "mesh_config")]
         endpoints: Vec<(String, String, SocketAddr)>,
         /// Embedded mode: the admin endpoint (/stats/prometheus, /config_dump, /clusters).
         #[arg(long, value_name = "ADDR", requires = "mesh_config")]
@@ -134,7 +134,7 @@ impl App {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Sidecar { args } = cli.command {
-        return mesh_sidecar::main_with(std::iter::once("mesh-sidecar".to_string()).chain(args));
+        return mesh_proxy::sidecar::main_with(std::iter::once("mesh-sidecar".to_string()).chain(args));
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -164,7 +164,7 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve { service, listen, version, proxy, direct, podname, mesh_config, mesh_ca, endpoints, admin } => {
             let name = format!("{service:?}").to_ascii_lowercase();
             let embedded = match &mesh_config {
-                Some(dir) => Some(mesh_sidecar::embed::Embedded::start(&mesh_sidecar::embed::EmbedOptions {
+                Some(dir) => Some(mesh_proxy::embed::Embedded::start(&mesh_proxy::embed::EmbedOptions {
                     config: vec![dir.clone()],
                     namespace: None,
                     labels: [("app".to_string(), name.clone()), ("version".to_string(), version.clone())].into(),

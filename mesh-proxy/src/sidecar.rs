@@ -1,39 +1,12 @@
-//! `mesh-sidecar`: every mesh layer composed into one proxy process beside an app.
-//!
-//! ```text
-//! mesh-sidecar --config PATH... --outbound ADDR [--inbound ADDR --app ADDR] [--admin ADDR]
-//!              [--namespace NS --workload-labels k=v,... --service-account SA]
-//! ```
-//!
-//! Outbound: the app's plain HTTP requests (origin or absolute form) are routed by the
-//! VirtualServices and DestinationRules in force, over mTLS to the destination's sidecar.
-//! Inbound: mTLS per PeerAuthentication, JWT, authorization, then the app. Admin: Envoy's
-//! pages. Config files are watched; SIGTERM drains.
-
-mod admin;
-mod cli;
-pub mod conn;
-mod control;
-mod core;
-pub mod embed;
-
-pub use cli::parse_endpoint;
-mod framing;
-mod gateway;
-mod guard;
-mod inbound;
-mod outbound;
-mod serve;
-mod tcp;
-mod workers;
+//! The sidecar process: every listener `mesh-sidecar`'s flags ask for (outbound, plain TCP,
+//! gateway, inbound, admin, the cluster CA), served on worker threads until SIGTERM drains them.
+//! `mesh-sidecar` and `bookinfo sidecar` both run [`main_with`].
 
 use std::{
-    process::ExitCode,
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
-use clap::Parser;
 use mesh_authz::layer::AuthzLayer;
 use mesh_mtls::{accept::MtlsAcceptor, config, peer_auth::Mode};
 use mesh_route::layer::RouteLayer;
@@ -42,18 +15,33 @@ use mesh_telemetry::{
     layer::Reporter,
 };
 use tokio::sync::watch;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
 
 use crate::{
-    admin::{Admin, LogControl},
-    cli::{AccessLogFormat, Args},
+    admin,
+    admin::Admin,
+    conn, core,
     core::{ConfigFrom, Core, CoreOptions},
+    gateway, guard, inbound, outbound, serve as srv,
     serve::{Accept, bind, serve},
+    tcp, workers,
+};
+
+pub use crate::{
+    admin::LogControl,
+    cli::{AccessLogFormat, Args},
+    gateway::Listen,
+    tcp::Forward,
 };
 
 /// Run `mesh-sidecar` with these command-line arguments (the first is the program name);
 /// returns when it has drained after SIGTERM or Ctrl-C, or failed to start.
-pub fn main_with(args: impl IntoIterator<Item = String>) -> ExitCode {
+#[cfg(feature = "cli")]
+pub fn main_with(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+
+    use clap::Parser;
+    use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
+
     let args = match Args::try_parse_from(args) {
         Ok(a) => a,
         Err(e) => {
@@ -178,7 +166,9 @@ async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task
     Ok(tokio::spawn(service.serve(listener, tls)))
 }
 
-async fn run(args: Args, log: LogControl) -> Result<(), String> {
+/// Serve what `args` asks for until SIGTERM or Ctrl-C, then drain. `log` is how the admin
+/// endpoint's `/logging` changes the log filter.
+pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
     let fd_limit = conn::raise_fd_limit();
     let limits = args.limits(fd_limit);
     tracing::debug!(fd_limit, ?limits, "connection limits");
@@ -328,7 +318,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
             mode: Arc::new(move || peer.peer.load().mode(app_port)),
         };
         let tcp_control = control.clone();
-        let opaque = serve::Opaque {
+        let opaque = srv::Opaque {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
             splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
         };

@@ -25,11 +25,12 @@ const CREDENTIAL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Listen {
+pub struct Listen {
     /// The Gateway server port this address serves; `None`: the one whose number is the
     /// address's port, or the only one.
-    pub(crate) port: Option<u16>,
-    pub(crate) addr: SocketAddr,
+    pub port: Option<u16>,
+    /// Where it is served.
+    pub addr: SocketAddr,
 }
 
 impl std::str::FromStr for Listen {

@@ -1,194 +1,195 @@
-//! The command line. The flags of issue 6 are pinned: scripts depend on them.
+//! The sidecar's configuration, which is its command line (with the feature `cli`). The
+//! flags of issue 6 are pinned: scripts depend on them.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
 use mesh_core::api::Labels;
 
 use crate::gateway::Listen;
 
 /// The mesh's sidecar proxy: outbound routing for the local app, inbound mTLS and policy in
 /// front of it, and an admin endpoint; configured by Istio YAML files, reloaded on change.
-#[derive(Debug, Parser)]
-#[command(name = "mesh-sidecar", version)]
-pub(crate) struct Args {
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Parser))]
+#[cfg_attr(feature = "cli", command(name = "mesh-sidecar", version))]
+pub struct Args {
     /// Istio and Kubernetes YAML files or directories (repeat or list several).
-    #[arg(long, num_args = 1.., required_unless_present = "kube", conflicts_with = "kube", value_name = "PATH")]
-    pub(crate) config: Vec<PathBuf>,
+    #[cfg_attr(feature = "cli", arg(long, num_args = 1.., required_unless_present = "kube", conflicts_with = "kube", value_name = "PATH"))]
+    pub config: Vec<PathBuf>,
 
     /// Read the config and the registry (Services, EndpointSlices, Pods) from the
     /// Kubernetes API server instead of files: in a pod through its service account, else
     /// through the kubeconfig, as kubectl does.
-    #[arg(long)]
-    pub(crate) kube: bool,
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub kube: bool,
 
     /// With `--kube`: a namespace to watch (repeat; all namespaces by default).
-    #[arg(long = "kube-namespace", value_name = "NS", requires = "kube")]
-    pub(crate) kube_namespaces: Vec<String>,
+    #[cfg_attr(feature = "cli", arg(long = "kube-namespace", value_name = "NS", requires = "kube"))]
+    pub kube_namespaces: Vec<String>,
 
     /// With `--kube`: a label selector the Istio resources must match (`key=value,...`).
-    #[arg(long, value_name = "SELECTOR", requires = "kube")]
-    pub(crate) kube_selector: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SELECTOR", requires = "kube"))]
+    pub kube_selector: Option<String>,
 
     /// With `--kube`: how long to wait for the first full list before giving up.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", requires = "kube")]
-    pub(crate) kube_ready_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s", requires = "kube"))]
+    pub kube_ready_timeout: Duration,
 
     /// Where the app sends its outbound requests (origin form with a Host header, or
     /// absolute form as to an HTTP proxy).
-    #[arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen"])]
-    pub(crate) outbound: Option<SocketAddr>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen"]))]
+    pub outbound: Option<SocketAddr>,
 
     /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
-    #[arg(long, value_name = "ADDR", requires = "app")]
-    pub(crate) inbound: Option<SocketAddr>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "app"))]
+    pub inbound: Option<SocketAddr>,
 
     /// The local app that inbound requests are forwarded to.
-    #[arg(long, value_name = "ADDR", requires = "inbound")]
-    pub(crate) app: Option<SocketAddr>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "inbound"))]
+    pub app: Option<SocketAddr>,
 
     /// Admin endpoint: /ready, /stats/prometheus, /config_dump, /clusters, /logging.
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) admin: Option<SocketAddr>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+    pub admin: Option<SocketAddr>,
 
     /// The workload's namespace (`default`; for a gateway, `istio-system`).
-    #[arg(long, value_name = "NS")]
-    pub(crate) namespace: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NS"))]
+    pub namespace: Option<String>,
 
     /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them);
     /// for a gateway, by default its Gateway's selector.
-    #[arg(long, value_name = "K=V,...", value_parser = mesh_core::api::parse_labels)]
-    pub(crate) workload_labels: Option<Labels>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K=V,...", value_parser = mesh_core::api::parse_labels))]
+    pub workload_labels: Option<Labels>,
 
     /// The workload's service account (its SPIFFE identity); by default the one of the
     /// Deployment whose pod labels these are, else `default`.
-    #[arg(long, value_name = "SA")]
-    pub(crate) service_account: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "SA"))]
+    pub service_account: Option<String>,
 
     /// Run as the ingress gateway serving the Gateway resource `NS/NAME`.
-    #[arg(long, value_name = "NS/NAME", requires = "listen", conflicts_with_all = ["outbound", "inbound"])]
-    pub(crate) gateway: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NS/NAME", requires = "listen", conflicts_with_all = ["outbound", "inbound"]))]
+    pub gateway: Option<String>,
 
     /// The gateway's listening address, for the Gateway server whose port is the address's
     /// port (or the only one); `PORT=ADDR` names the server port (repeat per port).
-    #[arg(long, value_name = "[PORT=]ADDR", requires = "gateway")]
-    pub(crate) listen: Vec<Listen>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "[PORT=]ADDR", requires = "gateway"))]
+    pub listen: Vec<Listen>,
 
     // ---- Added flags (not pinned by the issue) ----
     /// Where a workload (a Deployment) runs on this machine: `NS/WORKLOAD=ADDR`, the address
     /// of its sidecar's inbound listener (repeat for each replica and workload).
-    #[arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint)]
-    pub(crate) endpoints: Vec<(String, String, SocketAddr)>,
+    #[cfg_attr(feature = "cli", arg(long = "endpoint", value_name = "NS/WORKLOAD=ADDR", value_parser = parse_endpoint))]
+    pub endpoints: Vec<(String, String, SocketAddr)>,
 
     /// Plain TCP for the app: listen on ADDR and send each connection to the service
     /// `HOST:PORT` (its VirtualService `tcp` routes apply), over mTLS (repeat per port).
-    #[arg(long = "tcp", value_name = "ADDR=HOST:PORT")]
-    pub(crate) tcp: Vec<crate::tcp::Forward>,
+    #[cfg_attr(feature = "cli", arg(long = "tcp", value_name = "ADDR=HOST:PORT"))]
+    pub tcp: Vec<crate::tcp::Forward>,
 
     /// The workload's name in telemetry (`destination_workload`); by default the
     /// Deployment whose pod labels match `--workload-labels`.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) workload: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
+    pub workload: Option<String>,
 
     /// The mesh CA's directory (`root-cert.pem`, `root-key.pem`), created when missing: every
     /// sidecar on this machine issues its workload certificate from it.
-    #[arg(long, value_name = "DIR", default_value = ".mesh/ca")]
-    pub(crate) ca_dir: PathBuf,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR", default_value = ".mesh/ca"))]
+    pub ca_dir: PathBuf,
 
     /// Get the workload certificate from the mesh CA at `https://HOST:PORT` (on a cluster),
     /// proving the identity with the service-account token in --ca-token-file, instead of
     /// issuing it from --ca-dir.
-    #[arg(long, value_name = "URL", requires_all = ["ca_token_file", "ca_root_file"])]
-    pub(crate) ca_address: Option<String>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL", requires_all = ["ca_token_file", "ca_root_file"]))]
+    pub ca_address: Option<String>,
 
     /// With --ca-address: the projected service-account token (audience `mesh-ca`), read
     /// again at each renewal.
-    #[arg(long, value_name = "PATH", requires = "ca_address")]
-    pub(crate) ca_token_file: Option<PathBuf>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH", requires = "ca_address"))]
+    pub ca_token_file: Option<PathBuf>,
 
     /// With --ca-address: the mesh root certificate (PEM), trusted for the CA's endpoint and
     /// for every peer.
-    #[arg(long, value_name = "PATH", requires = "ca_address")]
-    pub(crate) ca_root_file: Option<PathBuf>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PATH", requires = "ca_address"))]
+    pub ca_root_file: Option<PathBuf>,
 
     /// Run the mesh CA for a cluster's sidecars on ADDR, issuing from the root in --ca-dir
     /// to pods whose service-account tokens the API server vouches for (TokenReview; needs
     /// --kube). Alone (no --outbound or --gateway) the process is only the CA.
-    #[arg(long, value_name = "ADDR", requires = "kube")]
-    pub(crate) ca_listen: Option<SocketAddr>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "kube"))]
+    pub ca_listen: Option<SocketAddr>,
 
     /// With --ca-listen: a DNS name or address in the CA's server certificate (repeat; by
     /// default the `mesh-ca` Service's names in `mesh-system`, `localhost` and 127.0.0.1).
-    #[arg(long = "ca-server-name", value_name = "NAME", requires = "ca_listen")]
-    pub(crate) ca_server_names: Vec<String>,
+    #[cfg_attr(feature = "cli", arg(long = "ca-server-name", value_name = "NAME", requires = "ca_listen"))]
+    pub ca_server_names: Vec<String>,
 
     /// Where a gateway finds `credentialName` secrets: `DIR/NAME/tls.crt`, `tls.key` and
     /// `ca.crt`.
-    #[arg(long, value_name = "DIR", default_value = ".mesh/credentials")]
-    pub(crate) credential_dir: PathBuf,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DIR", default_value = ".mesh/credentials"))]
+    pub credential_dir: PathBuf,
 
     /// The SPIFFE trust domain.
-    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
-    pub(crate) trust_domain: String,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DOMAIN", default_value = "cluster.local"))]
+    pub trust_domain: String,
 
     /// Most label sets each request metric family (`istio_requests_total` and its
     /// histograms) holds; past it, requests are counted in one `overflow` series and in
     /// `mesh_metric_label_overflow_total`.
-    #[arg(long, value_name = "N", default_value_t = mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS)]
-    pub(crate) max_label_sets: usize,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", default_value_t = mesh_telemetry::metrics::DEFAULT_MAX_LABEL_SETS))]
+    pub max_label_sets: usize,
 
     /// Lifetime of this workload's certificate (Istio's `SECRET_TTL`, 24h); it is re-issued
     /// after two thirds of it, new connections get the new one, open ones keep theirs.
-    #[arg(long, value_name = "DURATION", value_parser = parse_cert_ttl, default_value = "24h")]
-    pub(crate) cert_ttl: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_cert_ttl, default_value = "24h"))]
+    pub cert_ttl: Duration,
 
     /// How long in-flight requests may finish after SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
-    pub(crate) drain_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s"))]
+    pub drain_timeout: Duration,
 
     /// Largest request body accepted, in bytes (`0`: no limit): a larger Content-Length
     /// gets 413, a body streaming past it fails the request.
-    #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
-    pub(crate) max_request_bytes: u64,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024))]
+    pub max_request_bytes: u64,
 
     /// Close a connection that sends no byte (or completes no TLS handshake) in this time
     /// (`0s`: never); Envoy's `listener_filters_timeout`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
-    pub(crate) first_byte_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s"))]
+    pub first_byte_timeout: Duration,
 
     /// Answer 408 and close when an HTTP/1.1 request head has not arrived in full this long
     /// after its first byte (`0s`: never); Envoy's `request_headers_timeout`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
-    pub(crate) request_head_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s"))]
+    pub request_head_timeout: Duration,
 
     /// Close a keep-alive connection (HTTP/1.1, and HTTP/2 with GOAWAY) after this long
     /// without an open request (`0s`: never); Envoy's `idle_timeout`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
-    pub(crate) idle_timeout: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h"))]
+    pub idle_timeout: Duration,
 
     /// Most connections each listener holds (across its worker threads); past it, new
     /// connections are closed at once. By default a quarter of the file-descriptor limit,
     /// which is raised at start to the hard limit.
-    #[arg(long, value_name = "N")]
-    pub(crate) max_connections: Option<usize>,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub max_connections: Option<usize>,
 
     /// Access log: `text` (Envoy's default format), `json` or `off`.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
-    pub(crate) access_log: AccessLogFormat,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FORMAT", default_value = "text"))]
+    pub access_log: AccessLogFormat,
 
     /// How long access log lines may wait in memory before they are written (they are
     /// written in batches, as Envoy's `--file-flush-interval-msec`; `0s`: each line at once).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
-    pub(crate) access_log_flush_interval: Duration,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s"))]
+    pub access_log_flush_interval: Duration,
 
     /// Log filter (`info`, `mesh=debug,...`); changeable at run time with
     /// `POST /logging?level=...` on the admin endpoint.
-    #[arg(long, value_name = "FILTER", default_value = "info")]
-    pub(crate) log_level: String,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILTER", default_value = "info"))]
+    pub log_level: String,
 
     /// Worker threads (Istio's proxy default is 2).
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub(crate) concurrency: usize,
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N", default_value_t = 2))]
+    pub concurrency: usize,
 }
 
 impl Args {
@@ -205,8 +206,9 @@ impl Args {
 }
 
 /// Access log formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum AccessLogFormat {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum AccessLogFormat {
     /// Envoy's default text format.
     Text,
     /// One JSON object per line.
@@ -226,6 +228,7 @@ pub fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
     Ok((ns.to_string(), workload.to_string(), addr))
 }
 
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 fn parse_duration(s: &str) -> Result<Duration, String> {
     s.parse::<mesh_core::duration::Duration>()
         .map(mesh_core::duration::Duration::get)
@@ -233,6 +236,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A certificate lifetime: at least a second (it is re-issued after two thirds of it).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 fn parse_cert_ttl(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {
@@ -241,8 +245,10 @@ fn parse_cert_ttl(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]

@@ -31,14 +31,21 @@ use crate::control::Control;
 /// Puts a log filter in force, or says why it is invalid.
 type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// Changes the log filter at run time.
-pub(crate) struct LogControl {
+/// Changes the log filter at run time (the admin endpoint's `POST /logging?level=...`).
+pub struct LogControl {
     current: Mutex<String>,
     set: SetFilter,
 }
 
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogControl").field("current", &self.current()).finish_non_exhaustive()
+    }
+}
+
 impl LogControl {
-    pub(crate) fn new(initial: &str, set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    /// The filter in force is `initial`; `set` puts a new one in force or says why not.
+    pub fn new(initial: &str, set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
         Self { current: Mutex::new(initial.into()), set: Box::new(set) }
     }
 

@@ -35,10 +35,13 @@ use crate::control::{Control, Me};
 
 /// `--tcp ADDR=HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Forward {
-    pub(crate) listen: SocketAddr,
-    pub(crate) host: String,
-    pub(crate) port: u16,
+pub struct Forward {
+    /// Where the app connects.
+    pub listen: SocketAddr,
+    /// The service it reaches (its VirtualService `tcp` routes apply).
+    pub host: String,
+    /// The service port.
+    pub port: u16,
 }
 
 impl std::str::FromStr for Forward {
