@@ -12,4 +12,4 @@ cd "$(dirname "$0")/.."
 export PROPTEST_CASES="${CASES:-1000000}"
 cargo test --release -p mesh-core --test fuzz
 cargo test --release -p mesh-authz --test fuzz
-cargo test --release -p mesh-sidecar --lib framing
+cargo test --release -p mesh-proxy --lib framing

@@ -27,12 +27,17 @@ pub struct TraceContext {
     pub sampled: bool,
 }
 
+/// Hex digits only: `from_str_radix` alone would take a leading `+`.
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn hex_u128(s: &str) -> Option<u128> {
-    (!s.is_empty() && s.len() <= 32).then(|| u128::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
+    (is_hex(s) && s.len() <= 32).then(|| u128::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
 }
 
 fn hex_u64(s: &str) -> Option<u64> {
-    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
+    (is_hex(s) && s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().filter(|v| *v != 0)
 }
 
 fn get<'h>(h: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
@@ -49,7 +54,7 @@ impl TraceContext {
                 && *version != "ff"
                 && trace.len() == 32
             {
-                let flags = u8::from_str_radix(flags, 16).ok()?;
+                let flags = is_hex(flags).then(|| u8::from_str_radix(flags, 16).ok()).flatten()?;
                 return Some(Self {
                     trace_id: hex_u128(trace)?,
                     span_id: hex_u64(span)?,
@@ -191,6 +196,20 @@ pub fn request_id_from_bits(bits: u128) -> HeaderValue {
 mod tests {
     use super::*;
     use rand::{SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn ids_and_flags_are_hex_digits_only() {
+        let tp = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(TRACEPARENT.clone(), v.parse().unwrap());
+            TraceContext::extract(&h)
+        };
+        assert!(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_some());
+        // `from_str_radix` takes a leading sign; W3C's ids and flags are hex digits.
+        assert!(tp("00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
+        assert!(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01").is_none());
+        assert!(tp("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1").is_none());
+    }
 
     #[test]
     fn w3c_and_b3_round_trip() {

@@ -9,6 +9,13 @@ pub enum InvalidPath {
     Nul,
 }
 
+/// Two hex digits as a byte. Not `u8::from_str_radix`, which takes a sign: `%+0` is no
+/// escape at all (found by the fuzz target), not `%00`.
+fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    u8::try_from(digit(hi)? * 16 + digit(lo)?).ok()
+}
+
 /// Normalise a request path (query removed): decode the unreserved percent-escapes
 /// (`%2D %2E %30-%39 %41-%5A %5F %61-%7A %7E`), turn `\` into `/`, resolve `.` and `..`
 /// segments (RFC 3986). `//` is kept; `%2F` and `%5C` stay encoded.
@@ -20,7 +27,7 @@ pub fn normalize(path: &str) -> Result<String, InvalidPath> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = hex_pair(bytes[i + 1], bytes[i + 2]);
             match hex {
                 Some(0) => return Err(InvalidPath::Nul),
                 Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
@@ -72,6 +79,15 @@ fn remove_dot_segments(path: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_sign_is_not_a_hex_digit() {
+        // `u8::from_str_radix("+0", 16)` is 0: `%+0` must stay as it is, not be a `%00`.
+        assert_eq!(normalize("/a%+0b"), Ok("/a%+0b".to_string()));
+        assert_eq!(normalize("/%+4"), Ok("/%+4".to_string()));
+        assert_eq!(normalize("/%00"), Err(InvalidPath::Nul));
+        assert_eq!(normalize("/%4a"), Ok("/J".to_string()));
+    }
 
     #[test]
     fn base_normalisation() {
