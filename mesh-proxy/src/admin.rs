@@ -12,7 +12,6 @@ use std::{
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use mesh_core::{BoxBody, SourceStatus, body::full};
 use mesh_route::{
     layer::BalanceLayer,
@@ -24,7 +23,6 @@ use mesh_route::{
 use mesh_telemetry::metrics::MeshMetrics;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tower::util::BoxCloneSyncService;
 
 use crate::control::Control;
 
@@ -61,6 +59,7 @@ impl LogControl {
 }
 
 /// What the admin pages read.
+#[derive(Debug)]
 pub(crate) struct Admin {
     pub(crate) control: Arc<Control>,
     pub(crate) metrics: Arc<MeshMetrics>,
@@ -71,13 +70,34 @@ pub(crate) struct Admin {
     pub(crate) ready: AtomicBool,
 }
 
-pub(crate) type AdminService = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
+/// The admin pages as a service over any request body (bodies are not read): Envoy's
+/// `/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`, `/logging`.
+#[derive(Clone, Debug)]
+pub struct AdminService(Arc<Admin>);
 
 pub(crate) fn service(admin: Arc<Admin>) -> AdminService {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Incoming>| {
-        let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.handle(req).await) }
-    }))
+    AdminService(admin)
+}
+
+impl<B> tower::Service<Request<B>> for AdminService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Display,
+{
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    // The admin path, not the request path: one box per page is fine.
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let admin = self.0.clone();
+        Box::pin(async move { Ok(admin.handle(req).await) })
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<BoxBody> {
@@ -99,11 +119,14 @@ fn param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
-        let (method, path, query) = (req.method().clone(), req.uri().path().to_string(), req.uri().query());
-        let query = query.map(str::to_string);
-        let query = query.as_deref();
-        match (&method, path.as_str()) {
+    async fn handle<B>(&self, req: Request<B>) -> Response<BoxBody>
+    where
+        B: http_body::Body,
+        B::Error: std::fmt::Display,
+    {
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let (path, query) = (uri.path(), uri.query());
+        match (&method, path) {
             (&Method::GET, "/ready") => {
                 if self.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, "LIVE\n")

@@ -33,7 +33,10 @@ use mesh_telemetry::{
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 
-use crate::control::{Control, Me};
+use crate::{
+    MeshError,
+    control::{Control, Me},
+};
 
 /// Workload certificates live a day (Istio's `SECRET_TTL`) and are re-issued after two
 /// thirds of their life; `--cert-ttl` sets it.
@@ -51,16 +54,20 @@ pub(crate) enum ConfigFrom<'a> {
 
 impl ConfigFrom<'_> {
     /// Start the source; for a cluster, wait for its first full list.
-    pub(crate) async fn open(&self) -> Result<Box<dyn ConfigSource>, String> {
+    pub(crate) async fn open(&self) -> Result<Box<dyn ConfigSource>, MeshError> {
         match self {
             ConfigFrom::Files(paths) => open_files(paths),
             #[cfg(feature = "k8s")]
             ConfigFrom::Kube { options, ready_timeout } => {
                 use mesh_core::k8s::{KubeSource, client};
-                let client = client().await.map_err(|e| e.to_string())?;
-                let source = KubeSource::start(client, options.clone()).await.map_err(|e| e.to_string())?;
+                let client = client().await.map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
+                let source = KubeSource::start(client, options.clone())
+                    .await
+                    .map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
                 if !source.wait_ready(*ready_timeout).await {
-                    return Err(format!("the API server's resources were not all listed within {ready_timeout:?}"));
+                    return Err(MeshError::Config(format!(
+                        "the API server's resources were not all listed within {ready_timeout:?}"
+                    )));
                 }
                 Ok(Box::new(source))
             }
@@ -69,12 +76,12 @@ impl ConfigFrom<'_> {
 }
 
 /// Load and watch files and directories.
-pub(crate) fn open_files(paths: &[PathBuf]) -> Result<Box<dyn ConfigSource>, String> {
-    let source = DirectorySource::start(paths.to_vec(), DirectoryOptions::default()).map_err(|e| match e
-        .downcast_ref::<InitialLoadError>(
-    ) {
-        Some(_) => e.to_string(),
-        None => format!("cannot watch the config: {e}"),
+pub(crate) fn open_files(paths: &[PathBuf]) -> Result<Box<dyn ConfigSource>, MeshError> {
+    let source = DirectorySource::start(paths.to_vec(), DirectoryOptions::default()).map_err(|e| {
+        MeshError::Config(match e.downcast_ref::<InitialLoadError>() {
+            Some(_) => e.to_string(),
+            None => format!("cannot watch the config: {e}"),
+        })
     })?;
     Ok(Box::new(source))
 }
@@ -110,16 +117,21 @@ pub(crate) struct RemoteCert {
 
 impl RemoteCert {
     /// Ask the CA (`--ca-address`), retrying for a minute while it is not up yet.
-    pub(crate) async fn obtain(address: &str, token_file: &Path, root_file: &Path) -> Result<Self, String> {
-        let pem = std::fs::read(root_file).map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
+    pub(crate) async fn obtain(address: &str, token_file: &Path, root_file: &Path) -> Result<Self, MeshError> {
+        let root_err =
+            |message: String| MeshError::Ca { location: format!("--ca-root-file {}", root_file.display()), message };
+        let pem = std::fs::read(root_file).map_err(|e| root_err(e.to_string()))?;
         let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
+            .map_err(|e| root_err(e.to_string()))?;
         if certs.is_empty() {
-            return Err(format!("--ca-root-file {}: no certificate in it", root_file.display()));
+            return Err(root_err("no certificate in it".into()));
         }
-        let roots = config::roots(&certs).map_err(|e| format!("--ca-root-file {}: {e}", root_file.display()))?;
-        let ca = Arc::new(RemoteCa::new(address, roots.clone(), token_file.to_path_buf()).map_err(|e| e.to_string())?);
+        let roots = config::roots(&certs).map_err(|e| root_err(e.to_string()))?;
+        let ca = Arc::new(
+            RemoteCa::new(address, roots.clone(), token_file.to_path_buf())
+                .map_err(|e| MeshError::Ca { location: address.to_string(), message: e.to_string() })?,
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             match ca.issue(CERT_TTL).await {
@@ -128,7 +140,7 @@ impl RemoteCert {
                     tracing::warn!(error = %e, "no workload certificate yet; retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Err(e) => return Err(format!("workload certificate: {e}")),
+                Err(e) => return Err(MeshError::Certificate(e.to_string())),
             }
         }
     }
@@ -154,7 +166,7 @@ impl std::fmt::Debug for Core {
 impl Core {
     /// From the config `source` ([`ConfigFrom::open`]): resolve the workload, compile,
     /// and issue its certificate. Must run inside a tokio runtime.
-    pub(crate) fn start(o: &CoreOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, String> {
+    pub(crate) fn start(o: &CoreOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
         for w in &source.status().borrow().warnings {
             tracing::warn!("{w}");
         }
@@ -163,10 +175,15 @@ impl Core {
         // selector as its labels, its service account.
         let gateway_selector = match o.gateway {
             Some(g) => {
-                let (ns, name) = g.split_once('/').ok_or_else(|| format!("--gateway `{g}` is not NS/NAME"))?;
+                let (ns, name) =
+                    g.split_once('/').ok_or_else(|| MeshError::Workload(format!("--gateway `{g}` is not NS/NAME")))?;
                 match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
                     Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
-                    _ => return Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+                    _ => {
+                        return Err(MeshError::Workload(format!(
+                            "--gateway {ns}/{name}: no such Gateway in the config"
+                        )));
+                    }
                 }
             }
             None => None,
@@ -184,7 +201,8 @@ impl Core {
             o.service_account,
             if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
             o.trust_domain,
-        )?;
+        )
+        .map_err(MeshError::Workload)?;
         let mut locator = Locator::new();
         for (ns, workload, addr) in o.endpoints {
             locator.insert(ns, workload, *addr);
@@ -204,24 +222,29 @@ impl Core {
         // kept fresh.
         let (store, roots) = match o.remote {
             Some(remote) => {
-                let store = CertStore::new(&remote.first).map_err(|e| format!("workload certificate: {e}"))?;
+                let store = CertStore::new(&remote.first).map_err(|e| MeshError::Certificate(e.to_string()))?;
                 let issued = store.identity();
                 if issued.as_ref() != Some(&me.identity) {
-                    return Err(format!(
+                    return Err(MeshError::Certificate(format!(
                         "the CA issued {} for this pod's token, but this workload is {} (check --namespace and --service-account)",
                         issued.map_or_else(|| "no SPIFFE identity".into(), |i| i.to_string()),
                         me.identity
-                    ));
+                    )));
                 }
                 remote.ca.clone().rotate(&store, o.cert_ttl);
                 (store, remote.roots.clone())
             }
             None => {
-                let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
-                    .map_err(|e| format!("mesh CA in {}: {e}", o.ca_dir.display()))?;
-                let cert = ca.issue(&me.identity, o.cert_ttl).map_err(|e| format!("issuing {}: {e}", me.identity))?;
-                let store = CertStore::new(&cert).map_err(|e| format!("workload certificate: {e}"))?;
-                let roots = config::roots([ca.root()]).map_err(|e| format!("mesh CA root: {e}"))?;
+                let ca_err = |e: &dyn std::fmt::Display| MeshError::Ca {
+                    location: format!("in {}", o.ca_dir.display()),
+                    message: e.to_string(),
+                };
+                let ca = CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain).map_err(|e| ca_err(&e))?;
+                let cert = ca
+                    .issue(&me.identity, o.cert_ttl)
+                    .map_err(|e| MeshError::Certificate(format!("issuing {}: {e}", me.identity)))?;
+                let store = CertStore::new(&cert).map_err(|e| MeshError::Certificate(e.to_string()))?;
+                let roots = config::roots([ca.root()]).map_err(|e| ca_err(&e))?;
                 store.rotate_from(Arc::new(ca), me.identity.clone(), o.cert_ttl);
                 (store, roots)
             }
@@ -257,6 +280,18 @@ impl Core {
             Some(log) => layer.with_access_log(log.clone()),
             None => layer,
         }
+    }
+
+    /// How the inbound listener for `app_port` accepts: mTLS as the PeerAuthentication in
+    /// force when each connection arrives says.
+    pub(crate) fn inbound_accept(&self, app_port: u16) -> Result<crate::serve::Accept, MeshError> {
+        let server_config = config::server_config(self.store.clone(), self.roots.clone())
+            .map_err(|e| MeshError::Tls(format!("server config: {e}")))?;
+        let control = self.control.clone();
+        Ok(crate::serve::Accept::Mtls {
+            acceptor: mesh_mtls::accept::MtlsAcceptor::new(server_config),
+            mode: Arc::new(move || control.peer.load().mode(app_port)),
+        })
     }
 
     /// The balancer (its state shared by every stack built with it).

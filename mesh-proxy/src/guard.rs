@@ -20,7 +20,6 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use mesh_authz::policy::method_case_variant;
 use mesh_core::{
     BoxBody, BoxError,
@@ -61,7 +60,7 @@ fn refuse(status: StatusCode, why: &'static str) -> Response<BoxBody> {
 }
 
 /// The reason to refuse a request, if any.
-fn check(req: &Request<Incoming>, max_body: u64) -> Option<Response<BoxBody>> {
+fn check<B>(req: &Request<B>, max_body: u64) -> Option<Response<BoxBody>> {
     let h = req.headers();
     if req.extensions().get::<AmbiguousLength>().is_some() {
         return Some(refuse(StatusCode::BAD_REQUEST, "bad request: both Content-Length and Transfer-Encoding\n"));
@@ -80,8 +79,10 @@ fn check(req: &Request<Incoming>, max_body: u64) -> Option<Response<BoxBody>> {
     None
 }
 
-impl<S> Service<Request<Incoming>> for Guard<S>
+impl<S, B> Service<Request<B>> for Guard<S>
 where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     S: Service<Request<BoxBody>, Response = Response<BoxBody>>,
     S::Error: Into<BoxError>,
 {
@@ -93,7 +94,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Some(rsp) = check(&req, self.max_body) {
             return GuardFuture::Refused { rsp: Some(rsp) };
         }

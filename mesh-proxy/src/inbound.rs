@@ -18,8 +18,8 @@ use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
 
 use crate::{control::Control, guard::GuardLayer};
 
-/// The inbound stack as one service.
-pub(crate) type Inbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError>;
+/// The inbound stack as one service, over the listener's request body.
+pub(crate) type Inbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
 
 /// Forwards to the local app over pooled plaintext connections, keeping the caller's
 /// `Host` (the app sees the request as the caller addressed it).
@@ -77,14 +77,16 @@ pub(crate) fn stack(
 }
 
 /// [`stack`] in front of an in-process app instead of a forwarded one.
-pub(crate) fn stack_with<S>(
+pub(crate) fn stack_with<B, S>(
     control: &Arc<Control>,
     guard: GuardLayer,
     telemetry: TelemetryLayer,
     authz: AuthzLayer,
     app: S,
-) -> Inbound
+) -> Inbound<B>
 where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
     S: Service<Request<BoxBody>, Response = Response<BoxBody>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {

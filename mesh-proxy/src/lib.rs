@@ -25,6 +25,7 @@ pub mod conn;
 mod control;
 mod core;
 pub mod embed;
+mod error;
 mod framing;
 mod gateway;
 mod guard;
@@ -36,3 +37,5 @@ mod tcp;
 mod workers;
 
 pub use cli::parse_endpoint;
+pub use error::MeshError;
+pub use mesh_core::{BoxBody, BoxError};

@@ -8,7 +8,7 @@ use std::{
 };
 
 use mesh_authz::layer::AuthzLayer;
-use mesh_mtls::{accept::MtlsAcceptor, config, peer_auth::Mode};
+use mesh_mtls::peer_auth::Mode;
 use mesh_route::layer::RouteLayer;
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
@@ -309,14 +309,8 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
 
     // Inbound.
     if let (Some(addr), Some(app)) = (args.inbound, args.app) {
-        let server_config =
-            config::server_config(store.clone(), roots.clone()).map_err(|e| format!("TLS server config: {e}"))?;
         let app_port = app.port();
-        let peer = control.clone();
-        let accept = Accept::Mtls {
-            acceptor: MtlsAcceptor::new(server_config),
-            mode: Arc::new(move || peer.peer.load().mode(app_port)),
-        };
+        let accept = core.inbound_accept(app_port)?;
         let tcp_control = control.clone();
         let opaque = srv::Opaque {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),

@@ -79,7 +79,7 @@ pub struct Upstreams {
     /// Turns over the direct addresses.
     pub turn: Arc<AtomicUsize>,
     /// The mesh linked in-process (embedded mode): calls go through its client stack.
-    pub embedded: Option<mesh_proxy::embed::AppService>,
+    pub embedded: Option<mesh_proxy::embed::Client>,
 }
 
 /// A call's outcome: a response with its status, or no response (reported as 500).

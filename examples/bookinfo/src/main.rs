@@ -164,16 +164,18 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve { service, listen, version, proxy, direct, podname, mesh_config, mesh_ca, endpoints, admin } => {
             let name = format!("{service:?}").to_ascii_lowercase();
             let embedded = match &mesh_config {
-                Some(dir) => Some(mesh_proxy::embed::Embedded::start(&mesh_proxy::embed::EmbedOptions {
-                    config: vec![dir.clone()],
-                    namespace: None,
-                    labels: [("app".to_string(), name.clone()), ("version".to_string(), version.clone())].into(),
-                    workload: Some(format!("{name}-{version}")),
-                    service_account: None,
-                    endpoints,
-                    ca_dir: mesh_ca,
-                    trust_domain: "cluster.local".into(),
-                })?),
+                Some(dir) => {
+                    let mut mesh = mesh_proxy::embed::Mesh::builder()
+                        .config(dir)
+                        .label("app", &name)
+                        .label("version", &version)
+                        .workload(format!("{name}-{version}"))
+                        .ca_dir(&mesh_ca);
+                    for (ns, workload, addr) in endpoints {
+                        mesh = mesh.endpoint(ns, workload, addr);
+                    }
+                    Some(mesh.start().await?)
+                }
                 None => None,
             };
             let proxy = match proxy {
@@ -231,8 +233,8 @@ async fn run(command: Command) -> Result<(), String> {
                 }
                 Some(mesh) => {
                     let mesh = Arc::new(mesh);
-                    let (stop_tx, stop) = tokio::sync::watch::channel(false);
                     // SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish.
+                    let (stop_tx, stop) = tokio::sync::watch::channel(false);
                     tokio::spawn(async move {
                         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                         tokio::select! {
@@ -241,22 +243,26 @@ async fn run(command: Command) -> Result<(), String> {
                         }
                         let _ = stop_tx.send(true);
                     });
+                    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
                     if let Some(addr) = admin {
                         let l = tokio::net::TcpListener::bind(addr)
                             .await
                             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                        let (mesh_admin, stop) = (mesh.clone(), stop.clone());
+                        let (mesh_admin, stop) = (mesh.clone(), stopped(stop.clone()));
                         tokio::spawn(async move { mesh_admin.serve_admin(l, stop).await });
                     }
-                    let svc = tower::service_fn(move |req: http::Request<mesh_core::BoxBody>| {
+                    let app = tower::service_fn(move |req: http::Request<mesh_core::BoxBody>| {
                         let app = app.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            Ok::<_, mesh_core::BoxError>(app.answer(parts, body).await.map(mesh_core::body::boxed))
+                            Ok::<_, std::convert::Infallible>(app.answer(parts, body).await)
                         }
                     });
-                    mesh.serve_inbound(listener, 9080, tower::util::BoxCloneSyncService::new(svc), stop).await;
+                    let svc = tower::ServiceBuilder::new().layer(mesh.server_layer(9080)).service(app);
+                    mesh.serve(listener, 9080, svc, stopped(stop)).await?;
                 }
             }
             Ok(())

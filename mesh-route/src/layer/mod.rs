@@ -18,7 +18,7 @@ mod timeout;
 
 pub use balance::{Balance, BalanceLayer, ClientAddr, TriedHosts};
 pub use client::HttpClient;
-pub use rescue::{Rescue, RescueLayer, local_reply};
+pub use rescue::{Rescue, RescueFuture, RescueLayer, local_reply};
 pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
 pub use router::{MirrorSink, Route as RouteService, RouteLayer};
 pub use table::{TableHandle, follow};
