@@ -34,8 +34,8 @@ enum Command {
         /// Where the service-graph dashboard is served (Kiali's port by default).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20001")]
         dashboard: SocketAddr,
-        /// sidecar: every service beside its own mesh-sidecar; embedded: reviews and ratings
-        /// link the mesh in-process, the others keep sidecars.
+        /// sidecar: every service beside its own mesh-sidecar; embedded: every service links
+        /// the mesh in-process (no sidecar; only the ingress gateway is a proxy).
         #[arg(long, value_name = "sidecar|embedded", default_value = "sidecar")]
         mode: up::Mode,
     },

@@ -48,7 +48,8 @@ pub struct Workload {
 pub enum Mode {
     /// Every workload beside its own mesh-sidecar.
     Sidecar,
-    /// reviews and ratings link the mesh in-process; the others keep sidecars.
+    /// Every service links the mesh in-process (no sidecar); only the ingress gateway is a
+    /// proxy.
     Embedded,
     /// No mesh at all: the services call each other directly (for comparison).
     None,
@@ -70,8 +71,8 @@ impl Mode {
     pub fn of(self, app: &str) -> Meshed {
         match self {
             Mode::Sidecar => Meshed::Sidecar,
-            Mode::Embedded if app == "reviews" || app == "ratings" => Meshed::Embedded,
-            Mode::Embedded => Meshed::Sidecar,
+            // Every service links the mesh in: only the ingress gateway is a proxy.
+            Mode::Embedded => Meshed::Embedded,
             Mode::None => Meshed::Unmeshed,
         }
     }
@@ -355,7 +356,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
 
     let how = match opts.mode {
         Mode::Sidecar => "each with its sidecar; mTLS",
-        Mode::Embedded => "reviews and ratings with the mesh linked in, the others with sidecars; mTLS",
+        Mode::Embedded => "every service with the mesh linked in, no sidecar (only the gateway is a proxy); mTLS",
         Mode::None => "no mesh: the services call each other directly",
     };
     println!("Bookinfo is up ({} workloads, {how}; CA in {}).", workloads.len(), ca.display());
