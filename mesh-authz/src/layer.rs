@@ -485,13 +485,7 @@ where
         }
         let state = &self.state;
         let policy = state.policy.load();
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_string();
+        let host = mesh_core::request::authority(&req).unwrap_or("").to_string();
         let ext = req.extensions();
         let peer = ext.get::<PeerIdentity>().map(|p| &p.0);
         let auth: Option<&RequestAuth> = ext.get::<RequestAuth>();

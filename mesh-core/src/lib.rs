@@ -36,6 +36,7 @@ pub mod identity;
 pub mod k8s;
 pub mod load;
 pub mod registry;
+pub mod request;
 pub mod snapshot;
 pub mod source;
 pub mod store;

@@ -344,16 +344,7 @@ impl ClientCertVerifier for ReloadingVerifier {
 /// `httpsRedirect`: 301 to the same host and path over https.
 pub(crate) fn https_redirect() -> BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError> {
     BoxCloneSyncService::new(tower::service_fn(|req: Request<Incoming>| {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let host = mesh_core::request::authority(&req).unwrap_or("").split(':').next().unwrap_or("").to_string();
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut rsp = Response::new(mesh_core::body::empty());
         *rsp.status_mut() = StatusCode::MOVED_PERMANENTLY;

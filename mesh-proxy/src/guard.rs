@@ -3,7 +3,8 @@
 //! clear 4xx here, before any policy runs.
 //!
 //! A case variant of a standard method (`delete`, `Get`) is refused with 400 before any
-//! policy runs (mesh-authz's `method_case_variant`).
+//! policy runs (mesh-authz's `method_case_variant`). An HTTP/1.x request in absolute form
+//! gets the target's authority as its `Host` (RFC 9112 §3.2.2).
 //!
 //! hyper itself answers 400 to malformed heads, conflicting `Content-Length`s and unknown
 //! transfer codings, and 431 to heads over the limit. A request with both
@@ -94,9 +95,18 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(rsp) = check(&req, self.max_body) {
             return GuardFuture::Refused { rsp: Some(rsp) };
+        }
+        // An HTTP/1.x target in absolute form names the authority; a proxy ignores `Host`
+        // then (RFC 9112 §3.2.2): make `Host` say the same, so that routing, authorization,
+        // telemetry and the app all read one name (mesh_core::request::authority).
+        if req.version() <= http::Version::HTTP_11
+            && let Some(a) = req.uri().authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
         }
         // The body as the client sends it: a malformed one, or one that streams past the
         // limit, fails as the client's fault (400 DPE / 413), never an upstream's.
@@ -131,5 +141,49 @@ where
             GuardProj::Refused { rsp } => Poll::Ready(Ok(rsp.take().expect("polled after completion"))),
             GuardProj::Inner { fut } => fut.poll(cx).map_err(Into::into),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// What the inner service saw as `Host`, for one request through the guard.
+    async fn host_seen(req: Request<BoxBody>) -> (u16, Option<String>) {
+        let seen = Arc::new(Mutex::new(None));
+        let inner = {
+            let seen = seen.clone();
+            tower::service_fn(move |req: Request<BoxBody>| {
+                *seen.lock().unwrap() = req.headers().get(header::HOST).map(|h| h.to_str().unwrap().to_string());
+                async { Ok::<_, BoxError>(Response::new(mesh_core::body::empty())) }
+            })
+        };
+        let rsp = GuardLayer { max_body: 0 }.layer(inner).oneshot(req).await.unwrap();
+        (rsp.status().as_u16(), seen.lock().unwrap().clone())
+    }
+
+    #[tokio::test]
+    async fn an_absolute_form_target_names_the_host() {
+        let req = |uri: &str, host: Option<&str>, version| {
+            let mut b = Request::get(uri).version(version);
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            b.body(mesh_core::body::empty()).unwrap()
+        };
+        // HTTP/1.1 absolute form: the target wins over a stale Host (RFC 9112 §3.2.2).
+        let r = req("http://reviews:9080/x", Some("ratings"), http::Version::HTTP_11);
+        assert_eq!(host_seen(r).await, (200, Some("reviews:9080".into())));
+        let r = req("http://reviews/x", None, http::Version::HTTP_10);
+        assert_eq!(host_seen(r).await, (200, Some("reviews".into())));
+        // Origin form keeps its Host.
+        assert_eq!(host_seen(req("/x", Some("ratings"), http::Version::HTTP_11)).await, (200, Some("ratings".into())));
+        // HTTP/2 keeps both as they came (between sidecars `:authority` is the endpoint).
+        let r = req("https://10.0.0.1:15006/x", Some("reviews:9080"), http::Version::HTTP_2);
+        assert_eq!(host_seen(r).await, (200, Some("reviews:9080".into())));
     }
 }

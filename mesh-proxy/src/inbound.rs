@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response, Uri, header, uri::Authority};
+use http::{Request, Response, uri::Authority};
 use hyper::body::Incoming;
 use mesh_authz::layer::{AuthnLayer, AuthzLayer};
 use mesh_core::{BoxBody, BoxError, body::boxed};
@@ -46,20 +46,7 @@ impl Service<Request<BoxBody>> for ToApp {
     }
 
     fn call(&mut self, mut req: Request<BoxBody>) -> Self::Future {
-        // HTTP/2 callers name the authority in the URI only: keep it as the Host.
-        if !req.headers().contains_key(header::HOST)
-            && let Some(a) = req.uri().authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.app.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+        mesh_core::request::to_absolute(&mut req, http::uri::Scheme::HTTP, Some(self.app.clone()));
         self.client.call(req)
     }
 }

@@ -433,17 +433,9 @@ where
         };
         // The authority as the caller sent it, for the access log and span name (never a
         // metric label). A shared copy of the header, no allocation.
-        let authority_value: Option<HeaderValue> = req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let authority_value: Option<HeaderValue> = mesh_core::request::authority_value(&req);
         let authority = authority_value.as_ref().and_then(|v| v.to_str().ok());
-        let grpc_protocol = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/grpc"));
+        let grpc_protocol = mesh_core::request::is_grpc(&req);
         let request_bytes = req
             .body()
             .size_hint()

@@ -67,8 +67,8 @@ pub enum Meshed {
 }
 
 impl Mode {
-    /// How the service `app` runs in this mode.
-    pub fn of(self, app: &str) -> Meshed {
+    /// How every service runs in this mode.
+    pub fn meshed(self) -> Meshed {
         match self {
             Mode::Sidecar => Meshed::Sidecar,
             // Every service links the mesh in: only the ingress gateway is a proxy.
@@ -254,7 +254,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             app.extend(["--podname".into(), format!("{}-0", w.name)]);
         }
         let log = logs.join(format!("{}.log", w.name));
-        match opts.mode.of(&w.app) {
+        match opts.mode.meshed() {
             Meshed::Embedded => {
                 // The service itself is the mesh endpoint: it listens where a sidecar's
                 // inbound would, and its admin serves the metrics.
@@ -311,7 +311,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
 
     let mut ready = Ok(());
     for w in &workloads {
-        let addrs = match opts.mode.of(&w.app) {
+        let addrs = match opts.mode.meshed() {
             Meshed::Embedded => vec![(w.inbound, "embedded mesh inbound"), (w.admin, "embedded mesh admin")],
             Meshed::Unmeshed => vec![(w.app_addr, "app")],
             Meshed::Sidecar => {
@@ -335,7 +335,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     let dashboard = crate::dashboard::Dashboard::new(
         workloads
             .iter()
-            .filter(|w| opts.mode.of(&w.app) != Meshed::Unmeshed)
+            .filter(|_| opts.mode.meshed() != Meshed::Unmeshed)
             .map(|w| (w.name.clone(), w.admin))
             .chain((opts.mode != Mode::None).then(|| ("istio-ingressgateway".to_string(), gateway_admin)))
             .collect(),
@@ -374,7 +374,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     }
     let by_app: BTreeMap<&str, &Workload> = workloads.iter().map(|w| (w.name.as_str(), w)).collect();
     for (name, w) in by_app {
-        match opts.mode.of(&w.app) {
+        match opts.mode.meshed() {
             Meshed::Sidecar => println!("  {name:<15}http://{}/stats/prometheus   (sidecar)", w.admin),
             Meshed::Embedded => println!("  {name:<15}http://{}/stats/prometheus   (embedded)", w.admin),
             Meshed::Unmeshed => println!("  {name:<15}http://{}/   (no mesh)", w.app_addr),

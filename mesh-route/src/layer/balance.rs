@@ -15,7 +15,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderValue, Request, Response, Uri, header, uri::Scheme};
+use http::{HeaderValue, Request, Response, header, uri::Scheme};
 use mesh_core::{BoxError, body::BodyFault, ext::UpstreamHost, is_caused_by, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
@@ -252,22 +252,15 @@ where
         let address = endpoint.address;
         let upstream = mesh_core::ext::UpstreamEndpoint(endpoint.clone());
         // Absolute form toward the endpoint; the Host header keeps the service name.
-        if !req.headers().contains_key(header::HOST)
-            && let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, a);
-        }
         // mTLS or plaintext toward this endpoint (DestinationRule `tls`, else auto mTLS).
         let plaintext_only = self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address));
         let tls = cluster.uses_tls(endpoint, self.layer.auto_mtls, plaintext_only);
         let ep_state = state.endpoint(address);
-        let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-        parts.authority = ep_state.authority.clone();
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        mesh_core::request::to_absolute(
+            &mut req,
+            if tls { Scheme::HTTPS } else { Scheme::HTTP },
+            ep_state.authority.clone(),
+        );
 
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);

@@ -23,8 +23,8 @@ use mesh_core::{BoxBody, BoxError, body::boxed};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::rescue::is_grpc;
 use crate::error::ConnectFailure;
+use mesh_core::request::is_grpc;
 
 /// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it by ALPN)
 /// sending to the absolute URI the balancer set (`https` for mTLS); connect failures become

@@ -19,6 +19,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use mesh_core::request::is_grpc;
+
 use crate::error::flags_of;
 
 /// Turns errors from the layers below into responses.
@@ -89,11 +91,6 @@ where
         let fault = req.extensions().get::<BodyFault>().cloned();
         RescueFuture { state: RescueState::Inner { inner: self.inner.call(req), grpc, fault } }
     }
-}
-
-/// Whether a request is gRPC (its content type says so).
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 pin_project! {

@@ -263,11 +263,7 @@ where
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.headers_mut() = req.headers().clone();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host = mesh_core::request::authority(req);
     if let Some(host) = host {
         let (h, port) = crate::policy::action::split_authority(host);
         let shadow = match port {

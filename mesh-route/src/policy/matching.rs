@@ -30,11 +30,7 @@ impl<'a> RequestInfo<'a> {
     /// `Host` header; the scheme from the URI or `default_scheme`.
     pub fn from_request<B>(req: &'a http::Request<B>, default_scheme: &'a str) -> Self {
         let uri = req.uri();
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
+        let authority = mesh_core::request::authority(req).unwrap_or("");
         Self {
             method: req.method().as_str(),
             scheme: uri.scheme_str().unwrap_or(default_scheme),
