@@ -5,14 +5,14 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use mesh_benches::{bookinfo, synthetic};
-use mesh_route::policy::{Decision, ProxyContext, RouteTable, matching::RequestInfo};
+use mesh_route::policy::{ProxyContext, RouteOutcome, RouteTable, matching::RequestInfo};
 
 fn request<'a>(authority: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestInfo<'a> {
     RequestInfo { method: "GET", scheme: "http", authority, path, query: None, headers }
 }
 
-fn matched(d: Decision<'_>) -> bool {
-    matches!(d, Decision::Route(..))
+fn matched(d: RouteOutcome<'_>) -> bool {
+    matches!(d, RouteOutcome::Matched(..))
 }
 
 fn bookinfo_match(c: &mut Criterion) {

@@ -24,7 +24,7 @@ use mesh_telemetry::metrics::MeshMetrics;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::control::Control;
+use crate::compiled::CompiledConfig;
 
 /// Puts a log filter in force, or says why it is invalid.
 type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -61,7 +61,7 @@ impl LogControl {
 /// What the admin pages read.
 #[derive(Debug)]
 pub(crate) struct Admin {
-    pub(crate) control: Arc<Control>,
+    pub(crate) control: Arc<CompiledConfig>,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) balance: BalanceLayer,
     pub(crate) status: watch::Receiver<SourceStatus>,

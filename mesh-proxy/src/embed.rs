@@ -46,7 +46,7 @@ use http::{Request, Response};
 use mesh_authz::layer::AuthzLayer;
 use mesh_core::{BoxBody, BoxError, Identity, api::Labels, body::boxed};
 use mesh_mtls::accept::{AcceptError, ServerIo};
-use mesh_route::layer::{BalanceLayer, MeshClient, Rescue, RescueFuture, RescueLayer, RouteLayer};
+use mesh_route::layer::{BalanceLayer, MeshClient, Rescue, RescueFuture, RescueLayer, RouterLayer};
 use mesh_telemetry::{access_log::AccessLog, layer::Reporter, metrics::MeshMetrics};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -58,10 +58,10 @@ use crate::{
     MeshError,
     admin::{self, Admin, AdminService, LogControl},
     conn::{Gate, Limits},
-    core::{CERT_TTL, ConfigFrom, Core, CoreOptions},
     guard::GuardLayer,
     inbound,
     serve::{Accept, serve},
+    state::{CERT_TTL, ConfigFrom, CoreOptions, WorkloadMesh},
 };
 
 /// The default request body limit (`mesh-sidecar --max-request-bytes`): 100 MiB.
@@ -211,7 +211,7 @@ impl MeshBuilder {
         #[cfg(not(feature = "k8s"))]
         let from = ConfigFrom::Files(&self.config);
         let source = from.open().await?;
-        let core = Core::start(
+        let core = WorkloadMesh::start(
             &CoreOptions {
                 namespace: self.namespace.as_deref(),
                 labels: Some(&self.labels),
@@ -241,7 +241,7 @@ impl MeshBuilder {
 /// The running embedded mesh (see the module docs). Dropping it stops watching the config.
 #[derive(Debug)]
 pub struct Mesh {
-    core: Core,
+    core: WorkloadMesh,
     balance: BalanceLayer,
     guard: GuardLayer,
     limits: Limits,
@@ -313,7 +313,7 @@ impl Mesh {
     /// origin form with a Host header).
     pub fn client(&self) -> Client {
         let client =
-            self.core.client(RouteLayer::new(self.core.control.table.clone()), &self.core.connector(), &self.balance);
+            self.core.client(RouterLayer::new(self.core.control.table.clone()), &self.core.connector(), &self.balance);
         Client(BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .map_response(|r: Response<_>| r.map(boxed))
@@ -405,7 +405,7 @@ pub struct ServerLayer {
     guard: GuardLayer,
     telemetry: mesh_telemetry::layer::TelemetryLayer,
     authz: AuthzLayer,
-    control: Arc<crate::control::Control>,
+    control: Arc<crate::compiled::CompiledConfig>,
 }
 
 impl std::fmt::Debug for ServerLayer {

@@ -16,7 +16,7 @@ use mesh_route::layer::{HttpClient, RescueLayer};
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
 
-use crate::{control::Control, guard::GuardLayer};
+use crate::{compiled::CompiledConfig, guard::GuardLayer};
 
 /// The inbound stack as one service, over the listener's request body.
 pub(crate) type Inbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
@@ -54,7 +54,7 @@ impl Service<Request<BoxBody>> for ToApp {
 /// Telemetry, rescue, JWT, authorization, app. `app_port` is the workload port the
 /// policies' `ports` and `portLevelMtls` name.
 pub(crate) fn stack(
-    control: &Arc<Control>,
+    control: &Arc<CompiledConfig>,
     guard: GuardLayer,
     telemetry: TelemetryLayer,
     app: SocketAddr,
@@ -65,7 +65,7 @@ pub(crate) fn stack(
 
 /// [`stack`] in front of an in-process app instead of a forwarded one.
 pub(crate) fn stack_with<B, S>(
-    control: &Arc<Control>,
+    control: &Arc<CompiledConfig>,
     guard: GuardLayer,
     telemetry: TelemetryLayer,
     authz: AuthzLayer,

@@ -21,9 +21,8 @@
 
 mod admin;
 mod cli;
+mod compiled;
 pub mod conn;
-mod control;
-mod core;
 pub mod embed;
 mod error;
 mod framing;
@@ -33,6 +32,7 @@ mod inbound;
 mod outbound;
 mod serve;
 pub mod sidecar;
+mod state;
 mod tcp;
 mod workers;
 

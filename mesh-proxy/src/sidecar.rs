@@ -9,7 +9,7 @@ use std::{
 
 use mesh_authz::layer::AuthzLayer;
 use mesh_mtls::peer_auth::Mode;
-use mesh_route::layer::RouteLayer;
+use mesh_route::layer::RouterLayer;
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
     layer::Reporter,
@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use crate::{
     admin,
     admin::Admin,
-    conn, core,
-    core::{ConfigFrom, Core, CoreOptions},
-    gateway, guard, inbound, outbound, serve as srv,
+    conn, gateway, guard, inbound, outbound, serve as srv,
     serve::{Accept, bind, serve},
+    state,
+    state::{ConfigFrom, CoreOptions, WorkloadMesh},
     tcp, workers,
 };
 
@@ -194,7 +194,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         return Ok(());
     }
     let remote = match (&args.ca_address, &args.ca_token_file, &args.ca_root_file) {
-        (Some(address), Some(token), Some(root)) => Some(core::RemoteCert::obtain(address, token, root).await?),
+        (Some(address), Some(token), Some(root)) => Some(state::RemoteCert::obtain(address, token, root).await?),
         _ => None,
     };
     let from = if args.kube { kube_config(&args)? } else { ConfigFrom::Files(&args.config) };
@@ -204,7 +204,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
     {
         wait_for_gateway(source.as_ref(), gw).await;
     }
-    let core = Core::start(
+    let core = WorkloadMesh::start(
         &CoreOptions {
             namespace: args.namespace.as_deref(),
             labels: args.workload_labels.as_ref(),
@@ -220,7 +220,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         },
         source,
     )?;
-    let Core { source, control, metrics, store, roots, .. } = &core;
+    let WorkloadMesh { source, control, metrics, store, roots, .. } = &core;
     let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
     let gate = |name| conn::Gate::new(name, limits, &metrics.proxy.listeners);
     let stdout = |format| match args.access_log_flush_interval {
@@ -241,14 +241,17 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
     // Outbound.
     let balance = core.balance();
     let connector = core.connector();
-    let client = |route: RouteLayer| core.client(route, &connector, &balance);
+    let client = |route: RouterLayer| core.client(route, &connector, &balance);
     let workers = workers::Workers::start(args.concurrency)?;
     if let Some(addr) = args.outbound {
         let gate = gate("outbound");
         let (bound, tasks) = workers
             .listen("outbound", addr, || {
-                let svc =
-                    outbound::stack(guard, telemetry(Reporter::Source), client(RouteLayer::new(control.table.clone())));
+                let svc = outbound::stack(
+                    guard,
+                    telemetry(Reporter::Source),
+                    client(RouterLayer::new(control.table.clone())),
+                );
                 let (gate, stop) = (gate.clone(), stop.clone());
                 move |l| serve("outbound", l, Accept::Plain, svc, None, gate, stop)
             })
@@ -290,7 +293,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
             };
             let (bound, tasks) = workers
                 .listen(&name, plan.addr, || {
-                    let route = RouteLayer::new(control.table.clone())
+                    let route = RouterLayer::new(control.table.clone())
                         .with_listener_port(plan.port)
                         .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
                     let svc = if plan.https_redirect {

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tower::Service;
 
-use crate::control::{Control, Me};
+use crate::compiled::{CompiledConfig, LocalWorkload};
 
 /// `--tcp ADDR=HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Drop for ActiveGuard {
 
 /// The outbound TCP side.
 pub(crate) struct Outbound {
-    pub(crate) control: Arc<Control>,
+    pub(crate) control: Arc<CompiledConfig>,
     pub(crate) connector: MeshConnector,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) next: AtomicUsize,
@@ -198,14 +198,14 @@ impl Outbound {
 
 /// The inbound TCP side: splice an accepted connection to the app.
 pub(crate) fn inbound(
-    control: Arc<Control>,
+    control: Arc<CompiledConfig>,
     metrics: Arc<MeshMetrics>,
     app: SocketAddr,
 ) -> impl Fn(ServerIo, Option<Identity>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync {
     move |io, peer| {
         let (control, metrics) = (control.clone(), metrics.clone());
         Box::pin(async move {
-            let me: &Me = &control.me;
+            let me: &LocalWorkload = &control.me;
             let service = control.inbound_service.load();
             let labels = TcpLabels {
                 reporter: "destination".into(),

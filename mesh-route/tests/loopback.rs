@@ -128,7 +128,7 @@ fn seeded_stack(table: TableHandle, seed: u64) -> MeshClient {
     MeshClient::new(
         ServiceBuilder::new()
             .layer(RescueLayer::new())
-            .layer(RouteLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
+            .layer(RouterLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
             .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
             .layer(TimeoutLayer::new())
             .layer(RetryLayer::new())
@@ -229,7 +229,7 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
     let client = MeshClient::new(
         ServiceBuilder::new()
             .layer(RescueLayer::new())
-            .layer(RouteLayer::new(table(dr, &locator)))
+            .layer(RouterLayer::new(table(dr, &locator)))
             .layer(FaultLayer::per_route())
             .layer(TimeoutLayer::new())
             .layer(RetryLayer::new())

@@ -362,7 +362,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Telemetry<S> {
 }
 
 /// What the request side hands to the response side.
-struct Pending {
+struct RequestSide {
     shared: Arc<Shared>,
     start: Instant,
     started_at: SystemTime,
@@ -447,7 +447,7 @@ where
         let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled))
             .then(|| format!("{}{}", authority.unwrap_or("-"), req.uri().path()));
         let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
-        let pending = Pending {
+        let pending = RequestSide {
             shared: shared.clone(),
             start,
             started_at: if needs_wall_clock { SystemTime::now() } else { SystemTime::UNIX_EPOCH },
@@ -470,7 +470,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        pending: Option<Pending>,
+        pending: Option<RequestSide>,
     }
 }
 
@@ -543,7 +543,7 @@ impl Done {
     }
 }
 
-impl Pending {
+impl RequestSide {
     fn resolve(self, head: &http::response::Parts) -> Done {
         let shared = &self.shared;
         let flags = head.extensions.get::<ResponseFlags>().copied().unwrap_or_default();

@@ -1,5 +1,5 @@
 //! The routing layers, outermost first: [`RescueLayer`] (errors to Envoy's local replies),
-//! [`RouteLayer`] (match, decide, rewrite), the fault layer (`mesh-fault`), [`TimeoutLayer`]
+//! [`RouterLayer`] (match, decide, rewrite), the fault layer (`mesh-fault`), [`TimeoutLayer`]
 //! (route timeout), [`RetryLayer`] (retries, per-try timeout, body replay, budget),
 //! [`BalanceLayer`] (endpoint choice, outlier ejection, pool limits), and [`HttpClient`]
 //! (pooled hyper client).
@@ -20,7 +20,7 @@ pub use balance::{Balance, BalanceLayer, ClientAddr, TriedHosts};
 pub use client::HttpClient;
 pub use rescue::{Rescue, RescueFuture, RescueLayer, local_reply};
 pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
-pub use router::{MirrorSink, Route as RouteService, RouteLayer};
+pub use router::{MirrorSink, Router, RouterLayer};
 pub use table::{TableHandle, follow};
 pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 
@@ -31,7 +31,7 @@ use tower::{ServiceBuilder, util::BoxCloneSyncService};
 /// The client-side stack as one type: what a Rust service uses to call other services by
 /// name (`http://ratings:9080/ratings/0`) with routing, fault injection, timeouts, retries
 /// and load balancing, over a pooled hyper client.
-pub type ClientStack<B> = Rescue<RouteService<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
+pub type ClientStack<B> = Rescue<Router<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
 
 /// The client stack behind one boxed, cloneable service: the type to store and to hand to
 /// spawned tasks (the box is the stack boundary; nothing inside it is boxed per layer).
@@ -55,7 +55,7 @@ pub type MeshClient = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, s
 /// // The same stack, layer by layer (unboxed):
 /// let client: ClientStack<BoxBody> = ServiceBuilder::new()
 ///     .layer(RescueLayer::new())
-///     .layer(RouteLayer::new(table.clone()))
+///     .layer(RouterLayer::new(table.clone()))
 ///     .layer(mesh_fault::FaultLayer::per_route())
 ///     .layer(TimeoutLayer::new())
 ///     .layer(RetryLayer::new())
@@ -68,7 +68,7 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
     let mirror: MirrorSink = BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody>::new()));
     let stack: ClientStack<BoxBody> = ServiceBuilder::new()
         .layer(RescueLayer::new())
-        .layer(RouteLayer::new(table).with_mirror(mirror))
+        .layer(RouterLayer::new(table).with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::new())
         .layer(RetryLayer::new())
@@ -85,14 +85,14 @@ pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLa
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    client_stack_with_connectors(RouteLayer::new(table), connector.clone(), connector, balance, retry)
+    client_stack_with_connectors(RouterLayer::new(table), connector.clone(), connector, balance, retry)
 }
 
 /// [`client_stack_with`] with a configured router (a gateway's listener port, default
 /// scheme), and upgrade requests (WebSocket) over `upgrade`, a connector that speaks
 /// HTTP/1.1 only (mesh-mtls's `MeshConnector::http1_only`).
 pub fn client_stack_with_connectors<C>(
-    route: RouteLayer,
+    route: RouterLayer,
     connector: C,
     upgrade: C,
     balance: BalanceLayer,

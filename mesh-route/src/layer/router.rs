@@ -25,8 +25,8 @@ use super::{table::TableHandle, timeout::RouteTimeoutSetting};
 use crate::{
     error::RouteNotFound,
     policy::{
-        Decision,
-        action::{Action, Cors, HeaderOpsSide, Route as RoutePolicy, Target},
+        RouteOutcome,
+        action::{Action, Cors, HeaderOpsSide, RouteRule, Target},
         matching::RequestInfo,
     },
 };
@@ -37,7 +37,7 @@ pub type MirrorSink = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, B
 
 /// Routes requests with the table in a [`TableHandle`].
 #[derive(Clone, Debug)]
-pub struct RouteLayer {
+pub struct RouterLayer {
     table: TableHandle,
     rng: Arc<dyn Roll>,
     listener_port: Option<u16>,
@@ -45,7 +45,7 @@ pub struct RouteLayer {
     mirror: Option<MirrorSink>,
 }
 
-impl RouteLayer {
+impl RouterLayer {
     /// Route with `table` (a sidecar's: the authority's port picks the service port).
     pub fn new(table: TableHandle) -> Self {
         Self { table, rng: Arc::new(ThreadRoll), listener_port: None, default_scheme: "http", mirror: None }
@@ -80,28 +80,28 @@ impl RouteLayer {
     }
 }
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-    fn layer(&self, inner: S) -> Route<S> {
-        Route { inner, layer: self.clone() }
+impl<S> Layer<S> for RouterLayer {
+    type Service = Router<S>;
+    fn layer(&self, inner: S) -> Router<S> {
+        Router { inner, layer: self.clone() }
     }
 }
 
-/// See [`RouteLayer`].
+/// See [`RouterLayer`].
 #[derive(Clone, Debug)]
-pub struct Route<S> {
+pub struct Router<S> {
     inner: S,
-    layer: RouteLayer,
+    layer: RouterLayer,
 }
 
 /// What to do to the response on its way back.
-struct Post {
-    route: Arc<RoutePolicy>,
+struct ResponseEdits {
+    route: Arc<RouteRule>,
     target_headers: Option<HeaderOpsSide>,
     origin: Option<HeaderMap>,
 }
 
-impl<S, ReqB, ResB> Service<Request<ReqB>> for Route<S>
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Router<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
@@ -122,11 +122,11 @@ where
         let table = self.layer.table.load();
         let info = RequestInfo::from_request(&req, self.layer.default_scheme);
         let (route, block) = match table.route(&info, self.layer.listener_port) {
-            Decision::NoVirtualHost | Decision::NoRoute(_) => {
+            RouteOutcome::NoVirtualHost | RouteOutcome::NoRoute(_) => {
                 let err = RouteNotFound { authority: info.authority.to_string() };
                 return RouteFuture::ready(Err(Box::new(err)));
             }
-            Decision::Route(_, route, block) => (route, block),
+            RouteOutcome::Matched(_, route, block) => (route, block),
         };
         let matched_prefix = block.and_then(|b| b.uri_prefix.as_deref());
         let mut decision = RouteDecision {
@@ -218,7 +218,7 @@ where
         ext.insert(decision.clone());
 
         let target_headers = (!picked.headers.response.is_empty_side()).then(|| picked.headers.response.clone());
-        let post = Post { route: route.clone(), target_headers, origin };
+        let post = ResponseEdits { route: route.clone(), target_headers, origin };
         RouteFuture {
             state: State::Forward { fut: self.inner.clone().oneshot(req), post: Some(post), decision: Some(decision) },
         }
@@ -297,7 +297,7 @@ pin_project! {
     #[project = StateProj]
     enum State<S, Req> where S: Service<Req> {
         Ready { result: Option<Result<S::Response, BoxError>> },
-        Forward { #[pin] fut: Oneshot<S, Req>, post: Option<Post>, decision: Option<RouteDecision> },
+        Forward { #[pin] fut: Oneshot<S, Req>, post: Option<ResponseEdits>, decision: Option<RouteDecision> },
     }
 }
 

@@ -285,7 +285,7 @@ fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, E
     });
     tower::ServiceBuilder::new()
         .layer(RescueLayer::new())
-        .layer(RouteLayer::new(table()))
+        .layer(RouterLayer::new(table()))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::new())
         .layer(RetryLayer::new())
@@ -377,7 +377,7 @@ async fn rescue_maps_every_error() {
 #[tokio::test]
 async fn connection_pool_overflow_is_503_uo() {
     let (inner, mut handle) = mock::pair::<Request<Full<Bytes>>, Response<BoxBody>>();
-    let mut svc = RescueLayer::new().layer(RouteLayer::new(table()).layer(BalanceLayer::new().layer(inner)));
+    let mut svc = RescueLayer::new().layer(RouterLayer::new(table()).layer(BalanceLayer::new().layer(inner)));
     handle.allow(2);
     let mut first = task::spawn(svc.ready().await.unwrap().call(get("/api")));
     assert_pending!(first.poll());
@@ -469,7 +469,7 @@ fn pool_stack(
 ) -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = Infallible> + Clone {
     tower::ServiceBuilder::new()
         .layer(RescueLayer::new())
-        .layer(RouteLayer::new(cluster_table(policy)))
+        .layer(RouterLayer::new(cluster_table(policy)))
         .layer(RetryLayer::new())
         .layer(balance)
         .service(endpoint_echo(bad))
@@ -523,7 +523,7 @@ async fn least_request_avoids_the_busy_endpoint() {
     // Endpoint .1 holds requests; the others answer at once.
     let (inner, mut handle) = mock::pair::<Request<RetryBody<Full<Bytes>>>, Response<BoxBody>>();
     let svc = RescueLayer::new().layer(
-        RouteLayer::new(cluster_table("{}"))
+        RouterLayer::new(cluster_table("{}"))
             .layer(RetryLayer::new().layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(5))).layer(inner))),
     );
     handle.allow(1000);

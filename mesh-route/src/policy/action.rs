@@ -22,7 +22,7 @@ use super::{
 
 /// One compiled HTTPRoute.
 #[derive(Clone, Debug)]
-pub struct Route {
+pub struct RouteRule {
     /// `namespace/name` of the VirtualService; `None` for default routing.
     pub virtual_service: Option<Arc<str>>,
     /// Index in the VirtualService's `http` list.
@@ -49,7 +49,7 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
 }
 
-impl Route {
+impl RouteRule {
     /// The first match block that holds, or `None`. A route without blocks matches with
     /// a catch-all block.
     pub fn matches<'r>(&'r self, req: &RequestInfo<'_>) -> Option<Option<&'r MatchBlock>> {

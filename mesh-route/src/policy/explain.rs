@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use super::{
-    Decision, RouteTable,
-    action::{Action, Route},
+    RouteOutcome, RouteTable,
+    action::{Action, RouteRule},
     matching::RequestInfo,
 };
 use mesh_fault::{AbortKind, grpc_name};
@@ -94,9 +94,9 @@ impl Explanation {
     /// Route `req` through `table` and explain the result.
     pub fn of(table: &RouteTable, req: &RequestInfo<'_>, listener_port: Option<u16>) -> Self {
         match table.route(req, listener_port) {
-            Decision::NoVirtualHost => Self::no_route(None),
-            Decision::NoRoute(vhost) => Self::no_route(vhost.virtual_service.as_deref().map(str::to_string)),
-            Decision::Route(_, route, _) => Self::route(route),
+            RouteOutcome::NoVirtualHost => Self::no_route(None),
+            RouteOutcome::NoRoute(vhost) => Self::no_route(vhost.virtual_service.as_deref().map(str::to_string)),
+            RouteOutcome::Matched(_, route, _) => Self::route(route),
         }
     }
 
@@ -114,7 +114,7 @@ impl Explanation {
         }
     }
 
-    fn route(route: &Route) -> Self {
+    fn route(route: &RouteRule) -> Self {
         let (action, status, destinations) = match &route.action {
             Action::Forward(targets) => {
                 let dests = targets

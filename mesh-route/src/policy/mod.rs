@@ -30,7 +30,7 @@ use mesh_fault::FaultPolicy;
 
 use self::{
     action::{
-        Action, Cors, DirectResponse, HeaderOps, Mirror, Redirect, Rewrite, Route, RouteConfigError, Target,
+        Action, Cors, DirectResponse, HeaderOps, Mirror, Redirect, Rewrite, RouteConfigError, RouteRule, Target,
         WeightedTarget, WeightedTargets, split_authority,
     },
     cluster::{Cluster, ResolvedPolicy},
@@ -87,18 +87,18 @@ pub struct VirtualHost {
     /// `namespace/name` of the VirtualService(s), if any.
     pub virtual_service: Option<Arc<str>>,
     /// Routes, first match wins.
-    pub routes: Arc<[Arc<Route>]>,
+    pub routes: Arc<[Arc<RouteRule>]>,
 }
 
 /// The outcome of routing one request.
 #[derive(Clone, Copy, Debug)]
-pub enum Decision<'t> {
+pub enum RouteOutcome<'t> {
     /// No virtual host for this authority: 404 NR.
     NoVirtualHost,
     /// A virtual host, but no route matched: 404 NR (never a fallback).
     NoRoute(&'t VirtualHost),
     /// A route matched, through this block (`None`: a route without match blocks).
-    Route(&'t VirtualHost, &'t Arc<Route>, Option<&'t MatchBlock>),
+    Matched(&'t VirtualHost, &'t Arc<RouteRule>, Option<&'t MatchBlock>),
 }
 
 /// The compiled routing table of one proxy.
@@ -217,14 +217,14 @@ impl RouteTable {
     }
 
     /// Route one request.
-    pub fn route(&self, req: &RequestInfo<'_>, listener_port: Option<u16>) -> Decision<'_> {
-        let Some(vhost) = self.virtual_host(req.authority, listener_port) else { return Decision::NoVirtualHost };
+    pub fn route(&self, req: &RequestInfo<'_>, listener_port: Option<u16>) -> RouteOutcome<'_> {
+        let Some(vhost) = self.virtual_host(req.authority, listener_port) else { return RouteOutcome::NoVirtualHost };
         for route in vhost.routes.iter() {
             if let Some(block) = route.matches(req) {
-                return Decision::Route(vhost, route, block);
+                return RouteOutcome::Matched(vhost, route, block);
             }
         }
-        Decision::NoRoute(vhost)
+        RouteOutcome::NoRoute(vhost)
     }
 }
 
@@ -330,7 +330,7 @@ impl<'a> Compiler<'a> {
         vs: &VirtualServiceSpec,
         vhost_host: &str,
         port: Option<u16>,
-    ) -> Vec<Arc<Route>> {
+    ) -> Vec<Arc<RouteRule>> {
         let vs_ref: Arc<str> = format!("{}/{}", meta.namespace, meta.name).into();
         let mut out = Vec::new();
         for (i, r) in vs.http.iter().enumerate() {
@@ -371,7 +371,7 @@ impl<'a> Compiler<'a> {
         vs_ns: &str,
         vhost_host: &str,
         vhost_port: Option<u16>,
-    ) -> Result<Route, RouteConfigError> {
+    ) -> Result<RouteRule, RouteConfigError> {
         let matches = blocks.iter().map(|m| MatchBlock::try_from(*m)).collect::<Result<Vec<_>, _>>()?;
         let action = if let Some(rd) = &r.redirect {
             Action::Redirect(Redirect::compile(rd)?)
@@ -423,7 +423,7 @@ impl<'a> Compiler<'a> {
                 percent,
             })
             .collect();
-        Ok(Route {
+        Ok(RouteRule {
             virtual_service: Some(vs_ref.clone()),
             index: Some(index),
             name: r.name.as_deref().map(Arc::from),
@@ -707,7 +707,7 @@ impl<'a> Compiler<'a> {
 
 /// Routes for one host at a gateway: ordinary routes, catch-alls (moved last), and the
 /// VirtualServices they came from.
-type GatewayHost = (Vec<Arc<Route>>, Vec<Arc<Route>>, Vec<String>);
+type GatewayHost = (Vec<Arc<RouteRule>>, Vec<Arc<RouteRule>>, Vec<String>);
 
 /// The names a client can use for a Kubernetes service: the FQDN, `name.ns.svc`, `name.ns`,
 /// and `name` from the same namespace.
@@ -722,8 +722,8 @@ fn host_aliases(fqdn: &str, svc_ns: &str, ctx_ns: &str) -> Vec<String> {
 }
 
 /// Routing without a VirtualService: the whole service, the default retry policy, no timeout.
-fn default_route(target: Target) -> Route {
-    Route {
+fn default_route(target: Target) -> RouteRule {
+    RouteRule {
         virtual_service: None,
         index: None,
         name: None,

@@ -82,9 +82,9 @@ impl Req {
 /// (vs, route index, [(cluster, percent)]) or the 404 / other outcome as a string.
 fn decide(table: &RouteTable, r: &Req, listener: Option<u16>) -> String {
     match table.route(&r.info(), listener) {
-        Decision::NoVirtualHost => "404 NR (no virtual host)".into(),
-        Decision::NoRoute(_) => "404 NR".into(),
-        Decision::Route(_, route, _) => {
+        RouteOutcome::NoVirtualHost => "404 NR (no virtual host)".into(),
+        RouteOutcome::NoRoute(_) => "404 NR".into(),
+        RouteOutcome::Matched(_, route, _) => {
             let vs = route.virtual_service.as_deref().unwrap_or("-");
             match &route.action {
                 Action::Forward(t) => {
@@ -112,7 +112,7 @@ fn without_a_virtual_service_the_whole_service_is_used() {
         decide(&t, &req("reviews:9080", "/reviews/0"), None),
         "-[-] -> outbound|9080||reviews.default.svc.cluster.local (3 endpoints) 100%"
     );
-    let Decision::Route(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
+    let RouteOutcome::Matched(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
     assert_eq!(route.retry.as_deref(), Some(&retry::RetryPolicy::istio_default()));
     assert_eq!(route.timeout, None);
 }
@@ -243,10 +243,10 @@ fn fault_timeout_and_retry_policies_reach_the_route() {
     );
     let t = RouteTable::compile(&s, &r, &sidecar());
     let jason = req("ratings:9080", "/ratings/0").header("end-user", "jason");
-    let Decision::Route(_, route, _) = t.route(&jason.info(), None) else { panic!() };
+    let RouteOutcome::Matched(_, route, _) = t.route(&jason.info(), None) else { panic!() };
     let delay = route.fault.as_ref().unwrap().delay.unwrap();
     assert_eq!((delay.fixed.as_secs(), delay.percent.get()), (7, 100.0));
-    let Decision::Route(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
+    let RouteOutcome::Matched(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
     assert_eq!(route.timeout, Some(std::time::Duration::from_millis(500)));
 }
 
@@ -288,7 +288,7 @@ spec:
     let s = base.into_snapshot();
     let r = Registry::build(&s, &Locator::new());
     let t = RouteTable::compile(&s, &r, &sidecar());
-    let Decision::Route(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
+    let RouteOutcome::Matched(_, route, _) = t.route(&req("reviews:9080", "/").info(), None) else { panic!() };
     let Action::Forward(targets) = &route.action else { panic!() };
     let clusters: Vec<&cluster::Cluster> = targets
         .targets
@@ -314,7 +314,7 @@ fn the_legacy_mirror_and_the_mirrors_list_both_compile() {
     let (s, r) = setup(&[], vs);
     let t = RouteTable::compile(&s, &r, &sidecar());
     let mirrors = |request: Req| -> Vec<(String, f64)> {
-        let Decision::Route(_, route, _) = t.route(&request.info(), None) else { panic!() };
+        let RouteOutcome::Matched(_, route, _) = t.route(&request.info(), None) else { panic!() };
         route
             .mirrors
             .iter()

@@ -22,7 +22,7 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{BalanceLayer, MeshClient, RetryLayer, RouteLayer, client_stack_with_connectors},
+    layer::{BalanceLayer, MeshClient, RetryLayer, RouterLayer, client_stack_with_connectors},
     policy::ProxyContext,
 };
 use mesh_telemetry::{
@@ -35,7 +35,7 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::{
     MeshError,
-    control::{Control, Me},
+    compiled::{CompiledConfig, LocalWorkload},
 };
 
 /// Workload certificates live a day (Istio's `SECRET_TTL`) and are re-issued after two
@@ -147,23 +147,23 @@ impl RemoteCert {
 }
 
 /// The running core.
-pub(crate) struct Core {
+pub(crate) struct WorkloadMesh {
     /// Dropping it stops the watching.
     pub(crate) source: Box<dyn ConfigSource>,
-    pub(crate) control: Arc<Control>,
+    pub(crate) control: Arc<CompiledConfig>,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) store: Arc<CertStore>,
     pub(crate) roots: Arc<RootCertStore>,
-    pub(crate) me: Me,
+    pub(crate) me: LocalWorkload,
 }
 
-impl std::fmt::Debug for Core {
+impl std::fmt::Debug for WorkloadMesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("WorkloadMesh").field("me", &self.me).finish_non_exhaustive()
     }
 }
 
-impl Core {
+impl WorkloadMesh {
     /// From the config `source` ([`ConfigFrom::open`]): resolve the workload, compile,
     /// and issue its certificate. Must run inside a tokio runtime.
     pub(crate) fn start(o: &CoreOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
@@ -193,7 +193,7 @@ impl Core {
             .map(str::to_string)
             .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
         let labels = o.labels.cloned().or_else(|| gateway_selector.clone()).unwrap_or_default();
-        let me = Me::resolve(
+        let me = LocalWorkload::resolve(
             &snapshot,
             &namespace,
             &labels,
@@ -211,7 +211,7 @@ impl Core {
             Some((ns, name)) => ProxyContext::gateway(ns, name),
             None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
         };
-        let control = Control::new(snapshot, me.clone(), locator, ctx, o.trust_domain);
+        let control = CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain);
         control.follow(source.snapshots());
         tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
 
@@ -308,7 +308,7 @@ impl Core {
     }
 
     /// The client stack (route, fault, timeout, retry, balance, pooled connections).
-    pub(crate) fn client(&self, route: RouteLayer, connector: &MeshConnector, balance: &BalanceLayer) -> MeshClient {
+    pub(crate) fn client(&self, route: RouterLayer, connector: &MeshConnector, balance: &BalanceLayer) -> MeshClient {
         client_stack_with_connectors(
             route,
             connector.clone(),

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 /// Who this proxy serves.
 #[derive(Clone, Debug)]
-pub(crate) struct Me {
+pub(crate) struct LocalWorkload {
     pub(crate) namespace: String,
     pub(crate) labels: Labels,
     /// Workload (Deployment) name.
@@ -40,7 +40,7 @@ pub(crate) struct Me {
     pub(crate) identity: Identity,
 }
 
-impl Me {
+impl LocalWorkload {
     /// The workload whose pods carry `labels` in `namespace`: its Deployment gives the
     /// name and service account unless the flags do.
     pub(crate) fn resolve(
@@ -95,8 +95,8 @@ impl Me {
 }
 
 /// The compiled state, swapped whole on every snapshot.
-pub(crate) struct Control {
-    pub(crate) me: Me,
+pub(crate) struct CompiledConfig {
+    pub(crate) me: LocalWorkload,
     trust_domain: String,
     locator: Locator,
     ctx: ProxyContext,
@@ -115,9 +115,9 @@ pub(crate) struct Control {
     pub(crate) inbound_tcp: std::sync::atomic::AtomicBool,
 }
 
-impl std::fmt::Debug for Control {
+impl std::fmt::Debug for CompiledConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("CompiledConfig").field("me", &self.me).finish_non_exhaustive()
     }
 }
 
@@ -138,7 +138,7 @@ const OPAQUE: [&str; 5] = ["TCP", "MONGO", "MYSQL", "REDIS", "TLS"];
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
 /// ports are non-HTTP.
-fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &Me) -> (Option<String>, bool) {
+fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload) -> (Option<String>, bool) {
     let services: Vec<_> = snapshot
         .in_namespace(Kind::Service, &me.namespace)
         .filter_map(|r| match &**r {
@@ -153,7 +153,13 @@ fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &Me) -> (Optio
     (services.first().map(|s| s.hostname.clone()), tcp)
 }
 
-fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, trust_domain: &str) -> Compiled {
+fn compile(
+    snapshot: &Snapshot,
+    me: &LocalWorkload,
+    locator: &Locator,
+    ctx: &ProxyContext,
+    trust_domain: &str,
+) -> Compiled {
     let registry = Registry::build(snapshot, locator);
     let table = RouteTable::compile(snapshot, &registry, ctx);
     for w in &table.warnings {
@@ -173,10 +179,10 @@ fn compile(snapshot: &Snapshot, me: &Me, locator: &Locator, ctx: &ProxyContext, 
     }
 }
 
-impl Control {
+impl CompiledConfig {
     pub(crate) fn new(
         snapshot: Arc<Snapshot>,
-        me: Me,
+        me: LocalWorkload,
         locator: Locator,
         ctx: ProxyContext,
         trust_domain: &str,
@@ -268,7 +274,7 @@ spec:
 
     #[test]
     fn the_deployment_with_these_pod_labels_names_the_workload_and_its_identity() {
-        let me = Me::resolve(
+        let me = LocalWorkload::resolve(
             &snapshot(),
             "shop",
             &labels(&[("app", "reviews"), ("version", "v2")]),
@@ -284,7 +290,7 @@ spec:
 
     #[test]
     fn flags_win_and_unknown_workloads_fall_back_to_their_labels() {
-        let me = Me::resolve(
+        let me = LocalWorkload::resolve(
             &snapshot(),
             "shop",
             &labels(&[("app", "reviews")]),
@@ -296,7 +302,7 @@ spec:
         .unwrap();
         // `app=reviews` alone matches the Deployment's pod labels (a subset).
         assert_eq!((me.workload.as_str(), me.service_account.as_str()), ("reviews-v2", "custom"));
-        let other = Me::resolve(
+        let other = LocalWorkload::resolve(
             &snapshot(),
             "default",
             &labels(&[("app", "x"), ("version", "v9")]),
@@ -307,9 +313,16 @@ spec:
         )
         .unwrap();
         assert_eq!((other.workload.as_str(), other.service_account.as_str()), ("x-v9", "default"));
-        let gw =
-            Me::resolve(&snapshot(), "istio-system", &labels(&[("istio", "ingressgateway")]), None, None, "gw", "td")
-                .unwrap();
+        let gw = LocalWorkload::resolve(
+            &snapshot(),
+            "istio-system",
+            &labels(&[("istio", "ingressgateway")]),
+            None,
+            None,
+            "gw",
+            "td",
+        )
+        .unwrap();
         assert_eq!((gw.workload.as_str(), gw.service_account.as_str()), ("istio-ingressgateway", "gw"));
     }
 }
