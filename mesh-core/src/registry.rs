@@ -76,8 +76,108 @@ pub struct ServicePort {
     pub name: String,
     /// The port clients use.
     pub number: u16,
-    /// Protocol, from the name prefix or declared (`HTTP`, `TCP`, ...), upper case.
-    pub protocol: String,
+    /// Protocol: declared (`appProtocol`, a ServiceEntry's `protocol`), else the name's
+    /// prefix.
+    pub protocol: Protocol,
+}
+
+/// A port's protocol, as Istio selects it: the declared protocol (a Service port's
+/// `appProtocol`, a ServiceEntry or Gateway port's `protocol`), else the port name's prefix
+/// (`http-web`, `grpc`, `tcp-db`); anything else is TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// HTTP/1.1 (or any HTTP version the caller speaks).
+    Http,
+    /// HTTP/2.
+    Http2,
+    /// TLS carrying HTTP, passed through or terminated at a gateway.
+    Https,
+    /// gRPC.
+    Grpc,
+    /// gRPC-Web.
+    GrpcWeb,
+    /// Opaque TCP.
+    Tcp,
+    /// TLS, routed by SNI.
+    Tls,
+    /// MongoDB (proxied as TCP).
+    Mongo,
+    /// Redis (proxied as TCP).
+    Redis,
+    /// MySQL (proxied as TCP).
+    Mysql,
+    /// UDP (not proxied).
+    Udp,
+}
+
+impl Protocol {
+    /// Every protocol, in Istio's order of its docs.
+    pub const ALL: [Protocol; 11] = [
+        Protocol::Http,
+        Protocol::Https,
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::Http2,
+        Protocol::Mongo,
+        Protocol::Tcp,
+        Protocol::Tls,
+        Protocol::Redis,
+        Protocol::Mysql,
+        Protocol::Udp,
+    ];
+
+    /// Istio's name (`HTTP`, `GRPC-WEB`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Http2 => "HTTP2",
+            Protocol::Https => "HTTPS",
+            Protocol::Grpc => "GRPC",
+            Protocol::GrpcWeb => "GRPC-WEB",
+            Protocol::Tcp => "TCP",
+            Protocol::Tls => "TLS",
+            Protocol::Mongo => "MONGO",
+            Protocol::Redis => "REDIS",
+            Protocol::Mysql => "MYSQL",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    /// One of Istio's protocol names, in any case (`grpc-web`, `HTTP`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Istio's selection for a port: `declared` if it names a protocol (also Kubernetes'
+    /// standard `appProtocol`s `kubernetes.io/h2c`, `kubernetes.io/ws`, `kubernetes.io/wss`),
+    /// else the name's prefix before the first `-` (`grpc-web` is a name of its own), else
+    /// TCP.
+    pub fn of_port(name: &str, declared: Option<&str>) -> Self {
+        let declared = declared.filter(|p| !p.is_empty()).and_then(|d| match d.to_ascii_lowercase().as_str() {
+            "kubernetes.io/h2c" => Some(Protocol::Http2),
+            "kubernetes.io/ws" | "kubernetes.io/wss" => Some(Protocol::Http),
+            _ => Self::parse(d),
+        });
+        if let Some(p) = declared {
+            return p;
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower == "grpc-web" || lower.starts_with("grpc-web-") {
+            return Protocol::GrpcWeb;
+        }
+        Self::parse(lower.split('-').next().unwrap_or("")).unwrap_or(Protocol::Tcp)
+    }
+
+    /// Proxied as opaque TCP (no HTTP parsing): TCP, TLS and the database protocols.
+    pub fn is_opaque(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Tls | Protocol::Mongo | Protocol::Redis | Protocol::Mysql)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One endpoint of a service. Cheap to clone (shared strings), so layers can carry the
@@ -136,20 +236,6 @@ impl Service {
 pub struct Registry {
     services: BTreeMap<String, Arc<Service>>,
     workloads: BTreeMap<(String, String), Arc<Workload>>,
-}
-
-fn protocol_of(name: &str, declared: Option<&str>) -> String {
-    if let Some(p) = declared.filter(|p| !p.is_empty()) {
-        return p.to_ascii_uppercase();
-    }
-    // Istio's port naming convention: `<protocol>[-<suffix>]`.
-    let prefix = name.split('-').next().unwrap_or("").to_ascii_lowercase();
-    match prefix.as_str() {
-        "http" | "http2" | "https" | "grpc" | "grpc-web" | "tcp" | "tls" | "mongo" | "redis" | "mysql" | "udp" => {
-            prefix.to_ascii_uppercase()
-        }
-        _ => "TCP".into(),
-    }
 }
 
 /// The pod annotation (set by `meshctl kube-inject`) that says a pod runs the mesh sidecar
@@ -310,7 +396,7 @@ impl Registry {
                 let Ok(number) = u16::try_from(p.port) else { continue };
                 let name = p.name.clone().unwrap_or_default();
                 ports.push(ServicePort {
-                    protocol: protocol_of(&name, p.app_protocol.as_deref()),
+                    protocol: Protocol::of_port(&name, p.app_protocol.as_deref()),
                     name: name.clone(),
                     number,
                 });
@@ -385,7 +471,7 @@ impl Registry {
                     Some(ServicePort {
                         name: p.name.clone(),
                         number: u16::try_from(p.number).ok()?,
-                        protocol: protocol_of(&p.name, Some(&p.protocol)),
+                        protocol: Protocol::of_port(&p.name, Some(&p.protocol)),
                     })
                 })
                 .collect();
@@ -451,6 +537,32 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_protocols_as_istio_selects_them() {
+        use super::Protocol::{self, *};
+        let of = Protocol::of_port;
+        assert_eq!(of("http", None), Http);
+        assert_eq!(of("http-web", None), Http);
+        assert_eq!(of("HTTP2-x", None), Http2);
+        assert_eq!(of("grpc-web", None), GrpcWeb);
+        assert_eq!(of("grpc-web-x", None), GrpcWeb);
+        assert_eq!(of("grpc-x", None), Grpc);
+        assert_eq!(of("tcp-db", None), Tcp);
+        assert_eq!(of("mongo", None), Mongo);
+        assert_eq!(of("web", None), Tcp);
+        assert_eq!(of("", None), Tcp);
+        // Declared wins, in any case; an unknown declaration falls back to the name.
+        assert_eq!(of("tcp", Some("http")), Http);
+        assert_eq!(of("web", Some("kubernetes.io/h2c")), Http2);
+        assert_eq!(of("http", Some("FOO")), Http);
+        assert_eq!(of("x", Some("")), Tcp);
+        assert!(Tcp.is_opaque() && Tls.is_opaque() && Redis.is_opaque() && Mysql.is_opaque() && Mongo.is_opaque());
+        assert!(!Http.is_opaque() && !Grpc.is_opaque() && !Udp.is_opaque());
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::parse(&p.to_string().to_lowercase()), Some(p));
+        }
+    }
+
     use super::*;
     use crate::load::{LoadOptions, load_str};
 
@@ -521,7 +633,7 @@ spec:
 
         let reviews = reg.service("reviews.default.svc.cluster.local").unwrap();
         assert_eq!(reviews.default_port(), Some(9080));
-        assert_eq!(reviews.ports[0].protocol, "HTTP");
+        assert_eq!(reviews.ports[0].protocol, Protocol::Http);
         // reviews-v2 has no address yet: only v1 is an endpoint.
         let eps = reviews.endpoints(9080);
         assert_eq!(eps.len(), 1);

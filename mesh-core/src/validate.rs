@@ -11,6 +11,7 @@ use crate::{
     api::*,
     diag::{FieldPath, Finding},
     load::LoadedResource,
+    registry::Protocol,
     snapshot::{ResourceKey, host_matches, resolve_host},
     string_match::{StringMatcher, compile_full_match},
 };
@@ -753,9 +754,6 @@ fn policy_blocks(
 
 // === Gateway ===
 
-const GATEWAY_PROTOCOLS: &[&str] =
-    &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL", "UDP"];
-
 fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
     if gw.servers.is_empty() {
         v.error(spec.key("servers"), "at least one server is required");
@@ -763,10 +761,14 @@ fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
     for (i, s) in gw.servers.iter().enumerate() {
         let p = spec.key("servers").index(i);
         port_number(v, p.key("port").key("number"), s.port.number);
-        if !GATEWAY_PROTOCOLS.contains(&s.port.protocol.to_ascii_uppercase().as_str()) {
+        if Protocol::parse(&s.port.protocol).is_none() {
             v.error(
                 p.key("port").key("protocol"),
-                format!("unknown protocol {:?}; use one of {}", s.port.protocol, GATEWAY_PROTOCOLS.join(", ")),
+                format!(
+                    "unknown protocol {:?}; use one of {}",
+                    s.port.protocol,
+                    Protocol::ALL.map(Protocol::as_str).join(", ")
+                ),
             );
         }
         if s.hosts.is_empty() {
@@ -795,8 +797,10 @@ fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
             if matches!(t.mode, Some(ServerTlsMode::Mutual)) && t.ca_certificates.is_none() && !has_cred {
                 v.error(tp.key("caCertificates"), "MUTUAL needs caCertificates (or credentialName) to verify clients");
             }
-            let proto = s.port.protocol.to_ascii_uppercase();
-            if t.mode.is_some() && proto == "HTTP" && t.https_redirect != Some(true) {
+            if t.mode.is_some()
+                && Protocol::parse(&s.port.protocol) == Some(Protocol::Http)
+                && t.https_redirect != Some(true)
+            {
                 v.warning(tp, "TLS settings on an HTTP port have no effect");
             }
         }

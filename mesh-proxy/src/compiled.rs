@@ -133,9 +133,6 @@ struct Compiled {
     inbound_tcp: bool,
 }
 
-/// Protocols proxied as opaque TCP (Istio's port name prefixes and `appProtocol`s).
-const OPAQUE: [&str; 5] = ["TCP", "MONGO", "MYSQL", "REDIS", "TLS"];
-
 /// The services selecting this workload: the first one's FQDN, and whether all their
 /// ports are non-HTTP.
 fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload) -> (Option<String>, bool) {
@@ -148,8 +145,7 @@ fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload
             _ => None,
         })
         .collect();
-    let tcp =
-        !services.is_empty() && services.iter().flat_map(|s| &s.ports).all(|p| OPAQUE.contains(&p.protocol.as_str()));
+    let tcp = !services.is_empty() && services.iter().flat_map(|s| &s.ports).all(|p| p.protocol.is_opaque());
     (services.first().map(|s| s.hostname.clone()), tcp)
 }
 

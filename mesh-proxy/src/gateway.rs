@@ -102,10 +102,12 @@ pub(crate) fn plan(
         let Some(first) = servers.first() else {
             return Err(format!("--listen {port}={}: Gateway {ns}/{name} has no server on port {port}", l.addr));
         };
-        let protocol = first.port.protocol.to_ascii_uppercase();
-        if !matches!(protocol.as_str(), "HTTP" | "HTTPS" | "HTTP2" | "GRPC") {
+        use mesh_core::registry::Protocol;
+        let protocol = Protocol::parse(&first.port.protocol);
+        if !matches!(protocol, Some(Protocol::Http | Protocol::Https | Protocol::Http2 | Protocol::Grpc)) {
             return Err(format!(
-                "Gateway {ns}/{name} port {port}: protocol {protocol} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)"
+                "Gateway {ns}/{name} port {port}: protocol {} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)",
+                first.port.protocol.to_ascii_uppercase()
             ));
         }
         let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
@@ -136,7 +138,7 @@ pub(crate) fn plan(
                 let default = choices[0].1.clone();
                 Some(mesh_mtls::accept::MtlsAcceptor::by_sni(default, choices))
             }
-            None if protocol == "HTTPS" => return Err(format!("{context}: HTTPS needs tls settings")),
+            None if protocol == Some(Protocol::Https) => return Err(format!("{context}: HTTPS needs tls settings")),
             None => None,
         };
         let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
