@@ -36,6 +36,7 @@ pub mod accept;
 pub mod ca;
 pub mod config;
 pub mod connector;
+pub mod gateway;
 pub mod peer_auth;
 pub mod remote;
 pub mod server;

@@ -1,27 +1,17 @@
 //! The ingress gateway: the Gateway resource's servers (port, hosts, TLS) as listeners,
-//! each routing by the VirtualServices bound to the Gateway toward the mesh.
+//! each routing by the VirtualServices bound to the Gateway toward the mesh. The servers'
+//! TLS is mesh-mtls's (`mesh_mtls::gateway`).
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::net::SocketAddr;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mesh_core::{
     BoxBody, BoxError, Snapshot,
-    api::{Kind, Resource, Server, ServerTlsMode, ServerTlsSettings},
+    api::{Kind, Resource, Server},
 };
-use rustls::{
-    RootCertStore, ServerConfig,
-    server::{WebPkiClientVerifier, danger::ClientCertVerifier},
-};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+pub(crate) use mesh_mtls::gateway::Credentials;
 use tower::util::BoxCloneSyncService;
-
-/// How often credential files are checked for a rotation.
-const CREDENTIAL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,15 +47,6 @@ pub(crate) struct Plan {
     pub(crate) tls: Option<mesh_mtls::accept::MtlsAcceptor>,
     /// `tls.httpsRedirect`: every request gets a 301 to `https`.
     pub(crate) https_redirect: bool,
-}
-
-/// Where `credentialName` secrets live on this machine: `DIR/NAME/tls.crt`, `tls.key`
-/// and, for MUTUAL, `ca.crt` (or `DIR/NAME-cacert/ca.crt`), as Istio mounts them.
-#[derive(Clone, Debug)]
-pub(crate) struct Credentials {
-    pub(crate) dir: PathBuf,
-    /// The mesh's own certificate and roots, for ISTIO_MUTUAL.
-    pub(crate) mesh: Option<(Arc<mesh_mtls::store::CertStore>, Arc<RootCertStore>)>,
 }
 
 /// The listeners for `--gateway NS/NAME` and its `--listen` addresses.
@@ -111,36 +92,10 @@ pub(crate) fn plan(
             ));
         }
         let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
-        let tls = match first.tls.as_ref().filter(|t| t.mode.is_some()) {
-            Some(t) if servers.iter().all(|s| s.tls == first.tls) => {
-                Some(mesh_mtls::accept::MtlsAcceptor::new(server_tls(t, creds, &context)?))
-            }
-            // Several servers, each with its own certificate (Istio's "TLS ingress gateway
-            // for multiple hosts"): the client's SNI picks the server by its hosts.
-            Some(_) => {
-                let mut choices = Vec::new();
-                for s in &servers {
-                    let Some(st) = s.tls.as_ref().filter(|st| st.mode.is_some()) else {
-                        return Err(format!(
-                            "{context}: server {:?} has no TLS settings but shares the port with TLS servers",
-                            s.hosts
-                        ));
-                    };
-                    // `ns/host` and `./host` name a host; the namespace part is the routes'.
-                    let hosts = s
-                        .hosts
-                        .iter()
-                        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h).to_ascii_lowercase())
-                        .collect();
-                    choices.push((hosts, server_tls(st, creds, &context)?));
-                }
-                // No SNI, or one no server names: the first server's, as Envoy's default chain.
-                let default = choices[0].1.clone();
-                Some(mesh_mtls::accept::MtlsAcceptor::by_sni(default, choices))
-            }
-            None if protocol == Some(Protocol::Https) => return Err(format!("{context}: HTTPS needs tls settings")),
-            None => None,
-        };
+        let tls = mesh_mtls::gateway::acceptor(&servers, creds, &context)?;
+        if tls.is_none() && protocol == Some(Protocol::Https) {
+            return Err(format!("{context}: HTTPS needs tls settings"));
+        }
         let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
         if servers.iter().skip(1).any(|s| redirect(s) != redirect(first)) {
             tracing::warn!("{context}: servers sharing the port disagree on httpsRedirect; the first one's is used");
@@ -149,198 +104,6 @@ pub(crate) fn plan(
         plans.push(Plan { port, addr: l.addr, tls, https_redirect });
     }
     Ok(plans)
-}
-
-fn read(path: &Path, context: &str, field: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{context}: {field} {}: {e}", path.display()))
-}
-
-fn certs(pem: &[u8], path: &Path, context: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{context}: {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{context}: {} holds no certificate", path.display()));
-    }
-    Ok(certs)
-}
-
-/// The rustls configuration for a server's `tls` block.
-fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Result<Arc<ServerConfig>, String> {
-    let provider = mesh_mtls::store::provider();
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("{context}: {e}"))?;
-    let mode = t.mode.unwrap_or(ServerTlsMode::Simple);
-    let mut config = match mode {
-        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
-            return Err(format!(
-                "{context}: tls.mode {mode:?} (TLS passthrough by SNI) is not supported by this gateway; terminate with SIMPLE or MUTUAL"
-            ));
-        }
-        ServerTlsMode::IstioMutual => {
-            let (store, roots) =
-                creds.mesh.clone().ok_or_else(|| format!("{context}: ISTIO_MUTUAL needs the mesh CA"))?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| format!("{context}: {e}"))?;
-            builder.with_client_cert_verifier(verifier).with_cert_resolver(store)
-        }
-        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
-            let (cert_path, key_path, ca_path) = match &t.credential_name {
-                Some(name) => {
-                    let d = creds.dir.join(name);
-                    let ca = [d.join("ca.crt"), creds.dir.join(format!("{name}-cacert")).join("ca.crt")]
-                        .into_iter()
-                        .find(|p| p.exists());
-                    (d.join("tls.crt"), d.join("tls.key"), ca)
-                }
-                None => {
-                    let field = |v: &Option<String>, f: &str| {
-                        v.as_deref()
-                            .map(PathBuf::from)
-                            .ok_or_else(|| format!("{context}: tls.mode {mode:?} needs tls.credentialName or tls.{f}"))
-                    };
-                    (
-                        field(&t.server_certificate, "serverCertificate")?,
-                        field(&t.private_key, "privateKey")?,
-                        t.ca_certificates.as_deref().map(PathBuf::from),
-                    )
-                }
-            };
-            // Read now (so a bad pair fails the start with the file's name), then watched:
-            // a rotated pair replaces the served one, as Istio's gateways get it over SDS.
-            certs(&read(&cert_path, context, "certificate")?, &cert_path, context)?;
-            PrivateKeyDer::from_pem_slice(&read(&key_path, context, "private key")?)
-                .map_err(|e| format!("{context}: {}: {e}", key_path.display()))?;
-            let store = mesh_mtls::store::CertStore::from_files(&cert_path, &key_path)
-                .map_err(|e| format!("{context}: {} and {}: {e}", cert_path.display(), key_path.display()))?;
-            store.watch_files(cert_path.clone(), key_path.clone(), CREDENTIAL_POLL);
-            let builder = if mode == ServerTlsMode::Simple {
-                builder.with_no_client_auth()
-            } else {
-                let ca_path = ca_path.ok_or_else(|| {
-                    format!("{context}: tls.mode {mode:?} needs client CA certificates (tls.caCertificates or ca.crt)")
-                })?;
-                let optional = mode == ServerTlsMode::OptionalMutual;
-                let first = client_verifier(&ca_path, optional, &provider, context)?;
-                let verifier = Arc::new(ReloadingVerifier { current: std::sync::RwLock::new(first) });
-                verifier.watch(ca_path, optional, provider, context.to_string());
-                builder.with_client_cert_verifier(verifier)
-            };
-            builder.with_cert_resolver(store)
-        }
-    };
-    config.alpn_protocols = mesh_mtls::config::ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
-}
-
-/// The client-certificate check of a MUTUAL or OPTIONAL_MUTUAL server: `path`'s CAs.
-fn client_verifier(
-    path: &Path,
-    optional: bool,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-    context: &str,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
-    let mut roots = RootCertStore::empty();
-    for c in certs(&read(path, context, "CA certificates")?, path, context)? {
-        roots.add(c).map_err(|e| format!("{context}: {}: {e}", path.display()))?;
-    }
-    let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    let v = if optional { v.allow_unauthenticated() } else { v };
-    v.build().map_err(|e| format!("{context}: {e}"))
-}
-
-/// A client-certificate check whose CAs are re-read when their file changes (a rotated
-/// Secret's `ca.crt`), as Istio's gateways get `cacert` over SDS: new handshakes use the new
-/// CAs, a broken file keeps the last good ones. Like Envoy, it sends no CA names in its
-/// certificate request.
-#[derive(Debug)]
-struct ReloadingVerifier {
-    current: std::sync::RwLock<Arc<dyn ClientCertVerifier>>,
-}
-
-impl ReloadingVerifier {
-    fn get(&self) -> Arc<dyn ClientCertVerifier> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn watch(
-        self: &Arc<Self>,
-        path: PathBuf,
-        optional: bool,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-        context: String,
-    ) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            let mut last = stamp(&path);
-            loop {
-                tokio::time::sleep(CREDENTIAL_POLL).await;
-                let Some(this) = weak.upgrade() else { return };
-                let now = stamp(&path);
-                if now == last {
-                    continue;
-                }
-                match client_verifier(&path, optional, &provider, &context) {
-                    Ok(v) => {
-                        *this.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = v;
-                        last = now;
-                        tracing::info!(ca = %path.display(), "client CA certificates reloaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "client CA certificates not usable yet; keeping the current ones")
-                    }
-                }
-            }
-        });
-    }
-}
-
-impl ClientCertVerifier for ReloadingVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.get().offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.get().client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        self.get().verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.get().verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.get().verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.get().supported_verify_schemes()
-    }
 }
 
 /// `httpsRedirect`: 301 to the same host and path over https.
@@ -386,7 +149,7 @@ spec:
     }
 
     fn creds() -> Credentials {
-        Credentials { dir: PathBuf::from("/nonexistent"), mesh: None }
+        Credentials { dir: std::path::PathBuf::from("/nonexistent"), mesh: None }
     }
 
     #[test]
