@@ -41,6 +41,16 @@ pub(crate) struct LocalWorkload {
 }
 
 impl LocalWorkload {
+    /// What telemetry labels this workload's side with.
+    pub(crate) fn info(&self) -> mesh_telemetry::layer::WorkloadInfo {
+        mesh_telemetry::layer::WorkloadInfo::new(
+            &self.workload,
+            &self.namespace,
+            &self.labels,
+            Some(self.identity.to_string()),
+        )
+    }
+
     /// The workload whose pods carry `labels` in `namespace`: its Deployment gives the
     /// name and service account unless the flags do.
     pub(crate) fn resolve(

@@ -27,7 +27,7 @@ use mesh_route::{
 };
 use mesh_telemetry::{
     access_log::AccessLog,
-    layer::{Reporter, TelemetryLayer, WorkloadInfo},
+    layer::{Reporter, TelemetryLayer},
     metrics::MeshMetrics,
 };
 use rustls::RootCertStore;
@@ -258,7 +258,7 @@ impl WorkloadMesh {
     /// The telemetry layer of this workload for one reporter.
     pub(crate) fn telemetry(&self, reporter: Reporter, access_log: Option<&AccessLog>) -> TelemetryLayer {
         let me = &self.me;
-        let info = WorkloadInfo::new(&me.workload, &me.namespace, &me.labels, Some(me.identity.to_string()));
+        let info = me.info();
         let control = self.control.clone();
         // Peer metadata counts only when it fits the identity: a workload the registry knows
         // must run as that service account, and an identity the registry's workloads use

@@ -31,7 +31,7 @@ use tokio::{
 };
 use tower::Service;
 
-use crate::compiled::{CompiledConfig, LocalWorkload};
+use crate::compiled::CompiledConfig;
 
 /// `--tcp ADDR=HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,10 +93,6 @@ pub(crate) struct Outbound {
     pub(crate) next: AtomicUsize,
 }
 
-fn short_name(fqdn: &str) -> String {
-    fqdn.split('.').next().unwrap_or(fqdn).to_string()
-}
-
 impl Outbound {
     /// Accept on `listener` for `forward` until `stop`; then wait for open connections.
     pub(crate) async fn serve(
@@ -124,26 +120,7 @@ impl Outbound {
     }
 
     fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: &str) -> TcpLabels {
-        let me = &self.control.me;
-        let unknown = || "unknown".to_string();
-        TcpLabels {
-            reporter: "source".into(),
-            source_workload: me.workload.clone(),
-            source_workload_namespace: me.namespace.clone(),
-            source_principal: me.identity.to_string(),
-            destination_workload: endpoint.map_or_else(unknown, |e| e.workload.to_string()),
-            destination_workload_namespace: endpoint.map_or_else(unknown, |e| e.namespace.to_string()),
-            destination_principal: endpoint
-                .and_then(|e| Some((e, e.service_account.as_ref()?)))
-                .map_or_else(unknown, |(e, sa)| {
-                    format!("spiffe://{}/ns/{}/sa/{sa}", me.identity.trust_domain(), e.namespace)
-                }),
-            destination_service: cluster.service.to_string(),
-            destination_service_name: short_name(&cluster.service),
-            request_protocol: "tcp".into(),
-            response_flags: flags.into(),
-            connection_security_policy: "unknown".into(),
-        }
+        TcpLabels::source(&self.control.me.info(), &cluster.service, endpoint, flags)
     }
 
     async fn proxy(&self, mut client: TcpStream, forward: &Forward) {
@@ -205,24 +182,8 @@ pub(crate) fn inbound(
     move |io, peer| {
         let (control, metrics) = (control.clone(), metrics.clone());
         Box::pin(async move {
-            let me: &LocalWorkload = &control.me;
             let service = control.inbound_service.load();
-            let labels = TcpLabels {
-                reporter: "destination".into(),
-                source_workload: "unknown".into(),
-                source_workload_namespace: peer
-                    .as_ref()
-                    .map_or_else(|| "unknown".into(), |p| p.namespace().to_string()),
-                source_principal: peer.as_ref().map_or_else(|| "unknown".into(), ToString::to_string),
-                destination_workload: me.workload.clone(),
-                destination_workload_namespace: me.namespace.clone(),
-                destination_principal: me.identity.to_string(),
-                destination_service: service.as_deref().map_or_else(|| "unknown".into(), str::to_string),
-                destination_service_name: service.as_deref().map_or_else(|| "unknown".into(), short_name),
-                request_protocol: "tcp".into(),
-                response_flags: "-".into(),
-                connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
-            };
+            let labels = TcpLabels::destination(&control.me.info(), service.as_deref(), peer.as_ref());
             let mut io = io;
             match TcpStream::connect(app).await {
                 Ok(mut upstream) => {
@@ -234,7 +195,7 @@ pub(crate) fn inbound(
                 }
                 Err(e) => {
                     tracing::warn!(%app, error = %e, "tcp: the app refused the connection");
-                    let labels = TcpLabels { response_flags: "UF".into(), ..labels };
+                    let labels = labels.with_flags("UF");
                     metrics.tcp_opened(&labels);
                     metrics.tcp_closed(&labels, 0, 0);
                 }

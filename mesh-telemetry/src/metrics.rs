@@ -9,7 +9,8 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-use crate::histogram::AtomicHistogram as Histogram;
+use crate::{histogram::AtomicHistogram as Histogram, layer::WorkloadInfo};
+use mesh_core::{Identity, registry::Endpoint};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -143,6 +144,65 @@ pub struct TcpLabels {
     /// `mutual_tls`, `none`, `unknown`.
     pub connection_security_policy: String,
 }
+
+impl TcpLabels {
+    /// A connection this workload opened (`reporter="source"`) to `service`, through
+    /// `endpoint` when one was chosen, with Envoy's `flags` (`-`, `UF`, `UH`). The callee's
+    /// principal is its service account in `me`'s trust domain.
+    pub fn source(me: &WorkloadInfo, service: &str, endpoint: Option<&Endpoint>, flags: &str) -> Self {
+        let unknown = || UNKNOWN.to_string();
+        Self {
+            reporter: "source".into(),
+            source_workload: me.workload.clone(),
+            source_workload_namespace: me.namespace.clone(),
+            source_principal: me.principal.clone().unwrap_or_else(unknown),
+            destination_workload: endpoint.map_or_else(unknown, |e| e.workload.to_string()),
+            destination_workload_namespace: endpoint.map_or_else(unknown, |e| e.namespace.to_string()),
+            destination_principal: endpoint
+                .and_then(|e| Some((e, e.service_account.as_ref()?)))
+                .map_or_else(unknown, |(e, sa)| format!("spiffe://{}/ns/{}/sa/{sa}", me.trust_domain, e.namespace)),
+            destination_service: service.to_string(),
+            destination_service_name: short_name(service),
+            request_protocol: "tcp".into(),
+            response_flags: flags.into(),
+            connection_security_policy: UNKNOWN.into(),
+        }
+    }
+
+    /// A connection this workload accepted (`reporter="destination"`) for its `service`
+    /// (`None`: no service selects it), from `peer` (its verified mTLS identity; `None`:
+    /// plaintext).
+    pub fn destination(me: &WorkloadInfo, service: Option<&str>, peer: Option<&Identity>) -> Self {
+        let unknown = || UNKNOWN.to_string();
+        Self {
+            reporter: "destination".into(),
+            source_workload: unknown(),
+            source_workload_namespace: peer.map_or_else(unknown, |p| p.namespace().to_string()),
+            source_principal: peer.map_or_else(unknown, ToString::to_string),
+            destination_workload: me.workload.clone(),
+            destination_workload_namespace: me.namespace.clone(),
+            destination_principal: me.principal.clone().unwrap_or_else(unknown),
+            destination_service: service.map_or_else(unknown, str::to_string),
+            destination_service_name: service.map_or_else(unknown, short_name),
+            request_protocol: "tcp".into(),
+            response_flags: "-".into(),
+            connection_security_policy: if peer.is_some() { "mutual_tls" } else { "none" }.into(),
+        }
+    }
+
+    /// The same connection with other response flags.
+    #[must_use]
+    pub fn with_flags(self, flags: &str) -> Self {
+        Self { response_flags: flags.into(), ..self }
+    }
+}
+
+/// A service FQDN's first label (`reviews.default.svc.cluster.local` -> `reviews`).
+fn short_name(fqdn: &str) -> String {
+    fqdn.split('.').next().unwrap_or(fqdn).to_string()
+}
+
+const UNKNOWN: &str = "unknown";
 
 /// Counters of the proxy itself.
 #[derive(Debug, Default)]
@@ -642,6 +702,36 @@ impl<K: Clone + Hash + Eq> HandleCache<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_labels_for_each_side() {
+        let labels = mesh_core::api::Labels::from([("app".to_string(), "reviews".to_string())]);
+        let me =
+            WorkloadInfo::new("reviews-v1", "default", &labels, Some("spiffe://td.example/ns/default/sa/r".into()));
+        let out = TcpLabels::source(&me, "db.data.svc.cluster.local", None, "UF");
+        assert_eq!(
+            (out.reporter.as_str(), out.source_principal.as_str(), out.destination_service_name.as_str()),
+            ("source", "spiffe://td.example/ns/default/sa/r", "db")
+        );
+        assert_eq!((out.destination_workload.as_str(), out.response_flags.as_str()), ("unknown", "UF"));
+        let peer: Identity = "spiffe://td.example/ns/web/sa/front".parse().unwrap();
+        let inn = TcpLabels::destination(&me, Some("reviews.default.svc.cluster.local"), Some(&peer));
+        assert_eq!(
+            (inn.source_workload_namespace.as_str(), inn.connection_security_policy.as_str()),
+            ("web", "mutual_tls")
+        );
+        assert_eq!((inn.destination_service_name.as_str(), inn.response_flags.as_str()), ("reviews", "-"));
+        let plain = TcpLabels::destination(&me, None, None).with_flags("UF");
+        assert_eq!(
+            (
+                plain.source_principal.as_str(),
+                plain.connection_security_policy.as_str(),
+                plain.destination_service.as_str()
+            ),
+            ("unknown", "none", "unknown")
+        );
+        assert_eq!(plain.response_flags, "UF");
+    }
 
     #[tokio::test]
     async fn proxy_counters_follow_the_config_source() {
