@@ -16,7 +16,7 @@ use std::{
 };
 
 use crate::{
-    Snapshot,
+    Identity, Snapshot,
     api::{
         EndpointSlice, IntOrString, Kind, KubeObject, Labels, ObjectMeta, PodSpec, Resolution, Resource,
         SERVICE_NAME_LABEL, ServiceEntryLocation, WorkloadEntrySpec,
@@ -236,6 +236,76 @@ impl Service {
 pub struct Registry {
     services: BTreeMap<String, Arc<Service>>,
     workloads: BTreeMap<(String, String), Arc<Workload>>,
+}
+
+/// The workload a proxy (or an embedded mesh) serves: named by the flags, else by the
+/// Deployment whose pod labels are the given ones.
+#[derive(Clone, Debug)]
+pub struct LocalWorkload {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod labels.
+    pub labels: Labels,
+    /// Workload (Deployment) name.
+    pub workload: String,
+    /// Service account.
+    pub service_account: String,
+    /// SPIFFE identity (the service account in the trust domain).
+    pub identity: Identity,
+}
+
+impl LocalWorkload {
+    /// The workload whose pods carry `labels` in `namespace`: its Deployment gives the
+    /// name and service account unless the flags do.
+    pub fn resolve(
+        snapshot: &Snapshot,
+        namespace: &str,
+        labels: &Labels,
+        workload: Option<&str>,
+        service_account: Option<&str>,
+        default_service_account: &str,
+        trust_domain: &str,
+    ) -> Result<Self, String> {
+        // The named Deployment, else the one whose pod labels include all of `labels`
+        // (when several do, only an exact match is taken).
+        let deployments: Vec<_> = snapshot
+            .in_namespace(Kind::Deployment, namespace)
+            .filter_map(|r| match &**r {
+                Resource::Deployment(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let deployment = match workload {
+            Some(w) => deployments.iter().find(|d| d.metadata.name == w),
+            None if labels.is_empty() => None,
+            None => {
+                let candidates: Vec<_> =
+                    deployments.iter().filter(|d| labels_match(labels, &d.spec.template.metadata.labels)).collect();
+                match candidates.as_slice() {
+                    [one] => Some(*one),
+                    many => many.iter().find(|d| &d.spec.template.metadata.labels == labels).copied(),
+                }
+            }
+        };
+        let name =
+            workload.map(str::to_string).or_else(|| deployment.map(|d| d.metadata.name.clone())).unwrap_or_else(|| {
+                match (labels.get("app"), labels.get("version"), labels.get("istio")) {
+                    (Some(app), Some(v), _) => format!("{app}-{v}"),
+                    (Some(app), None, _) => app.clone(),
+                    // Istio's gateways: `istio: ingressgateway` is `istio-ingressgateway`.
+                    (None, _, Some(gw)) => format!("istio-{gw}"),
+                    _ => "unknown".into(),
+                }
+            });
+        let sa = service_account
+            .map(str::to_string)
+            .or_else(|| deployment.and_then(|d| d.spec.template.spec.service_account_name.clone()))
+            .unwrap_or_else(|| default_service_account.into());
+        let identity = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+            .parse()
+            .map_err(|e| format!("service account `{sa}` in namespace `{namespace}`: {e}"))?;
+        Ok(Self { namespace: namespace.into(), labels: labels.clone(), workload: name, service_account: sa, identity })
+    }
 }
 
 /// The pod annotation (set by `meshctl kube-inject`) that says a pod runs the mesh sidecar

@@ -15,8 +15,8 @@ use mesh_authz::{
 };
 use mesh_core::{
     Identity, Snapshot,
-    api::{Kind, Labels, Resource},
-    registry::{Locator, Registry},
+    api::{Kind, Resource},
+    registry::{LocalWorkload, Locator, Registry},
     snapshot::labels_match,
 };
 use mesh_mtls::{
@@ -28,81 +28,6 @@ use mesh_route::{
     policy::{ProxyContext, RouteTable},
 };
 use tokio::sync::watch;
-
-/// Who this proxy serves.
-#[derive(Clone, Debug)]
-pub(crate) struct LocalWorkload {
-    pub(crate) namespace: String,
-    pub(crate) labels: Labels,
-    /// Workload (Deployment) name.
-    pub(crate) workload: String,
-    pub(crate) service_account: String,
-    pub(crate) identity: Identity,
-}
-
-impl LocalWorkload {
-    /// What telemetry labels this workload's side with.
-    pub(crate) fn info(&self) -> mesh_telemetry::layer::WorkloadInfo {
-        mesh_telemetry::layer::WorkloadInfo::new(
-            &self.workload,
-            &self.namespace,
-            &self.labels,
-            Some(self.identity.to_string()),
-        )
-    }
-
-    /// The workload whose pods carry `labels` in `namespace`: its Deployment gives the
-    /// name and service account unless the flags do.
-    pub(crate) fn resolve(
-        snapshot: &Snapshot,
-        namespace: &str,
-        labels: &Labels,
-        workload: Option<&str>,
-        service_account: Option<&str>,
-        default_service_account: &str,
-        trust_domain: &str,
-    ) -> Result<Self, String> {
-        // The named Deployment, else the one whose pod labels include all of `labels`
-        // (when several do, only an exact match is taken).
-        let deployments: Vec<_> = snapshot
-            .in_namespace(Kind::Deployment, namespace)
-            .filter_map(|r| match &**r {
-                Resource::Deployment(d) => Some(d),
-                _ => None,
-            })
-            .collect();
-        let deployment = match workload {
-            Some(w) => deployments.iter().find(|d| d.metadata.name == w),
-            None if labels.is_empty() => None,
-            None => {
-                let candidates: Vec<_> =
-                    deployments.iter().filter(|d| labels_match(labels, &d.spec.template.metadata.labels)).collect();
-                match candidates.as_slice() {
-                    [one] => Some(*one),
-                    many => many.iter().find(|d| &d.spec.template.metadata.labels == labels).copied(),
-                }
-            }
-        };
-        let name =
-            workload.map(str::to_string).or_else(|| deployment.map(|d| d.metadata.name.clone())).unwrap_or_else(|| {
-                match (labels.get("app"), labels.get("version"), labels.get("istio")) {
-                    (Some(app), Some(v), _) => format!("{app}-{v}"),
-                    (Some(app), None, _) => app.clone(),
-                    // Istio's gateways: `istio: ingressgateway` is `istio-ingressgateway`.
-                    (None, _, Some(gw)) => format!("istio-{gw}"),
-                    _ => "unknown".into(),
-                }
-            });
-        let sa = service_account
-            .map(str::to_string)
-            .or_else(|| deployment.and_then(|d| d.spec.template.spec.service_account_name.clone()))
-            .unwrap_or_else(|| default_service_account.into());
-        let identity = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
-            .parse()
-            .map_err(|e| format!("service account `{sa}` in namespace `{namespace}`: {e}"))?;
-        Ok(Self { namespace: namespace.into(), labels: labels.clone(), workload: name, service_account: sa, identity })
-    }
-}
 
 /// The compiled state, swapped whole on every snapshot.
 pub(crate) struct CompiledConfig {
@@ -256,6 +181,8 @@ impl CompiledConfig {
 
 #[cfg(test)]
 mod tests {
+    use mesh_core::api::Labels;
+
     use super::*;
     use mesh_core::load::{LoadOptions, load_str};
 

@@ -11,7 +11,7 @@ use std::{
 use mesh_core::{
     ConfigSource, DirectorySource,
     api::Labels,
-    registry::Locator,
+    registry::{LocalWorkload, Locator},
     source::{DirectoryOptions, InitialLoadError},
 };
 use mesh_mtls::{
@@ -27,16 +27,13 @@ use mesh_route::{
 };
 use mesh_telemetry::{
     access_log::AccessLog,
-    layer::{Reporter, TelemetryLayer},
+    layer::{Reporter, TelemetryLayer, WorkloadInfo},
     metrics::MeshMetrics,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 
-use crate::{
-    MeshError,
-    compiled::{CompiledConfig, LocalWorkload},
-};
+use crate::{MeshError, compiled::CompiledConfig};
 
 /// Workload certificates live a day (Istio's `SECRET_TTL`) and are re-issued after two
 /// thirds of their life; `--cert-ttl` sets it.
@@ -258,7 +255,7 @@ impl WorkloadMesh {
     /// The telemetry layer of this workload for one reporter.
     pub(crate) fn telemetry(&self, reporter: Reporter, access_log: Option<&AccessLog>) -> TelemetryLayer {
         let me = &self.me;
-        let info = me.info();
+        let info = WorkloadInfo::from(me);
         let control = self.control.clone();
         // Peer metadata counts only when it fits the identity: a workload the registry knows
         // must run as that service account, and an identity the registry's workloads use

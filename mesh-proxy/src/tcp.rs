@@ -24,7 +24,10 @@ use mesh_core::{Identity, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
 use mesh_route::policy::{action::Target, cluster::Cluster};
-use mesh_telemetry::metrics::{MeshMetrics, TcpLabels};
+use mesh_telemetry::{
+    layer::WorkloadInfo,
+    metrics::{MeshMetrics, TcpLabels},
+};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -120,7 +123,7 @@ impl Outbound {
     }
 
     fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: &str) -> TcpLabels {
-        TcpLabels::source(&self.control.me.info(), &cluster.service, endpoint, flags)
+        TcpLabels::source(&WorkloadInfo::from(&self.control.me), &cluster.service, endpoint, flags)
     }
 
     async fn proxy(&self, mut client: TcpStream, forward: &Forward) {
@@ -183,7 +186,7 @@ pub(crate) fn inbound(
         let (control, metrics) = (control.clone(), metrics.clone());
         Box::pin(async move {
             let service = control.inbound_service.load();
-            let labels = TcpLabels::destination(&control.me.info(), service.as_deref(), peer.as_ref());
+            let labels = TcpLabels::destination(&WorkloadInfo::from(&control.me), service.as_deref(), peer.as_ref());
             let mut io = io;
             match TcpStream::connect(app).await {
                 Ok(mut upstream) => {

@@ -69,6 +69,13 @@ pub struct WorkloadInfo {
     pub trust_domain: String,
 }
 
+impl From<&mesh_core::registry::LocalWorkload> for WorkloadInfo {
+    /// A proxy's own workload, its identity as the principal.
+    fn from(w: &mesh_core::registry::LocalWorkload) -> Self {
+        Self::new(&w.workload, &w.namespace, &w.labels, Some(w.identity.to_string()))
+    }
+}
+
 impl WorkloadInfo {
     /// From a workload's labels, as Istio derives them (`app`, `version`; the canonical
     /// service and revision labels when present).
