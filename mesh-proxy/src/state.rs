@@ -311,7 +311,7 @@ impl WorkloadMesh {
             connector.clone(),
             connector.clone().http1_only(),
             balance.clone(),
-            RetryLayer::new().with_on_retry(self.metrics.proxy.retry_hook()),
+            RetryLayer::per_route().with_on_retry(self.metrics.proxy.retry_hook()),
         )
     }
 }

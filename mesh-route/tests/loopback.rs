@@ -130,8 +130,8 @@ fn seeded_stack(table: TableHandle, seed: u64) -> MeshClient {
             .layer(RescueLayer::new())
             .layer(RouterLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
             .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
-            .layer(TimeoutLayer::new())
-            .layer(RetryLayer::new())
+            .layer(TimeoutLayer::per_route())
+            .layer(RetryLayer::per_route())
             .layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
             .service(HttpClient::new()),
     )
@@ -231,8 +231,8 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
             .layer(RescueLayer::new())
             .layer(RouterLayer::new(table(dr, &locator)))
             .layer(FaultLayer::per_route())
-            .layer(TimeoutLayer::new())
-            .layer(RetryLayer::new())
+            .layer(TimeoutLayer::per_route())
+            .layer(RetryLayer::per_route())
             .layer(balance.clone())
             .service(HttpClient::new()),
     );

@@ -87,8 +87,12 @@ async fn auto_mtls_with_secure_naming() {
     let (table, registry) = setup(addr, "");
     let naming = secure_naming(&registry, "cluster.local");
     assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
-    let client =
-        client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true), RetryLayer::new());
+    let client = client_stack_with(
+        table,
+        connector(&ca, naming),
+        BalanceLayer::new().with_auto_mtls(true),
+        RetryLayer::per_route(),
+    );
     assert_eq!(
         get(&client).await,
         (200, "peer=spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into(), "-".into())
@@ -102,8 +106,12 @@ async fn a_server_with_the_wrong_identity_is_refused() {
     let (table, _) = setup(addr, "");
     // The registry says this address is ratings: the reviews certificate does not fit.
     let naming = HashMap::from([(addr, vec![id("bookinfo-ratings")])]);
-    let client =
-        client_stack_with(table, connector(&ca, naming), BalanceLayer::new().with_auto_mtls(true), RetryLayer::new());
+    let client = client_stack_with(
+        table,
+        connector(&ca, naming),
+        BalanceLayer::new().with_auto_mtls(true),
+        RetryLayer::per_route(),
+    );
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
     assert!(flags.starts_with("UF"), "{flags}");
@@ -118,7 +126,7 @@ async fn tls_disable_toward_strict_fails() {
         table,
         connector(&ca, secure_naming(&registry, "cluster.local")),
         BalanceLayer::new().with_auto_mtls(true),
-        RetryLayer::new(),
+        RetryLayer::per_route(),
     );
     let (status, _, flags) = get(&client).await;
     assert_eq!(status, 503);
@@ -129,7 +137,7 @@ async fn tls_disable_toward_strict_fails() {
         table,
         connector(&ca, secure_naming(&registry, "cluster.local")),
         BalanceLayer::new(),
-        RetryLayer::new(),
+        RetryLayer::per_route(),
     );
     assert_eq!(get(&client).await.0, 200);
 }
@@ -201,7 +209,7 @@ async fn simple_tls_origination_to_an_external_service() {
     }
     assert_eq!(by_addr.len(), 1);
     connector.set_origination(by_addr);
-    let client = client_stack_with(TableHandle::new(table), connector, BalanceLayer::new(), RetryLayer::new());
+    let client = client_stack_with(TableHandle::new(table), connector, BalanceLayer::new(), RetryLayer::per_route());
     let req = Request::builder().uri("http://ratings.example:443/ratings/0").body(mesh_core::body::empty()).unwrap();
     let rsp: Response<BoxBody> = client.oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
@@ -233,7 +241,7 @@ async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
         table.clone(),
         connector(&ca, secure_naming(&registry, "cluster.local")),
         balance,
-        RetryLayer::new(),
+        RetryLayer::per_route(),
     );
     assert_eq!(get(&client).await, (200, "peer=plaintext".into(), "-".into()));
     // Without that knowledge auto mTLS would speak TLS to a plaintext server, and fail.
@@ -241,7 +249,7 @@ async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
         table,
         connector(&ca, secure_naming(&registry, "cluster.local")),
         BalanceLayer::new().with_auto_mtls(true),
-        RetryLayer::new(),
+        RetryLayer::per_route(),
     );
     assert_eq!(get(&blind).await.0, 503);
 }

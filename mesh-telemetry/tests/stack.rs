@@ -186,9 +186,9 @@ async fn mesh() -> Mesh {
         table.clone(),
         connector.clone(),
         BalanceLayer::new().with_auto_mtls(true).with_on_ejection(metrics.proxy.ejection_hook()),
-        RetryLayer::new().with_on_retry(metrics.proxy.retry_hook()),
+        RetryLayer::per_route().with_on_retry(metrics.proxy.retry_hook()),
     ));
-    let plain_client = wrap(client_stack_with(table, connector, BalanceLayer::new(), RetryLayer::new()));
+    let plain_client = wrap(client_stack_with(table, connector, BalanceLayer::new(), RetryLayer::per_route()));
     Mesh { metrics, mtls_client, plain_client, access_log }
 }
 

@@ -57,8 +57,8 @@ pub type MeshClient = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, s
 ///     .layer(RescueLayer::new())
 ///     .layer(RouterLayer::new(table.clone()))
 ///     .layer(mesh_fault::FaultLayer::per_route())
-///     .layer(TimeoutLayer::new())
-///     .layer(RetryLayer::new())
+///     .layer(TimeoutLayer::per_route())
+///     .layer(RetryLayer::per_route())
 ///     .layer(BalanceLayer::new())
 ///     .service(HttpClient::new());
 /// # let _ = client;
@@ -70,8 +70,8 @@ pub fn client_stack(table: TableHandle) -> MeshClient {
         .layer(RescueLayer::new())
         .layer(RouterLayer::new(table).with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
-        .layer(TimeoutLayer::new())
-        .layer(RetryLayer::new())
+        .layer(TimeoutLayer::per_route())
+        .layer(RetryLayer::per_route())
         .layer(balance)
         .service(HttpClient::new());
     BoxCloneSyncService::new(stack)
@@ -107,7 +107,7 @@ where
         .layer(RescueLayer::new())
         .layer(route.with_mirror(mirror))
         .layer(mesh_fault::FaultLayer::per_route())
-        .layer(TimeoutLayer::new())
+        .layer(TimeoutLayer::per_route())
         .layer(retry)
         .layer(balance)
         .service(HttpClient::<RetryBody<BoxBody>, C>::with_connectors(connector, upgrade));

@@ -39,9 +39,36 @@ use crate::{
 /// Request bodies larger than this are not retried (Istio's default cap is 64 KiB).
 pub const DEFAULT_MAX_REPLAY_BYTES: u64 = 64 * 1024;
 
-/// Retries as the route's `Arc<RetryPolicy>` (in the request extensions) says.
+/// Retries as the route's `Arc<RetryPolicy>` (in the request extensions) says, else as the
+/// layer's own policy.
+///
+/// ```
+/// # use std::{convert::Infallible, sync::{Arc, atomic::{AtomicUsize, Ordering}}};
+/// use mesh_route::{layer::RetryLayer, policy::retry::{RetryOn, RetryPolicy}};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let policy = RetryPolicy { retry_on: RetryOn::parse("5xx"), ..RetryPolicy::istio_default() };
+/// let calls = Arc::new(AtomicUsize::new(0));
+/// let seen = calls.clone();
+/// let svc = ServiceBuilder::new().layer(RetryLayer::new(policy)).service_fn(move |_req: http::Request<_>| {
+///     // The first try fails with 503, the second succeeds.
+///     let n = seen.fetch_add(1, Ordering::Relaxed);
+///     async move {
+///         let mut rsp = http::Response::new(());
+///         *rsp.status_mut() = if n == 0 { http::StatusCode::SERVICE_UNAVAILABLE } else { http::StatusCode::OK };
+///         Ok::<_, Infallible>(rsp)
+///     }
+/// });
+/// let req = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+/// assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+/// assert_eq!(calls.load(Ordering::Relaxed), 2);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RetryLayer {
+    /// The policy of requests that carry none (a layer used alone).
+    fixed: Option<Arc<RetryPolicy>>,
     rng: Arc<dyn Roll>,
     max_replay: u64,
     /// A budget for clusters whose DestinationRule sets none (none by default).
@@ -54,16 +81,23 @@ pub struct RetryLayer {
 
 impl Default for RetryLayer {
     fn default() -> Self {
-        Self::new()
+        Self::per_route()
     }
 }
 
 impl RetryLayer {
-    /// Default replay cap, and concurrent retries limited only where the cluster's
-    /// DestinationRule says so (`connectionPool.http.maxRetries`, `retryBudget`), as Istio
-    /// configures Envoy: unlimited otherwise.
-    pub fn new() -> Self {
+    /// Every request retried as `policy` says, unless the router set its route's.
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { fixed: Some(Arc::new(policy)), ..Self::per_route() }
+    }
+
+    /// Only the policy the router sets per route (under `RouterLayer`). Default replay
+    /// cap, and concurrent retries limited only where the cluster's DestinationRule says so
+    /// (`connectionPool.http.maxRetries`, `retryBudget`), as Istio configures Envoy:
+    /// unlimited otherwise.
+    pub fn per_route() -> Self {
         Self {
+            fixed: None,
             rng: Arc::new(ThreadRoll),
             max_replay: DEFAULT_MAX_REPLAY_BYTES,
             budget: None,
@@ -267,7 +301,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let policy = req.extensions().get::<Arc<RetryPolicy>>().cloned();
+        let policy = req.extensions().get::<Arc<RetryPolicy>>().cloned().or_else(|| self.layer.fixed.clone());
         let replayable = req.body().size_hint().upper().is_some_and(|n| n <= self.layer.max_replay);
         let Some(policy) = policy.filter(|_| replayable) else {
             // Fast path: no retries; the reservation made in `poll_ready` is used.

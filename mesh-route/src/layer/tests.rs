@@ -53,7 +53,7 @@ fn request_with<T: Clone + Send + Sync + 'static>(ext: T) -> Request<Full<Bytes>
 #[tokio::test(start_paused = true)]
 async fn route_timeout_fires_and_is_504_ut() {
     let (svc, mut handle) = mock::pair::<Request<()>, Response<BoxBody>>();
-    let mut svc = RescueLayer::new().layer(TimeoutLayer::new().layer(svc));
+    let mut svc = RescueLayer::new().layer(TimeoutLayer::per_route().layer(svc));
     handle.allow(1);
     let mut req = Request::new(());
     req.extensions_mut().insert(RouteTimeoutSetting(Duration::from_millis(500)));
@@ -69,9 +69,30 @@ async fn route_timeout_fires_and_is_504_ut() {
     assert_eq!(text(rsp).await, "upstream request timeout");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_fixed_timeout_alone_and_the_routes_before_it() {
+    let (svc, mut handle) = mock::pair::<Request<()>, Response<BoxBody>>();
+    let mut svc = RescueLayer::new().layer(TimeoutLayer::new(Duration::from_secs(2)).layer(svc));
+    handle.allow(2);
+    // No route setting: the layer's own 2 s.
+    let mut fut = task::spawn(svc.ready().await.unwrap().call(Request::new(())));
+    let _held = handle.next_request().await.unwrap();
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert_pending!(fut.poll());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(assert_ready_ok!(fut.poll()).status(), 504);
+    // The router's per-route setting takes precedence.
+    let mut req = Request::new(());
+    req.extensions_mut().insert(RouteTimeoutSetting(Duration::from_millis(100)));
+    let mut fut = task::spawn(svc.ready().await.unwrap().call(req));
+    let _held = handle.next_request().await.unwrap();
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert_eq!(assert_ready_ok!(fut.poll()).status(), 504);
+}
+
 #[tokio::test]
 async fn no_timeout_by_default_and_backpressure_is_kept() {
-    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<()>, _>(TimeoutLayer::new());
+    let (mut svc, mut handle) = mock::spawn_layer::<Request<()>, Response<()>, _>(TimeoutLayer::per_route());
     handle.allow(0);
     assert_pending!(svc.poll_ready());
     handle.allow(1);
@@ -110,7 +131,8 @@ fn scripted(
 #[tokio::test(start_paused = true)]
 async fn retries_on_5xx_then_succeeds() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = RetryLayer::new().with_rng(Arc::new(SeededRoll::new(1))).layer(scripted(&[503, 503, 200], calls.clone()));
+    let svc =
+        RetryLayer::per_route().with_rng(Arc::new(SeededRoll::new(1))).layer(scripted(&[503, 503, 200], calls.clone()));
     let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
     *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
     let rsp = svc.oneshot(req).await.unwrap();
@@ -122,12 +144,12 @@ async fn retries_on_5xx_then_succeeds() {
 #[tokio::test(start_paused = true)]
 async fn the_default_policy_does_not_retry_503_and_exhaustion_sets_urx() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = RetryLayer::new().layer(scripted(&[503], calls.clone()));
+    let svc = RetryLayer::per_route().layer(scripted(&[503], calls.clone()));
     let rsp = svc.clone().oneshot(request_with(Arc::new(RetryPolicy::istio_default()))).await.unwrap();
     assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 1));
 
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = RetryLayer::new().layer(scripted(&[503], calls.clone()));
+    let svc = RetryLayer::per_route().layer(scripted(&[503], calls.clone()));
     let rsp = svc.oneshot(request_with(retry_policy(r#"{"attempts": 2, "retryOn": "gateway-error"}"#))).await.unwrap();
     assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 3));
     assert_eq!(flags(&rsp), "URX");
@@ -136,7 +158,7 @@ async fn the_default_policy_does_not_retry_503_and_exhaustion_sets_urx() {
 #[tokio::test(start_paused = true)]
 async fn bodies_over_the_cap_are_not_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = RetryLayer::new().with_max_replay_bytes(4).layer(scripted(&[503, 200], calls.clone()));
+    let svc = RetryLayer::per_route().with_max_replay_bytes(4).layer(scripted(&[503, 200], calls.clone()));
     let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
     *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
     let rsp = svc.oneshot(req).await.unwrap();
@@ -157,7 +179,7 @@ async fn per_try_timeout_is_retried_under_5xx_only() {
             Ok::<_, Infallible>(Response::new(()))
         }
     });
-    let svc = RetryLayer::new().layer(upstream.clone());
+    let svc = RetryLayer::per_route().layer(upstream.clone());
     let rsp = svc
         .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "5xx"}"#)))
         .await
@@ -165,7 +187,7 @@ async fn per_try_timeout_is_retried_under_5xx_only() {
     assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (200, 2));
 
     calls.store(0, Ordering::SeqCst);
-    let svc = RescueLayer::new().layer(RetryLayer::new().layer(upstream));
+    let svc = RescueLayer::new().layer(RetryLayer::per_route().layer(upstream));
     let rsp: Response<BoxBody> = svc
         .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "connect-failure"}"#)))
         .await
@@ -189,7 +211,7 @@ async fn the_budget_caps_concurrent_retries() {
             Ok::<_, Infallible>(r)
         }
     });
-    let svc = RetryLayer::new().with_budget(0, 1).layer(upstream);
+    let svc = RetryLayer::per_route().with_budget(0, 1).layer(upstream);
     let policy = retry_policy(r#"{"attempts": 1, "retryOn": "503"}"#);
     let handles: Vec<_> = (0..4).map(|_| tokio::spawn(svc.clone().oneshot(request_with(policy.clone())))).collect();
     for h in handles {
@@ -287,8 +309,8 @@ fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, E
         .layer(RescueLayer::new())
         .layer(RouterLayer::new(table()))
         .layer(mesh_fault::FaultLayer::per_route())
-        .layer(TimeoutLayer::new())
-        .layer(RetryLayer::new())
+        .layer(TimeoutLayer::per_route())
+        .layer(RetryLayer::per_route())
         .layer(BalanceLayer::new())
         .service(upstream)
 }
@@ -470,7 +492,7 @@ fn pool_stack(
     tower::ServiceBuilder::new()
         .layer(RescueLayer::new())
         .layer(RouterLayer::new(cluster_table(policy)))
-        .layer(RetryLayer::new())
+        .layer(RetryLayer::per_route())
         .layer(balance)
         .service(endpoint_echo(bad))
 }
@@ -522,10 +544,10 @@ async fn round_robin_and_random_spread_over_every_endpoint() {
 async fn least_request_avoids_the_busy_endpoint() {
     // Endpoint .1 holds requests; the others answer at once.
     let (inner, mut handle) = mock::pair::<Request<RetryBody<Full<Bytes>>>, Response<BoxBody>>();
-    let svc = RescueLayer::new().layer(
-        RouterLayer::new(cluster_table("{}"))
-            .layer(RetryLayer::new().layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(5))).layer(inner))),
-    );
+    let svc =
+        RescueLayer::new().layer(RouterLayer::new(cluster_table("{}")).layer(
+            RetryLayer::per_route().layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(5))).layer(inner)),
+        ));
     handle.allow(1000);
     let mut pending = Vec::new();
     // Send 40 requests; answer all but those sent to .1.

@@ -19,21 +19,44 @@ use crate::error::RouteTimeout;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteTimeoutSetting(pub Duration);
 
-/// Applies [`RouteTimeoutSetting`] when a request carries one.
+/// A request's whole time limit (every try included): the [`RouteTimeoutSetting`] the
+/// router put in its extensions, else the layer's own. Past it the request fails with
+/// [`RouteTimeout`] (504 UT at the edge).
+///
+/// ```
+/// # use std::{convert::Infallible, time::Duration};
+/// use mesh_route::layer::TimeoutLayer;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = ServiceBuilder::new()
+///     .layer(TimeoutLayer::new(Duration::from_secs(3)))
+///     .service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+/// let rsp = svc.oneshot(http::Request::new(())).await.unwrap();
+/// assert_eq!(rsp.status(), 200);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TimeoutLayer;
+pub struct TimeoutLayer {
+    fixed: Option<Duration>,
+}
 
 impl TimeoutLayer {
-    /// The layer.
-    pub fn new() -> Self {
-        Self
+    /// Every request within `timeout`, unless the router set its route's.
+    pub fn new(timeout: Duration) -> Self {
+        Self { fixed: Some(timeout) }
+    }
+
+    /// Only what the router sets per route (under `RouterLayer`).
+    pub fn per_route() -> Self {
+        Self { fixed: None }
     }
 }
 
 impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout { inner }
+        Timeout { inner, fixed: self.fixed }
     }
 }
 
@@ -41,6 +64,7 @@ impl<S> Layer<S> for TimeoutLayer {
 #[derive(Clone, Debug)]
 pub struct Timeout<S> {
     inner: S,
+    fixed: Option<Duration>,
 }
 
 impl<S, B> Service<Request<B>> for Timeout<S>
@@ -57,7 +81,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let sleep = req.extensions().get::<RouteTimeoutSetting>().map(|t| tokio::time::sleep(t.0));
+        let limit = req.extensions().get::<RouteTimeoutSetting>().map(|t| t.0).or(self.fixed);
+        let sleep = limit.map(tokio::time::sleep);
         TimeoutFuture { inner: self.inner.call(req), sleep }
     }
 }
