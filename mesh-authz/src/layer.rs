@@ -316,7 +316,37 @@ struct State {
     trusted_proxies: usize,
 }
 
-/// Authorizes requests with the workload's AuthorizationPolicies.
+/// Authorizes requests with the workload's AuthorizationPolicies: 403 `RBAC: access denied`
+/// when they say no, the normalised path to the inner service when they say yes.
+///
+/// Alone, with policies given as YAML (or typed, [`AuthzPolicy::from_policies`]):
+///
+/// ```
+/// # use std::convert::Infallible;
+/// use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let yaml = r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-admin, namespace: default}
+/// spec:
+///   action: DENY
+///   rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+/// "#;
+/// let labels = [("app".to_string(), "reviews".to_string())].into();
+/// let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+/// let svc = ServiceBuilder::new()
+///     .layer(AuthzLayer::from_policy(policy, 9080))
+///     .service_fn(|_req: http::Request<mesh_core::BoxBody>| async {
+///         Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty()))
+///     });
+/// let get = |path: &str| http::Request::get(path).body(mesh_core::body::empty()).unwrap();
+/// assert_eq!(svc.clone().oneshot(get("/reviews/1")).await.unwrap().status(), 200);
+/// assert_eq!(svc.oneshot(get("/admin/users")).await.unwrap().status(), 403);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct AuthzLayer {
     state: Arc<State>,
@@ -329,8 +359,13 @@ impl std::fmt::Debug for AuthzLayer {
 }
 
 impl AuthzLayer {
-    /// Authorize with `policy` for the workload port `port` (used when the request does
-    /// not carry a [`LocalAddr`]).
+    /// Authorize with a fixed `policy` for the workload port `port`.
+    pub fn from_policy(policy: AuthzPolicy, port: u16) -> Self {
+        Self::new(Arc::new(ArcSwap::from_pointee(policy)), port)
+    }
+
+    /// Authorize with `policy` (swapped on reloads) for the workload port `port` (used
+    /// when the request does not carry a [`LocalAddr`]).
     pub fn new(policy: Arc<ArcSwap<AuthzPolicy>>, port: u16) -> Self {
         Self::with_providers(policy, port, Vec::new(), 0)
     }

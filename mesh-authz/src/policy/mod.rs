@@ -379,7 +379,47 @@ fn compile_rule(
     Ok(Some(Rule { from, to, when }))
 }
 
+/// AuthorizationPolicy documents that did not load: the loader's findings, each with its
+/// line and field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPolicies(pub String);
+
 impl AuthzPolicy {
+    /// The AuthorizationPolicies in `yaml` (documents as `kubectl apply -f` takes them;
+    /// other kinds are ignored) that apply to one workload in `namespace` with `labels`,
+    /// validated as the mesh validates files: an invalid document is an error naming its
+    /// line and field, never skipped. For a layer used alone, without a config directory.
+    pub fn from_yaml(
+        yaml: &str,
+        namespace: &str,
+        labels: &Labels,
+        protocol: Protocol,
+    ) -> Result<Self, InvalidPolicies> {
+        let loaded = mesh_core::load::load_str("policy.yaml", yaml, &mesh_core::load::LoadOptions::default());
+        if loaded.has_errors() {
+            return Err(InvalidPolicies(loaded.report()));
+        }
+        Ok(Self::compile(&loaded.into_snapshot(), namespace, labels, protocol))
+    }
+
+    /// [`AuthzPolicy::from_yaml`] for typed policies.
+    pub fn from_policies(
+        policies: impl IntoIterator<Item = mesh_core::api::Object<AuthorizationPolicySpec>>,
+        namespace: &str,
+        labels: &Labels,
+        protocol: Protocol,
+    ) -> Result<Self, InvalidPolicies> {
+        // Through the loader, so typed policies are validated exactly as files are.
+        let mut yaml = String::new();
+        for p in policies {
+            let json = serde_json::to_string(&p).map_err(|e| InvalidPolicies(e.to_string()))?;
+            yaml.push_str(&json);
+            yaml.push_str("\n---\n");
+        }
+        Self::from_yaml(&yaml, namespace, labels, protocol)
+    }
+
     /// The policies that apply to a workload in `namespace` with `labels`: the root
     /// namespace's and its own namespace's, without a selector or with a matching one.
     /// Policies attached with `targetRefs` apply to gateways and waypoints, not here.

@@ -270,3 +270,41 @@ proptest::proptest! {
         proptest::prop_assert_eq!(method_case_variant(&method), expected);
     }
 }
+
+#[test]
+fn policies_from_yaml_or_typed_for_one_workload() {
+    let labels: Labels = [("app".to_string(), "ratings".to_string())].into();
+    let yaml = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/bookinfo-reviews]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other, namespace: default}
+spec:
+  selector: {matchLabels: {app: details}}
+  action: DENY
+  rules: [{}]
+"#;
+    let p = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+    // Only the policy selecting ratings applies.
+    assert_eq!((p.allow.len(), p.deny.len()), (1, 0), "{p:?}");
+    // The same as typed objects.
+    let loaded = mesh_core::load::load_str("t.yaml", yaml, &mesh_core::load::LoadOptions::default());
+    let typed = loaded.resources.iter().filter_map(|r| match &*r.resource {
+        mesh_core::api::Resource::AuthorizationPolicy(ap) => Some(ap.clone()),
+        _ => None,
+    });
+    let t = AuthzPolicy::from_policies(typed, "default", &labels, Protocol::Http).unwrap();
+    assert_eq!(format!("{t:?}"), format!("{p:?}"));
+    // An invalid document is an error with its line and field, not skipped.
+    let bad =
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  action: DENY\n";
+    let err = AuthzPolicy::from_yaml(bad, "default", &labels, Protocol::Http).unwrap_err().to_string();
+    assert!(err.contains("policy.yaml:") && err.contains("rules"), "{err}");
+}
