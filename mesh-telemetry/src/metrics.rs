@@ -454,9 +454,39 @@ impl Default for MeshMetrics {
 }
 
 impl MeshMetrics {
-    /// A registry with every family registered.
+    /// Every family registered in a registry of its own ([`MeshMetrics::encode`] serves it).
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        let metrics = Self::registered_in(&mut registry);
+        Self { registry, ..metrics }
+    }
+
+    /// Every family registered in the caller's `registry` (beside the caller's own
+    /// metrics; the caller encodes it). [`MeshMetrics::encode`] then has nothing to say.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, sync::Arc};
+    /// use mesh_telemetry::{layer::{Reporter, TelemetryLayer, WorkloadInfo}, metrics::MeshMetrics};
+    /// use prometheus_client::registry::Registry;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut registry = Registry::default(); // the service's own, with its own metrics
+    /// let metrics = Arc::new(MeshMetrics::registered_in(&mut registry));
+    /// let me = WorkloadInfo::new("reviews-v1", "default", &Default::default(), None);
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(TelemetryLayer::new(metrics, Reporter::Destination, me))
+    ///     .service_fn(|_req: http::Request<mesh_core::BoxBody>| async {
+    ///         Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty()))
+    ///     });
+    /// let rsp = svc.oneshot(http::Request::new(mesh_core::body::empty())).await.unwrap();
+    /// drop(rsp); // counted when the response body ends or is dropped
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("istio_requests_total{reporter=\"destination\""), "{text}");
+    /// # }
+    /// ```
+    pub fn registered_in(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let duration =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(histogram as fn() -> Histogram);
@@ -498,9 +528,9 @@ impl MeshMetrics {
             "Requests counted in the overflow label set (the families held --max-label-sets label sets)",
             proxy.label_overflow.clone(),
         );
-        proxy.listeners.register(&mut registry);
+        proxy.listeners.register(registry);
         Self {
-            registry,
+            registry: Registry::default(),
             requests,
             duration,
             request_bytes,
