@@ -166,6 +166,7 @@ pub struct LocalAddr(pub SocketAddr);
 
 /// The endpoint a request was sent to, with its workload (response extension, set by the
 /// balancer): telemetry's `destination_*` labels come from here.
+#[cfg(feature = "config")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamEndpoint(pub crate::registry::Endpoint);
 

@@ -4,6 +4,10 @@
 //! `k8s` a cluster's API server), and the small types that cross feature crates through request
 //! extensions ([`Identity`], the boxed body, the error helpers).
 //!
+//! Without the default feature `config`, mesh-core is only the request-path types (the boxed
+//! body, errors, extensions, [`Identity`], request helpers): no YAML parser, regex engine or
+//! file watcher, for a layer used alone with a fixed policy.
+//!
 //! mesh-core knows nothing of tower or hyper. Feature crates compile what they need from a
 //! snapshot into their own runtime policy, once per snapshot, never per request.
 //!
@@ -24,33 +28,49 @@
 //! - Regexes are compiled with the Rust `regex` crate, whose syntax is RE2's minus a few
 //!   rarely used escapes; both reject lookaround and backreferences.
 
-pub mod api;
+// Always: the types that cross layers on the request path.
 pub mod base64;
 pub mod body;
-pub mod diag;
 pub mod duration;
 pub mod error;
 pub mod ext;
+pub mod grpc;
 pub mod identity;
-#[cfg(feature = "k8s")]
-pub mod k8s;
-pub mod load;
-pub mod registry;
 pub mod request;
-pub mod snapshot;
-pub mod source;
-pub mod store;
-pub mod string_match;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+
+// The config model and its machinery (feature `config`, on by default).
+#[cfg(feature = "config")]
+pub mod api;
+#[cfg(feature = "config")]
+pub mod diag;
+#[cfg(feature = "k8s")]
+pub mod k8s;
+#[cfg(feature = "config")]
+pub mod load;
+#[cfg(feature = "config")]
+pub mod registry;
+#[cfg(feature = "config")]
+pub mod snapshot;
+#[cfg(feature = "config")]
+pub mod source;
+#[cfg(feature = "config")]
+pub mod store;
+#[cfg(feature = "config")]
+pub mod string_match;
+#[cfg(feature = "config")]
 pub mod validate;
 
 pub use body::BoxBody;
+#[cfg(feature = "config")]
 pub use diag::{Diagnostic, Severity};
 pub use duration::Duration;
 pub use error::{BoxError, Error, cause_ref, is_caused_by};
 pub use identity::Identity;
+#[cfg(feature = "config")]
 pub use snapshot::Snapshot;
+#[cfg(feature = "config")]
 pub use source::{ConfigSource, DirectorySource, SourceStatus};
 
 /// The Kubernetes cluster domain suffix used to resolve short host names.

@@ -524,26 +524,8 @@ fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
     }
 }
 
-/// gRPC status names `grpcStatus` accepts.
-pub const GRPC_STATUS_NAMES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+/// gRPC status names (mesh_core::grpc).
+pub use crate::grpc::STATUS_NAMES as GRPC_STATUS_NAMES;
 
 fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {

@@ -3,6 +3,7 @@
 use std::{sync::Mutex, time::Duration};
 
 use http::StatusCode;
+#[cfg(feature = "config")]
 use mesh_core::api::HttpFaultInjection;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -123,10 +124,12 @@ impl Roll for SeededRoll {
 
 /// The numeric code of a gRPC status name (`UNAVAILABLE` is 14).
 pub fn grpc_code(name: &str) -> Option<u16> {
-    let code = mesh_core::validate::GRPC_STATUS_NAMES.iter().position(|n| *n == name)?;
+    let code = mesh_core::grpc::STATUS_NAMES.iter().position(|n| *n == name)?;
     u16::try_from(code).ok()
 }
 
+/// From Istio's `fault` block (feature `config`).
+#[cfg(feature = "config")]
 impl TryFrom<&HttpFaultInjection> for FaultPolicy {
     type Error = InvalidFault;
 
@@ -177,5 +180,5 @@ impl TryFrom<&HttpFaultInjection> for FaultPolicy {
 
 /// The name of a gRPC status code (14 is `UNAVAILABLE`).
 pub fn grpc_name(code: u16) -> Option<&'static str> {
-    mesh_core::validate::GRPC_STATUS_NAMES.get(usize::from(code)).copied()
+    mesh_core::grpc::STATUS_NAMES.get(usize::from(code)).copied()
 }

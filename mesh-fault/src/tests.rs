@@ -1,10 +1,9 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode};
-use mesh_core::{
-    api::{FaultAbort, FaultDelay, HttpFaultInjection, Percent as ConfigPercent},
-    ext::ResponseFlags,
-};
+#[cfg(feature = "config")]
+use mesh_core::api::{FaultAbort, FaultDelay, HttpFaultInjection, Percent as ConfigPercent};
+use mesh_core::ext::ResponseFlags;
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
@@ -132,6 +131,7 @@ async fn per_route_policy_comes_from_extensions() {
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 503);
 }
 
+#[cfg(feature = "config")]
 #[test]
 fn config_semantics() {
     // percentage omitted: no request is faulted (not "all", as 0.x-era docs said).
