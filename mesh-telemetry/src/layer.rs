@@ -495,14 +495,13 @@ where
         Poll::Ready(match result {
             Ok(rsp) => {
                 let (parts, body) = rsp.into_parts();
-                let done = pending.resolve(&parts);
+                let done = pending.resolve(Some(&parts));
                 Ok(Response::from_parts(parts, TelemetryBody { inner: body, done: Some(done), bytes: 0 }))
             }
             Err(e) => {
                 // No response was sent: response_code 0 (the caller went away or the stack
                 // failed without a local reply).
-                let head = Response::new(()).into_parts().0;
-                let mut done = pending.resolve(&head);
+                let mut done = pending.resolve(None);
                 done.code_zero();
                 done.finish(0);
                 Err(e.into())
@@ -551,13 +550,16 @@ impl Done {
 }
 
 impl RequestSide {
-    fn resolve(self, head: &http::response::Parts) -> Done {
+    /// With the response's head; `None`: no response at all (`response_code="0"`).
+    fn resolve(self, head: Option<&http::response::Parts>) -> Done {
         let shared = &self.shared;
-        let flags = head.extensions.get::<ResponseFlags>().copied().unwrap_or_default();
-        let decision = head.extensions.get::<RouteDecision>();
-        let upstream = head.extensions.get::<UpstreamEndpoint>();
-        let grpc = head.headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let code = head.status.as_u16();
+        let ext = head.map(|h| &h.extensions);
+        let flags = ext.and_then(|e| e.get::<ResponseFlags>()).copied().unwrap_or_default();
+        let decision = ext.and_then(|e| e.get::<RouteDecision>());
+        let upstream = ext.and_then(|e| e.get::<UpstreamEndpoint>());
+        let grpc =
+            head.and_then(|h| h.headers.get(&GRPC_STATUS)).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let code = head.map_or(0, |h| h.status.as_u16());
         // The caller's side: the service the route chose (`unknown` without a route, Istio
         // #18821); the callee's: its own service (Istio #32726). Never the Host header.
         let local_service = shared.local_service.load();
@@ -600,7 +602,7 @@ impl RequestSide {
             (Some(l), Some(mut e)) => {
                 e.status = code;
                 e.flags = flags.to_string();
-                e.upstream_host = head.extensions.get::<UpstreamHost>().map(|h| h.0.to_string());
+                e.upstream_host = ext.and_then(|x| x.get::<UpstreamHost>()).map(|h| h.0.to_string());
                 e.route_name = decision.and_then(|d| d.route_name.as_deref().map(str::to_string));
                 e.trace_id = self.trace_id.map(|t| format!("{t:032x}"));
                 e.start = self.started_at;
