@@ -1,5 +1,9 @@
 //! The client stack against real hyper servers on loopback.
 
+use std::sync::LazyLock;
+
+use mesh_core::test_util::Manifest;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -59,48 +63,28 @@ async fn upstream(name: &'static str, status: u16, fail_every: usize) -> (Socket
     (addr, hits)
 }
 
-const MANIFEST: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v2}
-spec:
-  selector: {matchLabels: {app: reviews, version: v2}}
-  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {containers: [{name: r}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: ratings}
-spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ratings-v1}
-spec:
-  selector: {matchLabels: {app: ratings, version: v1}}
-  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
----
+static MANIFEST: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", None)
+        .deployment("reviews", "v2", None)
+        .service("ratings", 9080)
+        .deployment("ratings", "v1", None)
+        .doc(
+            r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ratings-v1-bad}
 spec:
   selector: {matchLabels: {app: ratings, version: v1, build: bad}}
   template: {metadata: {labels: {app: ratings, version: v1, build: bad}}, spec: {containers: [{name: r}]}}
-"#;
+"#,
+        )
+        .to_string()
+});
 
 fn table(config: &str, locator: &Locator) -> TableHandle {
-    let loaded = load_str("c.yaml", &format!("{MANIFEST}\n---\n{config}"), &LoadOptions::default());
+    let loaded = load_str("c.yaml", &format!("{}\n---\n{config}", *MANIFEST), &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let s = loaded.into_snapshot();
     let ctx = ProxyContext::sidecar("default", [("app".to_string(), "productpage".to_string())].into());
@@ -321,7 +305,7 @@ async fn a_new_snapshot_applies_to_new_requests_without_dropping_in_flight_ones(
         let vs = format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n"
         );
-        let loaded = load_str("c.yaml", &format!("{MANIFEST}\n---\n{DR}---\n{vs}"), &LoadOptions::default());
+        let loaded = load_str("c.yaml", &format!("{}\n---\n{DR}---\n{vs}", *MANIFEST), &LoadOptions::default());
         Arc::new(loaded.into_snapshot())
     };
     let (tx, rx) = tokio::sync::watch::channel(snapshot("v1"));

@@ -1,6 +1,10 @@
 //! The telemetry layers in a running mesh on loopback: label correctness for every outcome,
 //! trace context across two hops, and a real Prometheus scraping the admin endpoint.
 
+use std::sync::LazyLock;
+
+use mesh_core::test_util::Manifest;
+
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -54,31 +58,14 @@ fn id(sa: &str) -> Identity {
     format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
 }
 
-const CONFIG: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: ratings}
-spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ratings-v1}
-spec:
-  selector: {matchLabels: {app: ratings, version: v1}}
-  template: {metadata: {labels: {app: ratings, version: v1}}, spec: {serviceAccountName: bookinfo-ratings, containers: [{name: r}]}}
----
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .service("ratings", 9080)
+        .deployment("ratings", "v1", Some("bookinfo-ratings"))
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews}
@@ -92,7 +79,10 @@ spec:
     timeout: 200ms
     route: [{destination: {host: reviews}}]
   - route: [{destination: {host: reviews}}]
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: no-forbidden}
@@ -100,7 +90,10 @@ spec:
   selector: {matchLabels: {app: reviews}}
   action: DENY
   rules: [{to: [{operation: {paths: ["/forbidden"]}}]}]
-"#;
+"#,
+        )
+        .to_string()
+});
 
 struct Mesh {
     metrics: Arc<MeshMetrics>,
@@ -112,7 +105,7 @@ struct Mesh {
 /// reviews-v1 behind its server stack (telemetry as destination, authz); ratings-v1 is
 /// down; productpage's client stacks (telemetry as source), with and without mTLS.
 async fn mesh() -> Mesh {
-    let loaded = load_str("c.yaml", CONFIG, &LoadOptions::default());
+    let loaded = load_str("c.yaml", CONFIG.as_str(), &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let snapshot = loaded.into_snapshot();
     let metrics = Arc::new(MeshMetrics::new());

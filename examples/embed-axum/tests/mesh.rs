@@ -7,6 +7,7 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use mesh_core::test_util::Manifest;
 use mesh_proxy::sidecar::{Args, LogControl};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,22 +63,13 @@ async fn echo() -> SocketAddr {
 }
 
 fn config(echo: SocketAddr) -> String {
-    let deployment = |app: &str, sa: &str| {
-        format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}-v1, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}, version: v1}}}}\n  template:\n    metadata: {{labels: {{app: {app}, version: v1}}}}\n    spec: {{serviceAccountName: {sa}}}\n"
-        )
-    };
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: greeter, namespace: default}}
-spec:
-  selector: {{app: greeter}}
-  ports: [{{name: http, port: 9080}}]
----
-{}---
-{}---
-{}---
+    Manifest::new()
+        .service("greeter", 9080)
+        .deployment("greeter", "v1", Some("greeter"))
+        .deployment("caller", "v1", Some("caller"))
+        .deployment("intruder", "v1", Some("intruder"))
+        .doc(&format!(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: echo, namespace: default}}
@@ -87,26 +79,27 @@ spec:
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
----
+"#,
+            echo.port()
+        ))
+        .doc(
+            r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
-metadata: {{name: default, namespace: default}}
-spec: {{mtls: {{mode: STRICT}}}}
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
-metadata: {{name: greeter-callers, namespace: default}}
+metadata: {name: greeter-callers, namespace: default}
 spec:
-  selector: {{matchLabels: {{app: greeter}}}}
+  selector: {matchLabels: {app: greeter}}
   action: ALLOW
   rules:
-  - from: [{{source: {{principals: [cluster.local/ns/default/sa/caller]}}}}]
+  - from: [{source: {principals: [cluster.local/ns/default/sa/caller]}}]
 "#,
-        deployment("greeter", "greeter"),
-        deployment("caller", "caller"),
-        deployment("intruder", "intruder"),
-        echo.port()
-    )
+        )
+        .to_string()
 }
 
 /// A sidecar for `app` in this process, through the library: its outbound address.

@@ -8,19 +8,12 @@ use std::{path::Path, process::Command};
 
 use support::*;
 
-const CONFIG: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: productpage}
-spec: {ports: [{port: 9080, name: http}], selector: {app: productpage}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: productpage-v1}
-spec:
-  selector: {matchLabels: {app: productpage, version: v1}}
-  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {serviceAccountName: bookinfo-productpage, containers: [{name: p}]}}
----
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("productpage", 9080)
+        .deployment("productpage", "v1", Some("bookinfo-productpage"))
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: bookinfo-gateway}
@@ -41,7 +34,10 @@ spec:
   - port: {number: 8000, name: http-redirect, protocol: HTTP}
     hosts: [bookinfo.example.com]
     tls: {httpsRedirect: true}
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: bookinfo}
@@ -51,7 +47,10 @@ spec:
   http:
   - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}]
     route: [{destination: {host: productpage, port: {number: 9080}}}]
-"#;
+"#,
+        )
+        .to_string()
+});
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
@@ -139,7 +138,7 @@ fn curl(args: &[String]) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_over_http_https_and_mutual_tls_with_curl() {
-    let mesh = Mesh::new(&[("bookinfo.yaml", CONFIG)]);
+    let mesh = Mesh::new(&[("bookinfo.yaml", CONFIG.as_str())]);
     let dir = mesh.dir.path();
     certificates(dir);
     let app = App::named("productpage").await;

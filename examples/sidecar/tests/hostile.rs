@@ -12,26 +12,13 @@ use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::net::TcpStream;
 
-const CONFIG: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: productpage-v1}
-spec:
-  selector: {matchLabels: {app: productpage, version: v1}}
-  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {containers: [{name: p}]}}
-"#;
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", None)
+        .deployment("productpage", "v1", None)
+        .to_string()
+});
 
 const FLOOD: usize = 700;
 
@@ -147,7 +134,7 @@ fn accept_warnings(s: &Sidecar) -> usize {
 /// time out new clients are served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_byte_flood_under_a_low_fd_limit_starves_no_one() {
-    let mesh = Mesh::new(&[("services.yaml", CONFIG)]);
+    let mesh = Mesh::new(&[("services.yaml", CONFIG.as_str())]);
     let app = App::named("reviews-v1").await;
     let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
     let mut spec = Spec::client("app=productpage,version=v1")
@@ -192,7 +179,7 @@ async fn a_zero_byte_flood_under_a_low_fd_limit_starves_no_one() {
 /// so once per interval with a counter, and serves again once the silent connections close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_accept_fails_the_listener_backs_off_and_recovers() {
-    let mesh = Mesh::new(&[("services.yaml", CONFIG)]);
+    let mesh = Mesh::new(&[("services.yaml", CONFIG.as_str())]);
     let app = App::named("reviews-v1").await;
     let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr));
     let mut spec = Spec::client("app=productpage,version=v1")
@@ -264,7 +251,7 @@ async fn kill_one_of_three_measured(files: &[(&str, &str)]) -> (usize, usize, Ve
 /// retried on another host, unlimited by a budget (Istio sets none unless asked).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replica_costs_under_a_thousandth_of_requests() {
-    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG)]).await;
+    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG.as_str())]).await;
     eprintln!("after the kill: {ok} of {sent} succeeded; failures: {failed:?}");
     assert!(sent > 500, "only {sent} requests after the kill");
     assert!(ok * 1000 >= sent * 999, "{ok} of {sent} succeeded; failures: {failed:?}");
@@ -273,7 +260,7 @@ async fn a_dead_replica_costs_under_a_thousandth_of_requests() {
 /// With outlier detection the dead replica is also ejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replica_with_outlier_detection_costs_under_a_ten_thousandth() {
-    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG), ("outlier.yaml", OUTLIER)]).await;
+    let (sent, ok, failed) = kill_one_of_three(&[("services.yaml", CONFIG.as_str()), ("outlier.yaml", OUTLIER)]).await;
     eprintln!("after the kill: {ok} of {sent} succeeded; failures: {failed:?}");
     assert!(sent > 500, "only {sent} requests after the kill");
     assert!(ok * 10_000 >= sent * 9_999, "{ok} of {sent} succeeded; failures: {failed:?}");
@@ -288,7 +275,7 @@ fn rotations(s: &Sidecar) -> usize {
 /// with the new certificates on both sides, are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotated_under_load_fail_no_request() {
-    let mesh = Mesh::new(&[("services.yaml", CONFIG)]);
+    let mesh = Mesh::new(&[("services.yaml", CONFIG.as_str())]);
     let app = App::named("reviews-v1").await;
     let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", app.addr).arg("--cert-ttl").arg("3s"));
     let pp = Sidecar::start(

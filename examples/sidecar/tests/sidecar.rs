@@ -13,38 +13,15 @@ use std::{
 
 use support::*;
 
-const SERVICES: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v2}
-spec:
-  selector: {matchLabels: {app: reviews, version: v2}}
-  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: productpage}
-spec: {ports: [{port: 9080, name: http}], selector: {app: productpage}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: productpage-v1}
-spec:
-  selector: {matchLabels: {app: productpage, version: v1}}
-  template: {metadata: {labels: {app: productpage, version: v1}}, spec: {serviceAccountName: bookinfo-productpage, containers: [{name: p}]}}
----
+static SERVICES: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .deployment("reviews", "v2", Some("bookinfo-reviews"))
+        .service("productpage", 9080)
+        .deployment("productpage", "v1", Some("bookinfo-productpage"))
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -53,7 +30,10 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
-"#;
+"#,
+        )
+        .to_string()
+});
 
 const ROUTES: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -93,19 +73,21 @@ spec:
 "#;
 
 /// ratings (one Deployment, no sidecar address unless a test gives one).
-const RATINGS: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: ratings}
-spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
----
+static RATINGS: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("ratings", 9080)
+        .doc(
+            r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ratings-v1}
 spec:
   selector: {matchLabels: {app: ratings}}
   template: {metadata: {labels: {app: ratings, version: v1}}, spec: {containers: [{name: r}]}}
-"#;
+"#,
+        )
+        .to_string()
+});
 
 /// productpage's sidecar, and reviews v1 and v2 each behind their own sidecar.
 struct Bookinfo {
@@ -131,7 +113,7 @@ async fn bookinfo(files: &[(&str, &str)]) -> Bookinfo {
 }
 
 fn standard() -> Vec<(&'static str, &'static str)> {
-    vec![("services.yaml", SERVICES), ("routes.yaml", ROUTES), ("security.yaml", SECURITY)]
+    vec![("services.yaml", SERVICES.as_str()), ("routes.yaml", ROUTES), ("security.yaml", SECURITY)]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +259,7 @@ spec:
   - route: [{destination: {host: ratings}}]
     retries: {attempts: 3, retryOn: 5xx}
 "#;
-    let mesh = Mesh::new(&[("ratings.yaml", RATINGS), ("ratings-vs.yaml", ratings_vs)]);
+    let mesh = Mesh::new(&[("ratings.yaml", RATINGS.as_str()), ("ratings-vs.yaml", ratings_vs)]);
     let calls = Arc::new(AtomicUsize::new(0));
     let count = calls.clone();
     let app = App::start(Arc::new(move |_| {
@@ -699,7 +681,7 @@ spec:
     retries: {attempts: 0}
 "#;
     let mut files = standard();
-    files.push(("ratings.yaml", RATINGS));
+    files.push(("ratings.yaml", RATINGS.as_str()));
     files.push(("extra.yaml", extra));
     let mesh = Mesh::new(&files);
     let slow = App::start(Arc::new(|_| (200, "details".into(), Duration::from_secs(2)))).await;
@@ -829,7 +811,7 @@ spec:
 "#,
         jwks.addr
     );
-    let b = bookinfo(&[("services.yaml", SERVICES), ("routes.yaml", ROUTES), ("jwt.yaml", &policy)]).await;
+    let b = bookinfo(&[("services.yaml", SERVICES.as_str()), ("routes.yaml", ROUTES), ("jwt.yaml", &policy)]).await;
     let out = b.productpage.outbound();
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
     let token = issuer.token(&serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "exp": exp}));

@@ -10,33 +10,23 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-const CONFIG: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: tcp-echo}
-spec: {ports: [{port: 9000, name: tcp}], selector: {app: tcp-echo}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: tcp-echo-v1}
-spec:
-  selector: {matchLabels: {app: tcp-echo, version: v1}}
-  template: {metadata: {labels: {app: tcp-echo, version: v1}}, spec: {serviceAccountName: tcp-echo, containers: [{name: t}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: tcp-echo-v2}
-spec:
-  selector: {matchLabels: {app: tcp-echo, version: v2}}
-  template: {metadata: {labels: {app: tcp-echo, version: v2}}, spec: {serviceAccountName: tcp-echo, containers: [{name: t}]}}
----
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service_port("tcp-echo", "tcp", 9000)
+        .deployment("tcp-echo", "v1", Some("tcp-echo"))
+        .deployment("tcp-echo", "v2", Some("tcp-echo"))
+        .doc(
+            r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: sleep}
 spec:
   selector: {matchLabels: {app: sleep}}
   template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: tcp-echo-destination}
@@ -45,7 +35,10 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: tcp-echo}
@@ -56,12 +49,18 @@ spec:
     route:
     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default}
 spec: {mtls: {mode: STRICT}}
-"#;
+"#,
+        )
+        .to_string()
+});
 
 /// The task's tcp-echo server: answers each line with `<prefix> <line>`.
 async fn echo(prefix: &'static str) -> std::net::SocketAddr {
@@ -98,7 +97,7 @@ async fn say(addr: std::net::SocketAddr, line: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_traffic_shifting_over_mtls() {
-    let mesh = Mesh::new(&[("tcp-echo.yaml", CONFIG)]);
+    let mesh = Mesh::new(&[("tcp-echo.yaml", CONFIG.as_str())]);
     let v1 = Sidecar::start(&mesh, Spec::server("app=tcp-echo,version=v1", echo("one").await));
     let v2 = Sidecar::start(&mesh, Spec::server("app=tcp-echo,version=v2", echo("two").await));
     let sleep = Sidecar::start(

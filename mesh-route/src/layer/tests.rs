@@ -1,5 +1,9 @@
 //! Layer behaviour with mocks and paused time.
 
+use std::sync::LazyLock;
+
+use mesh_core::test_util::Manifest;
+
 use std::{
     convert::Infallible,
     sync::{
@@ -224,26 +228,13 @@ async fn the_budget_caps_concurrent_retries() {
 
 // === router, balance, rescue: over a compiled table ===
 
-const CONFIG: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec: {ports: [{port: 9080, name: http}], selector: {app: reviews}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v1}
-spec:
-  selector: {matchLabels: {app: reviews, version: v1}}
-  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {containers: [{name: r}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reviews-v2}
-spec:
-  selector: {matchLabels: {app: reviews, version: v2}}
-  template: {metadata: {labels: {app: reviews, version: v2}}, spec: {containers: [{name: r}]}}
----
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", None)
+        .deployment("reviews", "v2", None)
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
@@ -251,7 +242,10 @@ spec:
   host: reviews
   trafficPolicy: {connectionPool: {http: {http2MaxRequests: 1}}}
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}, {name: v3, labels: {version: v3}}]
----
+"#,
+        )
+        .doc(
+            r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews}
@@ -274,10 +268,13 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - match: [{headers: {end-user: {exact: jason}}}]
     route: [{destination: {host: reviews, subset: v2}}]
-"#;
+"#,
+        )
+        .to_string()
+});
 
 fn table() -> TableHandle {
-    let loaded = load_str("c.yaml", CONFIG, &LoadOptions::default());
+    let loaded = load_str("c.yaml", CONFIG.as_str(), &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let s = loaded.into_snapshot();
     let locator = Locator::new().with("default", "reviews-v1", "127.0.0.1:1".parse().unwrap()).with(

@@ -2,6 +2,12 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+/// Test manifests, one builder for every test file (mesh-core's `test-util`).
+#[allow(unused_imports)] // not every test file writes manifests
+pub use mesh_core::test_util::Manifest;
+#[allow(unused_imports)]
+pub use std::sync::LazyLock;
+
 use std::{
     collections::BTreeMap,
     convert::Infallible,
