@@ -13,6 +13,7 @@ mod client;
 mod rescue;
 mod retry;
 mod router;
+mod split;
 mod table;
 mod timeout;
 
@@ -21,6 +22,7 @@ pub use client::HttpClient;
 pub use rescue::{Rescue, RescueFuture, RescueLayer, local_reply};
 pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
 pub use router::{MirrorSink, Router, RouterLayer};
+pub use split::{NoWeightedBackend, Split, SplitFuture};
 pub use table::{TableHandle, follow};
 pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 
