@@ -47,6 +47,8 @@ pub struct BalanceLayer {
     auto_mtls: bool,
     plaintext_only: Option<Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>>,
     on_ejection: Option<mesh_core::ext::Hook>,
+    /// The cluster of requests that carry no route target (a balancer used alone).
+    fixed: Option<Target>,
 }
 
 impl Default for BalanceLayer {
@@ -64,7 +66,37 @@ impl BalanceLayer {
             auto_mtls: false,
             plaintext_only: None,
             on_ejection: None,
+            fixed: None,
         }
+    }
+
+    /// Balance requests that carry no route target over `cluster` (for example
+    /// [`Cluster::from_addresses`](crate::policy::cluster::Cluster::from_addresses)): the
+    /// balancer used alone, without a router.
+    ///
+    /// ```
+    /// # use std::{convert::Infallible, sync::Arc};
+    /// use mesh_route::{layer::BalanceLayer, policy::cluster::{Cluster, LbPolicy}};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let addrs = ["127.0.0.1:9081".parse().unwrap(), "127.0.0.1:9082".parse().unwrap()];
+    /// let cluster = Cluster::from_addresses("ratings", addrs, LbPolicy::RoundRobin);
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(BalanceLayer::new().with_cluster(Arc::new(cluster)))
+    ///     // Any client: here, one that answers with the address it was sent to.
+    ///     .service_fn(|req: http::Request<()>| async move {
+    ///         Ok::<_, Infallible>(http::Response::new(req.uri().authority().unwrap().to_string()))
+    ///     });
+    /// let a = svc.clone().oneshot(http::Request::new(())).await.unwrap().into_body();
+    /// let b = svc.oneshot(http::Request::new(())).await.unwrap().into_body();
+    /// assert_ne!(a, b);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Arc<crate::policy::cluster::Cluster>) -> Self {
+        self.fixed = Some(Target::Cluster(cluster));
+        self
     }
 
     /// Called for every outlier ejection (telemetry counts them).
@@ -227,7 +259,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let cluster = match req.extensions().get::<Target>() {
+        let cluster = match req.extensions().get::<Target>().or(self.layer.fixed.as_ref()) {
             Some(Target::Cluster(c)) => c.clone(),
             Some(Target::Missing { name, .. }) => return BalanceFuture::error(NoCluster { cluster: name.to_string() }),
             None => return BalanceFuture::error(NoCluster { cluster: "(no route target)".into() }),

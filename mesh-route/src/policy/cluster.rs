@@ -38,6 +38,43 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster of plain addresses, for a balancer used alone (no registry, no
+    /// DestinationRule): `name` in errors and telemetry, balanced by `lb`, no pool limits,
+    /// no outlier detection, plaintext (the endpoints have no mesh identity).
+    pub fn from_addresses(name: &str, addrs: impl IntoIterator<Item = std::net::SocketAddr>, lb: LbPolicy) -> Self {
+        let unknown: Arc<str> = Arc::from("unknown");
+        let endpoints: Vec<Endpoint> = addrs
+            .into_iter()
+            .map(|address| Endpoint {
+                address,
+                labels: Arc::default(),
+                workload: unknown.clone(),
+                namespace: unknown.clone(),
+                service_account: None,
+                weight: 1,
+            })
+            .collect();
+        Self {
+            name: name.into(),
+            service: name.into(),
+            subset: None,
+            port: endpoints.first().map_or(0, |e| e.address.port()),
+            endpoints: endpoints.into(),
+            lb,
+            pool: PoolLimits::default(),
+            outlier: None,
+            tls: None,
+            mesh_external: true,
+        }
+    }
+
+    /// With outlier detection (Envoy's ejection of failing endpoints).
+    #[must_use]
+    pub fn with_outlier(mut self, outlier: OutlierPolicy) -> Self {
+        self.outlier = Some(outlier);
+        self
+    }
+
     /// Whether a connection to `endpoint` of this cluster uses TLS, for HTTP and TCP alike.
     /// The DestinationRule's `tls.mode` decides when set (`DISABLE`: plaintext; `ISTIO_MUTUAL`,
     /// `SIMPLE`, `MUTUAL`: TLS, refused by the mesh connector rather than sent in plaintext
