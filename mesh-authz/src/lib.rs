@@ -3,32 +3,38 @@
 //!
 //! The `policy` module is pure data, compiled once per workload from a snapshot.
 //!
-//! The server-side stack a Rust service wraps itself in: mTLS accept (STRICT or
-//! PERMISSIVE) with the peer's identity in each request, then JWT, then authorization:
+//! Authorization alone, with a policy for one workload (given here as YAML; typed specs or
+//! a watched config directory work the same way):
 //!
-//! ```no_run
-//! # async fn run(snapshot: mesh_core::Snapshot, ca: mesh_mtls::ca::CertificateAuthority) -> Result<(), Box<dyn std::error::Error>> {
-//! use std::{convert::Infallible, sync::Arc, time::Duration};
-//! use arc_swap::ArcSwap;
-//! use mesh_authz::{jwt::JwtPolicy, layer::{AuthnLayer, AuthzLayer}, policy::{AuthzPolicy, Protocol}};
-//! use mesh_mtls::{accept::MtlsAcceptor, config, peer_auth::PeerAuthn, server, store::CertStore};
-//! use tower::{ServiceBuilder, service_fn, util::BoxCloneSyncService};
-//!
-//! let labels = [("app".to_string(), "reviews".to_string())].into();
-//! let me = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews".parse()?;
-//! let store = CertStore::new(&ca.issue(&me, Duration::from_secs(86400))?)?;
-//! let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()])?)?);
-//! let peer_authn = PeerAuthn::compile(&snapshot, "default", &labels);
-//!
-//! let app = ServiceBuilder::new()
-//!     .layer(AuthnLayer::new(Arc::new(ArcSwap::from_pointee(JwtPolicy::compile(&snapshot, "default", &labels)))))
-//!     .layer(AuthzLayer::new(Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &labels, Protocol::Http))), 9080))
-//!     .service(service_fn(|_req| async { Ok::<_, Infallible>(http::Response::new(mesh_core::body::full("hello"))) }));
-//!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9080").await?;
-//! server::serve(listener, acceptor, move |port| peer_authn.mode(port), BoxCloneSyncService::new(app)).await?;
-//! # Ok(()) }
 //! ```
+//! # use std::convert::Infallible;
+//! use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let yaml = r#"
+//! apiVersion: security.istio.io/v1
+//! kind: AuthorizationPolicy
+//! metadata: {name: reviews-viewer, namespace: default}
+//! spec:
+//!   selector: {matchLabels: {app: reviews}}
+//!   action: ALLOW
+//!   rules: [{to: [{operation: {methods: [GET]}}]}]
+//! "#;
+//! let labels = [("app".to_string(), "reviews".to_string())].into();
+//! let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+//! let svc = ServiceBuilder::new().layer(AuthzLayer::from_policy(policy, 9080)).service_fn(
+//!     |_req: http::Request<mesh_core::BoxBody>| async { Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty())) },
+//! );
+//! let req = |m: &str| http::Request::builder().method(m).uri("/reviews/1").body(mesh_core::body::empty()).unwrap();
+//! assert_eq!(svc.clone().oneshot(req("GET")).await.unwrap().status(), 200);
+//! assert_eq!(svc.oneshot(req("POST")).await.unwrap().status(), 403);
+//! # }
+//! ```
+//!
+//! The whole server side (mTLS accept with the peer's identity, JWT, authorization,
+//! telemetry) composed for a Rust service is `mesh_proxy::embed::Mesh::server_layer`; the
+//! tests of that composition are in the `integration` crate.
 //!
 //! # Istio semantics and divergences
 //! - `rules` absent or `[]` never matches (ALLOW: allow-nothing); `rules: [{}]` always
