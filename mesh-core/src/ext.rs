@@ -166,9 +166,8 @@ pub struct LocalAddr(pub SocketAddr);
 
 /// The endpoint a request was sent to, with its workload (response extension, set by the
 /// balancer): telemetry's `destination_*` labels come from here.
-#[cfg(feature = "config")]
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamEndpoint(pub crate::registry::Endpoint);
+pub struct UpstreamEndpoint(pub crate::endpoint::Endpoint);
 
 /// A callback a layer runs when something worth counting happens (a retry, an ejection,
 /// an authorization decision); telemetry provides it, so layers need no metrics library.

@@ -32,6 +32,7 @@
 pub mod base64;
 pub mod body;
 pub mod duration;
+pub mod endpoint;
 pub mod error;
 pub mod ext;
 pub mod grpc;
@@ -61,6 +62,9 @@ pub mod store;
 pub mod string_match;
 #[cfg(feature = "config")]
 pub mod validate;
+
+/// A label map (`matchLabels`, `labels`, a workload's pod labels).
+pub type Labels = std::collections::BTreeMap<String, String>;
 
 pub use body::BoxBody;
 #[cfg(feature = "config")]

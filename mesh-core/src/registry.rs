@@ -180,23 +180,7 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// One endpoint of a service. Cheap to clone (shared strings), so layers can carry the
-/// chosen endpoint in extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Where to connect.
-    pub address: SocketAddr,
-    /// Labels (subsets select on these).
-    pub labels: Arc<Labels>,
-    /// The workload (Deployment or WorkloadEntry) name.
-    pub workload: Arc<str>,
-    /// Its namespace.
-    pub namespace: Arc<str>,
-    /// Its service account, when it has a mesh identity.
-    pub service_account: Option<Arc<str>>,
-    /// Load-balancing weight (WorkloadEntry `weight`; 1 otherwise).
-    pub weight: u32,
-}
+pub use crate::endpoint::Endpoint;
 
 /// A service clients can call.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,8 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use mesh_core::{
-    BoxError,
-    api::Labels,
+    BoxError, Labels,
     ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint, UpstreamHost},
 };
 use pin_project_lite::pin_project;
@@ -69,6 +68,7 @@ pub struct WorkloadInfo {
     pub trust_domain: String,
 }
 
+#[cfg(feature = "config")]
 impl From<&mesh_core::registry::LocalWorkload> for WorkloadInfo {
     /// A proxy's own workload, its identity as the principal.
     fn from(w: &mesh_core::registry::LocalWorkload) -> Self {

@@ -10,7 +10,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{histogram::AtomicHistogram as Histogram, layer::WorkloadInfo};
-use mesh_core::{Identity, registry::Endpoint};
+use mesh_core::{Identity, endpoint::Endpoint};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -361,6 +361,7 @@ impl ProxyMetrics {
     }
 
     /// Count config reloads and failed loads as a config source reports them.
+    #[cfg(feature = "config")]
     pub fn follow_source(
         self: &Arc<Self>,
         mut status: tokio::sync::watch::Receiver<mesh_core::SourceStatus>,

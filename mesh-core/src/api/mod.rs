@@ -8,8 +8,6 @@
 //! Types here are the *config* schema. Runtime policy is compiled from them once, in the
 //! feature crates, with `TryFrom`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 mod kube;
@@ -20,8 +18,7 @@ pub use kube::*;
 pub use networking::*;
 pub use security::*;
 
-/// A label map (`matchLabels`, `labels`).
-pub type Labels = BTreeMap<String, String>;
+pub use crate::Labels;
 
 /// `k=v,k=v` (as command lines take pod labels) into labels.
 pub fn parse_labels(s: &str) -> Result<Labels, String> {
