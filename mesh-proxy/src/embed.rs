@@ -61,7 +61,7 @@ use crate::{
     guard::GuardLayer,
     inbound,
     serve::{Accept, serve},
-    state::{CERT_TTL, ConfigFrom, CoreOptions, WorkloadMesh},
+    state::{CERT_TTL, ConfigFrom, WorkloadMesh, WorkloadOptions},
 };
 
 /// The default request body limit (`mesh-sidecar --max-request-bytes`): 100 MiB.
@@ -212,7 +212,7 @@ impl MeshBuilder {
         let from = ConfigFrom::Files(&self.config);
         let source = from.open().await?;
         let core = WorkloadMesh::start(
-            &CoreOptions {
+            &WorkloadOptions {
                 namespace: self.namespace.as_deref(),
                 labels: Some(&self.labels),
                 workload: self.workload.as_deref(),

@@ -17,12 +17,10 @@ use mesh_telemetry::{
 use tokio::sync::watch;
 
 use crate::{
-    admin,
-    admin::Admin,
-    conn, gateway, guard, inbound, outbound, serve as srv,
-    serve::{Accept, bind, serve},
-    state,
-    state::{ConfigFrom, CoreOptions, WorkloadMesh},
+    admin::{self, Admin},
+    conn, gateway, guard, inbound, outbound,
+    serve::{self as listeners, Accept, bind, serve},
+    state::{self, ConfigFrom, WorkloadMesh, WorkloadOptions},
     tcp, workers,
 };
 
@@ -205,7 +203,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         wait_for_gateway(source.as_ref(), gw).await;
     }
     let core = WorkloadMesh::start(
-        &CoreOptions {
+        &WorkloadOptions {
             namespace: args.namespace.as_deref(),
             labels: args.workload_labels.as_ref(),
             workload: args.workload.as_deref(),
@@ -315,7 +313,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         let app_port = app.port();
         let accept = core.inbound_accept(app_port)?;
         let tcp_control = control.clone();
-        let opaque = srv::Opaque {
+        let opaque = listeners::Opaque {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
             splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
         };

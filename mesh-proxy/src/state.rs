@@ -85,7 +85,7 @@ pub(crate) fn open_files(paths: &[PathBuf]) -> Result<Box<dyn ConfigSource>, Mes
 
 /// How to start: the flags that say who the workload is and where its config is.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct CoreOptions<'a> {
+pub(crate) struct WorkloadOptions<'a> {
     pub(crate) namespace: Option<&'a str>,
     pub(crate) labels: Option<&'a Labels>,
     pub(crate) workload: Option<&'a str>,
@@ -163,7 +163,7 @@ impl std::fmt::Debug for WorkloadMesh {
 impl WorkloadMesh {
     /// From the config `source` ([`ConfigFrom::open`]): resolve the workload, compile,
     /// and issue its certificate. Must run inside a tokio runtime.
-    pub(crate) fn start(o: &CoreOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
+    pub(crate) fn start(o: &WorkloadOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
         for w in &source.status().borrow().warnings {
             tracing::warn!("{w}");
         }
