@@ -28,6 +28,15 @@ pub fn authority_value<B>(req: &Request<B>) -> Option<HeaderValue> {
         .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
 }
 
+/// Whether a rule host (possibly a wildcard such as `*.example.com` or `*`) covers `host`.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
+
 /// Whether a request is gRPC: its content type is `application/grpc` or a subtype of it
 /// (`application/grpc+proto`).
 pub fn is_grpc<B>(req: &Request<B>) -> bool {

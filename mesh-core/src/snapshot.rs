@@ -47,14 +47,7 @@ pub fn resolve_host(host: &str, namespace: &str) -> String {
     }
 }
 
-/// Whether a rule host (possibly a wildcard such as `*.example.com` or `*`) covers `host`.
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some("") => true,
-        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-        None => pattern == host,
-    }
-}
+pub use crate::request::host_matches;
 
 /// Whether `labels` has every pair of `selector` (an empty selector selects everything).
 pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {

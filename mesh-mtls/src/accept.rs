@@ -99,7 +99,7 @@ impl MtlsAcceptor {
         let sni = sni?.to_ascii_lowercase();
         self.by_sni
             .iter()
-            .find(|(hosts, _)| hosts.iter().any(|h| mesh_core::snapshot::host_matches(h, &sni)))
+            .find(|(hosts, _)| hosts.iter().any(|h| mesh_core::request::host_matches(h, &sni)))
             .map(|(_, c)| c.clone())
     }
 

@@ -20,8 +20,9 @@ use hyper_util::{
 };
 use std::path::PathBuf;
 
+use mesh_core::{BoxError, Identity};
+#[cfg(feature = "config")]
 use mesh_core::{
-    BoxError, Identity,
     api::{ClientTlsMode, ClientTlsSettings},
     registry::Registry,
 };
@@ -36,6 +37,7 @@ use crate::store::CertStore;
 
 /// Which identities each endpoint address may present: the service accounts of every
 /// service the address backs, in `trust_domain`.
+#[cfg(feature = "config")]
 pub fn secure_naming(registry: &Registry, trust_domain: &str) -> HashMap<SocketAddr, Vec<Identity>> {
     let mut out: HashMap<SocketAddr, Vec<Identity>> = HashMap::new();
     for svc in registry.services() {
@@ -77,6 +79,7 @@ pub struct Origination {
 impl Origination {
     /// From a DestinationRule's `tls` for the destination `host`; `None` unless the mode is
     /// SIMPLE or MUTUAL.
+    #[cfg(feature = "config")]
     pub fn from_settings(tls: &ClientTlsSettings, host: &str) -> Option<Self> {
         if !matches!(tls.mode, Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)) {
             return None;

@@ -57,6 +57,7 @@ pub mod accept;
 pub mod ca;
 pub mod config;
 pub mod connector;
+#[cfg(feature = "config")]
 pub mod gateway;
 pub mod peer_auth;
 pub mod remote;

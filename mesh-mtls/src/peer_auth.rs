@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "config")]
 use mesh_core::{
     Snapshot,
     api::{Kind, Labels, MtlsMode, MutualTls, ObjectMeta, PeerAuthenticationSpec, Resource},
@@ -28,6 +29,7 @@ pub struct PeerAuthn {
     pub sources: Vec<String>,
 }
 
+#[cfg(feature = "config")]
 fn mode_of(m: Option<&MutualTls>) -> Option<Mode> {
     match m.and_then(|m| m.mode) {
         Some(MtlsMode::Strict) => Some(Mode::Strict),
@@ -38,10 +40,16 @@ fn mode_of(m: Option<&MutualTls>) -> Option<Mode> {
 }
 
 impl PeerAuthn {
+    /// One mode on every port (a workload configured in code, not by PeerAuthentication).
+    pub fn uniform(mode: Mode) -> Self {
+        Self { workload: mode, ports: BTreeMap::new(), sources: Vec::new() }
+    }
+
     /// The modes for a workload in `namespace` with `labels`: the narrowest scope wins
     /// (workload selector, then namespace, then mesh-wide in the root namespace), the oldest
     /// policy among equals, UNSET inherits, and no policy at all means PERMISSIVE.
     /// Selector policies in the root namespace are ignored.
+    #[cfg(feature = "config")]
     pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels) -> Self {
         let root = mesh_core::ROOT_NAMESPACE;
         let mut all: Vec<(&ObjectMeta, &PeerAuthenticationSpec)> = snapshot
@@ -88,6 +96,7 @@ impl PeerAuthn {
 
 /// Endpoints whose workload accepts plaintext only (PeerAuthentication DISABLE on the
 /// endpoint's port): auto mTLS sends them plaintext, as Istio does.
+#[cfg(feature = "config")]
 pub fn plaintext_endpoints(
     snapshot: &Snapshot,
     registry: &mesh_core::registry::Registry,
@@ -103,7 +112,7 @@ pub fn plaintext_endpoints(
     out
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "config"))]
 mod tests {
     use super::*;
     use mesh_core::load::{LoadOptions, load_str};
