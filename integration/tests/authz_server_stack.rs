@@ -19,6 +19,7 @@ use mesh_authz::{
     layer::{AuthnLayer, AuthzLayer, ExtAuthzHttp},
     policy::{AuthzPolicy, Protocol, RequestAuth},
 };
+use mesh_core::test_util::identity as id;
 use mesh_core::{
     BoxBody, Identity,
     ext::PeerIdentity,
@@ -29,10 +30,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};
 
 const DAY: Duration = Duration::from_secs(86400);
-
-fn id(sa: &str) -> Identity {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
-}
 
 use mesh_authz::jwt::testing::Issuer;
 

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mesh_core::test_util::{Manifest, identity as id, labels};
 use mesh_core::{
     BoxBody, Identity,
     ext::{PeerIdentity, ResponseFlags},
@@ -30,10 +31,6 @@ use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
 
 const DAY: Duration = Duration::from_secs(86400);
 
-fn id(sa: &str) -> Identity {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
-}
-
 async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
     server_with(ca, Mode::Strict).await
 }
@@ -52,18 +49,14 @@ async fn server_with(ca: &CertificateAuthority, mode: Mode) -> SocketAddr {
 }
 
 fn setup(addr: SocketAddr, dr_tls: &str) -> (TableHandle, Registry) {
-    let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec: {{ports: [{{port: 9080, name: http}}], selector: {{app: reviews}}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v1}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  template: {{metadata: {{labels: {{app: reviews}}}}, spec: {{serviceAccountName: bookinfo-reviews, containers: [{{name: r}}]}}}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec: {{host: reviews{dr_tls}}}\n"
-    );
-    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
-    assert!(!loaded.has_errors(), "{}", loaded.report());
-    let s = loaded.into_snapshot();
+    let s = Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .doc(&format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec: {{host: reviews{dr_tls}}}"))
+        .snapshot();
     let registry = Registry::build(&s, &Locator::new().with("default", "reviews-v1", addr));
-    let table = RouteTable::compile(
-        &s,
-        &registry,
-        &ProxyContext::sidecar("default", [("app".to_string(), "productpage".to_string())].into()),
-    );
+    let table =
+        RouteTable::compile(&s, &registry, &ProxyContext::sidecar("default", labels(&[("app", "productpage")])));
     (TableHandle::new(table), registry)
 }
 

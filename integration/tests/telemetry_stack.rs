@@ -3,8 +3,6 @@
 
 use std::sync::LazyLock;
 
-use mesh_core::test_util::Manifest;
-
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -21,8 +19,9 @@ use mesh_authz::{
     layer::AuthzLayer,
     policy::{AuthzPolicy, Protocol},
 };
+use mesh_core::test_util::{Manifest, identity as id, labels};
 use mesh_core::{
-    BoxBody, BoxError, Identity,
+    BoxBody, BoxError,
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
@@ -49,14 +48,6 @@ use tokio::net::TcpListener;
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneSyncService};
 
 const DAY: Duration = Duration::from_secs(86400);
-
-fn labels(pairs: &[(&str, &str)]) -> mesh_core::api::Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-fn id(sa: &str) -> Identity {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
-}
 
 static CONFIG: LazyLock<String> = LazyLock::new(|| {
     Manifest::new()

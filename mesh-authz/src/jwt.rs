@@ -5,11 +5,12 @@
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+#[cfg(feature = "config")]
 use mesh_core::{
     Snapshot,
-    api::{JwtRule, Kind, Labels, Resource},
-    base64,
+    api::{Kind, Labels, Resource},
 };
+use mesh_core::{api::JwtRule, base64};
 use ring::signature;
 use serde_json::Value;
 
@@ -184,7 +185,19 @@ fn compile_rule(r: &JwtRule) -> Result<Rule, String> {
 }
 
 impl JwtPolicy {
+    /// A fixed set of `jwtRules` (a RequestAuthentication's), for the layer used alone. A rule
+    /// that does not hold (an unparsable inline `jwks`, a bad header name) is an error naming
+    /// its index.
+    pub fn from_rules<'a>(rules: impl IntoIterator<Item = &'a JwtRule>) -> Result<Self, String> {
+        let mut out = Self::default();
+        for (i, rule) in rules.into_iter().enumerate() {
+            out.rules.push(compile_rule(rule).map_err(|e| format!("jwtRules[{i}]: {e}"))?);
+        }
+        Ok(out)
+    }
+
     /// The rules of every RequestAuthentication that applies to the workload.
+    #[cfg(feature = "config")]
     pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels) -> Self {
         let mut out = Self::default();
         for r in snapshot.policies_for_workload(Kind::RequestAuthentication, namespace, labels) {

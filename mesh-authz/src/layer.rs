@@ -164,6 +164,7 @@ pub struct ExtAuthzHttp {
 impl ExtAuthzHttp {
     /// The `envoyExtAuthzHttp` providers of a mesh config (YAML or JSON), e.g.
     /// `extensionProviders: [{name: ext-authz, envoyExtAuthzHttp: {service: ..., port: ...}}]`.
+    #[cfg(feature = "config")]
     pub fn from_mesh_config(text: &str) -> Result<Vec<Self>, String> {
         let docs = mesh_core::load::parse_documents(text, &mesh_core::load::Limits::default())
             .map_err(|e| format!("line {}: {}", e.line, e.message))?;
@@ -319,34 +320,8 @@ struct State {
 /// Authorizes requests with the workload's AuthorizationPolicies: 403 `RBAC: access denied`
 /// when they say no, the normalised path to the inner service when they say yes.
 ///
-/// Alone, with policies given as YAML (or typed, [`AuthzPolicy::from_policies`]):
-///
-/// ```
-/// # use std::convert::Infallible;
-/// use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
-/// use tower::{ServiceBuilder, ServiceExt};
-///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let yaml = r#"
-/// apiVersion: security.istio.io/v1
-/// kind: AuthorizationPolicy
-/// metadata: {name: deny-admin, namespace: default}
-/// spec:
-///   action: DENY
-///   rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
-/// "#;
-/// let labels = [("app".to_string(), "reviews".to_string())].into();
-/// let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
-/// let svc = ServiceBuilder::new()
-///     .layer(AuthzLayer::from_policy(policy, 9080))
-///     .service_fn(|_req: http::Request<mesh_core::BoxBody>| async {
-///         Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty()))
-///     });
-/// let get = |path: &str| http::Request::get(path).body(mesh_core::body::empty()).unwrap();
-/// assert_eq!(svc.clone().oneshot(get("/reviews/1")).await.unwrap().status(), 200);
-/// assert_eq!(svc.oneshot(get("/admin/users")).await.unwrap().status(), 403);
-/// # }
-/// ```
+/// Alone, with a fixed policy: typed ([`AuthzPolicy::from_policies`], the crate's front
+/// page) or YAML (`AuthzPolicy::from_yaml`, feature `config`).
 #[derive(Clone)]
 pub struct AuthzLayer {
     state: Arc<State>,

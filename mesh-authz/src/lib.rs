@@ -1,28 +1,36 @@
 //! Istio authorization as Tower layers: AuthorizationPolicy (CUSTOM, then DENY, then
 //! ALLOW; AUDIT marks) and RequestAuthentication (JWT).
 //!
-//! The `policy` module is pure data, compiled once per workload from a snapshot.
+//! The `policy` module is pure data, compiled once per workload: from a snapshot (feature
+//! `config`, on by default) or from typed specs.
 //!
-//! Authorization alone, with a policy for one workload (given here as YAML; typed specs or
-//! a watched config directory work the same way):
+//! Authorization alone, with a typed policy for one workload (no config files, and without
+//! the default feature `config` no YAML parser, regex engine, file watcher or kube-rs; with
+//! it, `AuthzPolicy::from_yaml` takes the same policy as YAML):
 //!
 //! ```
 //! # use std::convert::Infallible;
 //! use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+//! use mesh_core::api::{AuthorizationAction, AuthorizationPolicySpec, Object, ObjectMeta, Operation, Rule, RuleTo};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let yaml = r#"
-//! apiVersion: security.istio.io/v1
-//! kind: AuthorizationPolicy
-//! metadata: {name: reviews-viewer, namespace: default}
-//! spec:
-//!   selector: {matchLabels: {app: reviews}}
-//!   action: ALLOW
-//!   rules: [{to: [{operation: {methods: [GET]}}]}]
-//! "#;
+//! // metadata: {name: reviews-viewer, namespace: default}
+//! // spec: {action: ALLOW, rules: [{to: [{operation: {methods: [GET]}}]}]}
+//! let get_only = Object {
+//!     metadata: ObjectMeta { name: "reviews-viewer".into(), namespace: "default".into(), ..Default::default() },
+//!     spec: AuthorizationPolicySpec {
+//!         action: Some(AuthorizationAction::Allow),
+//!         rules: vec![Rule {
+//!             to: vec![RuleTo { operation: Operation { methods: vec!["GET".into()], ..Default::default() } }],
+//!             ..Default::default()
+//!         }],
+//!         ..Default::default()
+//!     },
+//!     ..Default::default()
+//! };
 //! let labels = [("app".to_string(), "reviews".to_string())].into();
-//! let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+//! let policy = AuthzPolicy::from_policies([get_only], "default", &labels, Protocol::Http).unwrap();
 //! let svc = ServiceBuilder::new().layer(AuthzLayer::from_policy(policy, 9080)).service_fn(
 //!     |_req: http::Request<mesh_core::BoxBody>| async { Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty())) },
 //! );

@@ -3,6 +3,8 @@
 //!
 //! The case count is proptest's: 256 by default (what CI runs), `PROPTEST_CASES=1000000`
 //! for a long run (`benches/fuzz.sh`).
+// The fixture is read by the loader: the default feature `config`.
+#![cfg(feature = "config")]
 
 use std::time::{Duration, SystemTime};
 

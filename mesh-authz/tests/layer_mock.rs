@@ -1,29 +1,81 @@
 //! AuthzLayer under tower-test mocks (STYLE rule 10): backpressure is the inner service's,
 //! a denial never reaches the inner service, an allowed request reaches it with the
-//! normalised path, and an inner failure passes through as the inner's error.
+//! normalised path, and an inner failure passes through as the inner's error. The policy is
+//! typed, built in code: these tests pass with and without the feature `config`
+//! (`.ci/run` runs them with `--no-default-features`).
 
 use http::{Request, Response};
 use mesh_authz::{
     layer::AuthzLayer,
     policy::{AuthzPolicy, Protocol},
 };
-use mesh_core::BoxBody;
+use mesh_core::{
+    BoxBody,
+    api::{AuthorizationPolicySpec, Labels, Object},
+};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Service, ServiceExt};
 use tower_test::mock;
 
-const DENY_ADMIN: &str = r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-admin, namespace: default}
-spec:
-  action: DENY
-  rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
-"#;
+type Policy = Object<AuthorizationPolicySpec>;
+
+fn policy(json: serde_json::Value) -> Policy {
+    serde_json::from_value(json).unwrap()
+}
+
+fn deny_admin() -> Policy {
+    policy(serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-admin", "namespace": "default"},
+        "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]},
+    }))
+}
+
+fn reviews() -> Labels {
+    [("app".to_string(), "reviews".to_string())].into()
+}
 
 fn layer() -> AuthzLayer {
-    let labels = [("app".to_string(), "reviews".to_string())].into();
-    AuthzLayer::from_policy(AuthzPolicy::from_yaml(DENY_ADMIN, "default", &labels, Protocol::Http).unwrap(), 9080)
+    AuthzLayer::from_policy(
+        AuthzPolicy::from_policies([deny_admin()], "default", &reviews(), Protocol::Http).unwrap(),
+        9080,
+    )
+}
+
+#[test]
+fn typed_policies_apply_by_namespace_and_selector_and_invalid_ones_are_errors() {
+    let mut other_ns = deny_admin();
+    other_ns.metadata.namespace = "prod".into();
+    let mut other_app = deny_admin();
+    other_app.spec.selector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "ratings"}})).unwrap();
+    let mut mine = deny_admin();
+    mine.spec.selector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "reviews"}})).unwrap();
+    let none = AuthzPolicy::from_policies([other_ns, other_app], "default", &reviews(), Protocol::Http).unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let p = AuthzPolicy::from_policies([mine], "default", &reviews(), Protocol::Http).unwrap();
+    assert!(!p.is_empty(), "{p:?}");
+
+    // `kind` and `apiVersion` may be left out of a typed policy; another kind is an error.
+    let mut bare = deny_admin();
+    (bare.kind, bare.api_version) = (String::new(), String::new());
+    assert!(!AuthzPolicy::from_policies([bare.clone()], "default", &reviews(), Protocol::Http).unwrap().is_empty());
+    bare.kind = "PeerAuthentication".into();
+    let err = AuthzPolicy::from_policies([bare], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    assert!(err.contains("PeerAuthentication"), "{err}");
+
+    // A DENY policy without rules would never match: Istio rejects it, so do we.
+    let mut no_rules = deny_admin();
+    no_rules.spec.rules.clear();
+    let err = AuthzPolicy::from_policies([no_rules], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    assert!(err.contains("rules"), "{err}");
+    // A rule whose values do not hold is an error, not skipped.
+    let bad_ip = policy(serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"action": "DENY", "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/99"]}}]}]},
+    }));
+    let err = AuthzPolicy::from_policies([bad_ip], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    assert!(err.contains("ipBlocks") || err.contains("10.0.0.0/99"), "{err}");
 }
 
 fn get(path: &str) -> Request<BoxBody> {

@@ -6,7 +6,9 @@
 //!
 //! Without the default feature `config`, mesh-core is only the request-path types (the boxed
 //! body, errors, extensions, [`Identity`], request helpers): no YAML parser, regex engine or
-//! file watcher, for a layer used alone with a fixed policy.
+//! file watcher, for a layer used alone with a fixed policy. The feature `model` adds the
+//! Istio resource types (`api`, serde structs) without the loader, for a layer built from
+//! typed specs in code.
 //!
 //! mesh-core knows nothing of tower or hyper. Feature crates compile what they need from a
 //! snapshot into their own runtime policy, once per snapshot, never per request.
@@ -42,7 +44,7 @@ pub mod request;
 pub mod test_util;
 
 // The config model and its machinery (feature `config`, on by default).
-#[cfg(feature = "config")]
+#[cfg(feature = "model")]
 pub mod api;
 #[cfg(feature = "config")]
 pub mod diag;

@@ -1,5 +1,7 @@
 //! What several layers read from or do to a request, written once.
 
+use std::borrow::Cow;
+
 use http::{
     HeaderValue, Request, Uri, header,
     uri::{Authority, PathAndQuery, Scheme},
@@ -61,6 +63,37 @@ pub fn to_absolute<B>(req: &mut Request<B>, scheme: Scheme, authority: Option<Au
     *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
 }
 
+/// The first value of a query parameter, percent-decoded (`?key` and `?key=` give `""`).
+pub fn first_query_value<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str>> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +139,16 @@ mod tests {
         to_absolute(&mut r, Scheme::HTTP, Some(upstream));
         assert_eq!(r.uri(), "http://10.0.0.1:15006/a?b=c");
         assert_eq!(r.headers()[header::HOST], "reviews");
+    }
+
+    #[test]
+    fn query_values() {
+        assert_eq!(first_query_value(Some("a=1&b=2&a=3"), "a").as_deref(), Some("1"));
+        assert_eq!(first_query_value(Some("flag&x=1"), "flag").as_deref(), Some(""));
+        assert_eq!(first_query_value(Some("flag="), "flag").as_deref(), Some(""));
+        assert_eq!(first_query_value(Some("n=a%20b"), "n").as_deref(), Some("a b"));
+        assert_eq!(first_query_value(Some("n=%zz%4"), "n").as_deref(), Some("%zz%4"));
+        assert_eq!(first_query_value(None, "n"), None);
+        assert_eq!(first_query_value(Some("m=1"), "n"), None);
     }
 }

@@ -49,10 +49,7 @@ pub fn resolve_host(host: &str, namespace: &str) -> String {
 
 pub use crate::request::host_matches;
 
-/// Whether `labels` has every pair of `selector` (an empty selector selects everything).
-pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
+pub use crate::api::labels_match;
 
 /// Every resource in force, indexed.
 #[derive(Clone, Debug, Default)]

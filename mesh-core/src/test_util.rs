@@ -1,5 +1,6 @@
 //! Test helpers for the layer crates (feature `test-util`): a body that yields a scripted
-//! sequence of frames, errors and pauses, to test body replay, trailers and streaming.
+//! sequence of frames, errors and pauses, to test body replay, trailers and streaming; one
+//! builder for test manifests ([`Manifest`]); a workload's identity and labels.
 
 use std::{
     collections::VecDeque,
@@ -176,6 +177,28 @@ impl Manifest {
         self.docs.push(yaml.trim().to_string());
         self
     }
+}
+
+impl Manifest {
+    /// The documents loaded and validated into a snapshot; panics with the loader's report
+    /// when one does not load (a test's own config is wrong).
+    #[cfg(feature = "config")]
+    pub fn snapshot(&self) -> crate::Snapshot {
+        let loaded = crate::load::load_str("manifest.yaml", &self.to_string(), &Default::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        loaded.into_snapshot()
+    }
+}
+
+/// The SPIFFE identity of service account `sa` in namespace `default` of the trust domain
+/// `cluster.local`, as Istio names a Bookinfo workload.
+pub fn identity(sa: &str) -> crate::Identity {
+    crate::Identity::new(crate::DEFAULT_TRUST_DOMAIN, "default", sa).expect("a valid service account name")
+}
+
+/// A label map from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> crate::Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl std::fmt::Display for Manifest {

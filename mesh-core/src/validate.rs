@@ -918,24 +918,9 @@ fn targets(
 
 fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPolicySpec, meta: &ObjectMeta) {
     targets(v, spec, ap.selector.is_some(), ap.target_ref.is_some(), &ap.target_refs);
-    let action = ap.action();
-    // Istio's validation rejects DENY and CUSTOM without rules; AUDIT without rules is
-    // accepted and audits nothing (ISTIO-SEMANTICS §6.3).
-    if matches!(action, AuthorizationAction::Deny | AuthorizationAction::Custom) && ap.rules.is_empty() {
-        v.error(
-            spec.key("rules"),
-            format!("a {} policy needs at least one rule (without rules it would never match)", action_name(action)),
-        );
-    }
-    match (action, &ap.provider) {
-        (AuthorizationAction::Custom, None) => v.error(spec.key("provider"), "a CUSTOM policy needs a provider"),
-        (AuthorizationAction::Custom, Some(p)) if p.name.is_empty() => {
-            v.error(spec.key("provider").key("name"), "provider name is required")
-        }
-        (a, Some(_)) if a != AuthorizationAction::Custom => {
-            v.error(spec.key("provider"), "provider is only allowed with action CUSTOM")
-        }
-        _ => {}
+    for (field, message) in ap.action_errors() {
+        let path = field.split('.').fold(spec.clone(), |p, k| p.key(k));
+        v.error(path, message);
     }
     if let Some(dry) = meta.annotations.get("istio.io/dry-run")
         && !matches!(dry.as_str(), "true" | "false")
@@ -956,15 +941,6 @@ fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPo
         for (j, c) in rule.when.iter().enumerate() {
             condition(v, &rp.key("when").index(j), c);
         }
-    }
-}
-
-fn action_name(a: AuthorizationAction) -> &'static str {
-    match a {
-        AuthorizationAction::Allow => "ALLOW",
-        AuthorizationAction::Deny => "DENY",
-        AuthorizationAction::Audit => "AUDIT",
-        AuthorizationAction::Custom => "CUSTOM",
     }
 }
 

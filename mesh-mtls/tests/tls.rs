@@ -7,6 +7,7 @@ use std::{
 };
 
 use mesh_core::Identity;
+use mesh_core::test_util::identity as id;
 use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, peer_auth::Mode, store::CertStore};
 use rustls_pki_types::ServerName;
 use tokio::{
@@ -16,10 +17,6 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-fn id(sa: &str) -> Identity {
-    format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap()
-}
 
 /// A server answering each connection with the peer it saw; accept errors are recorded.
 async fn server(ca: &CertificateAuthority, mode: Mode) -> (SocketAddr, Arc<Mutex<Vec<String>>>, Arc<CertStore>) {

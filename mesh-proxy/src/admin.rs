@@ -115,7 +115,7 @@ fn json_response(v: &Value) -> Response<BoxBody> {
 
 /// A query parameter's value, percent-decoded (mesh-route's reading, as routes match it).
 fn param(query: Option<&str>, name: &str) -> Option<String> {
-    mesh_route::policy::matching::first_query_value(query, name).map(std::borrow::Cow::into_owned)
+    mesh_core::request::first_query_value(query, name).map(std::borrow::Cow::into_owned)
 }
 
 impl Admin {

@@ -263,7 +263,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         control: control.clone(),
         connector: connector.clone(),
         metrics: metrics.clone(),
-        next: Default::default(),
+        balance: balance.clone(),
     });
     for f in &args.tcp {
         let name = format!("tcp {}:{}", f.host, f.port);

@@ -3,8 +3,9 @@
 //!
 //! Outbound, `--tcp ADDR=HOST:PORT` listens on ADDR for the app and sends each connection
 //! to the service `HOST:PORT`: the VirtualService's `tcp` route (weights, subsets) picks
-//! the cluster, then an endpoint (round robin, the next one when a connect fails), over mTLS
-//! to its sidecar as auto mTLS decides. Inbound, a workload whose services expose only
+//! the cluster, then mesh-route's balancer an endpoint (the DestinationRule's algorithm,
+//! outlier ejection and pool limits, the state shared with HTTP; another endpoint when a
+//! connect fails), over mTLS to its sidecar as the same rule as HTTP decides. Inbound, a workload whose services expose only
 //! non-HTTP ports gets its mTLS connections spliced to the app as they are.
 //! `istio_tcp_*` metrics are kept on both sides.
 
@@ -23,7 +24,11 @@ use hyper_util::rt::TokioIo;
 use mesh_core::{Identity, registry::Endpoint};
 use mesh_fault::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
-use mesh_route::policy::{action::Target, cluster::Cluster};
+use mesh_route::{
+    error::Overflow,
+    layer::BalanceLayer,
+    policy::{Target, cluster::Cluster},
+};
 use mesh_telemetry::{
     layer::WorkloadInfo,
     metrics::{MeshMetrics, TcpLabels},
@@ -93,7 +98,8 @@ pub(crate) struct Outbound {
     pub(crate) control: Arc<CompiledConfig>,
     pub(crate) connector: MeshConnector,
     pub(crate) metrics: Arc<MeshMetrics>,
-    pub(crate) next: AtomicUsize,
+    /// The outbound HTTP stack's balancer: one state per cluster for both.
+    pub(crate) balance: BalanceLayer,
 }
 
 impl Outbound {
@@ -110,11 +116,11 @@ impl Outbound {
         }
         let active = Arc::new(Active::default());
         // The connection cap; no timers: a TCP protocol may be server-first or idle.
-        while let Some((tcp, _, permit)) = gate.next(&listener, &mut stop).await {
+        while let Some((tcp, peer, permit)) = gate.next(&listener, &mut stop).await {
             let _ = tcp.set_nodelay(true);
             let (me, forward, guard) = (self.clone(), forward.clone(), active.enter());
             tokio::spawn(async move {
-                me.proxy(tcp, &forward).await;
+                me.proxy(tcp, peer, &forward).await;
                 drop((guard, permit));
             });
         }
@@ -126,7 +132,7 @@ impl Outbound {
         TcpLabels::source(&WorkloadInfo::from(&self.control.me), &cluster.service, endpoint, flags)
     }
 
-    async fn proxy(&self, mut client: TcpStream, forward: &Forward) {
+    async fn proxy(&self, mut client: TcpStream, peer: SocketAddr, forward: &Forward) {
         let table = self.control.table.load();
         let Some(targets) = table.tcp_route(&forward.host, forward.port) else {
             tracing::warn!(host = %forward.host, port = forward.port, "tcp: no such service port; connection closed");
@@ -139,38 +145,45 @@ impl Outbound {
                 return;
             }
         };
-        if cluster.endpoints.is_empty() {
-            self.metrics.tcp_opened(&self.labels(&cluster, None, "UH"));
-            self.metrics.tcp_closed(&self.labels(&cluster, None, "UH"), 0, 0);
-            return;
-        }
-        let plaintext = self.control.plaintext.load();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = cluster.endpoints.len();
-        // A refused connect moves on to the next endpoint, up to three of them.
-        for i in 0..n.min(3) {
-            let e = &cluster.endpoints[(start + i) % n];
-            // The balancer's rule: the DestinationRule's tls.mode, else auto mTLS.
-            let mtls = cluster.uses_tls(e, true, plaintext.contains(&e.address));
-            let uri: Uri = match format!("{}://{}", if mtls { "https" } else { "http" }, e.address).parse() {
+        // The HTTP balancer's endpoint choice, state and mTLS rule; a refused connect moves
+        // on to another endpoint, up to three tries, and counts for outlier detection.
+        let mut tried = Vec::new();
+        let mut flags = "UF";
+        while tried.len() < 3 {
+            let pick = match self.balance.pick_connection(&cluster, Some(peer.ip()), &tried) {
+                Ok(pick) => pick,
+                Err(e) => {
+                    flags = if mesh_core::is_caused_by::<Overflow>(&*e) { "UO" } else { "UH" };
+                    break;
+                }
+            };
+            let address = pick.endpoint().address;
+            if tried.contains(&address) {
+                break; // every healthy endpoint was tried
+            }
+            tried.push(address);
+            let uri: Uri = match format!("{}://{address}", if pick.tls() { "https" } else { "http" }).parse() {
                 Ok(u) => u,
                 Err(_) => continue,
             };
             let upstream = match self.connector.clone().call(uri).await {
                 Ok(io) => io,
                 Err(err) => {
-                    tracing::debug!(endpoint = %e.address, error = %err, "tcp: connect failed");
+                    tracing::debug!(endpoint = %address, error = %err, "tcp: connect failed");
+                    pick.failed();
                     continue;
                 }
             };
-            let labels = self.labels(&cluster, Some(e), "-");
+            pick.connected();
+            let labels = self.labels(&cluster, Some(pick.endpoint()), "-");
             self.metrics.tcp_opened(&labels);
             let mut upstream = TokioIo::new(upstream);
             let (received, sent) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
             self.metrics.tcp_closed(&labels, sent, received);
+            drop(pick);
             return;
         }
-        let labels = self.labels(&cluster, None, "UF");
+        let labels = self.labels(&cluster, None, flags);
         self.metrics.tcp_opened(&labels);
         self.metrics.tcp_closed(&labels, 0, 0);
     }

@@ -1,8 +1,8 @@
 //! Istio request routing as Tower layers: VirtualService matching, weighted subsets, load
 //! balancing, timeouts, retries, rewrite, redirect and mirror.
 //!
-//! The `policy` module is pure data: [`policy::RouteTable::compile`] builds one proxy's table
-//! from a snapshot and the registry, once per config change.
+//! The `policy` module is pure data, compiled once per config change; the `layer` module
+//! holds the Tower layers that read it.
 //!
 //! # Istio/Envoy semantics and divergences
 //! - First matching route wins; no match on a host with a VirtualService is `404 NR`,
@@ -29,18 +29,36 @@
 //! - `connectionPool`: `http2MaxRequests` caps active requests; `maxConnections` plus
 //!   `http1MaxPendingRequests` caps them too (connections themselves are pooled by hyper).
 //!
+//! # Used alone
+//! Without the default feature `config` (no YAML parser, regex engine, file watcher or
+//! kube-rs), the layers take a fixed policy and wrap any `Service<Request<B>>`: a route
+//! timeout, Istio's retries and a balancer over a fixed list of endpoints, here over a
+//! client that answers with the address it was sent to:
+//!
 //! ```
-//! # use mesh_core::{load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
-//! use mesh_route::layer::{TableHandle, client_stack};
-//! use mesh_route::policy::{ProxyContext, RouteTable};
-//! # let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config/mesh");
-//! # let snapshot = load_paths(&[config], &LoadOptions::default()).into_snapshot();
-//! let me = ProxyContext::sidecar("default", [("app".into(), "reviews".into())].into());
-//! let table = RouteTable::compile(&snapshot, &Registry::build(&snapshot, &Locator::new()), &me);
-//! // Calls `http://ratings:9080/...` with Istio routing, faults, timeouts, retries and LB.
-//! let client = client_stack(TableHandle::new(table));
-//! # let _ = client;
+//! # use std::{convert::Infallible, sync::Arc, time::Duration};
+//! use mesh_route::layer::{BalanceLayer, RetryLayer, TimeoutLayer};
+//! use mesh_route::policy::{cluster::{Cluster, LbPolicy}, retry::RetryPolicy};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let ratings = Cluster::from_addresses("ratings", ["127.0.0.1:9081".parse().unwrap()], LbPolicy::RoundRobin);
+//! let client = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new(Duration::from_secs(2)))
+//!     .layer(RetryLayer::new(RetryPolicy::istio_default()))
+//!     .layer(BalanceLayer::new().with_cluster(Arc::new(ratings)))
+//!     .service_fn(|req: http::Request<_>| async move {
+//!         Ok::<_, Infallible>(http::Response::new(req.uri().authority().unwrap().to_string()))
+//!     });
+//! let req = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+//! assert_eq!(client.oneshot(req).await.unwrap().into_body(), "127.0.0.1:9081");
+//! # }
 //! ```
+//!
+//! # From Istio config
+//! With `config`, [`policy::RouteTable::compile`] builds one proxy's table from a snapshot and
+//! the registry, and [`layer::client_stack`] calls services by name
+//! (`http://ratings:9080/...`) with routing, faults, timeouts, retries and load balancing.
 
 pub mod error;
 pub mod layer;

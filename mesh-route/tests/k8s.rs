@@ -1,6 +1,8 @@
 //! A route decision (the code `meshctl route` runs) follows a VirtualService modified on a
 //! cluster: the Kubernetes source against the API-server double, the table recompiled from
 //! each snapshot it publishes.
+// The loader and route table need the default feature `config`.
+#![cfg(feature = "config")]
 
 use std::{path::Path, time::Duration};
 

@@ -1,4 +1,6 @@
 //! The client stack against real hyper servers on loopback.
+// The loader and route table need the default feature `config`.
+#![cfg(feature = "config")]
 
 use std::sync::LazyLock;
 

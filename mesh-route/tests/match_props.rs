@@ -1,5 +1,7 @@
 //! The compiled matcher agrees with a plain reference interpreter of ISTIO-SEMANTICS §2.2
 //! on generated match blocks and requests; weighted choice passes a chi-square test.
+// The loader and route table need the default feature `config`.
+#![cfg(feature = "config")]
 
 use std::collections::BTreeMap;
 

@@ -875,7 +875,7 @@ mod tests {
                 .header(PEER_HEADER, "workload=productpage-v1;namespace=default;app=productpage;version=v1")
                 .body(mesh_core::body::empty())
                 .unwrap();
-            let id: mesh_core::Identity = format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap();
+            let id = mesh_core::test_util::identity(sa);
             req.extensions_mut().insert(PeerIdentity(id));
             drop(svc.clone().oneshot(req).await.unwrap());
         }
@@ -967,7 +967,7 @@ mod tests {
             ("workload=productpage-v1;namespace=default;app=productpage;version=v1", "bookinfo-reviews", "unknown"),
         ] {
             let mut req = Request::builder().header(PEER_HEADER, header).body(mesh_core::body::empty()).unwrap();
-            let id: mesh_core::Identity = format!("spiffe://cluster.local/ns/default/sa/{sa}").parse().unwrap();
+            let id = mesh_core::test_util::identity(sa);
             req.extensions_mut().insert(PeerIdentity(id));
             let before = metrics.encode();
             drop(checked.clone().oneshot(req).await.unwrap());

@@ -232,7 +232,7 @@ fn redirect_back(req: &Request<impl Sized>) -> Response<Body> {
 /// space, then percent-decoding as mesh-route reads query parameters.
 fn form_field(body: &[u8], name: &str) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?.replace('+', " ");
-    mesh_route::policy::matching::first_query_value(Some(&text), name).map(std::borrow::Cow::into_owned)
+    mesh_core::request::first_query_value(Some(&text), name).map(std::borrow::Cow::into_owned)
 }
 
 fn to_hex(bytes: &[u8]) -> String {

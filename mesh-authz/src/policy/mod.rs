@@ -2,7 +2,7 @@
 //! (ISTIO-SEMANTICS §6): CUSTOM, then DENY, then ALLOW; AUDIT only marks.
 
 pub mod path;
-#[cfg(test)]
+#[cfg(all(test, feature = "config"))]
 mod tests;
 pub mod value;
 
@@ -10,8 +10,13 @@ use std::{net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName};
 use mesh_core::{
-    Identity, Snapshot,
-    api::{AuthorizationAction, AuthorizationPolicySpec, Kind, Labels, Resource},
+    Identity,
+    api::{AuthorizationAction, AuthorizationPolicySpec, Labels, Object},
+};
+#[cfg(feature = "config")]
+use mesh_core::{
+    Snapshot,
+    api::{Kind, Resource},
 };
 use serde::Serialize;
 
@@ -151,8 +156,11 @@ impl Field {
 struct Blocks(Vec<Cidr>);
 
 impl Blocks {
-    fn new(values: &[String]) -> Self {
-        Self(values.iter().filter_map(|v| Cidr::parse(v)).collect())
+    /// Every value must be an address or CIDR: one that is not would turn the field into
+    /// "any address", so it is an error naming the field.
+    fn parse(values: &[String], field: &str) -> Result<Self, String> {
+        let parse = |v: &String| Cidr::parse(v).ok_or_else(|| format!("{field}: {v:?} is not an IP address or CIDR"));
+        values.iter().map(parse).collect::<Result<_, _>>().map(Self)
     }
     fn any(&self, ip: Option<IpAddr>) -> bool {
         ip.is_some_and(|ip| self.0.iter().any(|c| c.contains(ip)))
@@ -301,59 +309,50 @@ fn compile_rule(
 ) -> Result<Option<Rule>, String> {
     let tcp = protocol == Protocol::Tcp;
     let mut uses_http = false;
-    let from = r
-        .from
-        .iter()
-        .map(|f| {
-            let s = &f.source;
-            uses_http |= !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
-            Source {
-                principals: Field::new(&s.principals, ValueMatcher::new),
-                not_principals: Field::new(&s.not_principals, ValueMatcher::new),
-                request_principals: if tcp {
-                    Field::default()
-                } else {
-                    Field::new(&s.request_principals, ValueMatcher::new)
-                },
-                not_request_principals: if tcp {
-                    Field::default()
-                } else {
-                    Field::new(&s.not_request_principals, ValueMatcher::new)
-                },
-                namespaces: Field::new(&s.namespaces, ValueMatcher::glob),
-                not_namespaces: Field::new(&s.not_namespaces, ValueMatcher::glob),
-                service_accounts: service_accounts(&s.service_accounts, policy_ns),
-                not_service_accounts: service_accounts(&s.not_service_accounts, policy_ns),
-                trust_domains: Field::new(&s.trust_domains, ValueMatcher::new),
-                not_trust_domains: Field::new(&s.not_trust_domains, ValueMatcher::new),
-                ip_blocks: Blocks::new(&s.ip_blocks),
-                not_ip_blocks: Blocks::new(&s.not_ip_blocks),
-                remote_ip_blocks: Blocks::new(&s.remote_ip_blocks),
-                not_remote_ip_blocks: Blocks::new(&s.not_remote_ip_blocks),
-            }
-        })
-        .collect();
-    let to =
-        r.to.iter()
-            .map(|t| {
-                let o = &t.operation;
-                let http = [&o.hosts, &o.not_hosts, &o.methods, &o.not_methods, &o.paths, &o.not_paths];
-                uses_http |= http.iter().any(|f| !f.is_empty());
-                let lower = |v: &str| ValueMatcher::new(v).lowercase();
-                let ports = |v: &[String]| v.iter().filter_map(|p| p.parse().ok()).collect();
-                let keep = |f: Field| if tcp { Field::default() } else { f };
-                Operation {
-                    hosts: keep(Field::new(&o.hosts, lower)),
-                    not_hosts: keep(Field::new(&o.not_hosts, lower)),
-                    ports: ports(&o.ports),
-                    not_ports: ports(&o.not_ports),
-                    methods: keep(Field::new(&o.methods, ValueMatcher::new)),
-                    not_methods: keep(Field::new(&o.not_methods, ValueMatcher::new)),
-                    paths: keep(Field::new(&o.paths, ValueMatcher::path)),
-                    not_paths: keep(Field::new(&o.not_paths, ValueMatcher::path)),
-                }
-            })
-            .collect();
+    let mut from = Vec::with_capacity(r.from.len());
+    for f in &r.from {
+        let s = &f.source;
+        uses_http |= !s.request_principals.is_empty() || !s.not_request_principals.is_empty();
+        let http_only = |f: Field| if tcp { Field::default() } else { f };
+        from.push(Source {
+            principals: Field::new(&s.principals, ValueMatcher::new),
+            not_principals: Field::new(&s.not_principals, ValueMatcher::new),
+            request_principals: http_only(Field::new(&s.request_principals, ValueMatcher::new)),
+            not_request_principals: http_only(Field::new(&s.not_request_principals, ValueMatcher::new)),
+            namespaces: Field::new(&s.namespaces, ValueMatcher::glob),
+            not_namespaces: Field::new(&s.not_namespaces, ValueMatcher::glob),
+            service_accounts: service_accounts(&s.service_accounts, policy_ns),
+            not_service_accounts: service_accounts(&s.not_service_accounts, policy_ns),
+            trust_domains: Field::new(&s.trust_domains, ValueMatcher::new),
+            not_trust_domains: Field::new(&s.not_trust_domains, ValueMatcher::new),
+            ip_blocks: Blocks::parse(&s.ip_blocks, "ipBlocks")?,
+            not_ip_blocks: Blocks::parse(&s.not_ip_blocks, "notIpBlocks")?,
+            remote_ip_blocks: Blocks::parse(&s.remote_ip_blocks, "remoteIpBlocks")?,
+            not_remote_ip_blocks: Blocks::parse(&s.not_remote_ip_blocks, "notRemoteIpBlocks")?,
+        });
+    }
+    // A port that is not a number would turn the field into "any port": an error.
+    let ports = |v: &[String], field: &str| -> Result<Vec<u16>, String> {
+        v.iter().map(|p| p.parse().map_err(|_| format!("{field}: {p:?} is not a port number"))).collect()
+    };
+    let mut to = Vec::with_capacity(r.to.len());
+    for t in &r.to {
+        let o = &t.operation;
+        let http = [&o.hosts, &o.not_hosts, &o.methods, &o.not_methods, &o.paths, &o.not_paths];
+        uses_http |= http.iter().any(|f| !f.is_empty());
+        let lower = |v: &str| ValueMatcher::new(v).lowercase();
+        let keep = |f: Field| if tcp { Field::default() } else { f };
+        to.push(Operation {
+            hosts: keep(Field::new(&o.hosts, lower)),
+            not_hosts: keep(Field::new(&o.not_hosts, lower)),
+            ports: ports(&o.ports, "ports")?,
+            not_ports: ports(&o.not_ports, "notPorts")?,
+            methods: keep(Field::new(&o.methods, ValueMatcher::new)),
+            not_methods: keep(Field::new(&o.not_methods, ValueMatcher::new)),
+            paths: keep(Field::new(&o.paths, ValueMatcher::path)),
+            not_paths: keep(Field::new(&o.not_paths, ValueMatcher::path)),
+        });
+    }
     let mut when = Vec::new();
     for c in &r.when {
         let key = parse_key(&c.key).ok_or_else(|| format!("unknown attribute {:?}", c.key))?;
@@ -364,11 +363,17 @@ fn compile_rule(
             }
         }
         let compile = if matches!(key, Key::SourceNamespace) { ValueMatcher::glob } else { ValueMatcher::new };
+        let (blocks, not_blocks) = match key {
+            Key::SourceIp | Key::RemoteIp | Key::DestinationIp => {
+                (Blocks::parse(&c.values, &c.key)?, Blocks::parse(&c.not_values, &c.key)?)
+            }
+            _ => Default::default(),
+        };
         when.push(Condition {
             values: Field::new(&c.values, compile),
             not_values: Field::new(&c.not_values, compile),
-            blocks: Blocks::new(&c.values),
-            not_blocks: Blocks::new(&c.not_values),
+            blocks,
+            not_blocks,
             key,
         });
     }
@@ -389,7 +394,35 @@ impl AuthzPolicy {
     /// The AuthorizationPolicies in `yaml` (documents as `kubectl apply -f` takes them;
     /// other kinds are ignored) that apply to one workload in `namespace` with `labels`,
     /// validated as the mesh validates files: an invalid document is an error naming its
-    /// line and field, never skipped. For a layer used alone, without a config directory.
+    /// line and field, never skipped. For a layer used alone, without a config directory:
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let yaml = r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-admin, namespace: default}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+    /// "#;
+    /// let labels = [("app".to_string(), "reviews".to_string())].into();
+    /// let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(AuthzLayer::from_policy(policy, 9080))
+    ///     .service_fn(|_req: http::Request<mesh_core::BoxBody>| async {
+    ///         Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty()))
+    ///     });
+    /// let get = |path: &str| http::Request::get(path).body(mesh_core::body::empty()).unwrap();
+    /// assert_eq!(svc.clone().oneshot(get("/reviews/1")).await.unwrap().status(), 200);
+    /// assert_eq!(svc.oneshot(get("/admin/users")).await.unwrap().status(), 403);
+    /// # }
+    /// ```
+    #[cfg(feature = "config")]
     pub fn from_yaml(
         yaml: &str,
         namespace: &str,
@@ -403,39 +436,101 @@ impl AuthzPolicy {
         Ok(Self::compile(&loaded.into_snapshot(), namespace, labels, protocol))
     }
 
-    /// [`AuthzPolicy::from_yaml`] for typed policies.
+    /// Typed policies, those that apply to one workload in `namespace` with `labels` (the
+    /// root namespace's and its own, without a selector or with a matching one). With the
+    /// feature `config` they are validated through the loader exactly as files are;
+    /// without it, each rule is checked as it is compiled. Either way a policy or rule that
+    /// does not hold is an error, never skipped.
     pub fn from_policies(
-        policies: impl IntoIterator<Item = mesh_core::api::Object<AuthorizationPolicySpec>>,
+        policies: impl IntoIterator<Item = Object<AuthorizationPolicySpec>>,
         namespace: &str,
         labels: &Labels,
         protocol: Protocol,
     ) -> Result<Self, InvalidPolicies> {
-        // Through the loader, so typed policies are validated exactly as files are.
-        let mut yaml = String::new();
-        for p in policies {
-            let json = serde_json::to_string(&p).map_err(|e| InvalidPolicies(e.to_string()))?;
-            yaml.push_str(&json);
-            yaml.push_str("\n---\n");
+        // As the loader reads a document: `kind` and `apiVersion` may be left out of a typed
+        // policy, an absent namespace is `default`; another kind is an error, not ignored.
+        let mut typed = Vec::new();
+        for mut p in policies {
+            if p.kind.is_empty() {
+                p.kind = "AuthorizationPolicy".into();
+            }
+            if p.api_version.is_empty() {
+                p.api_version = "security.istio.io/v1".into();
+            }
+            if p.metadata.namespace.is_empty() {
+                p.metadata.namespace = "default".into();
+            }
+            if p.kind != "AuthorizationPolicy" {
+                let name = &p.metadata.name;
+                return Err(InvalidPolicies(format!("{name}: kind {:?} is not AuthorizationPolicy", p.kind)));
+            }
+            typed.push(p);
         }
-        Self::from_yaml(&yaml, namespace, labels, protocol)
+        let policies = typed;
+        #[cfg(feature = "config")]
+        {
+            let mut yaml = String::new();
+            for p in policies {
+                let json = serde_json::to_string(&p).map_err(|e| InvalidPolicies(e.to_string()))?;
+                yaml.push_str(&json);
+                yaml.push_str("\n---\n");
+            }
+            Self::from_yaml(&yaml, namespace, labels, protocol)
+        }
+        #[cfg(not(feature = "config"))]
+        {
+            for p in &policies {
+                if let Some((field, message)) = p.spec.action_errors().into_iter().next() {
+                    let (ns, name) = (&p.metadata.namespace, &p.metadata.name);
+                    return Err(InvalidPolicies(format!("AuthorizationPolicy {ns}/{name}: spec.{field}: {message}")));
+                }
+            }
+            let applies = |p: &&Object<AuthorizationPolicySpec>| {
+                (p.metadata.namespace == namespace || p.metadata.namespace == mesh_core::ROOT_NAMESPACE)
+                    && p.spec.selector.as_ref().is_none_or(|s| mesh_core::api::labels_match(&s.match_labels, labels))
+            };
+            let (out, errors) = Self::compile_objects(policies.iter().filter(applies), protocol);
+            match errors.is_empty() {
+                true => Ok(out),
+                false => Err(InvalidPolicies(errors.join("\n"))),
+            }
+        }
     }
 
     /// The policies that apply to a workload in `namespace` with `labels`: the root
     /// namespace's and its own namespace's, without a selector or with a matching one.
     /// Policies attached with `targetRefs` apply to gateways and waypoints, not here.
+    #[cfg(feature = "config")]
     pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels, protocol: Protocol) -> Self {
+        let policies =
+            snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).filter_map(|r| match &**r {
+                Resource::AuthorizationPolicy(ap) => Some(ap),
+                _ => None,
+            });
+        // The loader validated every policy: a rule that still fails translation is
+        // skipped with a warning and the policy applies without it.
+        let (mut out, errors) = Self::compile_objects(policies, protocol);
+        out.warnings.extend(errors.into_iter().map(|e| format!("{e} (the rule is skipped)")));
+        out
+    }
+
+    /// The applicable policies compiled in Istio's order (creation time, namespace, name),
+    /// with the rules that failed translation as errors.
+    fn compile_objects<'a>(
+        policies: impl Iterator<Item = &'a Object<AuthorizationPolicySpec>>,
+        protocol: Protocol,
+    ) -> (Self, Vec<String>) {
         let mut out = Self::default();
-        let mut policies: Vec<&Arc<Resource>> =
-            snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).collect();
+        let mut errors = Vec::new();
+        let mut policies: Vec<&Object<AuthorizationPolicySpec>> = policies.collect();
         policies.sort_by(|a, b| {
-            (&a.meta().creation_timestamp, &a.meta().namespace, &a.meta().name).cmp(&(
-                &b.meta().creation_timestamp,
-                &b.meta().namespace,
-                &b.meta().name,
+            (&a.metadata.creation_timestamp, &a.metadata.namespace, &a.metadata.name).cmp(&(
+                &b.metadata.creation_timestamp,
+                &b.metadata.namespace,
+                &b.metadata.name,
             ))
         });
-        for r in policies {
-            let Resource::AuthorizationPolicy(ap) = &**r else { continue };
+        for ap in policies {
             let spec: &AuthorizationPolicySpec = &ap.spec;
             if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
                 continue;
@@ -449,8 +544,7 @@ impl AuthzPolicy {
                     Ok(None) => out.warnings.push(format!(
                         "AuthorizationPolicy {name}: spec.rules[{i}] uses HTTP attributes and is dropped for TCP"
                     )),
-                    // A rule that fails translation is skipped; the policy still applies.
-                    Err(e) => out.warnings.push(format!("AuthorizationPolicy {name}: spec.rules[{i}] is skipped: {e}")),
+                    Err(e) => errors.push(format!("AuthorizationPolicy {name}: spec.rules[{i}]: {e}")),
                 }
             }
             let compiled = Compiled {
@@ -466,7 +560,7 @@ impl AuthzPolicy {
                 AuthorizationAction::Audit => out.audit.push(compiled),
             }
         }
-        out
+        (out, errors)
     }
 
     /// Whether any policy applies.

@@ -432,6 +432,12 @@ impl Resource {
     }
 }
 
+/// Whether `labels` carry every label of a `matchLabels` selector (an empty selector
+/// matches everything).
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// Remove `null` members from objects, recursively (absent and null mean the same in
 /// Kubernetes and protobuf JSON).
 pub fn strip_nulls(v: &mut serde_json::Value) {

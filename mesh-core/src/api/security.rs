@@ -68,6 +68,45 @@ impl AuthorizationPolicySpec {
     pub fn action(&self) -> AuthorizationAction {
         self.action.unwrap_or(AuthorizationAction::Allow)
     }
+
+    /// Istio's rules for how `action`, `rules` and `provider` go together, as (field under
+    /// `spec`, message): DENY and CUSTOM need rules (without them they never match; AUDIT
+    /// without rules audits nothing, ISTIO-SEMANTICS §6.3), CUSTOM needs a named provider
+    /// and only CUSTOM takes one. The loader's validation and a typed policy built in code
+    /// share these.
+    pub fn action_errors(&self) -> Vec<(&'static str, String)> {
+        let action = self.action();
+        let mut out = Vec::new();
+        if matches!(action, AuthorizationAction::Deny | AuthorizationAction::Custom) && self.rules.is_empty() {
+            out.push((
+                "rules",
+                format!("a {} policy needs at least one rule (without rules it would never match)", action.name()),
+            ));
+        }
+        match (action, &self.provider) {
+            (AuthorizationAction::Custom, None) => out.push(("provider", "a CUSTOM policy needs a provider".into())),
+            (AuthorizationAction::Custom, Some(p)) if p.name.is_empty() => {
+                out.push(("provider.name", "provider name is required".into()))
+            }
+            (a, Some(_)) if a != AuthorizationAction::Custom => {
+                out.push(("provider", "provider is only allowed with action CUSTOM".into()))
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+impl AuthorizationAction {
+    /// As written in YAML: `ALLOW`, `DENY`, `AUDIT`, `CUSTOM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthorizationAction::Allow => "ALLOW",
+            AuthorizationAction::Deny => "DENY",
+            AuthorizationAction::Audit => "AUDIT",
+            AuthorizationAction::Custom => "CUSTOM",
+        }
+    }
 }
 
 /// `AuthorizationPolicy.Action`.

@@ -16,7 +16,9 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, header, uri::Scheme};
-use mesh_core::{BoxError, body::BodyFault, ext::UpstreamHost, is_caused_by, registry::Endpoint};
+use mesh_core::{
+    BoxError, body::BodyFault, endpoint::Endpoint, ext::UpstreamHost, is_caused_by, request::first_query_value,
+};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -27,9 +29,8 @@ use tower_service::Service;
 use crate::{
     error::{ConnectFailure, EndpointError, NoCluster, NoHealthyUpstream, Overflow, PerTryTimeout},
     policy::{
-        action::Target,
+        Target,
         cluster::{Cluster, HashKey, LbPolicy, OutlierPolicy},
-        matching::first_query_value,
     },
 };
 
@@ -264,7 +265,37 @@ where
             Some(Target::Missing { name, .. }) => return BalanceFuture::error(NoCluster { cluster: name.to_string() }),
             None => return BalanceFuture::error(NoCluster { cluster: "(no route target)".into() }),
         };
-        let state = self.layer.cluster_state(&cluster.name);
+        let tried = req.extensions().get::<TriedHosts>().map(|t| t.0.as_slice()).unwrap_or(&[]);
+        let mut set_cookie = None;
+        let (mut guard, tls) = match self.layer.admit(&cluster, Caller::Request(&req), tried, &mut set_cookie) {
+            Ok(admitted) => admitted,
+            Err(e) => return BalanceFuture { state: BalanceState::Error { error: Some(e) } },
+        };
+        // Absolute form toward the endpoint; the Host header keeps the service name.
+        mesh_core::request::to_absolute(
+            &mut req,
+            if tls { Scheme::HTTPS } else { Scheme::HTTP },
+            guard.endpoint.authority.clone(),
+        );
+        guard.fault = req.extensions().get::<BodyFault>().cloned();
+        guard.set_cookie = set_cookie;
+        BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
+    }
+}
+
+impl BalanceLayer {
+    /// Admit one request or connection to `cluster`: the pool limits, then an endpoint by
+    /// the cluster's algorithm (skipping ejected and already tried ones), counted as
+    /// outstanding until the guard drops; and whether to use TLS toward it (the
+    /// DestinationRule's `tls`, else auto mTLS: one rule for HTTP and TCP).
+    fn admit<B>(
+        &self,
+        cluster: &Arc<Cluster>,
+        caller: Caller<'_, B>,
+        tried: &[SocketAddr],
+        set_cookie: &mut Option<HeaderValue>,
+    ) -> Result<(InFlight, bool), BoxError> {
+        let state = self.cluster_state(&cluster.name);
         let pool = &cluster.pool;
         let active = state.active.load(Ordering::Acquire);
         let limit = match (pool.max_requests, pool.max_connections) {
@@ -274,40 +305,89 @@ where
             (None, None) => None,
         };
         if limit.is_some_and(|l| active >= l) {
-            return BalanceFuture::error(Overflow { cluster: cluster.name.to_string() });
+            return Err(Box::new(Overflow { cluster: cluster.name.to_string() }));
         }
-        let tried = req.extensions().get::<TriedHosts>().map(|t| t.0.as_slice()).unwrap_or(&[]);
-        let mut set_cookie = None;
-        let Some(endpoint) = pick(&cluster, &state, &*self.layer.rng, &req, tried, &mut set_cookie) else {
-            return BalanceFuture::error(NoHealthyUpstream { cluster: cluster.name.to_string() });
+        let Some(endpoint) = pick(cluster, &state, &*self.rng, caller, tried, set_cookie) else {
+            return Err(Box::new(NoHealthyUpstream { cluster: cluster.name.to_string() }));
         };
         let address = endpoint.address;
+        let plaintext_only = self.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address));
+        let tls = cluster.uses_tls(endpoint, self.auto_mtls, plaintext_only);
         let upstream = mesh_core::ext::UpstreamEndpoint(endpoint.clone());
-        // Absolute form toward the endpoint; the Host header keeps the service name.
-        // mTLS or plaintext toward this endpoint (DestinationRule `tls`, else auto mTLS).
-        let plaintext_only = self.layer.plaintext_only.as_ref().is_some_and(|p| p.load().contains(&address));
-        let tls = cluster.uses_tls(endpoint, self.layer.auto_mtls, plaintext_only);
         let ep_state = state.endpoint(address);
-        mesh_core::request::to_absolute(
-            &mut req,
-            if tls { Scheme::HTTPS } else { Scheme::HTTP },
-            ep_state.authority.clone(),
-        );
-
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
-            fault: req.extensions().get::<BodyFault>().cloned(),
+            fault: None,
             cluster: cluster.clone(),
             state,
             endpoint: ep_state,
             address,
-            set_cookie,
+            set_cookie: None,
             upstream,
-            on_ejection: self.layer.on_ejection.clone(),
+            on_ejection: self.on_ejection.clone(),
         };
-        BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
+        Ok((guard, tls))
     }
+
+    /// Choose an endpoint of `cluster` for one TCP connection from `client`, as for a
+    /// request: the same state (outstanding counts, ejections), pool limits, algorithm
+    /// (`consistentHash` keys on `useSourceIp` only; other keys have no request to read and
+    /// fall back to a random endpoint) and mTLS rule. Endpoints in `tried` are avoided while
+    /// others remain. Errors are `NoHealthyUpstream` (`UH`) and `Overflow` (`UO`).
+    pub fn pick_connection(
+        &self,
+        cluster: &Arc<Cluster>,
+        client: Option<std::net::IpAddr>,
+        tried: &[SocketAddr],
+    ) -> Result<ConnectionPick, BoxError> {
+        let (guard, tls) = self.admit::<()>(cluster, Caller::Connection(client), tried, &mut None)?;
+        Ok(ConnectionPick { tls, guard })
+    }
+}
+
+/// An endpoint chosen for one TCP connection ([`BalanceLayer::pick_connection`]). Keep it
+/// while the connection is open: it counts as outstanding for `LEAST_REQUEST` and the
+/// connection pool's limits. Tell it how the connect went, for outlier detection.
+pub struct ConnectionPick {
+    tls: bool,
+    guard: InFlight,
+}
+
+impl std::fmt::Debug for ConnectionPick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPick").field("endpoint", &self.guard.address).field("tls", &self.tls).finish()
+    }
+}
+
+impl ConnectionPick {
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.guard.upstream.0
+    }
+
+    /// Whether to connect with TLS (mTLS toward a mesh endpoint).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The connect succeeded: the endpoint's consecutive-failure counts start over.
+    pub fn connected(&self) {
+        self.guard.record(Outcome::Status(200));
+    }
+
+    /// The connect failed: a local-origin failure (a gateway error unless
+    /// `splitExternalLocalOriginErrors`), which may eject the endpoint.
+    pub fn failed(self) {
+        self.guard.record(Outcome::LocalFailure);
+    }
+}
+
+/// Who asks for an endpoint: a request (every hash key applies) or a TCP connection (only
+/// the source address).
+enum Caller<'r, B> {
+    Request(&'r Request<B>),
+    Connection(Option<std::net::IpAddr>),
 }
 
 /// Choose an endpoint: skip ejected ones, prefer untried ones, then apply the algorithm.
@@ -315,7 +395,7 @@ fn pick<'c, B>(
     cluster: &'c Cluster,
     state: &ClusterState,
     rng: &dyn Roll,
-    req: &Request<B>,
+    caller: Caller<'_, B>,
     tried: &[SocketAddr],
     set_cookie: &mut Option<HeaderValue>,
 ) -> Option<&'c Endpoint> {
@@ -347,11 +427,17 @@ fn pick<'c, B>(
             }
         }
         LbPolicy::ConsistentHash(h) => {
-            let key: Option<u64> = match &h.key {
-                HashKey::Header(name) => req.headers().get(name).map(|v| hash_of(v.as_bytes())),
-                HashKey::QueryParam(name) => first_query_value(req.uri().query(), name).map(|v| hash_of(v.as_ref())),
-                HashKey::SourceIp => req.extensions().get::<ClientAddr>().map(|a| hash_of(a.0.ip())),
-                HashKey::Cookie { name, path, ttl } => match cookie(req, name) {
+            let key: Option<u64> = match (&h.key, caller) {
+                (HashKey::SourceIp, Caller::Connection(ip)) => ip.map(hash_of),
+                (_, Caller::Connection(_)) => None,
+                (HashKey::Header(name), Caller::Request(req)) => req.headers().get(name).map(|v| hash_of(v.as_bytes())),
+                (HashKey::QueryParam(name), Caller::Request(req)) => {
+                    first_query_value(req.uri().query(), name).map(|v| hash_of(v.as_ref()))
+                }
+                (HashKey::SourceIp, Caller::Request(req)) => {
+                    req.extensions().get::<ClientAddr>().map(|a| hash_of(a.0.ip()))
+                }
+                (HashKey::Cookie { name, path, ttl }, Caller::Request(req)) => match cookie(req, name) {
                     Some(v) => Some(hash_of(v)),
                     None => ttl.map(|ttl| {
                         // Envoy generates the cookie when it is absent and a ttl is set.
@@ -536,5 +622,96 @@ where
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::IpAddr, time::Duration};
+
+    use super::*;
+    use crate::policy::cluster::{HashPolicy, HashTable};
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], 9000 + p))).collect()
+    }
+
+    fn outlier() -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_5xx: Some(2),
+            consecutive_gateway_errors: None,
+            split_local_origin: false,
+            consecutive_local_origin: 5,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 100,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_share_the_balancer_round_robin_ejection_and_tried_hosts() {
+        let cluster = Arc::new(Cluster::from_addresses("db", addrs(3), LbPolicy::RoundRobin).with_outlier(outlier()));
+        let balance = BalanceLayer::new();
+        let picked: Vec<SocketAddr> =
+            (0..3).map(|_| balance.pick_connection(&cluster, None, &[]).unwrap().endpoint().address).collect();
+        assert_eq!(picked.iter().collect::<std::collections::HashSet<_>>().len(), 3, "{picked:?}");
+        // Endpoints already tried are avoided while others remain.
+        let tried = [addrs(3)[0], addrs(3)[1]];
+        for _ in 0..3 {
+            assert_eq!(balance.pick_connection(&cluster, None, &tried).unwrap().endpoint().address, addrs(3)[2]);
+        }
+        // Two failed connects in a row eject the endpoint, for requests and connections alike.
+        let bad = addrs(3)[0];
+        for _ in 0..2 {
+            let pick = balance.pick_connection(&cluster, None, &[addrs(3)[1], addrs(3)[2]]).unwrap();
+            assert_eq!(pick.endpoint().address, bad);
+            pick.failed();
+        }
+        assert_eq!(balance.ejected("db"), vec![bad]);
+        for _ in 0..6 {
+            assert_ne!(balance.pick_connection(&cluster, None, &[]).unwrap().endpoint().address, bad);
+        }
+        // A success resets the count: fail, succeed, fail does not eject.
+        let other = addrs(3)[1];
+        let only = |a: SocketAddr| addrs(3).into_iter().filter(move |x| *x != a).collect::<Vec<_>>();
+        let pick = balance.pick_connection(&cluster, None, &only(other)).unwrap();
+        pick.failed();
+        balance.pick_connection(&cluster, None, &only(other)).unwrap().connected();
+        balance.pick_connection(&cluster, None, &only(other)).unwrap().failed();
+        assert_eq!(balance.ejected("db"), vec![bad]);
+        // The ejection ends with its time.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(balance.ejected("db").is_empty());
+    }
+
+    #[test]
+    fn connections_hash_on_the_source_address_and_count_toward_pool_limits() {
+        let hash = LbPolicy::ConsistentHash(HashPolicy { key: HashKey::SourceIp, table: HashTable::RingHash(1024) });
+        let cluster = Arc::new(Cluster::from_addresses("db", addrs(5), hash));
+        let balance = BalanceLayer::new();
+        for client in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            let ip: IpAddr = client.parse().unwrap();
+            let first = balance.pick_connection(&cluster, Some(ip), &[]).unwrap().endpoint().address;
+            for _ in 0..5 {
+                assert_eq!(balance.pick_connection(&cluster, Some(ip), &[]).unwrap().endpoint().address, first);
+            }
+        }
+        // An open connection is outstanding: maxConnections 1 refuses a second (UO).
+        let mut limited = Cluster::from_addresses("db", addrs(2), LbPolicy::RoundRobin);
+        limited.pool.max_connections = Some(1);
+        limited.pool.max_pending_requests = Some(0);
+        let limited = Arc::new(limited);
+        let open = balance.pick_connection(&limited, None, &[]).unwrap();
+        let err = balance.pick_connection(&limited, None, &[]).unwrap_err();
+        assert!(is_caused_by::<Overflow>(&*err), "{err}");
+        drop(open);
+        assert!(balance.pick_connection(&limited, None, &[]).is_ok());
+        // No endpoints: no healthy upstream (UH).
+        let empty = Arc::new(Cluster::from_addresses("none", [], LbPolicy::RoundRobin));
+        let err = balance.pick_connection(&empty, None, &[]).unwrap_err();
+        assert!(is_caused_by::<NoHealthyUpstream>(&*err), "{err}");
+        // Plain addresses have no mesh identity: plaintext, as for HTTP.
+        assert!(!balance.clone().with_auto_mtls(true).pick_connection(&cluster, None, &[]).unwrap().tls());
     }
 }

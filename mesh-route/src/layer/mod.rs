@@ -12,109 +12,36 @@ mod balance;
 mod client;
 mod rescue;
 mod retry;
+#[cfg(feature = "config")]
 mod router;
 mod split;
+#[cfg(feature = "config")]
 mod table;
 mod timeout;
 
-pub use balance::{Balance, BalanceLayer, ClientAddr, TriedHosts};
+pub use balance::{Balance, BalanceLayer, ClientAddr, ConnectionPick, TriedHosts};
 pub use client::HttpClient;
 pub use rescue::{Rescue, RescueFuture, RescueLayer, local_reply};
 pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
+#[cfg(feature = "config")]
 pub use router::{MirrorSink, Router, RouterLayer};
 pub use split::{NoWeightedBackend, Split, SplitFuture};
+#[cfg(feature = "config")]
 pub use table::{TableHandle, follow};
 pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 
+#[cfg(feature = "config")]
+mod stack;
+#[cfg(feature = "config")]
+pub use stack::{ClientStack, client_stack, client_stack_with, client_stack_with_connectors};
+
 use http::{Request, Response};
 use mesh_core::BoxBody;
-use tower::{ServiceBuilder, util::BoxCloneSyncService};
-
-/// The client-side stack as one type: what a Rust service uses to call other services by
-/// name (`http://ratings:9080/ratings/0`) with routing, fault injection, timeouts, retries
-/// and load balancing, over a pooled hyper client.
-pub type ClientStack<B> = Rescue<Router<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
+use tower::util::BoxCloneSyncService;
 
 /// The client stack behind one boxed, cloneable service: the type to store and to hand to
 /// spawned tasks (the box is the stack boundary; nothing inside it is boxed per layer).
 pub type MeshClient = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, std::convert::Infallible>;
-
-/// Build the client stack over `table`, boxed as a [`MeshClient`]:
-///
-/// ```
-/// use mesh_core::{BoxBody, load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
-/// use mesh_route::{layer::*, policy::{ProxyContext, RouteTable}};
-/// use tower::ServiceBuilder;
-///
-/// # let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config/mesh");
-/// let snapshot = load_paths(&[config], &LoadOptions::default()).into_snapshot();
-/// let me = ProxyContext::sidecar("default", [("app".into(), "reviews".into())].into());
-/// let table = TableHandle::new(RouteTable::compile(&snapshot, &Registry::build(&snapshot, &Locator::new()), &me));
-///
-/// let client: MeshClient = client_stack(table.clone());
-/// # let _ = client;
-///
-/// // The same stack, layer by layer (unboxed):
-/// let client: ClientStack<BoxBody> = ServiceBuilder::new()
-///     .layer(RescueLayer::new())
-///     .layer(RouterLayer::new(table.clone()))
-///     .layer(mesh_fault::FaultLayer::per_route())
-///     .layer(TimeoutLayer::per_route())
-///     .layer(RetryLayer::per_route())
-///     .layer(BalanceLayer::new())
-///     .service(HttpClient::new());
-/// # let _ = client;
-/// ```
-pub fn client_stack(table: TableHandle) -> MeshClient {
-    let balance = BalanceLayer::new();
-    let mirror: MirrorSink = BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody>::new()));
-    let stack: ClientStack<BoxBody> = ServiceBuilder::new()
-        .layer(RescueLayer::new())
-        .layer(RouterLayer::new(table).with_mirror(mirror))
-        .layer(mesh_fault::FaultLayer::per_route())
-        .layer(TimeoutLayer::per_route())
-        .layer(RetryLayer::per_route())
-        .layer(balance)
-        .service(HttpClient::new());
-    BoxCloneSyncService::new(stack)
-}
-
-/// [`client_stack`] over another connector (e.g. mesh-mtls's `MeshConnector` for mTLS),
-/// a configured balancer (auto mTLS, plaintext-only endpoints, ejection hook) and retry
-/// layer (budget, retry hook). Upgrades use `connector` too: see
-/// [`client_stack_with_connectors`] when it may negotiate HTTP/2.
-pub fn client_stack_with<C>(table: TableHandle, connector: C, balance: BalanceLayer, retry: RetryLayer) -> MeshClient
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    client_stack_with_connectors(RouterLayer::new(table), connector.clone(), connector, balance, retry)
-}
-
-/// [`client_stack_with`] with a configured router (a gateway's listener port, default
-/// scheme), and upgrade requests (WebSocket) over `upgrade`, a connector that speaks
-/// HTTP/1.1 only (mesh-mtls's `MeshConnector::http1_only`).
-pub fn client_stack_with_connectors<C>(
-    route: RouterLayer,
-    connector: C,
-    upgrade: C,
-    balance: BalanceLayer,
-    retry: RetryLayer,
-) -> MeshClient
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    let mirror: MirrorSink =
-        BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
-    let stack = ServiceBuilder::new()
-        .layer(RescueLayer::new())
-        .layer(route.with_mirror(mirror))
-        .layer(mesh_fault::FaultLayer::per_route())
-        .layer(TimeoutLayer::per_route())
-        .layer(retry)
-        .layer(balance)
-        .service(HttpClient::<RetryBody<BoxBody>, C>::with_connectors(connector, upgrade));
-    BoxCloneSyncService::new(stack)
-}
 
 impl BalanceLayer {
     /// This balancer (sharing its state) over `inner`.
@@ -129,5 +56,5 @@ where
     S: tower_service::Service<Request<B>, Response = Response<BoxBody>>,
 {
 }
-#[cfg(test)]
+#[cfg(all(test, feature = "config"))]
 mod tests;

@@ -33,7 +33,7 @@ use super::balance::TriedHosts;
 use crate::{
     error::{ConnectFailure, EndpointError, PerTryTimeout, RetriesExhausted},
     policy::retry::{RetryPolicy, TryFailure},
-    policy::{action::Target, cluster::RetryBudgetLimit},
+    policy::{Target, cluster::RetryBudgetLimit},
 };
 
 /// Request bodies larger than this are not retried (Istio's default cap is 64 KiB).

@@ -14,8 +14,8 @@ use mesh_core::{
 };
 use mesh_fault::FaultPolicy;
 
+pub use super::target::Target;
 use super::{
-    cluster::Cluster,
     matching::{MatchBlock, RequestInfo},
     retry::RetryPolicy,
 };
@@ -69,42 +69,6 @@ pub enum Action {
     Redirect(Redirect),
     /// Answer with a fixed response.
     DirectResponse(DirectResponse),
-}
-
-/// Where a destination points.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Target {
-    /// A cluster with its endpoints and policy.
-    Cluster(Arc<Cluster>),
-    /// A destination that names no known cluster (undefined subset, unknown host): 503 NC.
-    Missing {
-        /// Envoy cluster name it would have had.
-        name: Arc<str>,
-        /// FQDN.
-        host: Arc<str>,
-        /// Subset.
-        subset: Option<Arc<str>>,
-        /// Port, when known.
-        port: Option<u16>,
-    },
-}
-
-impl Target {
-    /// The Envoy cluster name.
-    pub fn name(&self) -> &str {
-        match self {
-            Target::Cluster(c) => &c.name,
-            Target::Missing { name, .. } => name,
-        }
-    }
-
-    /// Host, subset and port.
-    pub fn parts(&self) -> (&str, Option<&str>, Option<u16>) {
-        match self {
-            Target::Cluster(c) => (&c.service, c.subset.as_deref(), Some(c.port)),
-            Target::Missing { host, subset, port, .. } => (host, subset.as_deref(), *port),
-        }
-    }
 }
 
 /// A weighted destination.

@@ -9,7 +9,7 @@ use mesh_core::{
         ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
         PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
     },
-    registry::Endpoint,
+    endpoint::Endpoint,
 };
 
 /// An upstream cluster, named as Envoy names it: `outbound|PORT|SUBSET|HOST`.

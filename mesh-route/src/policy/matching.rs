@@ -1,10 +1,9 @@
 //! HTTPMatchRequest: compiled once, matched per request.
 
-use std::borrow::Cow;
-
 use http::{HeaderMap, HeaderName};
 use mesh_core::{
     api::{HttpMatchRequest, StringMatch, ValueMatch},
+    request::first_query_value,
     string_match::{InvalidRegex, StringMatcher},
 };
 
@@ -168,52 +167,5 @@ impl MatchBlock {
             });
         }
         true
-    }
-}
-
-/// The first value of a query parameter, percent-decoded (`?key` and `?key=` give `""`).
-pub fn first_query_value<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'q, str>> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values() {
-        assert_eq!(first_query_value(Some("a=1&b=2&a=3"), "a").as_deref(), Some("1"));
-        assert_eq!(first_query_value(Some("flag&x=1"), "flag").as_deref(), Some(""));
-        assert_eq!(first_query_value(Some("flag="), "flag").as_deref(), Some(""));
-        assert_eq!(first_query_value(Some("n=a%20b"), "n").as_deref(), Some("a b"));
-        assert_eq!(first_query_value(Some("n=%zz%4"), "n").as_deref(), Some("%zz%4"));
-        assert_eq!(first_query_value(None, "n"), None);
-        assert_eq!(first_query_value(Some("m=1"), "n"), None);
     }
 }

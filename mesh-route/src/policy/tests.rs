@@ -7,8 +7,12 @@ use mesh_core::{
     registry::{Locator, Registry},
 };
 
+use std::sync::Arc;
+
+use mesh_core::api::Labels;
+
 use super::{
-    action::{Action, Target},
+    action::{Action, Target, WeightedTargets},
     matching::RequestInfo,
     *,
 };
