@@ -21,7 +21,7 @@ use mesh_authz::{
 };
 use mesh_core::test_util::identity as id;
 use mesh_core::{
-    BoxBody, Identity,
+    BoxBody,
     ext::PeerIdentity,
     load::{LoadOptions, load_str},
 };
