@@ -30,7 +30,13 @@ impl BoxBody {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Self(Box::pin(body.map_err(Into::into)))
+        // A body that is already a `BoxBody` stays as it is: erasing at every stack edge
+        // must not stack boxes (one allocation and one virtual call per frame each).
+        let mut slot = Some(body);
+        if let Some(already) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<BoxBody>>() {
+            return already.take().expect("the slot was just filled");
+        }
+        Self(Box::pin(slot.expect("the slot was just filled").map_err(Into::into)))
     }
 }
 
@@ -255,6 +261,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn boxing_a_box_keeps_it() {
+        let once = super::full("x");
+        let addr = |b: &super::BoxBody| std::ptr::from_ref(&*b.0).cast::<()>() as usize;
+        let before = addr(&once);
+        let twice = super::boxed(super::boxed(once));
+        assert_eq!(addr(&twice), before, "the same allocation, not a box around it");
+    }
+
     use super::*;
 
     #[tokio::test]
