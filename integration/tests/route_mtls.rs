@@ -216,13 +216,11 @@ async fn simple_tls_origination_to_an_external_service() {
 async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
     let ca = CertificateAuthority::generate("cluster.local").unwrap();
     let addr = server_with(&ca, Mode::Disable).await;
-    let pa = "\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: reviews}\nspec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}\n";
-    let yaml = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec: {{ports: [{{port: 9080, name: http}}], selector: {{app: reviews}}}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: reviews-v1}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  template: {{metadata: {{labels: {{app: reviews}}}}, spec: {{serviceAccountName: bookinfo-reviews, containers: [{{name: r}}]}}}}{pa}"
-    );
-    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
-    assert!(!loaded.has_errors(), "{}", loaded.report());
-    let s = loaded.into_snapshot();
+    let s = Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .doc("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: reviews}\nspec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}")
+        .snapshot();
     let registry = Registry::build(&s, &Locator::new().with("default", "reviews-v1", addr));
     let plaintext = mesh_mtls::peer_auth::plaintext_endpoints(&s, &registry);
     assert!(plaintext.contains(&addr));
