@@ -33,8 +33,15 @@ use crate::conn::AmbiguousLength;
 
 /// Adds [`Guard`] with a request body limit (`0`: none).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct GuardLayer {
+pub struct GuardLayer {
     pub(crate) max_body: u64,
+}
+
+impl GuardLayer {
+    /// The edge guard, refusing request bodies over `max_body` bytes (`0`: no limit) with 413.
+    pub fn new(max_body: u64) -> Self {
+        Self { max_body }
+    }
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -46,7 +53,7 @@ impl<S> Layer<S> for GuardLayer {
 
 /// See the module docs.
 #[derive(Clone, Debug)]
-pub(crate) struct Guard<S> {
+pub struct Guard<S> {
     inner: S,
     max_body: u64,
 }
@@ -97,7 +104,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Some(rsp) = check(&req, self.max_body) {
-            return GuardFuture::Refused { rsp: Some(rsp) };
+            return GuardFuture { state: GuardState::Refused { rsp: Some(rsp) } };
         }
         // An HTTP/1.x target in absolute form names the authority; a proxy ignores `Host`
         // then (RFC 9112 §3.2.2): make `Host` say the same, so that routing, authorization,
@@ -114,17 +121,24 @@ where
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(fault.clone());
         let req = Request::from_parts(parts, boxed(DownstreamBody::new(body, fault, self.max_body)));
-        GuardFuture::Inner { fut: self.inner.call(req) }
+        GuardFuture { state: GuardState::Inner { fut: self.inner.call(req) } }
     }
 }
 
 pin_project! {
     /// Response future of [`Guard`].
+    pub struct GuardFuture<F> {
+        #[pin]
+        state: GuardState<F>,
+    }
+}
+
+pin_project! {
     #[project = GuardProj]
-    pub(crate) enum GuardFuture<F> {
-        /// Answered at the edge.
+    enum GuardState<F> {
+        // Answered at the edge.
         Refused { rsp: Option<Response<BoxBody>> },
-        /// Passed on.
+        // Passed on.
         Inner { #[pin] fut: F },
     }
 }
@@ -137,7 +151,7 @@ where
     type Output = Result<Response<BoxBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+        match self.project().state.project() {
             GuardProj::Refused { rsp } => Poll::Ready(Ok(rsp.take().expect("polled after completion"))),
             GuardProj::Inner { fut } => fut.poll(cx).map_err(Into::into),
         }

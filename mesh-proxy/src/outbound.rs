@@ -13,8 +13,9 @@ use mesh_route::layer::MeshClient;
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
-/// The outbound stack as one service.
-pub(crate) type Outbound = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError>;
+/// The outbound stack as one service, for requests with body `B` (hyper's `Incoming` in the
+/// sidecar).
+pub type Outbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
 
 /// Headers meant for the proxy itself, never forwarded (RFC 9110 §7.6.1 and the
 /// non-standard `Proxy-Connection` some clients still send).
@@ -28,7 +29,13 @@ fn strip_proxy_headers(mut req: Request<BoxBody>) -> Request<BoxBody> {
     req
 }
 
-pub(crate) fn stack(guard: GuardLayer, telemetry: TelemetryLayer, client: MeshClient) -> Outbound {
+/// The outbound stack: the edge guard, proxy headers stripped, telemetry as the source,
+/// then the client stack.
+pub fn stack<B>(guard: GuardLayer, telemetry: TelemetryLayer, client: MeshClient) -> Outbound<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let svc = ServiceBuilder::new()
         .layer(guard)
         .map_request(strip_proxy_headers)

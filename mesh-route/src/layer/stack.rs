@@ -76,13 +76,34 @@ where
 {
     let mirror: MirrorSink =
         BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
+    client_stack_over(
+        route.with_mirror(mirror),
+        balance,
+        retry,
+        HttpClient::<RetryBody<BoxBody>, C>::with_connectors(connector, upgrade),
+    )
+}
+
+/// The client stack over any innermost `client` (what sends a request to the endpoint the
+/// balancer chose, in absolute form): [`HttpClient`] in a proxy, an in-memory service in a
+/// benchmark of the whole stack without sockets.
+pub fn client_stack_over<S>(route: RouterLayer, balance: BalanceLayer, retry: RetryLayer, client: S) -> MeshClient
+where
+    S: tower_service::Service<http::Request<RetryBody<BoxBody>>, Response = http::Response<BoxBody>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<mesh_core::BoxError>,
+    S::Future: Send + 'static,
+{
     let stack = ServiceBuilder::new()
         .layer(RescueLayer::new())
-        .layer(route.with_mirror(mirror))
+        .layer(route)
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::per_route())
         .layer(retry)
         .layer(balance)
-        .service(HttpClient::<RetryBody<BoxBody>, C>::with_connectors(connector, upgrade));
+        .service(client);
     BoxCloneSyncService::new(stack)
 }
