@@ -131,10 +131,6 @@ pub struct RouteDecision {
     pub port: Option<u16>,
 }
 
-/// The upstream endpoint a request went to (response extension).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UpstreamHost(pub SocketAddr);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ext;
 pub mod grpc;
+pub mod hash;
 pub mod identity;
 pub mod request;
 #[cfg(any(test, feature = "test-util"))]

@@ -100,8 +100,8 @@ impl PeerAuthn {
 pub fn plaintext_endpoints(
     snapshot: &Snapshot,
     registry: &mesh_core::registry::Registry,
-) -> std::collections::HashSet<std::net::SocketAddr> {
-    let mut out = std::collections::HashSet::new();
+) -> mesh_core::hash::FxHashSet<std::net::SocketAddr> {
+    let mut out = mesh_core::hash::FxHashSet::default();
     for svc in registry.services() {
         for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
             if PeerAuthn::compile(snapshot, &e.namespace, &e.labels).mode(e.address.port()) == Mode::Disable {

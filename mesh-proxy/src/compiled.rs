@@ -2,11 +2,7 @@
 //! inbound policies (PeerAuthentication, RequestAuthentication, AuthorizationPolicy) and
 //! the secure naming map. Everything is swapped atomically; a request sees one version.
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 use mesh_authz::{
@@ -16,6 +12,7 @@ use mesh_authz::{
 use mesh_core::{
     Identity, Snapshot,
     api::{Kind, Resource},
+    hash::FxHashSet,
     registry::{LocalWorkload, Locator, Registry},
     snapshot::labels_match,
 };
@@ -42,7 +39,7 @@ pub(crate) struct CompiledConfig {
     pub(crate) jwt: Arc<ArcSwap<JwtPolicy>>,
     pub(crate) peer: ArcSwap<PeerAuthn>,
     pub(crate) naming: Arc<ArcSwap<HashMap<SocketAddr, Vec<Identity>>>>,
-    pub(crate) plaintext: Arc<ArcSwap<HashSet<SocketAddr>>>,
+    pub(crate) plaintext: Arc<ArcSwap<FxHashSet<SocketAddr>>>,
     /// The service (FQDN) this workload serves, for destination metrics of TCP connections.
     pub(crate) inbound_service: Arc<ArcSwap<Option<String>>>,
     /// Every port of the services selecting this workload is non-HTTP: inbound connections
@@ -63,7 +60,7 @@ struct Compiled {
     jwt: JwtPolicy,
     peer: PeerAuthn,
     naming: HashMap<SocketAddr, Vec<Identity>>,
-    plaintext: HashSet<SocketAddr>,
+    plaintext: FxHashSet<SocketAddr>,
     inbound_service: Option<String>,
     inbound_tcp: bool,
 }

@@ -18,7 +18,7 @@ use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use mesh_core::{
     BoxError, Labels,
-    ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint, UpstreamHost},
+    ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint},
 };
 use pin_project_lite::pin_project;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -602,7 +602,7 @@ impl RequestSide {
             (Some(l), Some(mut e)) => {
                 e.status = code;
                 e.flags = flags.to_string();
-                e.upstream_host = ext.and_then(|x| x.get::<UpstreamHost>()).map(|h| h.0.to_string());
+                e.upstream_host = upstream.map(|u| u.0.address.to_string());
                 e.route_name = decision.and_then(|d| d.route_name.as_deref().map(str::to_string));
                 e.trace_id = self.trace_id.map(|t| format!("{t:032x}"));
                 e.start = self.started_at;

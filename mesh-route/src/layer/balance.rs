@@ -3,7 +3,6 @@
 //! and endpoint address, so it survives config reloads.
 
 use std::{
-    collections::HashMap,
     future::Future,
     hash::{Hash, Hasher},
     net::SocketAddr,
@@ -17,7 +16,12 @@ use std::{
 
 use http::{HeaderValue, Request, Response, header, uri::Scheme};
 use mesh_core::{
-    BoxError, body::BodyFault, endpoint::Endpoint, ext::UpstreamHost, is_caused_by, request::first_query_value,
+    BoxError,
+    body::BodyFault,
+    endpoint::Endpoint,
+    hash::{FxHashMap, FxHashSet},
+    is_caused_by,
+    request::first_query_value,
 };
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
@@ -43,10 +47,10 @@ pub use mesh_core::ext::ClientAddr;
 /// Picks an endpoint of the request's [`Target`] cluster and sends the request there.
 #[derive(Clone, Debug)]
 pub struct BalanceLayer {
-    states: Arc<RwLock<HashMap<Arc<str>, Arc<ClusterState>>>>,
+    states: Arc<RwLock<FxHashMap<Arc<str>, Arc<ClusterState>>>>,
     rng: Arc<dyn Roll>,
     auto_mtls: bool,
-    plaintext_only: Option<Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>>,
+    plaintext_only: Option<Arc<arc_swap::ArcSwap<FxHashSet<SocketAddr>>>>,
     on_ejection: Option<mesh_core::ext::Hook>,
     /// The cluster of requests that carry no route target (a balancer used alone).
     fixed: Option<Target>,
@@ -110,10 +114,7 @@ impl BalanceLayer {
     /// Endpoints that accept plaintext only (their PeerAuthentication is DISABLE): auto
     /// mTLS leaves them plaintext. Swap the set when config changes.
     #[must_use]
-    pub fn with_plaintext_endpoints(
-        mut self,
-        set: Arc<arc_swap::ArcSwap<std::collections::HashSet<SocketAddr>>>,
-    ) -> Self {
+    pub fn with_plaintext_endpoints(mut self, set: Arc<arc_swap::ArcSwap<FxHashSet<SocketAddr>>>) -> Self {
         self.plaintext_only = Some(set);
         self
     }
@@ -171,7 +172,7 @@ pub struct Balance<S> {
 struct ClusterState {
     active: AtomicU32,
     round_robin: AtomicUsize,
-    endpoints: RwLock<HashMap<SocketAddr, Arc<EndpointState>>>,
+    endpoints: RwLock<FxHashMap<SocketAddr, Arc<EndpointState>>>,
 }
 
 impl ClusterState {
@@ -399,29 +400,34 @@ fn pick<'c, B>(
     tried: &[SocketAddr],
     set_cookie: &mut Option<HeaderValue>,
 ) -> Option<&'c Endpoint> {
-    let now = Instant::now();
-    let healthy: Vec<&Endpoint> =
-        cluster.endpoints.iter().filter(|e| !state.endpoint(e.address).is_ejected(now)).collect();
-    if healthy.is_empty() {
+    let endpoints = &cluster.endpoints[..];
+    // Without outlier detection no endpoint is ever ejected: no state to read.
+    let now = cluster.outlier.as_ref().map(|_| Instant::now());
+    let healthy = |e: &Endpoint| now.is_none_or(|now| !state.endpoint(e.address).is_ejected(now));
+    let hashing = matches!(cluster.lb, LbPolicy::ConsistentHash(_));
+    // Retries prefer another host, except under consistent hashing.
+    let avoid_tried =
+        !hashing && !tried.is_empty() && endpoints.iter().any(|e| healthy(e) && !tried.contains(&e.address));
+    let candidate = |e: &&Endpoint| healthy(e) && !(avoid_tried && tried.contains(&e.address));
+    // The usual case, every endpoint a candidate, indexes the slice: no allocation.
+    let all = now.is_none() && !avoid_tried;
+    let count = if all { endpoints.len() } else { endpoints.iter().filter(candidate).count() };
+    if count == 0 {
         return None;
     }
-    let hashing = matches!(cluster.lb, LbPolicy::ConsistentHash(_));
-    let fresh: Vec<&Endpoint> = healthy.iter().copied().filter(|e| !tried.contains(&e.address)).collect();
-    // Retries prefer another host, except under consistent hashing.
-    let candidates = if !hashing && !fresh.is_empty() { fresh } else { healthy };
+    let nth =
+        |i: usize| if all { &endpoints[i] } else { endpoints.iter().filter(candidate).nth(i).expect("i < count") };
     let sample = |n: usize| ((rng.roll() / 100.0) * n as f64) as usize % n;
     let chosen = match &cluster.lb {
-        LbPolicy::RoundRobin | LbPolicy::Passthrough => {
-            candidates[state.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len()]
-        }
-        LbPolicy::Random => candidates[sample(candidates.len())],
+        LbPolicy::RoundRobin | LbPolicy::Passthrough => nth(state.round_robin.fetch_add(1, Ordering::Relaxed) % count),
+        LbPolicy::Random => nth(sample(count)),
         LbPolicy::LeastRequest => {
-            if candidates.len() == 1 {
-                candidates[0]
+            if count == 1 {
+                nth(0)
             } else {
                 // Power of two choices on outstanding requests, weights as tie-breaker.
-                let a = candidates[sample(candidates.len())];
-                let b = candidates[sample(candidates.len())];
+                let a = nth(sample(count));
+                let b = nth(sample(count));
                 let load = |e: &Endpoint| state.endpoint(e.address).outstanding.load(Ordering::Acquire);
                 if load(b) < load(a) { b } else { a }
             }
@@ -441,7 +447,8 @@ fn pick<'c, B>(
                     Some(v) => Some(hash_of(v)),
                     None => ttl.map(|ttl| {
                         // Envoy generates the cookie when it is absent and a ttl is set.
-                        let value = format!("{:016x}", hash_of((rng.roll().to_bits(), now.elapsed().as_nanos())));
+                        let value =
+                            format!("{:016x}", hash_of((rng.roll().to_bits(), Instant::now().elapsed().as_nanos())));
                         let mut c = format!("{name}=\"{value}\"; Max-Age={}", ttl.as_secs());
                         if let Some(p) = path {
                             c.push_str(&format!("; Path={p}"));
@@ -454,8 +461,10 @@ fn pick<'c, B>(
             match key {
                 // Rendezvous hashing: each key goes to the endpoint with the highest
                 // combined hash; adding or removing an endpoint moves about 1/N of keys.
-                Some(k) => *candidates.iter().max_by_key(|e| hash_of((k, e.address))).expect("not empty"),
-                None => candidates[sample(candidates.len())],
+                Some(k) => {
+                    endpoints.iter().filter(candidate).max_by_key(|e| hash_of((k, e.address))).expect("count > 0")
+                }
+                None => nth(sample(count)),
             }
         }
     };
@@ -598,7 +607,6 @@ where
                         if guard.fault.as_ref().and_then(BodyFault::get).is_none() {
                             guard.record(Outcome::Status(rsp.status().as_u16()));
                         }
-                        rsp.extensions_mut().insert(UpstreamHost(guard.address));
                         rsp.extensions_mut().insert(guard.upstream.clone());
                         if let Some(c) = guard.set_cookie.clone() {
                             rsp.headers_mut().append(header::SET_COOKIE, c);

@@ -215,7 +215,6 @@ where
             ext.insert(r.clone());
         }
         ext.insert(picked.target.clone());
-        ext.insert(decision.clone());
 
         let target_headers = (!picked.headers.response.is_empty_side()).then(|| picked.headers.response.clone());
         let post = ResponseEdits { route: route.clone(), target_headers, origin };

@@ -18,7 +18,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use mesh_core::{
     BoxBody, BoxError,
-    ext::{ResponseFlags, UpstreamHost},
+    ext::{ResponseFlags, UpstreamEndpoint},
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
@@ -334,7 +334,7 @@ async fn router_answers_and_forwards() {
     let rsp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
     assert_eq!(rsp.headers()["x-served-by"], "mesh");
-    assert_eq!(rsp.extensions().get::<UpstreamHost>().unwrap().0.to_string(), "127.0.0.2:2");
+    assert_eq!(rsp.extensions().get::<UpstreamEndpoint>().unwrap().0.address.to_string(), "127.0.0.2:2");
     let decision = rsp.extensions().get::<mesh_core::ext::RouteDecision>().unwrap().clone();
     assert_eq!(
         (decision.virtual_service.as_deref(), decision.route_index, decision.subset.as_deref()),
