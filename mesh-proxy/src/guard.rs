@@ -115,6 +115,10 @@ where
         {
             req.headers_mut().insert(header::HOST, v);
         }
+        // A request without a body (most of them) has nothing to watch.
+        if req.body().is_end_stream() {
+            return GuardFuture { state: GuardState::Inner { fut: self.inner.call(req.map(boxed)) } };
+        }
         // The body as the client sends it: a malformed one, or one that streams past the
         // limit, fails as the client's fault (400 DPE / 413), never an upstream's.
         let fault = BodyFault::default();

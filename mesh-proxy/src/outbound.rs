@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 use mesh_core::{BoxBody, BoxError, body::boxed};
 
 use crate::guard::GuardLayer;
-use mesh_route::layer::MeshClient;
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
@@ -30,11 +29,15 @@ fn strip_proxy_headers(mut req: Request<BoxBody>) -> Request<BoxBody> {
 }
 
 /// The outbound stack: the edge guard, proxy headers stripped, telemetry as the source,
-/// then the client stack.
-pub fn stack<B>(guard: GuardLayer, telemetry: TelemetryLayer, client: MeshClient) -> Outbound<B>
+/// then the client stack (unboxed, e.g. mesh-route's `ClientStackOver`: the type is erased
+/// once, here, not once more inside).
+pub fn stack<B, S>(guard: GuardLayer, telemetry: TelemetryLayer, client: S) -> Outbound<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
+    S: tower::Service<Request<BoxBody>, Response = Response<BoxBody>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
 {
     let svc = ServiceBuilder::new()
         .layer(guard)

@@ -239,7 +239,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
     // Outbound.
     let balance = core.balance();
     let connector = core.connector();
-    let client = |route: RouterLayer| core.client(route, &connector, &balance);
+    let client = |route: RouterLayer| core.client_unboxed(route, &connector, &balance);
     let workers = workers::Workers::start(args.concurrency)?;
     if let Some(addr) = args.outbound {
         let gate = gate("outbound");

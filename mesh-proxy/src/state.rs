@@ -22,7 +22,9 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{BalanceLayer, MeshClient, RetryLayer, RouterLayer, client_stack_with_connectors},
+    layer::{
+        BalanceLayer, ClientStackOver, HttpClient, MeshClient, RetryBody, RetryLayer, RouterLayer, client_stack_unboxed,
+    },
     policy::ProxyContext,
 };
 use mesh_telemetry::{
@@ -306,7 +308,17 @@ impl WorkloadMesh {
 
     /// The client stack (route, fault, timeout, retry, balance, pooled connections).
     pub(crate) fn client(&self, route: RouterLayer, connector: &MeshConnector, balance: &BalanceLayer) -> MeshClient {
-        client_stack_with_connectors(
+        tower::util::BoxCloneSyncService::new(self.client_unboxed(route, connector, balance))
+    }
+
+    /// [`WorkloadMesh::client`], unboxed: for a stack that erases its type once, at its edge.
+    pub(crate) fn client_unboxed(
+        &self,
+        route: RouterLayer,
+        connector: &MeshConnector,
+        balance: &BalanceLayer,
+    ) -> ClientStackOver<HttpClient<RetryBody<mesh_core::BoxBody>, MeshConnector>> {
+        client_stack_unboxed(
             route,
             connector.clone(),
             connector.clone().http1_only(),

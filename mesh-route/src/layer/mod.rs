@@ -33,7 +33,10 @@ pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 #[cfg(feature = "config")]
 mod stack;
 #[cfg(feature = "config")]
-pub use stack::{ClientStack, client_stack, client_stack_over, client_stack_with, client_stack_with_connectors};
+pub use stack::{
+    ClientStack, ClientStackOver, client_stack, client_stack_layers, client_stack_over, client_stack_unboxed,
+    client_stack_with, client_stack_with_connectors,
+};
 
 use http::{Request, Response};
 use mesh_core::BoxBody;

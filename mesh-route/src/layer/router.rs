@@ -165,9 +165,9 @@ where
             let err = RouteNotFound { authority: info.authority.to_string() };
             return RouteFuture::ready(Err(Box::new(err)));
         };
-        let (host, subset, port) = picked.target.parts();
-        decision.destination_service = Some(host.into());
-        decision.subset = subset.map(Arc::from);
+        let (host, subset, port) = picked.target.shared_parts();
+        decision.destination_service = Some(host);
+        decision.subset = subset;
         decision.port = port;
 
         // Rewrites, after matching.

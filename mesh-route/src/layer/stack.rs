@@ -8,7 +8,11 @@ use super::*;
 /// The client-side stack as one type: what a Rust service uses to call other services by
 /// name (`http://ratings:9080/ratings/0`) with routing, fault injection, timeouts, retries
 /// and load balancing, over a pooled hyper client.
-pub type ClientStack<B> = Rescue<Router<mesh_fault::Fault<Timeout<Retry<Balance<HttpClient<RetryBody<B>>>>>>>>;
+pub type ClientStack<B> = ClientStackOver<HttpClient<RetryBody<B>>>;
+
+/// The client stack over any innermost client `S`, unboxed: for a caller that erases the
+/// type once at its own edge (the sidecar's outbound stack) rather than box inside a box.
+pub type ClientStackOver<S> = Rescue<Router<mesh_fault::Fault<Timeout<Retry<Balance<S>>>>>>;
 
 /// Build the client stack over `table`, boxed as a [`MeshClient`]:
 ///
@@ -74,9 +78,23 @@ pub fn client_stack_with_connectors<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
+    BoxCloneSyncService::new(client_stack_unboxed(route, connector, upgrade, balance, retry))
+}
+
+/// [`client_stack_with_connectors`], unboxed.
+pub fn client_stack_unboxed<C>(
+    route: RouterLayer,
+    connector: C,
+    upgrade: C,
+    balance: BalanceLayer,
+    retry: RetryLayer,
+) -> ClientStackOver<HttpClient<RetryBody<BoxBody>, C>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mirror: MirrorSink =
         BoxCloneSyncService::new(balance.layer_service(HttpClient::<BoxBody, C>::with_connector(connector.clone())));
-    client_stack_over(
+    client_stack_layers(
         route.with_mirror(mirror),
         balance,
         retry,
@@ -97,13 +115,22 @@ where
     S::Error: Into<mesh_core::BoxError>,
     S::Future: Send + 'static,
 {
-    let stack = ServiceBuilder::new()
+    BoxCloneSyncService::new(client_stack_layers(route, balance, retry, client))
+}
+
+/// [`client_stack_over`], unboxed.
+pub fn client_stack_layers<S>(
+    route: RouterLayer,
+    balance: BalanceLayer,
+    retry: RetryLayer,
+    client: S,
+) -> ClientStackOver<S> {
+    ServiceBuilder::new()
         .layer(RescueLayer::new())
         .layer(route)
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::per_route())
         .layer(retry)
         .layer(balance)
-        .service(client);
-    BoxCloneSyncService::new(stack)
+        .service(client)
 }

@@ -179,14 +179,19 @@ impl RouteTable {
     /// the authority's port is ignored.
     pub fn virtual_host(&self, authority: &str, listener_port: Option<u16>) -> Option<&VirtualHost> {
         let (host, auth_port) = split_authority(authority);
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.trim_end_matches('.');
+        // Lower-cased only when it is not already (the usual case allocates nothing).
+        let host: std::borrow::Cow<'_, str> = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => host.to_ascii_lowercase().into(),
+            false => host.into(),
+        };
         let port = listener_port.or(auth_port);
         let fits = |v: &VirtualHost| match (v.port, port) {
             (None, _) => true,
             (Some(p), Some(want)) => p == want,
             (Some(_), None) => v.default_port,
         };
-        if let Some(idxs) = self.by_name.get(&host)
+        if let Some(idxs) = self.by_name.get(&*host)
             && let Some(v) = idxs.iter().map(|i| &self.vhosts[*i]).find(|v| fits(v))
         {
             return Some(v);

@@ -31,6 +31,14 @@ impl Target {
         }
     }
 
+    /// Host and subset as the shared strings the target holds (no copy), and port.
+    pub fn shared_parts(&self) -> (Arc<str>, Option<Arc<str>>, Option<u16>) {
+        match self {
+            Target::Cluster(c) => (c.service.clone(), c.subset.clone(), Some(c.port)),
+            Target::Missing { host, subset, port, .. } => (host.clone(), subset.clone(), *port),
+        }
+    }
+
     /// Host, subset and port.
     pub fn parts(&self) -> (&str, Option<&str>, Option<u16>) {
         match self {
