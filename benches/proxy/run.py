@@ -163,7 +163,7 @@ def haproxy_conf(work, port, upstream, workers):
     (d / "haproxy.cfg").write_text(f"""
 global
     nbthread {workers}
-    maxconn 20000
+    maxconn 8000
 defaults
     mode http
     timeout connect 5s

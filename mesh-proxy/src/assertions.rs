@@ -29,12 +29,12 @@ mod tests {
         type Rou = Router<Fau>;
         vec![
             ("HttpClient", size_of::<<B as Service<Request<RetryBody<BoxBody>>>>::Future>(), 32),
-            ("Balance", size_of::<<Bal as Service<Request<RetryBody<BoxBody>>>>::Future>(), 512),
-            ("Retry", size_of::<Fut<Ret>>(), 1024),
-            ("Timeout", size_of::<Fut<Tim>>(), 1152),
-            ("Fault", size_of::<Fut<Fau>>(), 1152),
-            ("Router", size_of::<Fut<Rou>>(), 1440),
-            ("Rescue (the client stack)", size_of::<Fut<Rescue<Rou>>>(), 1440),
+            ("Balance", size_of::<<Bal as Service<Request<RetryBody<BoxBody>>>>::Future>(), 256),
+            ("Retry", size_of::<Fut<Ret>>(), 768),
+            ("Timeout", size_of::<Fut<Tim>>(), 800),
+            ("Fault", size_of::<Fut<Fau>>(), 800),
+            ("Router", size_of::<Fut<Rou>>(), 1088),
+            ("Rescue (the client stack)", size_of::<Fut<Rescue<Rou>>>(), 1088),
         ]
     }
 

@@ -26,7 +26,7 @@ use mesh_core::{
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower::{ServiceExt, util::Oneshot};
+
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -255,9 +255,10 @@ where
     type Error = BoxError;
     type Future = BalanceFuture<S, Request<B>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The endpoint is chosen in `call`; the request goes to a clone with `oneshot`.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The endpoint is chosen in `call`, the request goes to the one inner client (the
+        // absolute-form URI names the endpoint): its readiness is the balancer's.
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
@@ -280,7 +281,7 @@ where
         );
         guard.fault = req.extensions().get::<BodyFault>().cloned();
         guard.set_cookie = set_cookie;
-        BalanceFuture { state: BalanceState::Call { fut: self.inner.clone().oneshot(req), guard: Some(guard) } }
+        BalanceFuture { state: BalanceState::Call { fut: self.inner.call(req), guard: Some(guard) } }
     }
 }
 
@@ -576,7 +577,7 @@ pin_project! {
     #[project = BalanceStateProj]
     enum BalanceState<S, Req> where S: Service<Req> {
         Error { error: Option<BoxError> },
-        Call { #[pin] fut: Oneshot<S, Req>, guard: Option<InFlight> },
+        Call { #[pin] fut: S::Future, guard: Option<InFlight> },
     }
 }
 

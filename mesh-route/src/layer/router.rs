@@ -14,10 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, u
 use mesh_core::{BoxBody, BoxError, body::LocalBody, ext::RouteDecision};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
-use tower::{
-    ServiceExt,
-    util::{BoxCloneSyncService, Oneshot},
-};
+use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -42,7 +39,8 @@ pub struct RouterLayer {
     rng: Arc<dyn Roll>,
     listener_port: Option<u16>,
     default_scheme: &'static str,
-    mirror: Option<MirrorSink>,
+    /// Shared, so that cloning the router per request copies a pointer, not the sink.
+    mirror: Option<Arc<MirrorSink>>,
 }
 
 impl RouterLayer {
@@ -75,7 +73,7 @@ impl RouterLayer {
     /// Send mirrored copies (requests without a body) to `sink`.
     #[must_use]
     pub fn with_mirror(mut self, sink: MirrorSink) -> Self {
-        self.mirror = Some(sink);
+        self.mirror = Some(Arc::new(sink));
         self
     }
 }
@@ -112,10 +110,11 @@ where
     type Error = BoxError;
     type Future = RouteFuture<S, Request<ReqB>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The destination is known only in `call`: the request goes to a clone of the
-        // inner service with `oneshot`, so no readiness is reserved here.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Every route goes to the one inner stack: its readiness is the router's, and a
+        // request is handed to it directly (no clone of the stack per request). A local
+        // reply leaves the reservation for the next request.
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
@@ -218,9 +217,7 @@ where
 
         let target_headers = (!picked.headers.response.is_empty_side()).then(|| picked.headers.response.clone());
         let post = ResponseEdits { route: route.clone(), target_headers, origin };
-        RouteFuture {
-            state: State::Forward { fut: self.inner.clone().oneshot(req), post: Some(post), decision: Some(decision) },
-        }
+        RouteFuture { state: State::Forward { fut: self.inner.call(req), post: Some(post), decision: Some(decision) } }
     }
 }
 
@@ -296,7 +293,7 @@ pin_project! {
     #[project = StateProj]
     enum State<S, Req> where S: Service<Req> {
         Ready { result: Option<Result<S::Response, BoxError>> },
-        Forward { #[pin] fut: Oneshot<S, Req>, post: Option<ResponseEdits>, decision: Option<RouteDecision> },
+        Forward { #[pin] fut: S::Future, post: Option<ResponseEdits>, decision: Option<RouteDecision> },
     }
 }
 

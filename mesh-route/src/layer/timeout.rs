@@ -82,7 +82,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limit = req.extensions().get::<RouteTimeoutSetting>().map(|t| t.0).or(self.fixed);
-        let sleep = limit.map(tokio::time::sleep);
+        // Boxed, and only when a route sets a timeout (Istio's default has none): the
+        // timer stays out of every request's future.
+        let sleep = limit.map(|d| Box::pin(tokio::time::sleep(d)));
         TimeoutFuture { inner: self.inner.call(req), sleep }
     }
 }
@@ -92,8 +94,7 @@ pin_project! {
     pub struct TimeoutFuture<F> {
         #[pin]
         inner: F,
-        #[pin]
-        sleep: Option<tokio::time::Sleep>,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -109,8 +110,8 @@ where
         if let Poll::Ready(r) = this.inner.poll(cx) {
             return Poll::Ready(r.map_err(Into::into));
         }
-        if let Some(sleep) = this.sleep.as_pin_mut()
-            && sleep.poll(cx).is_ready()
+        if let Some(sleep) = this.sleep.as_mut()
+            && sleep.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(Box::new(RouteTimeout)));
         }
