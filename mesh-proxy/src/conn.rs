@@ -32,7 +32,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
-    service::TowerToHyperService,
 };
 use mesh_core::{BoxBody, BoxError};
 use mesh_telemetry::metrics::{ListenerFamilies, ListenerStats};
@@ -364,6 +363,76 @@ where
     }
 }
 
+/// A tower service as hyper's: each request goes to the connection's own service when it
+/// is ready at once (every stack of the mesh is: its layers forward readiness to a pooled
+/// client that always is), so the stack is not cloned per request, as hyper-util's
+/// `TowerToHyperService` does; a service that is not ready gets the request through a
+/// clone that waits for readiness (`oneshot`), as there.
+struct ReadyFirst<S> {
+    svc: std::cell::RefCell<S>,
+}
+
+impl<S> ReadyFirst<S> {
+    fn new(svc: S) -> Self {
+        Self { svc: std::cell::RefCell::new(svc) }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for ReadyFirst<S>
+where
+    S: tower::Service<R> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ReadyFirstFuture<S, R>;
+
+    fn call(&self, req: R) -> Self::Future {
+        use tower::ServiceExt;
+        // hyper calls from the connection's task, one call at a time: never re-entered.
+        let mut svc = self.svc.borrow_mut();
+        let state = match svc.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => ReadyFirstState::Called { fut: svc.call(req) },
+            Poll::Ready(Err(e)) => ReadyFirstState::Failed { error: Some(e.into()) },
+            Poll::Pending => ReadyFirstState::Waiting { fut: svc.clone().oneshot(req) },
+        };
+        ReadyFirstFuture { state }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`ReadyFirst`]'s response future.
+    struct ReadyFirstFuture<S, R> where S: tower::Service<R> {
+        #[pin]
+        state: ReadyFirstState<S, R>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ReadyFirstProj]
+    enum ReadyFirstState<S, R> where S: tower::Service<R> {
+        Called { #[pin] fut: S::Future },
+        Waiting { #[pin] fut: tower::util::Oneshot<S, R> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S, R> Future for ReadyFirstFuture<S, R>
+where
+    S: tower::Service<R>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ReadyFirstProj::Called { fut } => fut.poll(cx).map_err(Into::into),
+            ReadyFirstProj::Waiting { fut } => fut.poll(cx).map_err(Into::into),
+            ReadyFirstProj::Failed { error } => Poll::Ready(Err(error.take().expect("polled after completion"))),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// [`Track`]'s response future: the request stays open in the response body.
     #[derive(Debug)]
@@ -660,7 +729,7 @@ where
 {
     let conn = Arc::new(ConnState::new());
     let io = Watched::new(io, conn.clone(), gate.clone());
-    let svc = TowerToHyperService::new(Track { inner: service, conn: conn.clone() });
+    let svc = ReadyFirst::new(Track { inner: service, conn: conn.clone() });
     let serving = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(serving);
     let mut closing = false;
