@@ -90,6 +90,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let policy = req.extensions().get::<Arc<FaultPolicy>>().or(self.policy.as_ref());
         let (delay, abort) = match policy {

@@ -83,6 +83,7 @@ where
         }
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let grpc = is_grpc(&req);
         if let Some(e) = self.not_ready.take() {

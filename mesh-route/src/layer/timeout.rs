@@ -80,6 +80,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let limit = req.extensions().get::<RouteTimeoutSetting>().map(|t| t.0).or(self.fixed);
         // Boxed, and only when a route sets a timeout (Istio's default has none): the
