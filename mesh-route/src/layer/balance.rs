@@ -26,7 +26,6 @@ use mesh_core::{
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-
 use tower_layer::Layer;
 use tower_service::Service;
 
