@@ -329,10 +329,22 @@ impl<B> ReplayBody<B> {
         Self { shared: Arc::new(Mutex::new(shared)), source: Some(body), next: 0, sent_trailers: false }
     }
 
+    /// Another view of the same body, reading from the start.
+    fn handle(&self) -> Self {
+        Self { shared: self.shared.clone(), source: None, next: 0, sent_trailers: false }
+    }
+
     /// The body of the next try, if the request can still be replayed.
     fn replay(&self) -> Option<Self> {
-        let overflow = self.lock().overflow;
-        (!overflow).then(|| Self { shared: self.shared.clone(), source: None, next: 0, sent_trailers: false })
+        self.can_replay().then(|| self.handle())
+    }
+
+    /// Whether a next try can send the whole body: the copy is within the cap, and the rest
+    /// of the source is here (an earlier try's body still held by its connection, sending,
+    /// could not be continued).
+    fn can_replay(&self) -> bool {
+        let shared = self.lock();
+        !shared.overflow && (shared.ended || shared.source.is_some())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared<B>> {
@@ -364,7 +376,10 @@ where
         if self.source.is_none() {
             self.source = shared.source.take();
         }
-        let Some(source) = self.source.as_mut() else { return Poll::Ready(None) };
+        let Some(source) = self.source.as_mut() else {
+            // Never sent: `can_replay` checked the source was back before this try began.
+            return Poll::Ready(Some(Err("the request body is still held by an earlier try".into())));
+        };
         match std::task::ready!(Pin::new(source).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
@@ -471,7 +486,7 @@ where
             (RetryBody::empty(), None)
         } else {
             let first = ReplayBody::new(body, self.layer.max_replay);
-            let replay = first.replay();
+            let replay = Some(first.handle());
             (RetryBody { inner: BodyInner::Replay(first) }, replay)
         };
         let deadline = policy.per_try_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
@@ -528,8 +543,8 @@ impl<S, B> Tries<S, B> {
             return Err(result);
         }
         let last_try = self.n >= policy.attempts;
-        // A body past the cap cannot be sent again.
-        let replayable = self.replay.as_ref().is_none_or(|r| !r.lock().overflow);
+        // A body past the cap, or one an earlier try still holds, cannot be sent again.
+        let replayable = self.replay.as_ref().is_none_or(ReplayBody::can_replay);
         let guard = match &self.budget {
             _ if last_try || !replayable => None,
             Some((b, limit)) => b.try_retry(*limit).map(Some),
@@ -766,6 +781,30 @@ mod tests {
         // A body known to be larger than the cap goes through untouched, without retries.
         let (status, seen) = send(1, Some(1), mesh_core::body::full("abc"), layer).await;
         assert_eq!((status, seen), (503, vec!["abc".to_string()]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_an_earlier_try_still_holds_is_not_sent_again() {
+        // The upstream answers 503 after one frame but keeps the body (as a connection still
+        // sending it would): a retry could not send it whole, so the 503 is the answer.
+        let held: Arc<StdMutex<Vec<RetryBody<BoxBody>>>> = Arc::default();
+        let keep = held.clone();
+        let svc = ServiceBuilder::new().layer(RetryLayer::new(policy())).service(service_fn(
+            move |req: Request<RetryBody<BoxBody>>| {
+                let keep = keep.clone();
+                async move {
+                    let mut body = req.into_body();
+                    let _ = body.frame().await;
+                    keep.lock().unwrap().push(body);
+                    let mut rsp = Response::new(mesh_core::body::empty());
+                    *rsp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    Ok::<_, BoxError>(rsp)
+                }
+            },
+        ));
+        let rsp = svc.oneshot(Request::post("/").body(streamed()).unwrap()).await.unwrap();
+        assert_eq!(rsp.status(), 503);
+        assert_eq!(held.lock().unwrap().len(), 1, "one try only");
     }
 
     #[tokio::test(start_paused = true)]
