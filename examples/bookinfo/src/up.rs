@@ -103,18 +103,44 @@ pub struct Options {
     pub dashboard: SocketAddr,
 }
 
-/// Free loopback ports: the OS picks them; all are held until every port is chosen (so no
-/// two are the same) and closed just before the children bind them.
+/// Free loopback ports, held until every port is chosen (so no two are the same) and closed
+/// just before the children bind them. They are taken below the kernel's ephemeral range,
+/// so that no outgoing connection (this machine's, or another test's) is given one in the
+/// moment between its choice here and the child's bind, which the OS's own choice of port
+/// `0` allows; the search starts at a place set by the process id, so that `bookinfo up`s
+/// running side by side walk different ports.
 #[derive(Default)]
 struct Ports(Vec<TcpListener>);
 
 impl Ports {
     fn next(&mut self) -> std::io::Result<SocketAddr> {
+        let (lo, hi) = below_ephemeral();
+        let span = usize::from(hi - lo);
+        let start = (std::process::id() as usize).wrapping_mul(7919).wrapping_add(self.0.len() * 104_729);
+        for i in 0..span {
+            let port = lo + ((start + i) % span) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                let a = l.local_addr()?;
+                self.0.push(l);
+                return Ok(a);
+            }
+        }
         let l = TcpListener::bind("127.0.0.1:0")?;
         let a = l.local_addr()?;
         self.0.push(l);
         Ok(a)
     }
+}
+
+/// Ports below the kernel's ephemeral range (`ip_local_port_range`, 32768 by default), at
+/// most 12,000 of them and none below 1024.
+fn below_ephemeral() -> (u16, u16) {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let hi = low.max(2048);
+    (hi.saturating_sub(12_000).max(1024), hi)
 }
 
 fn free_addr() -> std::io::Result<SocketAddr> {
