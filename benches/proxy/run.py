@@ -75,11 +75,12 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
-def peak_rss_kib(pids):
+def peak_rss_kib(pids, field="VmHWM"):
+    """Peak RSS (or, with field="VmRSS", the current one), summed over `pids`."""
     total = 0
     for pid in pids:
         try:
-            m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+            m = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
             total += int(m.group(1)) if m else 0
         except OSError:
             pass
@@ -189,17 +190,6 @@ def pingora_binary():
     return str(binary)
 
 
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-            total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total
-
-
 def envoy_conf(work, name, port, upstream_port, tls_out=None, tls_in=None):
     """A static Envoy: listener → route → cluster; optional mTLS on either side."""
     d = work / name
@@ -276,49 +266,11 @@ def certificates(work):
     return d
 
 
-BENCH_CONFIG = """
-apiVersion: v1
-kind: Service
-metadata: {{name: bench}}
-spec: {{ports: [{{port: 9080, name: http}}], selector: {{app: bench}}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: bench-v1}}
-spec:
-  selector: {{matchLabels: {{app: bench, version: v1}}}}
-  template: {{metadata: {{labels: {{app: bench, version: v1}}}}, spec: {{serviceAccountName: bench, containers: [{{name: b}}]}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: bench}}
-spec:
-  host: bench
-  subsets: [{{name: v1, labels: {{version: v1}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: bench}}
-spec:
-  hosts: [bench]
-  http:
-  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]
-    route: [{{destination: {{host: bench, subset: v1}}}}]
-  - match: [{{uri: {{prefix: /api/v2}}}}]
-    route: [{{destination: {{host: bench, subset: v1}}}}]
-    timeout: 5s
-  - route: [{{destination: {{host: bench, subset: v1}}}}]
-{extra}"""
+# The bench service (shared with the in-memory hop benchmark, benches/src/lib.rs).
+BENCH_CONFIG = (Path(__file__).parent / "bench.yaml").read_text()
 
 # (d): the upstream is nginx without a sidecar: plaintext to it.
-PLAINTEXT = """---
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: bench-plaintext}
-spec:
-  selector: {matchLabels: {app: bench}}
-  mtls: {mode: DISABLE}
-"""
+PLAINTEXT = "---\n" + (Path(__file__).parent / "plaintext.yaml").read_text()
 
 STRICT = """---
 apiVersion: security.istio.io/v1
@@ -332,7 +284,7 @@ def mesh_config(work, name, extra):
     d = work / name
     d.mkdir()
     shutil.copytree(ROOT / "examples" / "bookinfo" / "config" / "mesh", d / "bookinfo")
-    (d / "bench.yaml").write_text(BENCH_CONFIG.format(extra=extra))
+    (d / "bench.yaml").write_text(BENCH_CONFIG + extra)
     return d
 
 
@@ -374,7 +326,7 @@ def bench_set(args, tools, workers):
                                        "--workload-labels", "app=productpage,version=v1",
                                        "--endpoint", f"default/bench-v1=127.0.0.1:{up}", *mesh_flags], ports["d"])]
         time.sleep(0.5)
-        idle_rss = rss_kib(proxies["d"][0].pids()) / 1024
+        idle_rss = peak_rss_kib(proxies["d"][0].pids(), "VmRSS") / 1024
         strict_cfg = mesh_config(work, "mesh-strict", STRICT)
         server = start("mesh-server", [binary, "--config", str(strict_cfg), "--inbound", f"127.0.0.1:{ports['e_mesh_in']}",
                                        "--app", f"127.0.0.1:{up}", "--outbound", f"127.0.0.1:{free_port()}",
@@ -408,7 +360,7 @@ def bench_set(args, tools, workers):
                       f"CPU {r['cpu_per_1k']:.3f} s/1k, RSS {r['rss_mib']:.1f} MiB, failed {r['failed']}", flush=True)
         # RSS with 200 connections open and busy.
         r200 = wrk(url_of(ports["d"]), 3, 200, args.threads, HOST)
-        busy_rss = rss_kib(proxies["d"][0].pids()) / 1024
+        busy_rss = peak_rss_kib(proxies["d"][0].pids(), "VmRSS") / 1024
         if r200["failed"]:
             print(f"200 connections: {r200['failed']} failed requests", flush=True)
     finally:

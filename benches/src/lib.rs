@@ -50,56 +50,16 @@ pub fn synthetic(hosts: usize, routes: usize) -> (Snapshot, Registry) {
     (snapshot, registry)
 }
 
-/// The proxy benchmark's service (`benches/proxy/run.py`): `bench:9080` with a subset `v1`
-/// and three routes (a header match, a prefix match with a timeout, a catch-all), beside
-/// Bookinfo's mesh, its one endpoint `bench-v1` at `endpoint` without a sidecar (plaintext).
+/// The proxy benchmark's service (`benches/proxy/bench.yaml`, which `benches/proxy/run.py`
+/// gives its sidecars) beside Bookinfo's mesh, its one endpoint `bench-v1` at `endpoint`
+/// without a sidecar (plaintext, `benches/proxy/plaintext.yaml`).
 pub fn hop_config(endpoint: std::net::SocketAddr) -> (Snapshot, Registry) {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo/config/mesh");
-    let mesh = load_paths(&[config], &LoadOptions::default());
-    let loaded = mesh_core::load::combine([&mesh, &load_str("bench.yaml", HOP_YAML, &LoadOptions::default())]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let paths =
+        [dir.join("../examples/bookinfo/config/mesh"), dir.join("proxy/bench.yaml"), dir.join("proxy/plaintext.yaml")];
+    let loaded = load_paths(&paths, &LoadOptions::default());
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let snapshot = loaded.into_snapshot();
     let registry = Registry::build(&snapshot, &Locator::new().with("default", "bench-v1", endpoint));
     (snapshot, registry)
 }
-
-const HOP_YAML: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: bench}
-spec: {ports: [{port: 9080, name: http}], selector: {app: bench}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: bench-v1}
-spec:
-  selector: {matchLabels: {app: bench, version: v1}}
-  template: {metadata: {labels: {app: bench, version: v1}}, spec: {serviceAccountName: bench, containers: [{name: b}]}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: bench}
-spec:
-  host: bench
-  subsets: [{name: v1, labels: {version: v1}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bench}
-spec:
-  hosts: [bench]
-  http:
-  - match: [{headers: {end-user: {exact: jason}}}]
-    route: [{destination: {host: bench, subset: v1}}]
-  - match: [{uri: {prefix: /api/v2}}]
-    route: [{destination: {host: bench, subset: v1}}]
-    timeout: 5s
-  - route: [{destination: {host: bench, subset: v1}}]
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: bench-plaintext}
-spec:
-  selector: {matchLabels: {app: bench}}
-  mtls: {mode: DISABLE}
-"#;
