@@ -21,8 +21,9 @@
 //!   of the keys), a different assignment. `minimumRingSize`/`tableSize` are accepted.
 //! - An ejected endpoint returns when its ejection time is up, not at the next `interval`
 //!   scan.
-//! - Request bodies are replayed for retries when their size is known and within the cap
-//!   (64 KiB); a chunked body of unknown length is sent once, without retries.
+//! - Request bodies stream to the first try while a copy is kept, up to the cap (64 KiB, as
+//!   Envoy's per-request buffer limit); past it, or when an earlier try's connection still
+//!   holds the body, the request is not retried and the last answer stands.
 //! - Mirroring copies requests without a body; others are not mirrored (logged at debug).
 //! - gRPC `retryOn` conditions read `grpc-status` from response headers (trailers-only
 //!   answers, which is how failing gRPC servers and proxies answer), not from trailers.
