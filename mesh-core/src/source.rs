@@ -8,7 +8,7 @@
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use tokio::sync::{mpsc, watch};
@@ -39,6 +39,8 @@ pub struct SourceStatus {
     pub errors: Vec<Diagnostic>,
     /// Warnings and notes of the last load.
     pub warnings: Vec<Diagnostic>,
+    /// When the snapshot in force was published (wall clock; `None` before the first).
+    pub loaded_at: Option<SystemTime>,
 }
 
 impl SourceStatus {
@@ -113,7 +115,13 @@ impl DirectorySource {
             return Err(Box::new(InitialLoadError(errors)));
         }
         let (snapshot_tx, _) = watch::channel(Arc::new(loaded.into_snapshot()));
-        let (status_tx, _) = watch::channel(SourceStatus { generation: 1, loads: 1, errors, warnings });
+        let (status_tx, _) = watch::channel(SourceStatus {
+            generation: 1,
+            loads: 1,
+            errors,
+            warnings,
+            loaded_at: Some(SystemTime::now()),
+        });
         let shared = Arc::new(Shared { paths, options, snapshot_tx, status_tx, reload_lock: Default::default() });
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -225,6 +233,7 @@ pub(crate) fn record_load(
         s.loads += 1;
         if published {
             s.generation += 1;
+            s.loaded_at = Some(SystemTime::now());
         }
         s.errors = errors;
         s.warnings = warnings;

@@ -1,5 +1,5 @@
-//! The admin endpoint, shaped like Envoy's: `/ready`, `/stats/prometheus`, `/config_dump`,
-//! `/clusters` and `/logging`.
+//! The admin endpoint, shaped like Envoy's: `/ready`, `/server_info`, `/stats/prometheus`,
+//! `/config_dump`, `/clusters` and `/logging`.
 
 use std::{
     convert::Infallible,
@@ -58,9 +58,31 @@ impl LogControl {
     }
 }
 
+/// What a proxy is, as `istioctl proxy-status` tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Beside an app (outbound and/or inbound).
+    Sidecar,
+    /// Serving a Gateway resource.
+    Gateway,
+    /// Linked into the app (`mesh_proxy::embed`).
+    Embedded,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Sidecar => "sidecar",
+            Self::Gateway => "gateway",
+            Self::Embedded => "embedded",
+        }
+    }
+}
+
 /// What the admin pages read.
 #[derive(Debug)]
 pub(crate) struct Admin {
+    pub(crate) role: Role,
     pub(crate) control: Arc<CompiledConfig>,
     pub(crate) metrics: Arc<MeshMetrics>,
     pub(crate) balance: BalanceLayer,
@@ -140,6 +162,7 @@ impl Admin {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
                 rsp
             }
+            (&Method::GET, "/server_info") => json_response(&self.server_info()),
             (&Method::GET, "/config_dump") => json_response(&self.config_dump()),
             (&Method::GET, "/clusters") => {
                 if param(query, "format").as_deref() == Some("json") {
@@ -167,11 +190,42 @@ impl Admin {
                     Err(e) => text(StatusCode::BAD_REQUEST, format!("invalid filter `{filter}`: {e}\n")),
                 }
             }
-            (_, "/ready" | "/stats/prometheus" | "/config_dump" | "/clusters" | "/logging") => {
+            (_, "/ready" | "/server_info" | "/stats/prometheus" | "/config_dump" | "/clusters" | "/logging") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}\n"))
             }
-            _ => text(StatusCode::NOT_FOUND, "admin pages: /ready /stats/prometheus /config_dump /clusters /logging\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "admin pages: /ready /server_info /stats/prometheus /config_dump /clusters /logging\n",
+            ),
         }
+    }
+
+    /// The config in force and how it got there: what `meshctl proxy-status` reads.
+    fn config_status(&self) -> Value {
+        let status = self.status.borrow().clone();
+        json!({
+            "generation": status.generation,
+            "version": self.control.snapshot.load().version(),
+            "loaded_at": status.loaded_at.map(mesh_telemetry::access_log::rfc3339),
+            "loads": status.loads,
+            "errors": status.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "warnings": status.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Who this proxy is and the config in force (Envoy's `/server_info`, with the
+    /// workload in place of the node).
+    fn server_info(&self) -> Value {
+        let me = &self.control.me;
+        json!({
+            "name": me.workload,
+            "namespace": me.namespace,
+            "type": self.role.as_str(),
+            "state": if self.ready.load(Ordering::Relaxed) { "LIVE" } else { "DRAINING" },
+            "identity": me.identity.to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": self.config_status(),
+        })
     }
 
     /// The active snapshot (every resource as loaded), its load status, this workload and
@@ -179,7 +233,6 @@ impl Admin {
     fn config_dump(&self) -> Value {
         let me = &self.control.me;
         let snapshot = self.control.snapshot.load();
-        let status = self.status.borrow().clone();
         let resources: Vec<Value> = snapshot
             .iter()
             .map(|(key, r)| {
@@ -241,12 +294,7 @@ impl Admin {
                 "service_account": me.service_account,
                 "identity": me.identity.to_string(),
             },
-            "config": {
-                "generation": status.generation,
-                "loads": status.loads,
-                "errors": status.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "warnings": status.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            },
+            "config": self.config_status(),
             "resources": resources,
             "route_table": {
                 "virtual_hosts": virtual_hosts,

@@ -56,7 +56,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncServic
 
 use crate::{
     MeshError,
-    admin::{self, Admin, AdminService, LogControl},
+    admin::{self, Admin, AdminService, LogControl, Role},
     conn::{Gate, Limits},
     guard::GuardLayer,
     inbound,
@@ -325,6 +325,7 @@ impl Mesh {
     /// The admin pages as a service to mount where the caller likes.
     pub fn admin(&self) -> AdminService {
         admin::service(Arc::new(Admin {
+            role: Role::Embedded,
             control: self.core.control.clone(),
             metrics: self.core.metrics.clone(),
             balance: self.balance.clone(),

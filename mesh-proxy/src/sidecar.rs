@@ -17,7 +17,7 @@ use mesh_telemetry::{
 use tokio::sync::watch;
 
 use crate::{
-    admin::{self, Admin},
+    admin::{self, Admin, Role},
     conn, gateway, guard, inbound, outbound,
     serve::{self as listeners, Accept, bind, serve},
     state::{self, ConfigFrom, WorkloadMesh, WorkloadOptions},
@@ -333,6 +333,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
 
     // Admin: serves until the drain is over.
     let admin_state = Arc::new(Admin {
+        role: if args.gateway.is_some() { Role::Gateway } else { Role::Sidecar },
         control: control.clone(),
         metrics: metrics.clone(),
         balance,

@@ -90,6 +90,16 @@ impl std::str::FromStr for Mode {
     }
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sidecar => "sidecar",
+            Self::Embedded => "embedded",
+            Self::None => "none",
+        })
+    }
+}
+
 /// What `bookinfo up` was asked for.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -380,6 +390,33 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
         async move { d.handle(req.method(), req.uri().path()) }
     }));
 
+    // Who is running, for `meshctl proxy-status` (and anything else that wants to find the
+    // proxies of this mesh); removed when Bookinfo stops.
+    let proxies_file = state.join("proxies.json");
+    let proxies: Vec<serde_json::Value> = workloads
+        .iter()
+        .filter(|_| opts.mode.meshed() != Meshed::Unmeshed)
+        .map(|w| {
+            let kind = if opts.mode.meshed() == Meshed::Embedded { "embedded" } else { "sidecar" };
+            serde_json::json!({"name": w.name, "namespace": "default", "type": kind, "admin": w.admin.to_string()})
+        })
+        .chain((opts.mode != Mode::None).then(|| {
+            serde_json::json!({"name": "istio-ingressgateway", "namespace": "istio-system", "type": "gateway",
+                "admin": gateway_admin.to_string()})
+        }))
+        .collect();
+    let config_abs = std::path::absolute(&opts.config_dir).unwrap_or_else(|_| opts.config_dir.clone());
+    let record = serde_json::json!({
+        "mode": opts.mode.to_string(),
+        "config_dir": config_abs,
+        "dashboard": format!("http://{dashboard_addr}/"),
+        "proxies": proxies,
+    });
+    if let Err(e) = std::fs::write(&proxies_file, serde_json::to_vec_pretty(&record).unwrap_or_default()) {
+        stop(&mut procs).await;
+        return Err(format!("{}: {e}", proxies_file.display()));
+    }
+
     let how = match opts.mode {
         Mode::Sidecar => "each with its sidecar; mTLS",
         Mode::Embedded => "every service with the mesh linked in, no sidecar (only the gateway is a proxy); mTLS",
@@ -411,6 +448,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     println!("Ctrl-C stops everything.");
 
     wait_for_signal(&mut procs).await;
+    let _ = std::fs::remove_file(&proxies_file);
     stop(&mut procs).await;
     Ok(())
 }

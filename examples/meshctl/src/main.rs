@@ -10,6 +10,7 @@ mod authz;
 mod ca;
 mod inject;
 mod route;
+mod status;
 mod store;
 
 #[derive(Debug, Parser)]
@@ -119,6 +120,12 @@ enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// One line per proxy of the running mesh, as `istioctl proxy-status`: name, namespace,
+    /// sidecar, gateway or embedded, the config generation in force and when it loaded, its
+    /// version, whether that is the config directory's latest (SYNCED or STALE), and the
+    /// errors of its last reload. The proxies are those of the running `bookinfo up`
+    /// (`--state-dir`) or `--admin ADDR...`. Exits 1 when a proxy does not answer.
+    ProxyStatus(status::ProxyStatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -135,5 +142,6 @@ fn main() -> ExitCode {
         Command::Get { kind, config_dir, namespace, all_namespaces } => {
             store::get(&kind, &config_dir, &namespace, all_namespaces)
         }
+        Command::ProxyStatus(args) => status::run(&args),
     }
 }

@@ -238,6 +238,9 @@ async fn ingress_over_http_https_and_mutual_tls_with_curl() {
     eventually("the rotated client CA to be in force", async || client("client2").0 == "200").await;
     assert_eq!(client("client").0, "000", "the old CA's client is refused after the rotation");
 
+    let info: serde_json::Value = serde_json::from_str(&gw.admin_get("/server_info").await.body).unwrap();
+    assert_eq!((info["type"].as_str(), info["namespace"].as_str()), (Some("gateway"), Some("istio-system")), "{info}");
+
     // httpsRedirect.
     let r = get(gw.gateway[&8000], "bookinfo.example.com:8000", "/productpage?u=1").await;
     assert_eq!(r.status, 301);

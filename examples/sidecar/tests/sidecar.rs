@@ -221,6 +221,15 @@ async fn both_reporters_count_the_request_and_the_admin_pages_answer() {
 
     let ready = b.v1.admin_get("/ready").await;
     assert_eq!((ready.status, ready.body.as_str()), (200, "LIVE\n"));
+    // What `meshctl proxy-status` reads: who, what, and the config in force.
+    let info: serde_json::Value = serde_json::from_str(&b.v1.admin_get("/server_info").await.body).unwrap();
+    assert_eq!(
+        (info["name"].as_str(), info["type"].as_str(), info["state"].as_str()),
+        (Some("reviews-v1"), Some("sidecar"), Some("LIVE"))
+    );
+    assert_eq!(info["config"]["generation"], 1);
+    assert_eq!(info["config"]["version"].as_str().map(str::len), Some(16));
+    assert!(info["config"]["loaded_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{info}");
     let dump: serde_json::Value = serde_json::from_str(&b.productpage.admin_get("/config_dump").await.body).unwrap();
     assert_eq!(dump["workload"]["name"], "productpage-v1");
     assert_eq!(dump["workload"]["identity"], "spiffe://cluster.local/ns/default/sa/bookinfo-productpage");
