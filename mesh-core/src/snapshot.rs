@@ -201,6 +201,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_version_follows_the_content_not_the_order_of_the_files() {
+        use crate::test_util::Manifest;
+        let a = Manifest::new().service("reviews", 9080).service("ratings", 9080).snapshot();
+        let b = Manifest::new().service("ratings", 9080).service("reviews", 9080).snapshot();
+        let c = Manifest::new().service("reviews", 9080).service("ratings", 9081).snapshot();
+        assert_eq!(a.version(), b.version());
+        assert_ne!(a.version(), c.version());
+        assert_eq!(a.version().len(), 16);
+        assert!(a.version().bytes().all(|b| b.is_ascii_hexdigit()));
+        // Pinned: `meshctl proxy-status` compares versions across processes and builds.
+        assert_eq!(Snapshot::default().version(), "cbf29ce484222325");
+    }
+
+    #[test]
     fn host_resolution() {
         assert_eq!(resolve_host("reviews", "default"), "reviews.default.svc.cluster.local");
         assert_eq!(resolve_host("Reviews", "prod"), "reviews.prod.svc.cluster.local");
