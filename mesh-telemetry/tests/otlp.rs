@@ -125,3 +125,67 @@ async fn parent_and_child_spans_share_the_trace() {
     assert!(chain.iter().all(|s| s.end_time_unix_nano >= s.start_time_unix_nano && s.start_time_unix_nano > 0));
     assert_eq!(chain[3].name, "ratings:9080/ratings/0");
 }
+
+mod decode {
+    use mesh_telemetry::otlp::decode_request;
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        common::v1::{AnyValue, KeyValue, any_value::Value},
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status::StatusCode},
+    };
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    }
+
+    proptest! {
+        /// What any OTLP exporter sends (encoded by the official types) decodes to the same
+        /// ids, names, kinds, times, attributes and status.
+        #[test]
+        fn the_official_encoding_decodes(
+            trace in 1u128.., span in 1u64.., parent in proptest::option::of(1u64..),
+            name in ".{0,40}", kind in 0i32..6, start in 0u64..u64::MAX / 2, len in 0u64..1_000_000_000,
+            n in any::<i64>(), s in ".{0,20}", error in any::<bool>(), service in "[a-z.]{0,20}",
+        ) {
+            let span_msg = Span {
+                trace_id: trace.to_be_bytes().to_vec(),
+                span_id: span.to_be_bytes().to_vec(),
+                parent_span_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+                name: name.clone(),
+                kind,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + len,
+                attributes: vec![kv("n", Value::IntValue(n)), kv("s", Value::StringValue(s.clone())), kv("b", Value::BoolValue(true))],
+                status: Some(Status { message: String::new(), code: if error { StatusCode::Error } else { StatusCode::Ok } as i32 }),
+                ..Default::default()
+            };
+            let req = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource { attributes: vec![kv("service.name", Value::StringValue(service.clone()))], ..Default::default() }),
+                    scope_spans: vec![ScopeSpans { spans: vec![span_msg], ..Default::default() }],
+                    ..Default::default()
+                }],
+            };
+            let got = decode_request(&req.encode_to_vec()).unwrap();
+            prop_assert_eq!(got.len(), 1);
+            let r = &got[0];
+            prop_assert_eq!(&r.service, &service);
+            prop_assert_eq!((r.span.trace_id, r.span.span_id, r.span.parent_span_id), (trace, span, parent));
+            prop_assert_eq!(&r.span.name, &name);
+            prop_assert_eq!(r.span.server, kind == 2 || kind == 5);
+            prop_assert_eq!(r.span.end.duration_since(r.span.start).unwrap().as_nanos(), u128::from(len));
+            prop_assert_eq!(r.span.error, error);
+            let attrs: Vec<(String, String)> = vec![("n".into(), n.to_string()), ("s".into(), s), ("b".into(), "true".into())];
+            prop_assert_eq!(&r.span.attributes, &attrs);
+        }
+
+        /// Arbitrary bytes: an error or spans, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(&bytes);
+        }
+    }
+}
