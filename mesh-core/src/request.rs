@@ -71,7 +71,8 @@ pub fn first_query_value<'q>(query: Option<&'q str>, name: &str) -> Option<Cow<'
     })
 }
 
-fn percent_decode(s: &str) -> Cow<'_, str> {
+/// `%XX` escapes decoded (invalid escapes kept as they are; invalid UTF-8 replaced).
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
         return Cow::Borrowed(s);
     }

@@ -182,6 +182,17 @@ pub struct Args {
     #[cfg_attr(feature = "cli", arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s"))]
     pub access_log_flush_interval: Duration,
 
+    /// Percentage of new traces sampled (Istio's mesh config
+    /// `defaultConfig.tracing.sampling`; its default is 1). A request that arrives with a
+    /// sampled trace context is always traced.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "PERCENT", default_value_t = 1.0))]
+    pub trace_sampling: f64,
+
+    /// Send spans (one per request and proxy side, client and server) to this OTLP/HTTP
+    /// collector: Jaeger, Tempo, an OpenTelemetry collector (`http://HOST:4318/v1/traces`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+    pub otlp_endpoint: Option<String>,
+
     /// Log filter (`info`, `mesh=debug,...`); changeable at run time with
     /// `POST /logging?level=...` on the admin endpoint.
     #[cfg_attr(feature = "cli", arg(long, value_name = "FILTER", default_value = "info"))]

@@ -61,7 +61,7 @@ use crate::{
     guard::GuardLayer,
     inbound,
     serve::{Accept, serve},
-    state::{CERT_TTL, ConfigFrom, WorkloadMesh, WorkloadOptions},
+    state::{CERT_TTL, ConfigFrom, TraceOptions, WorkloadMesh, WorkloadOptions},
 };
 
 /// The default request body limit (`mesh-sidecar --max-request-bytes`): 100 MiB.
@@ -87,6 +87,7 @@ pub struct MeshBuilder {
     limits: Limits,
     max_request_bytes: u64,
     access_log: Option<AccessLog>,
+    tracing: TraceOptions,
 }
 
 impl Default for MeshBuilder {
@@ -107,6 +108,7 @@ impl Default for MeshBuilder {
             limits: Limits::with_defaults(),
             max_request_bytes: MAX_REQUEST_BYTES,
             access_log: None,
+            tracing: TraceOptions::default(),
         }
     }
 }
@@ -198,6 +200,21 @@ impl MeshBuilder {
         self
     }
 
+    /// Percentage of new traces sampled (Istio's `defaultConfig.tracing.sampling`; 1 by
+    /// default). Checked by [`MeshBuilder::start`].
+    pub fn trace_sampling(mut self, percent: f64) -> Self {
+        self.tracing.sampling = percent;
+        self
+    }
+
+    /// Send a span per request and side to this OTLP/HTTP collector
+    /// (`http://HOST:4318/v1/traces`). Needs the `otel` feature ([`MeshBuilder::start`] says
+    /// so otherwise).
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.tracing.otlp_endpoint = Some(url.into());
+        self
+    }
+
     /// Load (and watch) the config, settle who the workload is, issue its certificate.
     /// Must run inside a tokio runtime.
     pub async fn start(self) -> Result<Mesh, MeshError> {
@@ -224,6 +241,7 @@ impl MeshBuilder {
                 trust_domain: &self.trust_domain,
                 max_label_sets: self.max_label_sets,
                 cert_ttl: self.cert_ttl,
+                tracing: &self.tracing,
             },
             source,
         )?;

@@ -20,7 +20,7 @@ use crate::{
     admin::{self, Admin, Role},
     conn, gateway, guard, inbound, outbound,
     serve::{self as listeners, Accept, bind, serve},
-    state::{self, ConfigFrom, WorkloadMesh, WorkloadOptions},
+    state::{self, ConfigFrom, TraceOptions, WorkloadMesh, WorkloadOptions},
     tcp, workers,
 };
 
@@ -215,6 +215,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
             trust_domain: &args.trust_domain,
             max_label_sets: args.max_label_sets,
             cert_ttl: args.cert_ttl,
+            tracing: &TraceOptions { sampling: args.trace_sampling, otlp_endpoint: args.otlp_endpoint.clone() },
         },
         source,
     )?;

@@ -104,6 +104,53 @@ pub(crate) struct WorkloadOptions<'a> {
     /// Lifetime of the workload certificates issued from `ca_dir` or renewed from a
     /// cluster's CA (`--cert-ttl`); each is re-issued after two thirds of it.
     pub(crate) cert_ttl: Duration,
+    /// Sampling of new traces and where spans go.
+    pub(crate) tracing: &'a TraceOptions,
+}
+
+/// Tracing as Istio's mesh config sets it: the share of new traces sampled
+/// (`defaultConfig.tracing.sampling`, 1 % by default) and the collector spans are sent to
+/// (OTLP/HTTP, `http://HOST:PORT/v1/traces`; none: no spans, trace headers still
+/// propagated).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TraceOptions {
+    /// Percentage of new traces sampled, 0 to 100.
+    pub(crate) sampling: f64,
+    /// The OTLP/HTTP collector's URL.
+    pub(crate) otlp_endpoint: Option<String>,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        Self { sampling: 1.0, otlp_endpoint: None }
+    }
+}
+
+impl TraceOptions {
+    /// Check the values.
+    pub(crate) fn check(&self) -> Result<(), MeshError> {
+        if !(0.0..=100.0).contains(&self.sampling) {
+            return Err(MeshError::Config(format!(
+                "trace sampling {} is not a percentage between 0 and 100",
+                self.sampling
+            )));
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            let uri: http::Uri =
+                url.parse().map_err(|e| MeshError::Config(format!("OTLP endpoint `{url}`: {e}")))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(MeshError::Config(format!(
+                    "OTLP endpoint `{url}`: give http://HOST:PORT/v1/traces (OTLP over HTTP, protobuf)"
+                )));
+            }
+            if cfg!(not(feature = "otel")) {
+                return Err(MeshError::Config(format!(
+                    "OTLP endpoint `{url}`: this build has no span export (the `otel` feature)"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A workload certificate obtained from a cluster's mesh CA, and how to renew it.
@@ -154,6 +201,9 @@ pub(crate) struct WorkloadMesh {
     pub(crate) store: Arc<CertStore>,
     pub(crate) roots: Arc<RootCertStore>,
     pub(crate) me: LocalWorkload,
+    sampling: f64,
+    #[cfg(feature = "otel")]
+    otlp: Option<mesh_telemetry::otlp::OtlpExporter>,
 }
 
 impl std::fmt::Debug for WorkloadMesh {
@@ -166,6 +216,7 @@ impl WorkloadMesh {
     /// From the config `source` ([`ConfigFrom::open`]): resolve the workload, compile,
     /// and issue its certificate. Must run inside a tokio runtime.
     pub(crate) fn start(o: &WorkloadOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
+        o.tracing.check()?;
         for w in &source.status().borrow().warnings {
             tracing::warn!("{w}");
         }
@@ -251,7 +302,23 @@ impl WorkloadMesh {
         if let Some(t) = store.not_after() {
             metrics.proxy.set_cert_expiry(t);
         }
-        Ok(Self { source, control, metrics, store, roots, me })
+        // Spans go out as Istio's proxies name their service: `<app>.<namespace>`.
+        #[cfg(feature = "otel")]
+        let otlp = o.tracing.otlp_endpoint.as_deref().map(|url| {
+            let app = me.labels.get("app").map_or(me.workload.as_str(), String::as_str);
+            mesh_telemetry::otlp::OtlpExporter::start(url, &format!("{app}.{}", me.namespace), Duration::from_secs(1))
+        });
+        Ok(Self {
+            source,
+            control,
+            metrics,
+            store,
+            roots,
+            me,
+            sampling: o.tracing.sampling,
+            #[cfg(feature = "otel")]
+            otlp,
+        })
     }
 
     /// The telemetry layer of this workload for one reporter.
@@ -274,7 +341,13 @@ impl WorkloadMesh {
         });
         let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info)
             .with_local_service(self.control.inbound_service.clone())
-            .with_peer_check(check);
+            .with_peer_check(check)
+            .with_sampling(self.sampling);
+        #[cfg(feature = "otel")]
+        let layer = match &self.otlp {
+            Some(exporter) => layer.with_otlp(exporter.clone()),
+            None => layer,
+        };
         match access_log {
             Some(log) => layer.with_access_log(log.clone()),
             None => layer,

@@ -382,7 +382,7 @@ struct RequestSide {
     log: Option<Box<Entry>>,
     trace_id: Option<u128>,
     #[cfg(feature = "otel")]
-    span: Option<(TraceContext, String)>,
+    span: Option<(TraceContext, String, http::Method)>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
@@ -452,7 +452,7 @@ where
         let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
         #[cfg(feature = "otel")]
         let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled))
-            .then(|| format!("{}{}", authority.unwrap_or("-"), req.uri().path()));
+            .then(|| (format!("{}{}", authority.unwrap_or("-"), req.uri().path()), req.method().clone()));
         let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
         let pending = RequestSide {
             shared: shared.clone(),
@@ -466,7 +466,7 @@ where
             log,
             trace_id: span.map(|s| s.trace_id),
             #[cfg(feature = "otel")]
-            span: span.zip(span_name),
+            span: span.zip(span_name).map(|(ctx, (name, method))| (ctx, name, method)),
         };
         ResponseFuture { inner: self.inner.call(req), pending: Some(pending) }
     }
@@ -612,7 +612,7 @@ impl RequestSide {
         };
         #[cfg(feature = "otel")]
         let span = match (&shared.otlp, self.span) {
-            (Some(exporter), Some((ctx, name))) => Some((
+            (Some(exporter), Some((ctx, name, method))) => Some((
                 exporter.clone(),
                 crate::otlp::SpanRecord {
                     trace_id: ctx.trace_id,
@@ -632,6 +632,8 @@ impl RequestSide {
                                 .and_then(|d| d.destination_service.as_deref().map(str::to_string))
                                 .unwrap_or_else(|| "-".into()),
                         ),
+                        ("http.method".into(), method.to_string()),
+                        ("upstream_address".into(), upstream.map_or_else(|| "-".into(), |u| u.0.address.to_string())),
                     ],
                     error: code >= 500,
                 },

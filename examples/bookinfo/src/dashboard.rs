@@ -1,7 +1,10 @@
 //! The service graph, as Kiali draws it, from the sidecars' own metrics: every few seconds
 //! each proxy's `/stats/prometheus` is scraped; an edge per (caller, callee) workload with its
 //! request rate, error rate and p99 over the last interval, and whether it is mTLS. Served as
-//! JSON (`/api/graph`, `/api/workload/NAME`) and as a page (`/`) that redraws itself.
+//! JSON (`/api/graph`, `/api/workload/NAME`) and as a page (`/`) that redraws itself. The
+//! same process collects the proxies' spans (`POST /v1/traces`, OTLP/HTTP; see
+//! [`crate::traces`]) and serves them (`/api/traces`, `/api/traces/ID`, `/api/services`) to
+//! the page's Traces view.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -13,7 +16,10 @@ use std::{
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::http::{Body, Outcome, Upstreams, json, not_found, respond};
+use crate::{
+    http::{Body, Outcome, Upstreams, json, not_found, respond},
+    traces::{Query, TraceStore},
+};
 
 /// How often the proxies are scraped.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -71,7 +77,11 @@ pub struct Dashboard {
     /// (workload, admin address) of every proxy.
     proxies: Arc<Vec<(String, SocketAddr)>>,
     state: Arc<Mutex<State>>,
+    traces: Arc<TraceStore>,
 }
+
+/// The most of one OTLP export request read.
+const MAX_EXPORT: usize = 8 << 20;
 
 /// Labels of one sample line: `name{k="v",...} value`.
 fn parse_line(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
@@ -139,7 +149,7 @@ fn p99(delta: &[f64]) -> Option<f64> {
 impl Dashboard {
     /// A dashboard over these proxies' admin endpoints.
     pub fn new(proxies: Vec<(String, SocketAddr)>) -> Self {
-        Self { proxies: Arc::new(proxies), state: Arc::default() }
+        Self { proxies: Arc::new(proxies), state: Arc::default(), traces: Arc::default() }
     }
 
     /// Scrape every proxy once and update the edges (rates against the previous scrape).
@@ -247,14 +257,63 @@ impl Dashboard {
         json!({"nodes": nodes.into_values().collect::<Vec<_>>(), "edges": edges, "interval_s": INTERVAL.as_secs()})
     }
 
-    /// Answer one request.
-    pub fn handle(&self, method: &Method, path: &str) -> Response {
+    /// The spans received so far.
+    pub fn traces(&self) -> &TraceStore {
+        &self.traces
+    }
+
+    /// Answer one request: the page and its API, and the OTLP receiver.
+    pub async fn serve<B>(&self, req: http::Request<B>) -> Response
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.uri().path() != "/v1/traces" {
+            return self.handle(req.method(), req.uri().path(), req.uri().query());
+        }
+        if req.method() != Method::POST {
+            return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "POST OTLP spans here\n");
+        }
+        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with("application/x-protobuf") {
+            return respond(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "text/plain",
+                format!("`{content_type}`: this collector takes OTLP/HTTP as application/x-protobuf\n"),
+            );
+        }
+        use http_body_util::BodyExt;
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_EXPORT).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", format!("{e}\n")),
+        };
+        match mesh_telemetry::otlp::decode_request(&body) {
+            Ok(spans) => {
+                self.traces.add(spans);
+                // An empty ExportTraceServiceResponse: everything was accepted.
+                respond(StatusCode::OK, "application/x-protobuf", bytes::Bytes::new())
+            }
+            Err(e) => respond(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        }
+    }
+
+    /// Answer one request of the page or its API.
+    pub fn handle(&self, method: &Method, path: &str, query: Option<&str>) -> Response {
         if method != Method::GET {
             return not_found();
         }
         match path {
             "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE),
             "/api/graph" => json(StatusCode::OK, &self.graph()),
+            "/api/services" => json(StatusCode::OK, &self.traces.services()),
+            "/api/traces" => match Query::parse(query) {
+                Ok(q) => json(StatusCode::OK, &self.traces.search(&q)),
+                Err(e) => json(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            },
+            p if p.starts_with("/api/traces/") => match self.traces.trace(&p["/api/traces/".len()..]) {
+                Some(t) => json(StatusCode::OK, &t),
+                None => not_found(),
+            },
             p => match p.strip_prefix("/api/workload/") {
                 Some(w) => {
                     let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -8,4 +8,5 @@ pub mod http;
 pub mod productpage;
 pub mod ratings;
 pub mod reviews;
+pub mod traces;
 pub mod up;

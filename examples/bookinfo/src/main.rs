@@ -38,6 +38,14 @@ enum Command {
         /// the mesh in-process (no sidecar; only the ingress gateway is a proxy).
         #[arg(long, value_name = "sidecar|embedded", default_value = "sidecar")]
         mode: up::Mode,
+        /// Percentage of requests traced (Istio's `defaultConfig.tracing.sampling`; Istio's
+        /// default is 1, the demo traces every request).
+        #[arg(long, value_name = "PERCENT", default_value_t = 100.0)]
+        trace_sampling: f64,
+        /// Send the spans to your own OTLP/HTTP collector (Jaeger, Tempo, an OpenTelemetry
+        /// collector: `http://HOST:4318/v1/traces`) instead of the dashboard's.
+        #[arg(long, value_name = "URL")]
+        otlp_endpoint: Option<String>,
     },
     /// Run one service.
     Serve {
@@ -75,6 +83,12 @@ enum Command {
         /// Embedded mode: the admin endpoint (/stats/prometheus, /config_dump, /clusters).
         #[arg(long, value_name = "ADDR", requires = "mesh_config")]
         admin: Option<SocketAddr>,
+        /// Embedded mode: percentage of new traces sampled.
+        #[arg(long, value_name = "PERCENT", default_value_t = 1.0, requires = "mesh_config")]
+        mesh_trace_sampling: f64,
+        /// Embedded mode: the OTLP/HTTP collector spans go to.
+        #[arg(long, value_name = "URL", requires = "mesh_config")]
+        mesh_otlp_endpoint: Option<String>,
     },
     /// Run mesh-sidecar (what `bookinfo up` starts beside each service).
     #[command(disable_help_flag = true)]
@@ -158,10 +172,23 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Up { ingress, config_dir, dashboard, mode } => {
-            up::run(up::Options { mode, ingress, config_dir, dashboard }).await
+        Command::Up { ingress, config_dir, dashboard, mode, trace_sampling, otlp_endpoint } => {
+            up::run(up::Options { mode, ingress, config_dir, dashboard, trace_sampling, otlp_endpoint }).await
         }
-        Command::Serve { service, listen, version, proxy, direct, podname, mesh_config, mesh_ca, endpoints, admin } => {
+        Command::Serve {
+            service,
+            listen,
+            version,
+            proxy,
+            direct,
+            podname,
+            mesh_config,
+            mesh_ca,
+            endpoints,
+            admin,
+            mesh_trace_sampling,
+            mesh_otlp_endpoint,
+        } => {
             let name = format!("{service:?}").to_ascii_lowercase();
             let embedded = match &mesh_config {
                 Some(dir) => {
@@ -170,7 +197,11 @@ async fn run(command: Command) -> Result<(), String> {
                         .label("app", &name)
                         .label("version", &version)
                         .workload(format!("{name}-{version}"))
-                        .ca_dir(&mesh_ca);
+                        .ca_dir(&mesh_ca)
+                        .trace_sampling(mesh_trace_sampling);
+                    if let Some(url) = mesh_otlp_endpoint {
+                        mesh = mesh.otlp_endpoint(url);
+                    }
                     for (ns, workload, addr) in endpoints {
                         mesh = mesh.endpoint(ns, workload, addr);
                     }

@@ -111,6 +111,10 @@ pub struct Options {
     pub config_dir: PathBuf,
     /// Where the service-graph dashboard is served.
     pub dashboard: SocketAddr,
+    /// Percentage of requests traced.
+    pub trace_sampling: f64,
+    /// A collector of the user's instead of the dashboard's.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Free loopback ports, held until every port is chosen (so no two are the same) and closed
@@ -245,6 +249,16 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("cannot listen on {} for the ingress gateway: {e} (--ingress ADDR)", opts.ingress))?;
     }
+    if !(0.0..=100.0).contains(&opts.trace_sampling) {
+        return Err(format!("--trace-sampling {}: a percentage between 0 and 100", opts.trace_sampling));
+    }
+    // The dashboard first: its address is where every proxy sends its spans.
+    let listener = tokio::net::TcpListener::bind(opts.dashboard)
+        .await
+        .map_err(|e| format!("cannot serve the dashboard on {}: {e} (--dashboard ADDR)", opts.dashboard))?;
+    let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let otlp = opts.otlp_endpoint.clone().unwrap_or_else(|| format!("http://{dashboard_addr}/v1/traces"));
+    let sampling = opts.trace_sampling.to_string();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     if seed(&opts.config_dir)? {
         println!(
@@ -275,6 +289,10 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             // per pod, on a node with many cores).
             "--concurrency".into(),
             "1".into(),
+            "--trace-sampling".into(),
+            sampling.clone(),
+            "--otlp-endpoint".into(),
+            otlp.clone(),
         ];
         a.extend(endpoints.iter().cloned());
         a
@@ -303,6 +321,10 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
                     ca.display().to_string(),
                     "--admin".into(),
                     w.admin.to_string(),
+                    "--mesh-trace-sampling".into(),
+                    sampling.clone(),
+                    "--mesh-otlp-endpoint".into(),
+                    otlp.clone(),
                 ]);
                 app.extend(endpoints.iter().cloned());
                 procs.push(spawn(&exe, &app, &log, &w.name)?);
@@ -376,18 +398,10 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             .chain((opts.mode != Mode::None).then(|| ("istio-ingressgateway".to_string(), gateway_admin)))
             .collect(),
     );
-    let listener = match tokio::net::TcpListener::bind(opts.dashboard).await {
-        Ok(l) => l,
-        Err(e) => {
-            stop(&mut procs).await;
-            return Err(format!("cannot serve the dashboard on {}: {e} (--dashboard ADDR)", opts.dashboard));
-        }
-    };
-    let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(dashboard.clone().run());
     tokio::spawn(crate::http::serve(listener, move |req| {
         let d = dashboard.clone();
-        async move { d.handle(req.method(), req.uri().path()) }
+        async move { d.serve(req).await }
     }));
 
     // Who is running, for `meshctl proxy-status` (and anything else that wants to find the
@@ -434,6 +448,13 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     );
     if opts.mode != Mode::None {
         println!("  gateway      http://{gateway_admin}/stats/prometheus   (admin: /config_dump /clusters /ready)");
+        match &opts.otlp_endpoint {
+            None => println!(
+                "  traces       http://{dashboard_addr}/#/traces   ({} % of requests sampled; --trace-sampling PERCENT)",
+                opts.trace_sampling
+            ),
+            Some(url) => println!("  traces       sent to {url}   ({} % of requests sampled)", opts.trace_sampling),
+        }
     }
     let by_app: BTreeMap<&str, &Workload> = workloads.iter().map(|w| (w.name.as_str(), w)).collect();
     for (name, w) in by_app {
