@@ -136,8 +136,7 @@ impl TraceOptions {
             )));
         }
         if let Some(url) = &self.otlp_endpoint {
-            let uri: http::Uri =
-                url.parse().map_err(|e| MeshError::Config(format!("OTLP endpoint `{url}`: {e}")))?;
+            let uri: http::Uri = url.parse().map_err(|e| MeshError::Config(format!("OTLP endpoint `{url}`: {e}")))?;
             if uri.scheme_str() != Some("http") || uri.authority().is_none() {
                 return Err(MeshError::Config(format!(
                     "OTLP endpoint `{url}`: give http://HOST:PORT/v1/traces (OTLP over HTTP, protobuf)"

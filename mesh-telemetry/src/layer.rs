@@ -479,6 +479,19 @@ pin_project! {
         inner: F,
         pending: Option<RequestSide>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before a response: the caller went away (its connection closed, its
+            // own timeout). Envoy records it as `response_code="0"`, `DC`, and so do the
+            // metrics, the access log and the span here.
+            if let Some(pending) = this.project().pending.take() {
+                let mut done = pending.resolve(None, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                done.code_zero();
+                done.finish(0);
+            }
+        }
+    }
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -495,13 +508,13 @@ where
         Poll::Ready(match result {
             Ok(rsp) => {
                 let (parts, body) = rsp.into_parts();
-                let done = pending.resolve(Some(&parts));
+                let done = pending.resolve(Some(&parts), ResponseFlags::default());
                 Ok(Response::from_parts(parts, TelemetryBody { inner: body, done: Some(done), bytes: 0 }))
             }
             Err(e) => {
                 // No response was sent: response_code 0 (the caller went away or the stack
                 // failed without a local reply).
-                let mut done = pending.resolve(None);
+                let mut done = pending.resolve(None, ResponseFlags::default());
                 done.code_zero();
                 done.finish(0);
                 Err(e.into())
@@ -550,11 +563,12 @@ impl Done {
 }
 
 impl RequestSide {
-    /// With the response's head; `None`: no response at all (`response_code="0"`).
-    fn resolve(self, head: Option<&http::response::Parts>) -> Done {
+    /// With the response's head; `None`: no response at all (`response_code="0"`); `extra`
+    /// flags added to the response's.
+    fn resolve(self, head: Option<&http::response::Parts>, extra: ResponseFlags) -> Done {
         let shared = &self.shared;
         let ext = head.map(|h| &h.extensions);
-        let flags = ext.and_then(|e| e.get::<ResponseFlags>()).copied().unwrap_or_default();
+        let flags = ext.and_then(|e| e.get::<ResponseFlags>()).copied().unwrap_or_default() | extra;
         let decision = ext.and_then(|e| e.get::<RouteDecision>());
         let upstream = ext.and_then(|e| e.get::<UpstreamEndpoint>());
         let grpc =

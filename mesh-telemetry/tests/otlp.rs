@@ -189,3 +189,48 @@ mod decode {
         }
     }
 }
+
+/// A caller that goes away before the response (its connection closed, its own timeout):
+/// recorded as Envoy records it, `response_code="0"` and `DC`, in the metrics and the span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_before_its_response_is_recorded_as_dc() {
+    let (endpoint, spans) = collector().await;
+    let exporter = OtlpExporter::start(&endpoint, "reviews.default", Duration::from_millis(50));
+    let metrics = Arc::new(MeshMetrics::new());
+    let info = WorkloadInfo::new("reviews-v1", "default", &[("app".to_string(), "reviews".to_string())].into(), None);
+    let layer =
+        TelemetryLayer::new(metrics.clone(), Reporter::Destination, info).with_sampling(100.0).with_otlp(exporter);
+    let svc = layer.layer(service_fn(|_req: Request<BoxBody>| async {
+        std::future::pending::<Result<Response<BoxBody>, Infallible>>().await
+    }));
+    let req = Request::builder().uri("http://reviews:9080/reviews/0").body(mesh_core::body::empty()).unwrap();
+    let call = svc.oneshot(req);
+    // The caller gives up.
+    assert!(tokio::time::timeout(Duration::from_millis(20), call).await.is_err());
+    let text = metrics.encode();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .unwrap_or_else(|| panic!("no request counted:\n{text}"));
+    assert!(line.contains("response_code=\"0\"") && line.contains("response_flags=\"DC\""), "{line}");
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = spans.lock().unwrap().clone();
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let flags = got[0].attributes.iter().find(|kv| kv.key == "response_flags").expect("response_flags");
+    assert_eq!(
+        format!("{:?}", flags.value),
+        format!(
+            "{:?}",
+            Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("DC".into()))
+            })
+        )
+    );
+    assert_eq!(got[0].status.as_ref().map(|s| s.code), Some(2), "an error span");
+}

@@ -134,7 +134,26 @@ enum App {
 }
 
 impl App {
+    /// Answer on a task of its own: as the originals' thread-per-request servers, a caller
+    /// that goes away does not cancel the request's own calls (BEHAVIOUR.md §3.2: under the
+    /// 7 s delay, reviews v2 still waits for ratings after productpage has given up).
     async fn answer(&self, parts: http::request::Parts, body: bytes::Bytes) -> http::Response<bookinfo::http::Body> {
+        let app = self.clone();
+        match tokio::spawn(async move { app.answer_here(parts, body).await }).await {
+            Ok(rsp) => rsp,
+            Err(e) => bookinfo::http::respond(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("the request's task failed: {e}\n"),
+            ),
+        }
+    }
+
+    async fn answer_here(
+        &self,
+        parts: http::request::Parts,
+        body: bytes::Bytes,
+    ) -> http::Response<bookinfo::http::Body> {
         let req = http::Request::from_parts(parts, ());
         match self {
             App::Details => details::handle(&req),

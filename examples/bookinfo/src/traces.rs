@@ -64,6 +64,11 @@ pub struct Query {
     pub service: Option<String>,
     /// A span of the trace has this name (of `service`, when it is given).
     pub operation: Option<String>,
+    /// A span of the trace is from this workload's proxy (its `node_id`).
+    pub workload: Option<String>,
+    /// With `workload`: that workload called this one in the trace (a client span of
+    /// `workload` whose child is a server span of `to`): an edge of the graph.
+    pub to: Option<String>,
     /// The trace lasted at least this long.
     pub min_duration: Option<Duration>,
     /// At most this many traces (newest first).
@@ -71,14 +76,16 @@ pub struct Query {
 }
 
 impl Query {
-    /// From a URL query: `service`, `operation`, `minDuration` (ms, or with a unit: `500ms`,
-    /// `2s`), `limit` (20 by default, at most 500).
+    /// From a URL query: `service`, `operation`, `workload`, `to`, `minDuration` (ms, or
+    /// with a unit: `500ms`, `2s`), `limit` (20 by default, at most 500).
     pub fn parse(query: Option<&str>) -> Result<Self, String> {
         let mut q = Query { limit: 20, ..Query::default() };
         for (k, v) in form(query) {
             match k.as_str() {
                 "service" if !v.is_empty() => q.service = Some(v),
                 "operation" if !v.is_empty() => q.operation = Some(v),
+                "workload" if !v.is_empty() => q.workload = Some(v),
+                "to" if !v.is_empty() => q.to = Some(v),
                 "minDuration" if !v.is_empty() => {
                     q.min_duration = Some(match v.parse::<f64>() {
                         Ok(ms) if ms >= 0.0 && ms.is_finite() => Duration::from_secs_f64(ms / 1000.0),
@@ -138,6 +145,34 @@ fn attr<'a>(s: &'a SpanRecord, key: &str) -> Option<&'a str> {
     s.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// The workload whose proxy wrote the span (`node_id` is `workload.namespace`).
+fn workload_of(s: &SpanRecord) -> Option<&str> {
+    attr(s, "node_id").map(|n| n.split_once('.').map_or(n, |(w, _)| w))
+}
+
+impl Trace {
+    fn matches(&self, q: &Query) -> bool {
+        let service_ok = q.service.as_ref().is_none_or(|svc| self.spans.iter().any(|s| &s.service == svc));
+        let op_ok = q.operation.as_ref().is_none_or(|op| {
+            self.spans.iter().any(|s| &s.span.name == op && q.service.as_ref().is_none_or(|svc| &s.service == svc))
+        });
+        let workload_ok = match (&q.workload, &q.to) {
+            (None, _) => true,
+            (Some(w), None) => self.spans.iter().any(|s| workload_of(&s.span) == Some(w.as_str())),
+            (Some(from), Some(to)) => self.spans.iter().any(|c| {
+                !c.span.server
+                    && workload_of(&c.span) == Some(from.as_str())
+                    && self.spans.iter().any(|s| {
+                        s.span.server
+                            && s.span.parent_span_id == Some(c.span.span_id)
+                            && workload_of(&s.span) == Some(to.as_str())
+                    })
+            }),
+        };
+        service_ok && op_ok && workload_ok && q.min_duration.is_none_or(|d| self.duration() >= d)
+    }
+}
+
 impl TraceStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -189,17 +224,7 @@ impl TraceStore {
     /// Traces matching `q`, newest first, as summaries.
     pub fn search(&self, q: &Query) -> Value {
         let inner = self.lock();
-        let mut found: Vec<(&u128, &Trace)> = inner
-            .traces
-            .iter()
-            .filter(|(_, t)| {
-                let service_ok = q.service.as_ref().is_none_or(|svc| t.spans.iter().any(|s| &s.service == svc));
-                let op_ok = q.operation.as_ref().is_none_or(|op| {
-                    t.spans.iter().any(|s| &s.span.name == op && q.service.as_ref().is_none_or(|svc| &s.service == svc))
-                });
-                service_ok && op_ok && q.min_duration.is_none_or(|d| t.duration() >= d)
-            })
-            .collect();
+        let mut found: Vec<(&u128, &Trace)> = inner.traces.iter().filter(|(_, t)| t.matches(q)).collect();
         found.sort_by_key(|(_, t)| std::cmp::Reverse(t.start()));
         let traces: Vec<Value> = found
             .into_iter()
@@ -248,9 +273,10 @@ impl TraceStore {
         let mut seen = BTreeSet::new();
         let mut next_root = by_start.into_iter();
         loop {
-            let Some((s, depth)) = stack.pop().or_else(|| {
-                next_root.by_ref().find(|s| !seen.contains(&std::ptr::from_ref(*s))).map(|s| (s, 0))
-            }) else {
+            let Some((s, depth)) = stack
+                .pop()
+                .or_else(|| next_root.by_ref().find(|s| !seen.contains(&std::ptr::from_ref(*s))).map(|s| (s, 0)))
+            else {
                 break;
             };
             // Two spans claiming the same id cannot loop the walk.
@@ -304,10 +330,30 @@ mod tests {
                 server: id % 2 == 0,
                 start: t0 + Duration::from_millis(start_ms),
                 end: t0 + Duration::from_millis(start_ms + len_ms),
-                attributes: vec![("http.status_code".into(), "200".into())],
+                attributes: vec![
+                    ("http.status_code".into(), "200".into()),
+                    ("node_id".into(), format!("{}-v1.{}", service.split('.').next().unwrap_or(""), "default")),
+                ],
                 error: false,
             },
         }
+    }
+
+    #[test]
+    fn an_edge_of_the_graph_finds_its_traces() {
+        let store = TraceStore::default();
+        // productpage (client span 3) -> reviews (server span 4); details is called too.
+        store.add(vec![
+            span(1, 2, None, "productpage.default", 0, 10),
+            span(1, 3, Some(2), "productpage.default", 1, 5),
+            span(1, 4, Some(3), "reviews.default", 2, 3),
+        ]);
+        store.add(vec![span(2, 1, None, "details.default", 0, 1)]);
+        let q = |s: &str| store.search(&Query::parse(Some(s)).unwrap())["traces"].as_array().unwrap().len();
+        assert_eq!(q("workload=reviews-v1"), 1);
+        assert_eq!(q("workload=productpage-v1&to=reviews-v1"), 1);
+        assert_eq!(q("workload=reviews-v1&to=productpage-v1"), 0, "the other way is not an edge");
+        assert_eq!(q("workload=details-v1"), 1);
     }
 
     #[test]
@@ -341,7 +387,8 @@ mod tests {
         assert_eq!(t["spans"][3]["offset_ms"], 5.0);
 
         let all = store.search(&Query::parse(None).unwrap());
-        let ids: Vec<&str> = all["traces"].as_array().unwrap().iter().map(|t| t["trace_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            all["traces"].as_array().unwrap().iter().map(|t| t["trace_id"].as_str().unwrap()).collect();
         assert_eq!(ids, [format!("{:032x}", 8), format!("{:032x}", 7)], "newest first");
         assert_eq!(all["traces"][1]["root_service"], "istio-ingressgateway.istio-system");
         let slow = store.search(&Query::parse(Some("minDuration=30")).unwrap());

@@ -274,6 +274,7 @@ async fn tutorial_steps(mode: &str) {
     assert_eq!(status, 200);
     assert!(took >= Duration::from_millis(5900) && took < Duration::from_secs(8), "took {took:?}");
     assert_eq!(mesh.count(5, None).await.get(&Drawn::NoStars), Some(&5), "others are unaffected");
+    the_delay_is_visible_as_a_trace(&mesh).await;
 
     // 5. An abort on ratings for jason.
     mesh.apply("networking/virtual-service-ratings-test-abort.yaml");
@@ -436,7 +437,98 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     }
     let shot = artifacts.join(format!("dashboard-{mode}-reviews-v2.png"));
     run(&format!("{url}#/workload/reviews-v2"), &[&format!("--screenshot={}", shot.display())]);
+    assert!(view.contains("href=\"#/traces?workload=reviews-v2\""), "the workload links to its traces:\n{view}");
+
+    // Traces: the edge's traces listed, one drawn as a waterfall (the traffic stopped and
+    // the proxies' last batches flushed, so the newest trace is whole).
     traffic.abort();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let list_url = format!("{url}#/traces?workload=productpage-v1&to=reviews-v2");
+    assert!(
+        dom.contains("href=\"#/traces?workload=productpage-v1&amp;to=reviews-v2\""),
+        "the edge links to its traces"
+    );
+    let list = String::from_utf8_lossy(&run(&list_url, &["--dump-dom"]).stdout).into_owned();
+    let id = list
+        .split("data-trace=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no trace listed for the edge:\n{list}"))
+        .to_string();
+    assert!(list.contains("calls from productpage-v1 to reviews-v2"), "the filter is said:\n{list}");
+    run(&list_url, &[&format!("--screenshot={}", artifacts.join(format!("dashboard-{mode}-traces.png")).display())]);
+    let trace_url = format!("{url}#/traces/{id}");
+    let waterfall = String::from_utf8_lossy(&run(&trace_url, &["--dump-dom"]).stdout).into_owned();
+    let rows = waterfall.matches("data-span=").count();
+    // gateway; productpage server, its calls to details and reviews; their servers;
+    // reviews' call to ratings and ratings' server.
+    assert_eq!(rows, 8, "a span per proxy pass:\n{waterfall}");
+    for text in [
+        "istio-ingressgateway.istio-system · client",
+        "reviews.default · server",
+        "ratings.default · server",
+        "→ reviews.default.svc.cluster.local",
+    ] {
+        assert!(waterfall.contains(text), "{text} missing in the waterfall:\n{waterfall}");
+    }
+    run(&trace_url, &[&format!("--screenshot={}", artifacts.join(format!("dashboard-{mode}-trace.png")).display())]);
+}
+
+/// The dashboard's collector, as the seed's Jaeger shows the delay step: one trace with
+/// productpage's two calls to reviews v2, each given up after 3 s (its timeout, then its
+/// retry: the proxy records `DC`, the caller went away), and under each reviews' call to
+/// ratings, held 7 s by the injected delay (`DI`).
+async fn the_delay_is_visible_as_a_trace(mesh: &Up) {
+    let dashboard = mesh.dashboard;
+    let get = |path: String| async move {
+        let (status, _, body) = request(dashboard, "GET", &path, None, "").await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let mut last = serde_json::Value::Null;
+    // The ratings calls end 7 s after they began, and are flushed within a second.
+    for _ in 0..60 {
+        let found = get("/api/traces?workload=productpage-v1&to=reviews-v2&minDuration=5s&limit=5".into()).await;
+        for t in found["traces"].as_array().unwrap() {
+            let trace = get(format!("/api/traces/{}", t["trace_id"].as_str().unwrap())).await;
+            let spans = trace["spans"].as_array().unwrap();
+            let ms = |s: &serde_json::Value| s["duration_ms"].as_f64().unwrap();
+            let gave_up: Vec<&serde_json::Value> = spans
+                .iter()
+                .filter(|s| {
+                    s["service"] == "productpage.default"
+                        && s["kind"] == "client"
+                        && s["name"].as_str().unwrap().starts_with("reviews:9080/")
+                })
+                .collect();
+            let delayed: Vec<&serde_json::Value> = spans
+                .iter()
+                .filter(|s| {
+                    s["service"] == "reviews.default"
+                        && s["kind"] == "client"
+                        && s["response_flags"].as_str().unwrap_or("").contains("DI")
+                })
+                .collect();
+            if gave_up.len() == 2 && delayed.len() == 2 {
+                for s in &gave_up {
+                    assert!((2900.0..4000.0).contains(&ms(s)), "productpage's timeout is 3 s: {s}");
+                    assert_eq!(
+                        (s["status_code"].as_str(), s["response_flags"].as_str()),
+                        (Some("0"), Some("DC")),
+                        "{s}"
+                    );
+                }
+                for s in &delayed {
+                    assert!(ms(s) >= 6900.0, "the delay is 7 s: {s}");
+                    assert!(s["depth"].as_u64() > gave_up[0]["depth"].as_u64(), "under productpage's call: {trace}");
+                }
+                return;
+            }
+            last = trace;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no trace of the delay step; last seen:\n{last:#}");
 }
 
 /// SIGTERM to `bookinfo up` alone stops every process it started (and the ingress port
