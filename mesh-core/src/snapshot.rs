@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::api::{Kind, Labels, Resource};
+use crate::api::{Kind, Labels, Resource, WorkloadMode};
 
 /// Identifies a resource: kind, namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,11 +187,75 @@ impl Snapshot {
     }
 }
 
+/// How one side of a proxy traces, as Telemetry resources set it; `None`: not set, the
+/// mesh config's default applies (`defaultConfig.tracing.sampling`, spans reported).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SideTracing {
+    /// `randomSamplingPercentage`.
+    pub sampling: Option<f64>,
+    /// The opposite of `disableSpanReporting`.
+    pub report_spans: Option<bool>,
+}
+
+/// A workload's tracing, per side.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WorkloadTracing {
+    /// Outbound (the client side; a gateway's requests).
+    pub client: SideTracing,
+    /// Inbound (the server side).
+    pub server: SideTracing,
+}
+
+impl Snapshot {
+    /// The tracing the Telemetry resources give a workload in `namespace` with `labels`, as
+    /// Istio merges them: the root namespace's resource without a selector (the mesh), then
+    /// the namespace's without a selector, then one whose selector matches the workload;
+    /// each field set by a more specific one overrides. In one resource, the `tracing`
+    /// entries whose `match.mode` covers a side apply in order. Several resources in one
+    /// scope: the first by name (Istio leaves it to the oldest).
+    pub fn tracing_for(&self, namespace: &str, labels: &Labels) -> WorkloadTracing {
+        let in_ns = |ns: &str, selector: bool| {
+            self.in_namespace(Kind::Telemetry, ns).find(move |r| match &***r {
+                Resource::Telemetry(t) => match &t.spec.selector {
+                    None => !selector,
+                    Some(sel) => selector && labels_match(&sel.match_labels, labels),
+                },
+                _ => false,
+            })
+        };
+        let root = in_ns(crate::ROOT_NAMESPACE, false);
+        let own = (namespace != crate::ROOT_NAMESPACE).then(|| in_ns(namespace, false)).flatten();
+        let workload = in_ns(namespace, true);
+        let mut out = WorkloadTracing::default();
+        for r in [root, own, workload].into_iter().flatten() {
+            let Resource::Telemetry(t) = &**r else { continue };
+            for tr in &t.spec.tracing {
+                let mode = tr.match_.and_then(|m| m.mode).unwrap_or_default();
+                let sides: &mut [&mut SideTracing] = match mode {
+                    WorkloadMode::ClientAndServer => &mut [&mut out.client, &mut out.server],
+                    WorkloadMode::Client => &mut [&mut out.client],
+                    WorkloadMode::Server => &mut [&mut out.server],
+                };
+                for side in sides.iter_mut() {
+                    if let Some(p) = tr.random_sampling_percentage {
+                        side.sampling = Some(p);
+                    }
+                    if let Some(d) = tr.disable_span_reporting {
+                        side.report_spans = Some(!d);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn policy_selector(r: &Resource) -> Option<&Labels> {
     match r {
         Resource::PeerAuthentication(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
         Resource::AuthorizationPolicy(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
         Resource::RequestAuthentication(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
+        Resource::Telemetry(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),
         _ => None,
     }
 }
@@ -199,6 +263,33 @@ fn policy_selector(r: &Resource) -> Option<&Labels> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_tracing_merges_mesh_namespace_and_workload_per_side() {
+        use crate::test_util::{Manifest, labels};
+        let telemetry = |ns: &str, name: &str, body: &str| {
+            format!(
+                "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}"
+            )
+        };
+        let s = Manifest::new()
+            .doc(&telemetry("istio-system", "mesh-default", "  tracing: [{randomSamplingPercentage: 10}]"))
+            .doc(&telemetry("shop", "ns", "  tracing: [{randomSamplingPercentage: 50, match: {mode: SERVER}}]"))
+            .doc(&telemetry(
+                "shop",
+                "reviews",
+                "  selector: {matchLabels: {app: reviews}}\n  tracing: [{disableSpanReporting: true, match: {mode: CLIENT}}]",
+            ))
+            .snapshot();
+        let reviews = s.tracing_for("shop", &labels(&[("app", "reviews")]));
+        assert_eq!(reviews.client, SideTracing { sampling: Some(10.0), report_spans: Some(false) });
+        assert_eq!(reviews.server, SideTracing { sampling: Some(50.0), report_spans: None });
+        let ratings = s.tracing_for("shop", &labels(&[("app", "ratings")]));
+        assert_eq!(ratings.client, SideTracing { sampling: Some(10.0), report_spans: None });
+        let elsewhere = s.tracing_for("default", &labels(&[("app", "reviews")]));
+        assert_eq!(elsewhere.server.sampling, Some(10.0), "the mesh's default, not shop's");
+        assert_eq!(Snapshot::default().tracing_for("shop", &labels(&[])), WorkloadTracing::default());
+    }
 
     #[test]
     fn the_version_follows_the_content_not_the_order_of_the_files() {

@@ -30,6 +30,7 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         Resource::PeerAuthentication(o) => peer_authentication(&mut v, &spec, &o.spec, &o.metadata),
         Resource::AuthorizationPolicy(o) => authorization_policy(&mut v, &spec, &o.spec, &o.metadata),
         Resource::RequestAuthentication(o) => request_authentication(&mut v, &spec, &o.spec),
+        Resource::Telemetry(o) => telemetry(&mut v, &spec, &o.spec),
         Resource::Service(o) => service(&mut v, &spec, &o.spec),
         Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) => {}
         Resource::Deployment(o) => deployment(&mut v, &spec, &o.spec),
@@ -1159,6 +1160,49 @@ fn request_authentication(v: &mut Findings, spec: &FieldPath, ra: &RequestAuthen
                 v.error(p.key("fromHeaders").index(j).key("name"), "header name is required");
             }
         }
+    }
+}
+
+// === Telemetry ===
+
+fn telemetry(v: &mut Findings, spec: &FieldPath, t: &TelemetrySpec) {
+    targets(v, spec, t.selector.is_some(), t.target_ref.is_some(), &t.target_refs);
+    for (i, tr) in t.tracing.iter().enumerate() {
+        let p = spec.key("tracing").index(i);
+        if let Some(pct) = tr.random_sampling_percentage
+            && !(0.0..=100.0).contains(&pct)
+        {
+            v.error(p.key("randomSamplingPercentage"), format!("percentage must be within 0..=100, got {pct}"));
+        }
+        for (j, provider) in tr.providers.iter().enumerate() {
+            if provider.name.is_empty() {
+                v.error(p.key("providers").index(j).key("name"), "provider name is required");
+            }
+        }
+        if tr.providers.len() > 1 {
+            v.warning(
+                p.key("providers"),
+                "only one tracing provider is supported (as in Istio); the proxy's --otlp-endpoint receives the spans",
+            );
+        }
+        if tr.custom_tags.is_some() {
+            v.warning(
+                p.key("customTags"),
+                "custom span tags are not applied by this mesh yet; the spans carry Istio's standard tags",
+            );
+        }
+    }
+    if !t.metrics.is_empty() {
+        v.warning(
+            spec.key("metrics"),
+            "metric overrides are not applied by this mesh yet: Istio's standard metrics stay as they are",
+        );
+    }
+    if !t.access_logging.is_empty() {
+        v.warning(
+            spec.key("accessLogging"),
+            "access log overrides are not applied by this mesh yet: the proxy's --access-log decides",
+        );
     }
 }
 

@@ -15,6 +15,22 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "Telemetry: a sampling percentage out of range, overrides not applied yet",
+        yaml: r#"apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - randomSamplingPercentage: 150
+  metrics:
+  - overrides: [{disabled: true}]
+"#,
+        want: &[
+            r#"case.yaml:6: error: Telemetry istio-system/mesh-default: spec.tracing[0].randomSamplingPercentage: percentage must be within 0..=100, got 150"#,
+            r#"case.yaml:7: warning: Telemetry istio-system/mesh-default: spec.metrics: metric overrides are not applied by this mesh yet: Istio's standard metrics stay as they are"#,
+        ],
+    },
+    Case {
         name: "unknown spec field, with a suggestion",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService

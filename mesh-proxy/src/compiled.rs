@@ -14,7 +14,7 @@ use mesh_core::{
     api::{Kind, Resource},
     hash::FxHashSet,
     registry::{LocalWorkload, Locator, Registry},
-    snapshot::labels_match,
+    snapshot::{SideTracing, WorkloadTracing, labels_match},
 };
 use mesh_mtls::{
     connector::secure_naming,
@@ -24,6 +24,7 @@ use mesh_route::{
     layer::TableHandle,
     policy::{ProxyContext, RouteTable},
 };
+use mesh_telemetry::trace::TraceControl;
 use tokio::sync::watch;
 
 /// The compiled state, swapped whole on every snapshot.
@@ -45,6 +46,12 @@ pub(crate) struct CompiledConfig {
     /// Every port of the services selecting this workload is non-HTTP: inbound connections
     /// are spliced to the app as TCP.
     pub(crate) inbound_tcp: std::sync::atomic::AtomicBool,
+    /// Tracing of the client side (outbound, a gateway's requests) and the server side
+    /// (inbound): the Telemetry resources over the mesh config's default.
+    pub(crate) trace_client: Arc<TraceControl>,
+    pub(crate) trace_server: Arc<TraceControl>,
+    /// `defaultConfig.tracing.sampling` (`--trace-sampling`).
+    default_sampling: f64,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -63,6 +70,7 @@ struct Compiled {
     plaintext: FxHashSet<SocketAddr>,
     inbound_service: Option<String>,
     inbound_tcp: bool,
+    tracing: WorkloadTracing,
 }
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
@@ -103,8 +111,14 @@ fn compile(
         plaintext: peer_auth::plaintext_endpoints(snapshot, &registry),
         inbound_service: inbound.0,
         inbound_tcp: inbound.1,
+        tracing: snapshot.tracing_for(&me.namespace, &me.labels),
         registry,
     }
+}
+
+/// A side's tracing in force: what the Telemetry resources set, else the defaults.
+fn side(t: SideTracing, default_sampling: f64) -> (f64, bool) {
+    (t.sampling.unwrap_or(default_sampling), t.report_spans.unwrap_or(true))
 }
 
 impl CompiledConfig {
@@ -114,9 +128,17 @@ impl CompiledConfig {
         locator: Locator,
         ctx: ProxyContext,
         trust_domain: &str,
+        default_sampling: f64,
     ) -> Arc<Self> {
         let c = compile(&snapshot, &me, &locator, &ctx, trust_domain);
+        let control = |t| {
+            let (sampling, report) = side(t, default_sampling);
+            Arc::new(TraceControl::new(sampling, report))
+        };
         Arc::new(Self {
+            trace_client: control(c.tracing.client),
+            trace_server: control(c.tracing.server),
+            default_sampling,
             me,
             trust_domain: trust_domain.into(),
             locator,
@@ -143,6 +165,10 @@ impl CompiledConfig {
         self.plaintext.store(Arc::new(c.plaintext));
         self.inbound_service.store(Arc::new(c.inbound_service));
         self.inbound_tcp.store(c.inbound_tcp, std::sync::atomic::Ordering::Relaxed);
+        for (control, t) in [(&self.trace_client, c.tracing.client), (&self.trace_server, c.tracing.server)] {
+            let (sampling, report) = side(t, self.default_sampling);
+            control.set(sampling, report);
+        }
         self.registry.store(Arc::new(c.registry));
         self.peer.store(Arc::new(c.peer));
         self.jwt.store(Arc::new(c.jwt));

@@ -200,7 +200,6 @@ pub(crate) struct WorkloadMesh {
     pub(crate) store: Arc<CertStore>,
     pub(crate) roots: Arc<RootCertStore>,
     pub(crate) me: LocalWorkload,
-    sampling: f64,
     #[cfg(feature = "otel")]
     otlp: Option<mesh_telemetry::otlp::OtlpExporter>,
 }
@@ -260,7 +259,7 @@ impl WorkloadMesh {
             Some((ns, name)) => ProxyContext::gateway(ns, name),
             None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
         };
-        let control = CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain);
+        let control = CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain, o.tracing.sampling);
         control.follow(source.snapshots());
         tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
 
@@ -314,7 +313,6 @@ impl WorkloadMesh {
             store,
             roots,
             me,
-            sampling: o.tracing.sampling,
             #[cfg(feature = "otel")]
             otlp,
         })
@@ -341,7 +339,10 @@ impl WorkloadMesh {
         let layer = TelemetryLayer::new(self.metrics.clone(), reporter, info)
             .with_local_service(self.control.inbound_service.clone())
             .with_peer_check(check)
-            .with_sampling(self.sampling);
+            .with_trace_control(match reporter {
+                Reporter::Source => self.control.trace_client.clone(),
+                Reporter::Destination => self.control.trace_server.clone(),
+            });
         #[cfg(feature = "otel")]
         let layer = match &self.otlp {
             Some(exporter) => layer.with_otlp(exporter.clone()),

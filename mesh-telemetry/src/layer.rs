@@ -182,7 +182,7 @@ struct Shared {
     local_header: Option<HeaderValue>,
     cache: HandleCache<Key<Arc<str>>>,
     access_log: Option<AccessLog>,
-    sampling: f64,
+    trace: Arc<crate::trace::TraceControl>,
     tracing: bool,
     /// Seed of the generators; each service instance takes the next stream.
     seed: u64,
@@ -200,7 +200,7 @@ struct Options {
     local_service: LocalService,
     peer_check: Option<PeerCheck>,
     access_log: Option<AccessLog>,
-    sampling: f64,
+    trace: Arc<crate::trace::TraceControl>,
     tracing: bool,
     seed: u64,
     #[cfg(feature = "otel")]
@@ -234,7 +234,7 @@ impl TelemetryLayer {
             local_service: LocalService::default(),
             peer_check: None,
             access_log: None,
-            sampling: 1.0,
+            trace: Arc::new(crate::trace::TraceControl::new(1.0, true)),
             tracing: true,
             seed: rand::rng().random(),
             #[cfg(feature = "otel")]
@@ -252,7 +252,7 @@ impl TelemetryLayer {
             peer_check: o.peer_check.clone(),
             cache: HandleCache::default(),
             access_log: o.access_log.clone(),
-            sampling: o.sampling,
+            trace: o.trace.clone(),
             tracing: o.tracing,
             seed: o.seed,
             streams: AtomicU64::new(0),
@@ -300,7 +300,14 @@ impl TelemetryLayer {
     /// Percentage of new traces sampled.
     #[must_use]
     pub fn with_sampling(self, percent: f64) -> Self {
-        self.with(|o| o.sampling = percent)
+        self.with(|o| o.trace = Arc::new(crate::trace::TraceControl::new(percent, true)))
+    }
+
+    /// Sampling and span reporting from `control`, which may change while serving (a
+    /// Telemetry resource's `randomSamplingPercentage` and `disableSpanReporting`).
+    #[must_use]
+    pub fn with_trace_control(self, control: Arc<crate::trace::TraceControl>) -> Self {
+        self.with(|o| o.trace = control)
     }
 
     /// Propagate trace context (on by default). Off is Istio's `meshConfig.enableTracing:
@@ -406,7 +413,7 @@ where
         let span = shared.tracing.then(|| match TraceContext::extract(req.headers()) {
             Some(parent) => parent.child(rng),
             None => {
-                let sampled = rng.random::<f64>() * 100.0 < shared.sampling;
+                let sampled = rng.random::<f64>() * 100.0 < shared.trace.sampling();
                 TraceContext::root(rng, sampled)
             }
         });
@@ -451,7 +458,7 @@ where
             .unwrap_or(0);
         let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
         #[cfg(feature = "otel")]
-        let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled))
+        let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled) && shared.trace.report())
             .then(|| (format!("{}{}", authority.unwrap_or("-"), req.uri().path()), req.method().clone()));
         let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
         let pending = RequestSide {

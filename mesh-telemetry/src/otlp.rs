@@ -420,7 +420,7 @@ mod tests {
             span_id: n,
             parent_span_id: (n > 1).then_some(n - 1),
             name: format!("reviews:9080/reviews/{n}"),
-            server: n % 2 == 0,
+            server: n.is_multiple_of(2),
             start: time_of(1_700_000_000_000_000_000 + n),
             end: time_of(1_700_000_000_500_000_000 + n),
             attributes: vec![("http.status_code".into(), "200".into()), ("response_flags".into(), "-".into())],

@@ -14,6 +14,38 @@ static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 use rand::Rng;
 
+/// How one side of a proxy traces, changeable while it serves (a Telemetry resource
+/// reloaded): the percentage of new traces sampled and whether spans are reported.
+#[derive(Debug)]
+pub struct TraceControl {
+    sampling_bits: std::sync::atomic::AtomicU64,
+    report: std::sync::atomic::AtomicBool,
+}
+
+impl TraceControl {
+    /// Sample `percent` % of new traces; report spans or not.
+    pub fn new(percent: f64, report: bool) -> Self {
+        Self { sampling_bits: percent.to_bits().into(), report: report.into() }
+    }
+
+    /// Put new values in force (requests already started keep their decision).
+    pub fn set(&self, percent: f64, report: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sampling_bits.store(percent.to_bits(), Relaxed);
+        self.report.store(report, Relaxed);
+    }
+
+    /// Percentage of new traces sampled.
+    pub fn sampling(&self) -> f64 {
+        f64::from_bits(self.sampling_bits.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether spans are reported.
+    pub fn report(&self) -> bool {
+        self.report.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// One span's place in a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceContext {

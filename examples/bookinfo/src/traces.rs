@@ -272,13 +272,9 @@ impl TraceStore {
             children.get(&None).into_iter().flatten().rev().map(|s| (*s, 0)).collect();
         let mut seen = BTreeSet::new();
         let mut next_root = by_start.into_iter();
-        loop {
-            let Some((s, depth)) = stack
-                .pop()
-                .or_else(|| next_root.by_ref().find(|s| !seen.contains(&std::ptr::from_ref(*s))).map(|s| (s, 0)))
-            else {
-                break;
-            };
+        while let Some((s, depth)) =
+            stack.pop().or_else(|| next_root.by_ref().find(|s| !seen.contains(&std::ptr::from_ref(*s))).map(|s| (s, 0)))
+        {
             // Two spans claiming the same id cannot loop the walk.
             if !seen.insert(std::ptr::from_ref(s)) {
                 continue;
@@ -327,7 +323,7 @@ mod tests {
                 span_id: id,
                 parent_span_id: parent,
                 name: format!("{service}/op"),
-                server: id % 2 == 0,
+                server: id.is_multiple_of(2),
                 start: t0 + Duration::from_millis(start_ms),
                 end: t0 + Duration::from_millis(start_ms + len_ms),
                 attributes: vec![

@@ -371,6 +371,36 @@ async fn tutorial_steps(mode: &str) {
             && l.contains("destination_workload=\"productpage-v1\"")),
         "{gateway}"
     );
+
+    // 10. Sampling as Istio's Telemetry resource sets it, over `bookinfo up`'s 100 %: the
+    // mesh-wide resource turns it to 0, and new requests leave no trace.
+    let telemetry = mesh._dir.join("telemetry-no-sampling.yaml");
+    std::fs::write(
+        &telemetry,
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - randomSamplingPercentage: 0\n",
+    )
+    .unwrap();
+    mesh.apply(telemetry.to_str().unwrap());
+    let newest = async || {
+        let (_, _, body) = request(mesh.dashboard, "GET", "/api/traces?limit=1", None, "").await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["traces"][0]["start_us"].as_u64().unwrap_or(0)
+    };
+    let micros_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    let mut untraced = false;
+    for _ in 0..20 {
+        let t0 = micros_now();
+        for _ in 0..5 {
+            assert_eq!(mesh.get("/productpage", None).await.0, 200);
+        }
+        // The proxies flush their spans every second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if newest().await < t0 {
+            untraced = true;
+            break;
+        }
+    }
+    assert!(untraced, "requests were still traced with randomSamplingPercentage: 0");
 }
 
 /// Wait (up to 10 s) for a 200 page that satisfies `ok`; the page.

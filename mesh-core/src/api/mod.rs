@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 mod kube;
 mod networking;
 mod security;
+mod telemetry;
 
 pub use kube::*;
 pub use networking::*;
 pub use security::*;
+pub use telemetry::*;
 
 pub use crate::Labels;
 
@@ -221,6 +223,8 @@ pub enum Kind {
     AuthorizationPolicy,
     /// security.istio.io RequestAuthentication
     RequestAuthentication,
+    /// telemetry.istio.io Telemetry
+    Telemetry,
     /// core/v1 Service
     Service,
     /// core/v1 ServiceAccount
@@ -235,7 +239,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -245,6 +249,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
+        Kind::Telemetry,
         Kind::Service,
         Kind::ServiceAccount,
         Kind::Deployment,
@@ -264,6 +269,7 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Telemetry => "Telemetry",
             Kind::Service => "Service",
             Kind::ServiceAccount => "ServiceAccount",
             Kind::Deployment => "Deployment",
@@ -282,6 +288,7 @@ impl Kind {
             | Kind::WorkloadEntry
             | Kind::Sidecar => "networking.istio.io",
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => "security.istio.io",
+            Kind::Telemetry => "telemetry.istio.io",
             Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
             Kind::Deployment => "apps",
             Kind::EndpointSlice => "discovery.k8s.io",
@@ -293,6 +300,7 @@ impl Kind {
         match self.group() {
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
             "security.istio.io" => &["v1", "v1beta1"],
+            "telemetry.istio.io" => &["v1", "v1alpha1"],
             _ => &["v1"],
         }
     }
@@ -315,6 +323,7 @@ impl Kind {
             "pa" | "peerauthentication" | "peerauthentications" => Kind::PeerAuthentication,
             "ap" | "authorizationpolicy" | "authorizationpolicies" => Kind::AuthorizationPolicy,
             "ra" | "requestauthentication" | "requestauthentications" => Kind::RequestAuthentication,
+            "telemetry" | "telemetries" => Kind::Telemetry,
             "svc" | "service" | "services" => Kind::Service,
             "sa" | "serviceaccount" | "serviceaccounts" => Kind::ServiceAccount,
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
@@ -355,6 +364,8 @@ pub enum Resource {
     AuthorizationPolicy(Object<AuthorizationPolicySpec>),
     /// A RequestAuthentication.
     RequestAuthentication(Object<RequestAuthenticationSpec>),
+    /// A Telemetry.
+    Telemetry(Object<TelemetrySpec>),
     /// A Kubernetes Service.
     Service(KubeObject<ServiceSpec>),
     /// A Kubernetes ServiceAccount.
@@ -379,6 +390,7 @@ macro_rules! each_resource {
             Resource::PeerAuthentication($o) => $body,
             Resource::AuthorizationPolicy($o) => $body,
             Resource::RequestAuthentication($o) => $body,
+            Resource::Telemetry($o) => $body,
             Resource::Service($o) => $body,
             Resource::ServiceAccount($o) => $body,
             Resource::Deployment($o) => $body,
@@ -401,6 +413,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::RequestAuthentication(_) => Kind::RequestAuthentication,
+            Resource::Telemetry(_) => Kind::Telemetry,
             Resource::Service(_) => Kind::Service,
             Resource::ServiceAccount(_) => Kind::ServiceAccount,
             Resource::Deployment(_) => Kind::Deployment,

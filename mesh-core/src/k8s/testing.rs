@@ -98,6 +98,7 @@ impl Served {
             Served::new("security.istio.io", &sec, "peerauthentications", "PeerAuthentication"),
             Served::new("security.istio.io", &sec, "authorizationpolicies", "AuthorizationPolicy"),
             Served::new("security.istio.io", &sec, "requestauthentications", "RequestAuthentication"),
+            Served::new("telemetry.istio.io", &["v1", "v1alpha1"], "telemetries", "Telemetry"),
         ];
         out.extend(Self::kubernetes());
         out

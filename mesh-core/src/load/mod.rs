@@ -384,6 +384,7 @@ fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPa
         Kind::PeerAuthentication => Resource::PeerAuthentication(de::<Object<_>>(json)?),
         Kind::AuthorizationPolicy => Resource::AuthorizationPolicy(de::<Object<_>>(json)?),
         Kind::RequestAuthentication => Resource::RequestAuthentication(de::<Object<_>>(json)?),
+        Kind::Telemetry => Resource::Telemetry(de::<Object<_>>(json)?),
         Kind::Service => Resource::Service(de::<KubeObject<_>>(json)?),
         Kind::ServiceAccount => Resource::ServiceAccount(de::<KubeObject<_>>(json)?),
         Kind::Deployment => Resource::Deployment(de::<KubeObject<_>>(json)?),
