@@ -78,6 +78,92 @@ pub struct Dashboard {
     proxies: Arc<Vec<(String, SocketAddr)>>,
     state: Arc<Mutex<State>>,
     traces: Arc<TraceStore>,
+    /// Where the graph comes from: each proxy's `/stats/prometheus`, or a Prometheus server
+    /// queried as Kiali queries it.
+    source: Arc<GraphSource>,
+}
+
+/// Where the graph's numbers come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GraphSource {
+    /// Scrape every proxy directly.
+    Proxies,
+    /// Query this Prometheus (`http://HOST:PORT`), as Kiali does.
+    Prometheus(SocketAddr),
+}
+
+/// The window of Prometheus' `rate()` in the graph's queries (Kiali's default is 1m; the
+/// demo's is shorter so the graph follows traffic within seconds).
+pub const PROMETHEUS_WINDOW: &str = "30s";
+
+/// The queries the graph is built from, with Kiali's labels and reporters: requests per
+/// edge and response code (the caller's view, so failures that never reached the callee
+/// count), mTLS as the callee saw it, and the latency histogram per edge.
+pub fn graph_queries() -> [(&'static str, String); 4] {
+    let w = PROMETHEUS_WINDOW;
+    [
+        (
+            "rate",
+            format!(
+                "sum by (source_workload, destination_workload, response_code) (rate(istio_requests_total{{reporter=\"source\"}}[{w}]))"
+            ),
+        ),
+        (
+            "total",
+            "sum by (source_workload, destination_workload, response_code) (istio_requests_total{reporter=\"source\"})"
+                .to_string(),
+        ),
+        (
+            "mtls",
+            "sum by (source_workload, destination_workload) (istio_requests_total{reporter=\"destination\", connection_security_policy=\"mutual_tls\"})"
+                .to_string(),
+        ),
+        (
+            "p99",
+            format!(
+                "histogram_quantile(0.99, sum by (le, source_workload, destination_workload) (rate(istio_request_duration_milliseconds_bucket{{reporter=\"source\"}}[{w}])))"
+            ),
+        ),
+    ]
+}
+
+/// `application/x-www-form-urlencoded` for a query parameter.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One instant query: `(labels, value)` per series.
+pub async fn prometheus_query(addr: SocketAddr, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    let upstream = Upstreams { direct: [("prometheus".to_string(), vec![addr])].into(), ..Upstreams::default() };
+    let path = format!("/api/v1/query?query={}", form_encode(query));
+    let body = match upstream.get("prometheus", addr.port(), &path, &http::HeaderMap::new(), Duration::from_secs(5)).await {
+        Outcome::Answered(StatusCode::OK, body) => body,
+        Outcome::Answered(status, body) => {
+            return Err(format!("Prometheus answered {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        Outcome::Failed(e) => return Err(format!("Prometheus at {addr}: {e}")),
+    };
+    let v: Value = serde_json::from_slice(&body).map_err(|e| format!("Prometheus' answer: {e}"))?;
+    let Some(result) = v["data"]["result"].as_array() else {
+        return Err(format!("Prometheus' answer has no data.result: {v}"));
+    };
+    Ok(result
+        .iter()
+        .filter_map(|r| {
+            let labels = r["metric"]
+                .as_object()?
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect();
+            let value: f64 = r["value"][1].as_str()?.parse().ok()?;
+            Some((labels, value))
+        })
+        .collect())
 }
 
 /// The most of one OTLP export request read.
@@ -149,11 +235,80 @@ fn p99(delta: &[f64]) -> Option<f64> {
 impl Dashboard {
     /// A dashboard over these proxies' admin endpoints.
     pub fn new(proxies: Vec<(String, SocketAddr)>) -> Self {
-        Self { proxies: Arc::new(proxies), state: Arc::default(), traces: Arc::default() }
+        Self {
+            proxies: Arc::new(proxies),
+            state: Arc::default(),
+            traces: Arc::default(),
+            source: Arc::new(GraphSource::Proxies),
+        }
+    }
+
+    /// Build the graph from this Prometheus instead of scraping the proxies.
+    #[must_use]
+    pub fn with_prometheus(mut self, addr: SocketAddr) -> Self {
+        self.source = Arc::new(GraphSource::Prometheus(addr));
+        self
+    }
+
+    /// The edges from Prometheus, as Kiali's queries give them.
+    async fn edges_from_prometheus(&self, addr: SocketAddr) -> Result<Vec<Edge>, String> {
+        #[derive(Default)]
+        struct Acc {
+            rps: f64,
+            errors: f64,
+            total: f64,
+            mtls: bool,
+            p99: Option<f64>,
+        }
+        let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
+        let key = |l: &BTreeMap<String, String>| {
+            let get = |k: &str| l.get(k).cloned().unwrap_or_else(|| "unknown".to_string());
+            (get("source_workload"), get("destination_workload"))
+        };
+        let failed = |l: &BTreeMap<String, String>| {
+            let code: u16 = l.get("response_code").and_then(|c| c.parse().ok()).unwrap_or(0);
+            code >= 500 || code == 0
+        };
+        for (name, query) in graph_queries() {
+            for (labels, value) in prometheus_query(addr, &query).await? {
+                let a = acc.entry(key(&labels)).or_default();
+                match name {
+                    "rate" => {
+                        a.rps += value;
+                        if failed(&labels) {
+                            a.errors += value;
+                        }
+                    }
+                    "total" => a.total += value,
+                    "mtls" => a.mtls |= value > 0.0,
+                    _ => a.p99 = value.is_finite().then_some(value),
+                }
+            }
+        }
+        Ok(acc
+            .into_iter()
+            .filter(|(_, a)| a.total > 0.0)
+            .map(|((source, target), a)| Edge {
+                source,
+                target,
+                rps: a.rps,
+                error_rate: if a.rps > 0.0 { a.errors / a.rps } else { 0.0 },
+                p99_ms: a.p99,
+                mtls: a.mtls,
+                total: a.total,
+            })
+            .collect())
     }
 
     /// Scrape every proxy once and update the edges (rates against the previous scrape).
     pub async fn scrape(&self, interval: Duration) {
+        if let GraphSource::Prometheus(addr) = *self.source {
+            match self.edges_from_prometheus(addr).await {
+                Ok(edges) => self.record(edges, None),
+                Err(e) => tracing::warn!("graph from Prometheus: {e}"),
+            }
+            return;
+        }
         let mut now: BTreeMap<(String, String), Totals> = BTreeMap::new();
         let headers = http::HeaderMap::new();
         for (_, admin) in self.proxies.iter() {
@@ -165,8 +320,7 @@ impl Dashboard {
             }
         }
         let secs = interval.as_secs_f64().max(0.001);
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut edges = Vec::new();
         for ((source, target), t) in &now {
             if t.requests <= 0.0 {
@@ -191,6 +345,14 @@ impl Dashboard {
                 total: t.requests,
             });
         }
+        drop(state);
+        self.record(edges, Some(now));
+    }
+
+    /// Put a new set of edges in force, and each workload's inbound point of its series.
+    fn record(&self, edges: Vec<Edge>, totals: Option<BTreeMap<(String, String), Totals>>) {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Per workload: what came in.
         let mut inbound: BTreeMap<String, (f64, f64, Option<f64>)> = BTreeMap::new();
         for e in &edges {
@@ -210,7 +372,9 @@ impl Dashboard {
                 series.pop_front();
             }
         }
-        state.last = now;
+        if let Some(now) = totals {
+            state.last = now;
+        }
         state.edges = edges;
     }
 
@@ -254,7 +418,13 @@ impl Dashboard {
                 })
             })
             .collect();
-        json!({"nodes": nodes.into_values().collect::<Vec<_>>(), "edges": edges, "interval_s": INTERVAL.as_secs()})
+        let source = match &*self.source {
+            GraphSource::Proxies => json!({"kind": "proxies"}),
+            GraphSource::Prometheus(addr) => {
+                json!({"kind": "prometheus", "url": format!("http://{addr}/"), "window": PROMETHEUS_WINDOW})
+            }
+        };
+        json!({"nodes": nodes.into_values().collect::<Vec<_>>(), "edges": edges, "interval_s": INTERVAL.as_secs(), "source": source})
     }
 
     /// The spans received so far.

@@ -46,6 +46,17 @@ enum Command {
         /// collector: `http://HOST:4318/v1/traces`) instead of the dashboard's.
         #[arg(long, value_name = "URL")]
         otlp_endpoint: Option<String>,
+        /// Start Prometheus (Debian's `prometheus`, or this binary) scraping every proxy, as
+        /// Istio's addon; the dashboard's graph then reads it with Kiali's queries.
+        #[arg(long, value_name = "BIN", num_args = 0..=1, default_missing_value = "prometheus")]
+        prometheus: Option<PathBuf>,
+        /// Where that Prometheus listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        prometheus_listen: SocketAddr,
+        /// Build the dashboard's graph from this Prometheus (`http://IP:PORT`) instead of
+        /// scraping the proxies itself.
+        #[arg(long, value_name = "URL", value_parser = parse_prometheus_url)]
+        prometheus_url: Option<SocketAddr>,
     },
     /// Run one service.
     Serve {
@@ -117,6 +128,12 @@ fn proxy_from_env() -> Result<Option<SocketAddr>, String> {
     };
     let addr = value.strip_prefix("http://").unwrap_or(&value).trim_end_matches('/');
     addr.parse().map(Some).map_err(|_| format!("{name}={value}: expected http://IP:PORT"))
+}
+
+/// `http://IP:PORT[/]`.
+fn parse_prometheus_url(s: &str) -> Result<SocketAddr, String> {
+    let addr = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
+    addr.parse().map_err(|_| format!("`{s}`: expected http://IP:PORT"))
 }
 
 fn parse_direct(s: &str) -> Result<(String, SocketAddr), String> {
@@ -191,8 +208,29 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Up { ingress, config_dir, dashboard, mode, trace_sampling, otlp_endpoint } => {
-            up::run(up::Options { mode, ingress, config_dir, dashboard, trace_sampling, otlp_endpoint }).await
+        Command::Up {
+            ingress,
+            config_dir,
+            dashboard,
+            mode,
+            trace_sampling,
+            otlp_endpoint,
+            prometheus,
+            prometheus_listen,
+            prometheus_url,
+        } => {
+            up::run(up::Options {
+                mode,
+                ingress,
+                config_dir,
+                dashboard,
+                trace_sampling,
+                otlp_endpoint,
+                prometheus,
+                prometheus_listen,
+                prometheus_url,
+            })
+            .await
         }
         Command::Serve {
             service,

@@ -115,6 +115,33 @@ pub struct Options {
     pub trace_sampling: f64,
     /// A collector of the user's instead of the dashboard's.
     pub otlp_endpoint: Option<String>,
+    /// Start this Prometheus binary, scraping every proxy (the seed's addon).
+    pub prometheus: Option<PathBuf>,
+    /// Where the started Prometheus listens.
+    pub prometheus_listen: SocketAddr,
+    /// Build the dashboard's graph from this Prometheus (`http://IP:PORT`); the started one
+    /// by default.
+    pub prometheus_url: Option<SocketAddr>,
+}
+
+/// How often the written Prometheus config scrapes the proxies.
+pub const SCRAPE_INTERVAL: &str = "5s";
+
+/// A Prometheus config scraping every proxy of the mesh at its admin endpoint, labelled as
+/// Istio's addon labels pods (`namespace`, `pod`, `app`, `version`).
+pub fn prometheus_config(proxies: &[(String, String, String, String, SocketAddr)]) -> String {
+    let mut out = format!(
+        "# Written by `bookinfo up`: every proxy of the running mesh, at its admin endpoint.\n\
+         # Run your own Prometheus with it: prometheus --config.file=THIS_FILE\n\
+         global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  evaluation_interval: {SCRAPE_INTERVAL}\n\
+         scrape_configs:\n- job_name: envoy-stats\n  metrics_path: /stats/prometheus\n  static_configs:\n"
+    );
+    for (pod, namespace, app, version, admin) in proxies {
+        out.push_str(&format!(
+            "  - targets: ['{admin}']\n    labels: {{namespace: {namespace}, pod: {pod}, app: {app}, version: '{version}'}}\n"
+        ));
+    }
+    out
 }
 
 /// Free loopback ports, held until every port is chosen (so no two are the same) and closed
@@ -390,6 +417,53 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
         return Err(format!("{e}; logs in {}", logs.display()));
     }
 
+    // Prometheus: the scrape config always (for users who run their own), the server when
+    // asked.
+    let scraped: Vec<(String, String, String, String, SocketAddr)> = workloads
+        .iter()
+        .filter(|_| opts.mode.meshed() != Meshed::Unmeshed)
+        .map(|w| (w.name.clone(), "default".to_string(), w.app.clone(), w.version.clone(), w.admin))
+        .chain((opts.mode != Mode::None).then(|| {
+            let gw = "istio-ingressgateway".to_string();
+            (gw.clone(), "istio-system".to_string(), gw, String::new(), gateway_admin)
+        }))
+        .collect();
+    let prometheus_dir = state.join("prometheus");
+    let prometheus_yml = prometheus_dir.join("prometheus.yml");
+    if !scraped.is_empty() {
+        let written = std::fs::create_dir_all(&prometheus_dir)
+            .and_then(|()| std::fs::write(&prometheus_yml, prometheus_config(&scraped)));
+        if let Err(e) = written {
+            stop(&mut procs).await;
+            return Err(format!("{}: {e}", prometheus_yml.display()));
+        }
+    }
+    let mut prometheus_url = opts.prometheus_url;
+    if let Some(bin) = &opts.prometheus {
+        if scraped.is_empty() {
+            stop(&mut procs).await;
+            return Err("--prometheus: with --mode none there is no proxy to scrape".into());
+        }
+        let args: Vec<String> = vec![
+            format!("--config.file={}", prometheus_yml.display()),
+            format!("--storage.tsdb.path={}", prometheus_dir.join("data").display()),
+            format!("--web.listen-address={}", opts.prometheus_listen),
+        ];
+        let started = spawn(bin, &args, &logs.join("prometheus.log"), "prometheus");
+        match started {
+            Ok(p) => procs.push(p),
+            Err(e) => {
+                stop(&mut procs).await;
+                return Err(format!("{e} (--prometheus {}: apt-get install prometheus)", bin.display()));
+            }
+        }
+        if let Err(e) = wait_ready(opts.prometheus_listen, "prometheus").await {
+            stop(&mut procs).await;
+            return Err(format!("{e}; its log: {}", logs.join("prometheus.log").display()));
+        }
+        prometheus_url.get_or_insert(opts.prometheus_listen);
+    }
+
     let dashboard = crate::dashboard::Dashboard::new(
         workloads
             .iter()
@@ -398,6 +472,10 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             .chain((opts.mode != Mode::None).then(|| ("istio-ingressgateway".to_string(), gateway_admin)))
             .collect(),
     );
+    let dashboard = match prometheus_url {
+        Some(addr) => dashboard.with_prometheus(addr),
+        None => dashboard,
+    };
     tokio::spawn(dashboard.clone().run());
     tokio::spawn(crate::http::serve(listener, move |req| {
         let d = dashboard.clone();
@@ -463,6 +541,17 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             Meshed::Embedded => println!("  {name:<15}http://{}/stats/prometheus   (embedded)", w.admin),
             Meshed::Unmeshed => println!("  {name:<15}http://{}/   (no mesh)", w.app_addr),
         }
+    }
+    if opts.prometheus.is_some() {
+        println!(
+            "  prometheus   http://{}/   (every proxy scraped every {SCRAPE_INTERVAL}; the dashboard's graph reads it)",
+            opts.prometheus_listen
+        );
+    } else if let Some(addr) = opts.prometheus_url {
+        println!("  prometheus   http://{addr}/   (the dashboard's graph reads it)");
+    }
+    if !scraped.is_empty() {
+        println!("  scrape conf  {}   (for your own Prometheus)", prometheus_yml.display());
     }
     println!("  config       {} (watched: meshctl apply -f FILE --config-dir {})", config, config);
     println!("  logs         {}", logs.display());
