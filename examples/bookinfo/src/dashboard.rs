@@ -141,13 +141,14 @@ fn form_encode(s: &str) -> String {
 pub async fn prometheus_query(addr: SocketAddr, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
     let upstream = Upstreams { direct: [("prometheus".to_string(), vec![addr])].into(), ..Upstreams::default() };
     let path = format!("/api/v1/query?query={}", form_encode(query));
-    let body = match upstream.get("prometheus", addr.port(), &path, &http::HeaderMap::new(), Duration::from_secs(5)).await {
-        Outcome::Answered(StatusCode::OK, body) => body,
-        Outcome::Answered(status, body) => {
-            return Err(format!("Prometheus answered {status}: {}", String::from_utf8_lossy(&body)));
-        }
-        Outcome::Failed(e) => return Err(format!("Prometheus at {addr}: {e}")),
-    };
+    let body =
+        match upstream.get("prometheus", addr.port(), &path, &http::HeaderMap::new(), Duration::from_secs(5)).await {
+            Outcome::Answered(StatusCode::OK, body) => body,
+            Outcome::Answered(status, body) => {
+                return Err(format!("Prometheus answered {status}: {}", String::from_utf8_lossy(&body)));
+            }
+            Outcome::Failed(e) => return Err(format!("Prometheus at {addr}: {e}")),
+        };
     let v: Value = serde_json::from_slice(&body).map_err(|e| format!("Prometheus' answer: {e}"))?;
     let Some(result) = v["data"]["result"].as_array() else {
         return Err(format!("Prometheus' answer has no data.result: {v}"));

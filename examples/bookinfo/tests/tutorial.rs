@@ -41,7 +41,11 @@ impl Drop for Up {
 }
 
 fn up(mode: &str) -> Up {
-    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}", std::process::id()));
+    up_with(mode, &[])
+}
+
+fn up_with(mode: &str, extra: &[&str]) -> Up {
+    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}-{}", std::process::id(), extra.len()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join(".mesh/config");
@@ -49,6 +53,7 @@ fn up(mode: &str) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bookinfo"))
         .args(["up", "--ingress", "127.0.0.1:0", "--config-dir", &config.display().to_string()])
         .args(["--dashboard", "127.0.0.1:0", "--mode", mode])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -559,6 +564,109 @@ async fn the_delay_is_visible_as_a_trace(mesh: &Up) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("no trace of the delay step; last seen:\n{last:#}");
+}
+
+/// The seed's Prometheus addon: `bookinfo up --prometheus` scrapes every proxy; the graph
+/// the dashboard reads from it equals the one read from the proxies directly; and the
+/// queries of Istio's Grafana dashboards (mesh, service, workload) return Bookinfo's series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_serves_the_graph_and_istios_grafana_queries() {
+    use bookinfo::dashboard::{Dashboard, INTERVAL, prometheus_query};
+    let prom: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mesh = up_with("sidecar", &["--prometheus", "--prometheus-listen", &prom.to_string()]);
+    // Traffic for a while: every version of reviews, so every edge exists.
+    for _ in 0..60 {
+        assert_eq!(mesh.get("/productpage", None).await.0, 200);
+    }
+    // The graph read from the proxies directly, now that the traffic has stopped.
+    let direct = Dashboard::new(mesh.admin.iter().map(|(w, a)| (w.clone(), *a)).collect());
+    direct.scrape(INTERVAL).await;
+    let edges = |g: &serde_json::Value| -> std::collections::BTreeSet<(String, String, bool, u64)> {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["source"].as_str().unwrap().to_string(),
+                    e["target"].as_str().unwrap().to_string(),
+                    e["mtls"].as_bool().unwrap(),
+                    e["total"].as_f64().unwrap() as u64,
+                )
+            })
+            .collect()
+    };
+    let want = edges(&direct.graph());
+    assert_eq!(want.len(), 7, "gateway, details, three reviews, two ratings: {want:?}");
+    // The dashboard of `bookinfo up` reads Prometheus, which scrapes every 5 s.
+    let mut got = Default::default();
+    for _ in 0..60 {
+        let (_, _, body) = request(mesh.dashboard, "GET", "/api/graph", None, "").await.unwrap();
+        let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(g["source"]["kind"], "prometheus", "{g}");
+        got = edges(&g);
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(got, want, "the graph from Prometheus equals the one from the proxies");
+
+    // Istio's Grafana dashboards' queries (istio-mesh, istio-service, istio-workload), over
+    // live traffic: `rate()` needs two scrapes of a series in its window.
+    let ingress = mesh.ingress;
+    let traffic = tokio::spawn(async move {
+        loop {
+            let _ = request(ingress, "GET", "/productpage", None, "").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let workloads: std::collections::BTreeSet<String> =
+        ["details-v1", "productpage-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3"]
+            .map(String::from)
+            .into();
+    // The series of `query` by `label`, once they are `want` (within 30 s).
+    let by = |label: &'static str, query: &'static str| async move {
+        let mut got = std::collections::BTreeSet::new();
+        for _ in 0..60 {
+            let series = prometheus_query(prom, query).await.unwrap();
+            got = series.into_iter().filter_map(|(l, _)| l.get(label).cloned()).collect();
+            if got.len() >= 6 || (label == "connection_security_policy" && !got.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        got
+    };
+    // Success rate (mesh and workload dashboards).
+    let success = r#"sum by (destination_workload) (rate(istio_requests_total{reporter="destination", response_code!~"5.*"}[1m])) / sum by (destination_workload) (rate(istio_requests_total{reporter="destination"}[1m]))"#;
+    assert_eq!(by("destination_workload", success).await, workloads, "success rate per workload");
+    let p99 = r#"histogram_quantile(0.99, sum by (le, destination_workload) (rate(istio_request_duration_milliseconds_bucket{reporter="destination"}[1m])))"#;
+    assert_eq!(by("destination_workload", p99).await, workloads, "p99 per workload");
+    let request_bytes = r#"sum by (destination_workload) (rate(istio_request_bytes_sum{reporter="destination"}[1m]))"#;
+    assert_eq!(by("destination_workload", request_bytes).await, workloads, "request bytes");
+    let response_bytes =
+        r#"sum by (destination_workload) (rate(istio_response_bytes_sum{reporter="destination"}[1m]))"#;
+    assert_eq!(by("destination_workload", response_bytes).await, workloads, "response bytes");
+    // The mTLS split (service dashboard): every request inside the mesh is mutual TLS.
+    let split = r#"sum by (connection_security_policy) (istio_requests_total{reporter="destination"})"#;
+    assert_eq!(by("connection_security_policy", split).await, ["mutual_tls".to_string()].into());
+    // Incoming requests by source workload (workload dashboard, reviews-v2's inbound).
+    let callers =
+        r#"sum by (source_workload) (istio_requests_total{reporter="destination", destination_workload="reviews-v2"})"#;
+    assert_eq!(by("source_workload", callers).await, ["productpage-v1".to_string()].into());
+    // Global request volume (mesh dashboard): one series.
+    let volume = prometheus_query(prom, r#"round(sum(irate(istio_requests_total{reporter="source"}[1m])), 0.001)"#)
+        .await
+        .unwrap();
+    assert_eq!(volume.len(), 1, "{volume:?}");
+    traffic.abort();
+    // The scrape config written for users who run their own.
+    let yml = std::fs::read_to_string(mesh.config.parent().unwrap().join("prometheus/prometheus.yml")).unwrap();
+    assert_eq!(yml.matches("- targets: ['127.0.0.1:").count(), 7, "{yml}");
 }
 
 /// SIGTERM to `bookinfo up` alone stops every process it started (and the ingress port
