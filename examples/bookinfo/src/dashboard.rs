@@ -39,6 +39,41 @@ struct Totals {
     /// Cumulative bucket counts (`le` order of `BUCKETS`, then +Inf).
     buckets: Vec<f64>,
     mtls: bool,
+    /// Requests by response code class (`2xx`, ..., `0` for no response).
+    codes: BTreeMap<String, f64>,
+    /// Requests by response flags (those with flags only).
+    flags: BTreeMap<String, f64>,
+    /// (source principal, destination principal) seen over mTLS, from the callee's side.
+    principals: std::collections::BTreeSet<(String, String)>,
+    /// Counted from the callee's side only: the caller has no proxy reporting it (a
+    /// plaintext caller, or one outside the mesh).
+    destination_only: bool,
+}
+
+/// `200` -> `2xx`; `0` (no response) stays `0`.
+fn code_class(code: &str) -> String {
+    match code.as_bytes().first() {
+        Some(b @ b'1'..=b'5') if code.len() == 3 => format!("{}xx", *b as char),
+        _ => code.to_string(),
+    }
+}
+
+/// Why a node is `unknown`, from the edges that touch it (Kiali's question: who is this?).
+fn explain_unknown(edges: &[Edge]) -> Option<String> {
+    let mut why = std::collections::BTreeSet::new();
+    for e in edges {
+        if e.target == "unknown" {
+            why.insert(if e.flags.contains_key("NR") {
+                "no route: the Host matched no service or route of the caller's (404 NR)"
+            } else {
+                "a destination outside the mesh (no workload behind the host)"
+            });
+        }
+        if e.source == "unknown" {
+            why.insert("a caller without a mesh identity: plaintext, or from outside the mesh");
+        }
+    }
+    (!why.is_empty()).then(|| why.into_iter().collect::<Vec<_>>().join("; "))
 }
 
 /// An edge as drawn: rates over the last interval.
@@ -54,10 +89,20 @@ pub struct Edge {
     pub error_rate: f64,
     /// 99th percentile latency (ms), from the histogram's buckets.
     pub p99_ms: Option<f64>,
+    /// Median latency (ms).
+    pub p50_ms: Option<f64>,
+    /// 95th percentile latency (ms).
+    pub p95_ms: Option<f64>,
     /// Every request seen on it was mutual TLS.
     pub mtls: bool,
     /// Requests since the mesh started.
     pub total: f64,
+    /// Requests per second by response code class.
+    pub codes: BTreeMap<String, f64>,
+    /// Requests per second by response flags.
+    pub flags: BTreeMap<String, f64>,
+    /// (source principal, destination principal) of its mTLS requests.
+    pub principals: Vec<(String, String)>,
 }
 
 /// (unix seconds, inbound rps, inbound error rate, inbound p99).
@@ -99,13 +144,18 @@ pub const PROMETHEUS_WINDOW: &str = "30s";
 /// The queries the graph is built from, with Kiali's labels and reporters: requests per
 /// edge and response code (the caller's view, so failures that never reached the callee
 /// count), mTLS as the callee saw it, and the latency histogram per edge.
-pub fn graph_queries() -> [(&'static str, String); 4] {
+pub fn graph_queries() -> [(&'static str, String); 6] {
     let w = PROMETHEUS_WINDOW;
+    let quantile = |q: &str| {
+        format!(
+            "histogram_quantile({q}, sum by (le, source_workload, destination_workload) (rate(istio_request_duration_milliseconds_bucket{{reporter=\"source\"}}[{w}])))"
+        )
+    };
     [
         (
             "rate",
             format!(
-                "sum by (source_workload, destination_workload, response_code) (rate(istio_requests_total{{reporter=\"source\"}}[{w}]))"
+                "sum by (source_workload, destination_workload, response_code, response_flags) (rate(istio_requests_total{{reporter=\"source\"}}[{w}]))"
             ),
         ),
         (
@@ -115,15 +165,12 @@ pub fn graph_queries() -> [(&'static str, String); 4] {
         ),
         (
             "mtls",
-            "sum by (source_workload, destination_workload) (istio_requests_total{reporter=\"destination\", connection_security_policy=\"mutual_tls\"})"
+            "sum by (source_workload, destination_workload, source_principal, destination_principal) (istio_requests_total{reporter=\"destination\", connection_security_policy=\"mutual_tls\"})"
                 .to_string(),
         ),
-        (
-            "p99",
-            format!(
-                "histogram_quantile(0.99, sum by (le, source_workload, destination_workload) (rate(istio_request_duration_milliseconds_bucket{{reporter=\"source\"}}[{w}])))"
-            ),
-        ),
+        ("p99", quantile("0.99")),
+        ("p95", quantile("0.95")),
+        ("p50", quantile("0.5")),
     ]
 }
 
@@ -194,19 +241,33 @@ fn edges_of(text: &str, into: &mut BTreeMap<(String, String), Totals>) {
                 l.get("destination_workload").copied().unwrap_or("unknown").to_string(),
             )
         };
-        match (name, l.get("reporter").copied()) {
-            ("istio_requests_total", Some("source")) => {
-                let t = into.entry(key()).or_default();
-                t.requests += value;
-                let code: u16 = l.get("response_code").and_then(|c| c.parse().ok()).unwrap_or(0);
-                if code >= 500 || code == 0 {
-                    t.errors += value;
-                }
+        let count = |t: &mut Totals| {
+            t.requests += value;
+            let code = l.get("response_code").copied().unwrap_or("0");
+            let n: u16 = code.parse().unwrap_or(0);
+            if n >= 500 || n == 0 {
+                t.errors += value;
             }
-            ("istio_requests_total", Some("destination"))
-                if l.get("connection_security_policy") == Some(&"mutual_tls") =>
-            {
-                into.entry(key()).or_default().mtls = true;
+            *t.codes.entry(code_class(code)).or_default() += value;
+            if let Some(f) = l.get("response_flags").filter(|f| **f != "-" && !f.is_empty()) {
+                *t.flags.entry((*f).to_string()).or_default() += value;
+            }
+        };
+        match (name, l.get("reporter").copied()) {
+            ("istio_requests_total", Some("source")) => count(into.entry(key()).or_default()),
+            ("istio_requests_total", Some("destination")) => {
+                let source_known = l.get("source_workload").is_some_and(|w| *w != "unknown");
+                let t = into.entry(key()).or_default();
+                if !source_known {
+                    // No caller's proxy reports these: the callee's view is the only one.
+                    t.destination_only = true;
+                    count(t);
+                }
+                if l.get("connection_security_policy") == Some(&"mutual_tls") {
+                    t.mtls = true;
+                    let p = |k: &str| l.get(k).copied().unwrap_or("unknown").to_string();
+                    t.principals.insert((p("source_principal"), p("destination_principal")));
+                }
             }
             ("istio_request_duration_milliseconds_bucket", Some("source")) => {
                 let le = l.get("le").copied().unwrap_or("+Inf");
@@ -223,14 +284,27 @@ fn edges_of(text: &str, into: &mut BTreeMap<(String, String), Totals>) {
     }
 }
 
-/// The 99th percentile from cumulative bucket deltas (the bucket's upper bound).
-fn p99(delta: &[f64]) -> Option<f64> {
+/// A quantile from cumulative bucket deltas (the bucket's upper bound).
+fn quantile(delta: &[f64], q: f64) -> Option<f64> {
     let total = *delta.last()?;
     if total <= 0.0 {
         return None;
     }
-    let want = total * 0.99;
+    let want = total * q;
     delta.iter().position(|c| *c >= want).map(|i| BUCKETS.get(i).copied().unwrap_or(f64::INFINITY))
+}
+
+/// The 99th percentile.
+fn p99(delta: &[f64]) -> Option<f64> {
+    quantile(delta, 0.99)
+}
+
+/// Per-key rates between two maps of totals.
+fn rates(now: &BTreeMap<String, f64>, prev: &BTreeMap<String, f64>, secs: f64) -> BTreeMap<String, f64> {
+    now.iter()
+        .map(|(k, v)| (k.clone(), ((v - prev.get(k).copied().unwrap_or(0.0)).max(0.0) / secs * 100.0).round() / 100.0))
+        .filter(|(_, r)| *r > 0.0)
+        .collect()
 }
 
 impl Dashboard {
@@ -260,6 +334,11 @@ impl Dashboard {
             total: f64,
             mtls: bool,
             p99: Option<f64>,
+            p95: Option<f64>,
+            p50: Option<f64>,
+            codes: BTreeMap<String, f64>,
+            flags: BTreeMap<String, f64>,
+            principals: std::collections::BTreeSet<(String, String)>,
         }
         let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
         let key = |l: &BTreeMap<String, String>| {
@@ -273,16 +352,30 @@ impl Dashboard {
         for (name, query) in graph_queries() {
             for (labels, value) in prometheus_query(addr, &query).await? {
                 let a = acc.entry(key(&labels)).or_default();
+                let finite = value.is_finite().then_some(value);
                 match name {
                     "rate" => {
                         a.rps += value;
                         if failed(&labels) {
                             a.errors += value;
                         }
+                        if value > 0.0 {
+                            let code = labels.get("response_code").map_or("0", String::as_str);
+                            *a.codes.entry(code_class(code)).or_default() += value;
+                            if let Some(f) = labels.get("response_flags").filter(|f| *f != "-" && !f.is_empty()) {
+                                *a.flags.entry(f.clone()).or_default() += value;
+                            }
+                        }
                     }
                     "total" => a.total += value,
-                    "mtls" => a.mtls |= value > 0.0,
-                    _ => a.p99 = value.is_finite().then_some(value),
+                    "mtls" => {
+                        a.mtls |= value > 0.0;
+                        let p = |k: &str| labels.get(k).cloned().unwrap_or_else(|| "unknown".into());
+                        a.principals.insert((p("source_principal"), p("destination_principal")));
+                    }
+                    "p99" => a.p99 = finite,
+                    "p95" => a.p95 = finite,
+                    _ => a.p50 = finite,
                 }
             }
         }
@@ -295,8 +388,13 @@ impl Dashboard {
                 rps: a.rps,
                 error_rate: if a.rps > 0.0 { a.errors / a.rps } else { 0.0 },
                 p99_ms: a.p99,
+                p50_ms: a.p50,
+                p95_ms: a.p95,
                 mtls: a.mtls,
                 total: a.total,
+                codes: a.codes.into_iter().map(|(k, v)| (k, (v * 100.0).round() / 100.0)).collect(),
+                flags: a.flags.into_iter().map(|(k, v)| (k, (v * 100.0).round() / 100.0)).collect(),
+                principals: a.principals.into_iter().collect(),
             })
             .collect())
     }
@@ -342,8 +440,13 @@ impl Dashboard {
                 rps: requests / secs,
                 error_rate: if requests > 0.0 { errors / requests } else { 0.0 },
                 p99_ms: p99(&delta),
+                p50_ms: quantile(&delta, 0.5),
+                p95_ms: quantile(&delta, 0.95),
                 mtls: t.mtls,
                 total: t.requests,
+                codes: rates(&t.codes, &prev.codes, secs),
+                flags: rates(&t.flags, &prev.flags, secs),
+                principals: t.principals.iter().cloned().collect(),
             });
         }
         drop(state);
@@ -405,6 +508,9 @@ impl Dashboard {
             node(&e.source);
             node(&e.target);
         }
+        if let Some(n) = nodes.get_mut("unknown") {
+            n["explain"] = json!(explain_unknown(&state.edges));
+        }
         let edges: Vec<Value> = state
             .edges
             .iter()
@@ -414,8 +520,13 @@ impl Dashboard {
                     "rps": (e.rps * 100.0).round() / 100.0,
                     "error_rate": (e.error_rate * 1000.0).round() / 1000.0,
                     "p99_ms": e.p99_ms,
+                    "p95_ms": e.p95_ms,
+                    "p50_ms": e.p50_ms,
                     "mtls": e.mtls,
                     "total": e.total,
+                    "codes": e.codes,
+                    "flags": e.flags,
+                    "principals": e.principals.iter().map(|(s, d)| json!({"source": s, "destination": d})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -534,5 +645,45 @@ istio_request_duration_milliseconds_bucket{reporter="source",source_workload="pr
         cumulative[3] = 11.0;
         assert_eq!(p99(&cumulative), Some(25.0));
         assert_eq!(p99(&[0.0; 20]), None);
+        assert_eq!(t.codes, BTreeMap::from([("2xx".to_string(), 10.0), ("5xx".to_string(), 2.0)]));
+    }
+
+    #[test]
+    fn flags_principals_and_unknown_nodes_explained() {
+        let text = r#"istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="unknown",response_code="404",response_flags="NR",connection_security_policy="unknown"} 3
+istio_requests_total{reporter="destination",source_workload="unknown",source_principal="unknown",destination_principal="spiffe://cluster.local/ns/default/sa/bookinfo-ratings",destination_workload="ratings-v1",response_code="200",response_flags="-",connection_security_policy="none"} 4
+istio_requests_total{reporter="destination",source_workload="reviews-v2",source_principal="spiffe://cluster.local/ns/default/sa/bookinfo-reviews",destination_principal="spiffe://cluster.local/ns/default/sa/bookinfo-ratings",destination_workload="ratings-v1",response_code="200",response_flags="-",connection_security_policy="mutual_tls"} 9
+"#;
+        let mut totals = BTreeMap::new();
+        edges_of(text, &mut totals);
+        let nr = &totals[&("productpage-v1".to_string(), "unknown".to_string())];
+        assert_eq!((nr.flags.get("NR"), nr.codes.get("4xx")), (Some(&3.0), Some(&3.0)));
+        let plain = &totals[&("unknown".to_string(), "ratings-v1".to_string())];
+        assert_eq!((plain.requests, plain.destination_only, plain.mtls), (4.0, true, false));
+        let mtls = &totals[&("reviews-v2".to_string(), "ratings-v1".to_string())];
+        assert_eq!(mtls.requests, 0.0, "the caller's own proxy counts it, not the callee's");
+        assert!(mtls.principals.contains(&(
+            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews".to_string(),
+            "spiffe://cluster.local/ns/default/sa/bookinfo-ratings".to_string()
+        )));
+        let edge = |source: &str, target: &str, flags: &[&str]| Edge {
+            source: source.into(),
+            target: target.into(),
+            rps: 1.0,
+            error_rate: 0.0,
+            p99_ms: None,
+            p50_ms: None,
+            p95_ms: None,
+            mtls: false,
+            total: 1.0,
+            codes: BTreeMap::new(),
+            flags: flags.iter().map(|f| (f.to_string(), 1.0)).collect(),
+            principals: Vec::new(),
+        };
+        let why =
+            explain_unknown(&[edge("productpage-v1", "unknown", &["NR"]), edge("unknown", "ratings-v1", &[])]).unwrap();
+        assert!(why.contains("no route") && why.contains("without a mesh identity"), "{why}");
+        assert_eq!(explain_unknown(&[edge("a", "b", &[])]), None);
+        assert_eq!((code_class("503"), code_class("0")), ("5xx".to_string(), "0".to_string()));
     }
 }
