@@ -458,6 +458,39 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     assert!(rps > 0.0, "the edge shows no traffic: {row}");
     assert_eq!(cells[5], "yes", "mTLS: {row}");
     assert!(dom.contains("data-edge=\"productpage-v1-&gt;reviews-v2\"><line"), "the edge is drawn in the graph");
+    // Legible: no drawn label box overlaps another (measured by the page from the DOM).
+    assert!(dom.contains("data-overlaps=\"0\""), "labels overlap:\n{dom}");
+    // Kiali's versioned-app graph: reviews' versions inside the reviews box.
+    assert!(dom.contains("data-app=\"reviews\""), "no reviews app group:\n{dom}");
+    // An edge's details: latency quantiles, codes by class, flags, principals.
+    let details =
+        String::from_utf8_lossy(&run(&format!("{url}#/edge/productpage-v1-%3Ereviews-v2"), &["--dump-dom"]).stdout)
+            .into_owned();
+    let panel = details.split("id=\"edge-details\"").nth(1).unwrap_or_else(|| panic!("no details panel:\n{details}"));
+    for field in ["latency p50 / p95 / p99", "response codes (req/s)", "response flags (req/s)", "principals"] {
+        assert!(panel.contains(&format!("data-field=\"{field}\"")), "{field} missing:\n{panel}");
+    }
+    assert!(panel.contains("2xx: "), "codes by class:\n{panel}");
+    assert!(
+        panel.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage → spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        "both principals:\n{panel}"
+    );
+    // The security view: mTLS per edge with both principals.
+    let sec = String::from_utf8_lossy(&run(&format!("{url}#/security"), &["--dump-dom"]).stdout).into_owned();
+    let row = sec
+        .split("<tr")
+        .find(|r| r.contains("data-edge=\"reviews-v2-&gt;ratings-v1\""))
+        .unwrap_or_else(|| panic!("no reviews-v2 -> ratings-v1 row in the security view:\n{sec}"));
+    assert!(row.contains("mutual TLS") && row.contains("sa/bookinfo-ratings"), "{row}");
+    run(
+        &format!("{url}#/security"),
+        &[&format!(
+            "--screenshot={}",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../target/test-artifacts/dashboard-{mode}-security.png"))
+                .display()
+        )],
+    );
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join(format!("dashboard-{mode}.png"));
