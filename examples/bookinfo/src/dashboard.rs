@@ -126,6 +126,8 @@ pub struct Dashboard {
     /// Where the graph comes from: each proxy's `/stats/prometheus`, or a Prometheus server
     /// queried as Kiali queries it.
     source: Arc<GraphSource>,
+    /// The config directory the mesh watches, for the Istio config view.
+    config: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Where the graph's numbers come from.
@@ -315,7 +317,61 @@ impl Dashboard {
             state: Arc::default(),
             traces: Arc::default(),
             source: Arc::new(GraphSource::Proxies),
+            config: None,
         }
+    }
+
+    /// Show the resources of this config directory, with `analyze`'s findings beside each.
+    #[must_use]
+    pub fn with_config(mut self, dir: std::path::PathBuf) -> Self {
+        self.config = Some(Arc::new(dir));
+        self
+    }
+
+    /// Kiali's Istio config view: every applied resource with the findings of `meshctl
+    /// analyze` beside it (validation and cross-resource checks), and findings that belong
+    /// to no loaded resource (a document that did not load).
+    pub async fn config_view(&self) -> Value {
+        let Some(dir) = self.config.clone() else {
+            return json!({"resources": [], "other_findings": [], "error": "no config directory"});
+        };
+        let loaded = tokio::task::spawn_blocking(move || {
+            mesh_core::load::load_paths(std::slice::from_ref(&*dir), &mesh_core::load::LoadOptions::default())
+        })
+        .await;
+        let Ok(loaded) = loaded else {
+            return json!({"resources": [], "other_findings": [], "error": "loading the config failed"});
+        };
+        let finding = |d: &mesh_core::Diagnostic| json!({"severity": d.severity.to_string(), "file": d.file, "line": d.line, "field": d.field.to_string(), "message": d.message});
+        let objects: std::collections::BTreeSet<String> = loaded.resources.iter().map(|r| r.object()).collect();
+        let resources: Vec<Value> = loaded
+            .resources
+            .iter()
+            .map(|r| {
+                let object = r.object();
+                let findings: Vec<Value> =
+                    loaded.diagnostics.iter().filter(|d| d.object == object).map(finding).collect();
+                let worst = loaded
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.object == object)
+                    .map(|d| d.severity)
+                    .max()
+                    .map_or("valid".to_string(), |s| s.to_string());
+                let meta = r.resource.meta();
+                json!({
+                    "kind": r.resource.kind().as_str(),
+                    "namespace": meta.namespace,
+                    "name": meta.name,
+                    "file": &*r.file,
+                    "status": worst,
+                    "findings": findings,
+                })
+            })
+            .collect();
+        let other: Vec<Value> =
+            loaded.diagnostics.iter().filter(|d| !objects.contains(&d.object)).map(finding).collect();
+        json!({"resources": resources, "other_findings": other})
     }
 
     /// Build the graph from this Prometheus instead of scraping the proxies.
@@ -550,6 +606,9 @@ impl Dashboard {
         B: http_body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if req.uri().path() == "/api/config" && req.method() == Method::GET {
+            return json(StatusCode::OK, &self.config_view().await);
+        }
         if req.uri().path() != "/v1/traces" {
             return self.handle(req.method(), req.uri().path(), req.uri().query());
         }

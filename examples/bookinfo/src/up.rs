@@ -475,7 +475,8 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     let dashboard = match prometheus_url {
         Some(addr) => dashboard.with_prometheus(addr),
         None => dashboard,
-    };
+    }
+    .with_config(opts.config_dir.clone());
     tokio::spawn(dashboard.clone().run());
     tokio::spawn(crate::http::serve(listener, move |req| {
         let d = dashboard.clone();

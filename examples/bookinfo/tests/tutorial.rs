@@ -406,6 +406,31 @@ async fn tutorial_steps(mode: &str) {
         }
     }
     assert!(untraced, "requests were still traced with randomSamplingPercentage: 0");
+
+    // 11. Kiali's Istio config view: the applied resources with analyze's findings beside
+    // each (a Telemetry with an override the mesh does not apply yet: a warning).
+    std::fs::write(
+        mesh.config.join("telemetry-logs.yaml"),
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs, namespace: default}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n",
+    )
+    .unwrap();
+    let (_, _, body) = request(mesh.dashboard, "GET", "/api/config", None, "").await.unwrap();
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let find = |kind: &str, ns: &str, name: &str| {
+        config["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == kind && r["namespace"] == ns && r["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {ns}/{name} in {config:#}"))
+            .clone()
+    };
+    assert_eq!(find("Telemetry", "istio-system", "mesh-default")["status"], "valid");
+    assert_eq!(find("AuthorizationPolicy", "default", "allow-nothing")["status"], "valid");
+    let logs = find("Telemetry", "default", "logs");
+    assert_eq!(logs["status"], "warning", "{logs}");
+    assert!(logs["findings"][0]["message"].as_str().unwrap().contains("not applied"), "{logs}");
+    assert_eq!(logs["findings"][0]["line"], 5, "the line of `accessLogging`: {logs}");
 }
 
 /// Wait (up to 10 s) for a 200 page that satisfies `ok`; the page.
@@ -446,7 +471,19 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
         c.args(extra).arg(url);
         c.output().expect("chromium runs")
     };
-    let dom = String::from_utf8_lossy(&run(&url, &["--dump-dom"]).stdout).into_owned();
+    // The page's DOM once it is whole (a dump can come before the document is parsed to its
+    // end when the machine is busy: then it is taken again).
+    let dump = |url: &str| {
+        let mut dom = String::new();
+        for _ in 0..3 {
+            dom = String::from_utf8_lossy(&run(url, &["--dump-dom"]).stdout).into_owned();
+            if dom.trim_end().ends_with("</html>") {
+                break;
+            }
+        }
+        dom
+    };
+    let dom = dump(&url);
     let row = dom
         .split("<tr")
         .skip(1)
@@ -463,9 +500,7 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     // Kiali's versioned-app graph: reviews' versions inside the reviews box.
     assert!(dom.contains("data-app=\"reviews\""), "no reviews app group:\n{dom}");
     // An edge's details: latency quantiles, codes by class, flags, principals.
-    let details =
-        String::from_utf8_lossy(&run(&format!("{url}#/edge/productpage-v1-%3Ereviews-v2"), &["--dump-dom"]).stdout)
-            .into_owned();
+    let details = dump(&format!("{url}#/edge/productpage-v1-%3Ereviews-v2"));
     let panel = details.split("id=\"edge-details\"").nth(1).unwrap_or_else(|| panic!("no details panel:\n{details}"));
     for field in ["latency p50 / p95 / p99", "response codes (req/s)", "response flags (req/s)", "principals"] {
         assert!(panel.contains(&format!("data-field=\"{field}\"")), "{field} missing:\n{panel}");
@@ -475,9 +510,29 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
         panel.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage → spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
         "both principals:\n{panel}"
     );
+    // The Istio config view: the applied resources with their validation.
+    let cfg = dump(&format!("{url}#/config"));
+    let row = cfg
+        .split("id=\"config-table\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no config table:\n{cfg}"))
+        .split("<tr")
+        .find(|r| r.contains("data-resource=\"VirtualService default/reviews\""))
+        .unwrap_or_else(|| panic!("no VirtualService reviews in the config view:\n{cfg}"));
+    assert!(row.contains("✓ valid"), "{row}");
+    run(
+        &format!("{url}#/config"),
+        &[&format!(
+            "--screenshot={}",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../target/test-artifacts/dashboard-{mode}-config.png"))
+                .display()
+        )],
+    );
     // The security view: mTLS per edge with both principals.
-    let sec = String::from_utf8_lossy(&run(&format!("{url}#/security"), &["--dump-dom"]).stdout).into_owned();
-    let row = sec
+    let sec = dump(&format!("{url}#/security"));
+    let table = sec.split("id=\"security-table\"").nth(1).unwrap_or_else(|| panic!("no security table:\n{sec}"));
+    let row = table
         .split("<tr")
         .find(|r| r.contains("data-edge=\"reviews-v2-&gt;ratings-v1\""))
         .unwrap_or_else(|| panic!("no reviews-v2 -> ratings-v1 row in the security view:\n{sec}"));
@@ -497,8 +552,7 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     let out = run(&url, &[&format!("--screenshot={}", shot.display())]);
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
     // A workload's own view: its requests, errors and latency over time.
-    let view =
-        String::from_utf8_lossy(&run(&format!("{url}#/workload/reviews-v2"), &["--dump-dom"]).stdout).into_owned();
+    let view = dump(&format!("{url}#/workload/reviews-v2"));
     assert!(view.contains("reviews-v2: requests in, over time"), "{view}");
     for series in ["rps", "error_rate", "p99_ms"] {
         assert!(view.contains(&format!("data-series=\"{series}\"")), "no {series} chart:\n{view}");
@@ -516,7 +570,7 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
         dom.contains("href=\"#/traces?workload=productpage-v1&amp;to=reviews-v2\""),
         "the edge links to its traces"
     );
-    let list = String::from_utf8_lossy(&run(&list_url, &["--dump-dom"]).stdout).into_owned();
+    let list = dump(&list_url);
     let id = list
         .split("data-trace=\"")
         .nth(1)
@@ -526,7 +580,7 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     assert!(list.contains("calls from productpage-v1 to reviews-v2"), "the filter is said:\n{list}");
     run(&list_url, &[&format!("--screenshot={}", artifacts.join(format!("dashboard-{mode}-traces.png")).display())]);
     let trace_url = format!("{url}#/traces/{id}");
-    let waterfall = String::from_utf8_lossy(&run(&trace_url, &["--dump-dom"]).stdout).into_owned();
+    let waterfall = dump(&trace_url);
     let rows = waterfall.matches("data-span=").count();
     // gateway; productpage server, its calls to details and reviews; their servers;
     // reviews' call to ratings and ratings' server.
