@@ -108,9 +108,14 @@ pub struct Edge {
 /// (unix seconds, inbound rps, inbound error rate, inbound p99).
 type Point = (u64, f64, f64, Option<f64>);
 
+/// How far back the graph's time range goes (Kiali's "last 15m").
+pub const MAX_RANGE: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug, Default)]
 struct State {
     last: BTreeMap<(String, String), Totals>,
+    /// Every scrape's totals within `MAX_RANGE` (seconds since the epoch), for ranges.
+    history: VecDeque<(f64, BTreeMap<(String, String), Totals>)>,
     edges: Vec<Edge>,
     /// Per workload, what came in over time.
     series: BTreeMap<String, VecDeque<Point>>,
@@ -146,8 +151,7 @@ pub const PROMETHEUS_WINDOW: &str = "30s";
 /// The queries the graph is built from, with Kiali's labels and reporters: requests per
 /// edge and response code (the caller's view, so failures that never reached the callee
 /// count), mTLS as the callee saw it, and the latency histogram per edge.
-pub fn graph_queries() -> [(&'static str, String); 6] {
-    let w = PROMETHEUS_WINDOW;
+pub fn graph_queries(w: &str) -> [(&'static str, String); 6] {
     let quantile = |q: &str| {
         format!(
             "histogram_quantile({q}, sum by (le, source_workload, destination_workload) (rate(istio_request_duration_milliseconds_bucket{{reporter=\"source\"}}[{w}])))"
@@ -309,6 +313,44 @@ fn rates(now: &BTreeMap<String, f64>, prev: &BTreeMap<String, f64>, secs: f64) -
         .collect()
 }
 
+/// The edges between two scrapes' totals, `secs` apart: rates, error share, quantiles.
+fn edges_between(
+    now: &BTreeMap<(String, String), Totals>,
+    last: &BTreeMap<(String, String), Totals>,
+    secs: f64,
+) -> Vec<Edge> {
+    let mut edges = Vec::new();
+    for ((source, target), t) in now {
+        if t.requests <= 0.0 {
+            continue;
+        }
+        let prev = last.get(&(source.clone(), target.clone())).cloned().unwrap_or_default();
+        let requests = (t.requests - prev.requests).max(0.0);
+        let errors = (t.errors - prev.errors).max(0.0);
+        let delta: Vec<f64> = t
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c - prev.buckets.get(i).copied().unwrap_or(0.0)).max(0.0))
+            .collect();
+        edges.push(Edge {
+            source: source.clone(),
+            target: target.clone(),
+            rps: requests / secs,
+            error_rate: if requests > 0.0 { errors / requests } else { 0.0 },
+            p99_ms: p99(&delta),
+            p50_ms: quantile(&delta, 0.5),
+            p95_ms: quantile(&delta, 0.95),
+            mtls: t.mtls,
+            total: t.requests,
+            codes: rates(&t.codes, &prev.codes, secs),
+            flags: rates(&t.flags, &prev.flags, secs),
+            principals: t.principals.iter().cloned().collect(),
+        });
+    }
+    edges
+}
+
 impl Dashboard {
     /// A dashboard over these proxies' admin endpoints.
     pub fn new(proxies: Vec<(String, SocketAddr)>) -> Self {
@@ -382,7 +424,7 @@ impl Dashboard {
     }
 
     /// The edges from Prometheus, as Kiali's queries give them.
-    async fn edges_from_prometheus(&self, addr: SocketAddr) -> Result<Vec<Edge>, String> {
+    async fn edges_from_prometheus(&self, addr: SocketAddr, window: &str) -> Result<Vec<Edge>, String> {
         #[derive(Default)]
         struct Acc {
             rps: f64,
@@ -405,7 +447,7 @@ impl Dashboard {
             let code: u16 = l.get("response_code").and_then(|c| c.parse().ok()).unwrap_or(0);
             code >= 500 || code == 0
         };
-        for (name, query) in graph_queries() {
+        for (name, query) in graph_queries(window) {
             for (labels, value) in prometheus_query(addr, &query).await? {
                 let a = acc.entry(key(&labels)).or_default();
                 let finite = value.is_finite().then_some(value);
@@ -458,7 +500,7 @@ impl Dashboard {
     /// Scrape every proxy once and update the edges (rates against the previous scrape).
     pub async fn scrape(&self, interval: Duration) {
         if let GraphSource::Prometheus(addr) = *self.source {
-            match self.edges_from_prometheus(addr).await {
+            match self.edges_from_prometheus(addr, PROMETHEUS_WINDOW).await {
                 Ok(edges) => self.record(edges, None),
                 Err(e) => tracing::warn!("graph from Prometheus: {e}"),
             }
@@ -476,35 +518,7 @@ impl Dashboard {
         }
         let secs = interval.as_secs_f64().max(0.001);
         let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut edges = Vec::new();
-        for ((source, target), t) in &now {
-            if t.requests <= 0.0 {
-                continue;
-            }
-            let prev = state.last.get(&(source.clone(), target.clone())).cloned().unwrap_or_default();
-            let requests = (t.requests - prev.requests).max(0.0);
-            let errors = (t.errors - prev.errors).max(0.0);
-            let delta: Vec<f64> = t
-                .buckets
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c - prev.buckets.get(i).copied().unwrap_or(0.0)).max(0.0))
-                .collect();
-            edges.push(Edge {
-                source: source.clone(),
-                target: target.clone(),
-                rps: requests / secs,
-                error_rate: if requests > 0.0 { errors / requests } else { 0.0 },
-                p99_ms: p99(&delta),
-                p50_ms: quantile(&delta, 0.5),
-                p95_ms: quantile(&delta, 0.95),
-                mtls: t.mtls,
-                total: t.requests,
-                codes: rates(&t.codes, &prev.codes, secs),
-                flags: rates(&t.flags, &prev.flags, secs),
-                principals: t.principals.iter().cloned().collect(),
-            });
-        }
+        let edges = edges_between(&now, &state.last, secs);
         drop(state);
         self.record(edges, Some(now));
     }
@@ -533,6 +547,11 @@ impl Dashboard {
             }
         }
         if let Some(now) = totals {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            state.history.push_back((t, now.clone()));
+            while state.history.front().is_some_and(|(old, _)| t - old > MAX_RANGE.as_secs_f64() + 10.0) {
+                state.history.pop_front();
+            }
             state.last = now;
         }
         state.edges = edges;
@@ -546,8 +565,43 @@ impl Dashboard {
         }
     }
 
-    /// The current graph.
+    /// The current graph (rates over the last scrape interval).
     pub fn graph(&self) -> Value {
+        let edges = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).edges.clone();
+        self.graph_of(&edges, None)
+    }
+
+    /// The graph over the last `range` (Kiali's time range): from the proxies, the totals
+    /// now against the scrape closest to `range` ago (the oldest kept, if none is that old);
+    /// from Prometheus, its queries with `range` as the rate window.
+    pub async fn graph_over(&self, range: Duration) -> Result<Value, String> {
+        let range = range.min(MAX_RANGE);
+        let edges = match *self.source {
+            GraphSource::Prometheus(addr) => {
+                self.edges_from_prometheus(addr, &format!("{}s", range.as_secs().max(1))).await?
+            }
+            GraphSource::Proxies => {
+                let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match state.history.back() {
+                    None => Vec::new(),
+                    Some((t_now, now)) => {
+                        let since = t_now - range.as_secs_f64();
+                        let (t_then, then) = state
+                            .history
+                            .iter()
+                            .rev()
+                            .find(|(t, _)| *t <= since)
+                            .or_else(|| state.history.front())
+                            .expect("history is not empty");
+                        edges_between(now, then, (t_now - t_then).max(0.001))
+                    }
+                }
+            }
+        };
+        Ok(self.graph_of(&edges, Some(range)))
+    }
+
+    fn graph_of(&self, edges: &[Edge], range: Option<Duration>) -> Value {
         let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut nodes: BTreeMap<String, Value> = BTreeMap::new();
         let mut node = |name: &str| {
@@ -560,15 +614,15 @@ impl Dashboard {
         for (w, _) in self.proxies.iter() {
             node(w);
         }
-        for e in &state.edges {
+        drop(state);
+        for e in edges {
             node(&e.source);
             node(&e.target);
         }
         if let Some(n) = nodes.get_mut("unknown") {
-            n["explain"] = json!(explain_unknown(&state.edges));
+            n["explain"] = json!(explain_unknown(edges));
         }
-        let edges: Vec<Value> = state
-            .edges
+        let edges: Vec<Value> = edges
             .iter()
             .map(|e| {
                 json!({
@@ -592,7 +646,13 @@ impl Dashboard {
                 json!({"kind": "prometheus", "url": format!("http://{addr}/"), "window": PROMETHEUS_WINDOW})
             }
         };
-        json!({"nodes": nodes.into_values().collect::<Vec<_>>(), "edges": edges, "interval_s": INTERVAL.as_secs(), "source": source})
+        json!({
+            "nodes": nodes.into_values().collect::<Vec<_>>(),
+            "edges": edges,
+            "interval_s": INTERVAL.as_secs(),
+            "range_s": range.map(|r| r.as_secs()),
+            "source": source,
+        })
     }
 
     /// The spans received so far.
@@ -608,6 +668,18 @@ impl Dashboard {
     {
         if req.uri().path() == "/api/config" && req.method() == Method::GET {
             return json(StatusCode::OK, &self.config_view().await);
+        }
+        if req.uri().path() == "/api/graph"
+            && let Some(range) = mesh_core::request::first_query_value(req.uri().query(), "range")
+        {
+            let range = match range.parse::<mesh_core::duration::Duration>() {
+                Ok(r) => r.get(),
+                Err(e) => return json(StatusCode::BAD_REQUEST, &json!({"error": format!("range `{range}`: {e}")})),
+            };
+            return match self.graph_over(range).await {
+                Ok(g) => json(StatusCode::OK, &g),
+                Err(e) => json(StatusCode::BAD_GATEWAY, &json!({"error": e})),
+            };
         }
         if req.uri().path() != "/v1/traces" {
             return self.handle(req.method(), req.uri().path(), req.uri().query());

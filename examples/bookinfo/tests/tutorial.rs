@@ -510,6 +510,18 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
         panel.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage → spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
         "both principals:\n{panel}"
     );
+    // A time range, as Kiali's: rates over the last minute, in the API and on the page.
+    let (status, _, body) = request(mesh.dashboard, "GET", "/api/graph?range=1m", None, "").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(g["range_s"], 60);
+    let v2 =
+        g["edges"].as_array().unwrap().iter().find(|e| e["source"] == "productpage-v1" && e["target"] == "reviews-v2");
+    assert!(v2.is_some_and(|e| e["rps"].as_f64().unwrap() > 0.0), "{g}");
+    let (status, _, _) = request(mesh.dashboard, "GET", "/api/graph?range=soon", None, "").await.unwrap();
+    assert_eq!(status, 400);
+    let ranged = dump(&format!("{url}#/?range=5m"));
+    assert!(ranged.contains("rates over the last 5m"), "{ranged}");
     // The Istio config view: the applied resources with their validation.
     let cfg = dump(&format!("{url}#/config"));
     let row = cfg
@@ -701,6 +713,12 @@ async fn a_real_prometheus_serves_the_graph_and_istios_grafana_queries() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(got, want, "the graph from Prometheus equals the one from the proxies");
+    // A time range is the queries' rate window.
+    let (status, _, body) = request(mesh.dashboard, "GET", "/api/graph?range=5m", None, "").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let g: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((g["range_s"].as_u64(), g["source"]["kind"].as_str()), (Some(300), Some("prometheus")));
+    assert_eq!(edges(&g), want, "the same edges over five minutes");
 
     // Istio's Grafana dashboards' queries (istio-mesh, istio-service, istio-workload), over
     // live traffic: `rate()` needs two scrapes of a series in its window.
