@@ -108,6 +108,9 @@ pub struct Edge {
 /// (unix seconds, inbound rps, inbound error rate, inbound p99).
 type Point = (u64, f64, f64, Option<f64>);
 
+/// Every edge's totals in one scrape.
+type EdgeTotals = BTreeMap<(String, String), Totals>;
+
 /// How far back the graph's time range goes (Kiali's "last 15m").
 pub const MAX_RANGE: Duration = Duration::from_secs(15 * 60);
 
@@ -115,7 +118,7 @@ pub const MAX_RANGE: Duration = Duration::from_secs(15 * 60);
 struct State {
     last: BTreeMap<(String, String), Totals>,
     /// Every scrape's totals within `MAX_RANGE` (seconds since the epoch), for ranges.
-    history: VecDeque<(f64, BTreeMap<(String, String), Totals>)>,
+    history: VecDeque<(f64, EdgeTotals)>,
     edges: Vec<Edge>,
     /// Per workload, what came in over time.
     series: BTreeMap<String, VecDeque<Point>>,
@@ -314,11 +317,7 @@ fn rates(now: &BTreeMap<String, f64>, prev: &BTreeMap<String, f64>, secs: f64) -
 }
 
 /// The edges between two scrapes' totals, `secs` apart: rates, error share, quantiles.
-fn edges_between(
-    now: &BTreeMap<(String, String), Totals>,
-    last: &BTreeMap<(String, String), Totals>,
-    secs: f64,
-) -> Vec<Edge> {
+fn edges_between(now: &EdgeTotals, last: &EdgeTotals, secs: f64) -> Vec<Edge> {
     let mut edges = Vec::new();
     for ((source, target), t) in now {
         if t.requests <= 0.0 {
