@@ -18,6 +18,16 @@ pub const MAX_TRACES: usize = 2_000;
 pub const MAX_SPANS: usize = 50_000;
 /// Spans kept of one trace at most (later ones are counted, not kept).
 const MAX_SPANS_PER_TRACE: usize = 1_000;
+/// The most the kept spans' text (names, services, attributes) may take, in bytes: a
+/// sender of few but huge spans cannot grow the store past it either.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// What a span's text takes.
+fn size_of(s: &ReceivedSpan) -> usize {
+    64 + s.service.len()
+        + s.span.name.len()
+        + s.span.attributes.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>()
+}
 
 #[derive(Debug, Default)]
 struct Trace {
@@ -55,6 +65,7 @@ struct Inner {
     /// Trace ids by first arrival, for eviction.
     order: VecDeque<u128>,
     spans: usize,
+    bytes: usize,
 }
 
 /// What a trace search asks.
@@ -192,13 +203,15 @@ impl TraceStore {
                 trace.dropped += 1;
                 continue;
             }
+            inner.bytes += size_of(&s);
             trace.spans.push(s);
             inner.spans += 1;
         }
-        while inner.order.len() > MAX_TRACES || inner.spans > MAX_SPANS {
+        while inner.order.len() > MAX_TRACES || inner.spans > MAX_SPANS || inner.bytes > MAX_BYTES {
             let Some(old) = inner.order.pop_front() else { break };
             if let Some(t) = inner.traces.remove(&old) {
                 inner.spans -= t.spans.len();
+                inner.bytes -= t.spans.iter().map(size_of).sum::<usize>();
             }
         }
     }
@@ -414,6 +427,16 @@ mod tests {
         store.add((1..=(MAX_SPANS_PER_TRACE as u64 + 5)).map(|i| span(1, i, None, "a", 0, 1)).collect());
         let t = store.trace("1").unwrap();
         assert_eq!((t["spans"].as_array().unwrap().len(), t["dropped_spans"].as_u64()), (MAX_SPANS_PER_TRACE, Some(5)));
+        // Few but huge spans: bounded by their bytes.
+        let store = TraceStore::default();
+        for t in 1..=20u128 {
+            let mut big = span(t, 1, None, "a", 0, 1);
+            big.span.attributes.push(("blob".into(), "x".repeat(8 << 20)));
+            store.add(vec![big]);
+        }
+        let (traces, _) = store.len();
+        assert!(traces <= MAX_BYTES / (8 << 20), "{traces} traces of 8 MiB kept");
+        assert!(store.trace(&format!("{:x}", 20)).is_some(), "the newest is kept");
     }
 
     #[test]
