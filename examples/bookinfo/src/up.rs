@@ -155,18 +155,24 @@ struct Ports(Vec<TcpListener>);
 
 impl Ports {
     fn next(&mut self) -> std::io::Result<SocketAddr> {
+        self.next_on(std::net::Ipv4Addr::LOCALHOST.into(), self.0.len())
+    }
+
+    /// A port on `ip`; `slot` places the search (each reservation its own slot, so that
+    /// ports chosen and released earlier are not chosen again).
+    fn next_on(&mut self, ip: std::net::IpAddr, slot: usize) -> std::io::Result<SocketAddr> {
         let (lo, hi) = below_ephemeral();
         let span = usize::from(hi - lo);
-        let start = (std::process::id() as usize).wrapping_mul(7919).wrapping_add(self.0.len() * 104_729);
+        let start = (std::process::id() as usize).wrapping_mul(7919).wrapping_add(slot * 104_729);
         for i in 0..span {
             let port = lo + ((start + i) % span) as u16;
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            if let Ok(l) = TcpListener::bind((ip, port)) {
                 let a = l.local_addr()?;
                 self.0.push(l);
                 return Ok(a);
             }
         }
-        let l = TcpListener::bind("127.0.0.1:0")?;
+        let l = TcpListener::bind((ip, 0))?;
         let a = l.local_addr()?;
         self.0.push(l);
         Ok(a)
@@ -257,24 +263,34 @@ fn spawn(exe: &Path, args: &[String], log: &Path, name: &str) -> Result<Proc, St
     Ok(Proc { name: name.into(), child })
 }
 
+/// How long a process may take to listen: eight proxies, their certificates and the apps
+/// start at once, on a machine that may be busy.
+const READY_TIMEOUT: Duration = Duration::from_secs(45);
+
 async fn wait_ready(addr: SocketAddr, what: &str) -> Result<(), String> {
-    for _ in 0..400 {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(format!("{what} did not start listening on {addr}"))
+    Err(format!("{what} did not start listening on {addr} within {READY_TIMEOUT:?}"))
 }
 
 /// Run the mesh until Ctrl-C or SIGTERM; then stop every process (SIGTERM, so the proxies
 /// drain) and return.
 pub async fn run(mut opts: Options) -> Result<(), String> {
+    // Port 0: a free one on that address (below the ephemeral range, as the children's), printed below.
     if opts.ingress.port() == 0 && opts.mode != Mode::None {
-        // Port 0: the OS picks a free one on that address; it is printed below.
-        opts.ingress = TcpListener::bind(opts.ingress)
-            .and_then(|l| l.local_addr())
+        opts.ingress = Ports::default()
+            .next_on(opts.ingress.ip(), 1000)
             .map_err(|e| format!("cannot listen on {} for the ingress gateway: {e} (--ingress ADDR)", opts.ingress))?;
+    }
+    if opts.prometheus_listen.port() == 0 && opts.prometheus.is_some() {
+        opts.prometheus_listen = Ports::default()
+            .next_on(opts.prometheus_listen.ip(), 1001)
+            .map_err(|e| format!("cannot listen on {} for Prometheus: {e}", opts.prometheus_listen))?;
     }
     if !(0.0..=100.0).contains(&opts.trace_sampling) {
         return Err(format!("--trace-sampling {}: a percentage between 0 and 100", opts.trace_sampling));

@@ -20,6 +20,8 @@ struct Up {
     admin: std::collections::BTreeMap<String, SocketAddr>,
     /// The dashboard, as printed.
     dashboard: SocketAddr,
+    /// Prometheus, when started, as printed.
+    prometheus: Option<SocketAddr>,
     /// How each workload runs, as printed: `(sidecar)` or `(embedded)`.
     meshed: std::collections::BTreeMap<String, String>,
     config: PathBuf,
@@ -45,7 +47,10 @@ fn up(mode: &str) -> Up {
 }
 
 fn up_with(mode: &str, extra: &[&str]) -> Up {
-    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}-{}", std::process::id(), extra.len()));
+    // One directory per mesh: the tests of this file run at once.
+    static MESHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MESHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("bookinfo-tutorial-{mode}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join(".mesh/config");
@@ -69,9 +74,10 @@ fn up_with(mode: &str, extra: &[&str]) -> Up {
     let mut seen = Vec::new();
     let mut admin = std::collections::BTreeMap::new();
     let mut dashboard = None;
+    let mut prometheus = None;
     let mut meshed = std::collections::BTreeMap::new();
     let mut ingress = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(120)) {
         // `  reviews-v1     http://127.0.0.1:PORT/stats/prometheus`
         let words: Vec<&str> = line.split_whitespace().collect();
         if let [name, url, ..] = words.as_slice()
@@ -87,6 +93,9 @@ fn up_with(mode: &str, extra: &[&str]) -> Up {
             ingress =
                 url.strip_prefix("http://").and_then(|u| u.strip_suffix("/productpage")).and_then(|a| a.parse().ok());
         }
+        if let ["prometheus", url, ..] = words.as_slice() {
+            prometheus = url.strip_prefix("http://").and_then(|u| u.strip_suffix('/')).and_then(|a| a.parse().ok());
+        }
         if let ["dashboard", url, ..] = words.as_slice() {
             dashboard = url.strip_prefix("http://").and_then(|u| u.strip_suffix('/')).and_then(|a| a.parse().ok());
         }
@@ -94,7 +103,7 @@ fn up_with(mode: &str, extra: &[&str]) -> Up {
             let dashboard = dashboard.expect("the dashboard's address is printed");
             let ingress: SocketAddr = ingress.expect("the gateway's address is printed");
             assert_ne!(ingress.port(), 0, "the port picked for --ingress 127.0.0.1:0 is printed");
-            return Up { child, ingress, admin, dashboard, meshed, config, _dir: dir };
+            return Up { child, ingress, admin, dashboard, prometheus, meshed, config, _dir: dir };
         }
         seen.push(line);
     }
@@ -669,13 +678,20 @@ async fn the_delay_is_visible_as_a_trace(mesh: &Up) {
 /// the dashboard reads from it equals the one read from the proxies directly; and the
 /// queries of Istio's Grafana dashboards (mesh, service, workload) return Bookinfo's series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_prometheus_serves_the_graph_and_istios_grafana_queries() {
+async fn a_real_prometheus_serves_the_graph_and_istios_grafana_queries_in_sidecar_mode() {
+    a_real_prometheus("sidecar").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_serves_the_graph_and_istios_grafana_queries_in_embedded_mode() {
+    a_real_prometheus("embedded").await;
+}
+
+async fn a_real_prometheus(mode: &str) {
     use bookinfo::dashboard::{Dashboard, INTERVAL, prometheus_query};
-    let prom: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mesh = up_with("sidecar", &["--prometheus", "--prometheus-listen", &prom.to_string()]);
+    // Port 0: `bookinfo up` picks Prometheus' port and prints it.
+    let mesh = up_with(mode, &["--prometheus", "--prometheus-listen", "127.0.0.1:0"]);
+    let prom = mesh.prometheus.expect("Prometheus' address is printed");
     // Traffic for a while: every version of reviews, so every edge exists.
     for _ in 0..60 {
         assert_eq!(mesh.get("/productpage", None).await.0, 200);
