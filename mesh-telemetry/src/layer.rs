@@ -460,7 +460,11 @@ where
         #[cfg(feature = "otel")]
         let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled) && shared.trace.report())
             .then(|| (format!("{}{}", authority.unwrap_or("-"), req.uri().path()), req.method().clone()));
-        let needs_wall_clock = shared.access_log.is_some() || cfg!(feature = "otel");
+        // The wall clock only for what prints it: the access log, an exported span.
+        #[cfg(feature = "otel")]
+        let needs_wall_clock = shared.access_log.is_some() || span_name.is_some();
+        #[cfg(not(feature = "otel"))]
+        let needs_wall_clock = shared.access_log.is_some();
         let pending = RequestSide {
             shared: shared.clone(),
             start,

@@ -45,6 +45,13 @@ fn exposition(n: u64) -> String {
             "istio_requests_total{{reporter=\"source\",{l},response_code=\"200\",response_flags=\"-\"}} {}\n",
             n * 10
         );
+        if d == "ratings2-v1" && s == "reviews2-v3" {
+            // A failing edge: some 503s with upstream connection failures.
+            text += &format!(
+                "istio_requests_total{{reporter=\"source\",{l},response_code=\"503\",response_flags=\"UF\"}} {}\n",
+                n * 3
+            );
+        }
         text += &format!(
             "istio_requests_total{{reporter=\"destination\",{l},response_code=\"200\",connection_security_policy=\"mutual_tls\",source_principal=\"spiffe://cluster.local/ns/default/sa/{s}\",destination_principal=\"spiffe://cluster.local/ns/default/sa/{d}\"}} {}\n",
             n * 10
@@ -116,6 +123,11 @@ async fn the_graph_stays_legible_at_twice_bookinfos_size() {
         .unwrap_or_else(|| panic!("the page measured nothing:\n{dom}"));
     assert!(labels >= 13 + 8, "node boxes and app names at least: {labels}");
     assert!(dom.contains("data-overlaps=\"0\""), "label boxes overlap at twice Bookinfo's size:\n{dom}");
+    assert!(
+        dom.contains("class=\"edge failing\" data-edge=\"reviews2-v3-&gt;ratings2-v1\""),
+        "the failing edge is red"
+    );
+    assert_eq!(dom.matches("class=\"edge failing\"").count(), 1, "only that one");
     for app in ["reviews", "reviews2", "productpage2", "ratings2"] {
         assert!(dom.contains(&format!("data-app=\"{app}\"")), "no {app} group");
     }
