@@ -63,7 +63,7 @@ fn explain_unknown(edges: &[Edge]) -> Option<String> {
     let mut why = std::collections::BTreeSet::new();
     for e in edges {
         if e.target == "unknown" {
-            why.insert(if e.flags.contains_key("NR") {
+            why.insert(if e.flags_seen.contains("NR") {
                 "no route: the Host matched no service or route of the caller's (404 NR)"
             } else {
                 "a destination outside the mesh (no workload behind the host)"
@@ -103,6 +103,8 @@ pub struct Edge {
     pub flags: BTreeMap<String, f64>,
     /// (source principal, destination principal) of its mTLS requests.
     pub principals: Vec<(String, String)>,
+    /// Every response flag seen on it since the mesh started.
+    pub flags_seen: std::collections::BTreeSet<String>,
 }
 
 /// (unix seconds, inbound rps, inbound error rate, inbound p99).
@@ -169,7 +171,7 @@ pub fn graph_queries(w: &str) -> [(&'static str, String); 6] {
         ),
         (
             "total",
-            "sum by (source_workload, destination_workload, response_code) (istio_requests_total{reporter=\"source\"})"
+            "sum by (source_workload, destination_workload, response_code, response_flags) (istio_requests_total{reporter=\"source\"})"
                 .to_string(),
         ),
         (
@@ -345,6 +347,7 @@ fn edges_between(now: &EdgeTotals, last: &EdgeTotals, secs: f64) -> Vec<Edge> {
             codes: rates(&t.codes, &prev.codes, secs),
             flags: rates(&t.flags, &prev.flags, secs),
             principals: t.principals.iter().cloned().collect(),
+            flags_seen: t.flags.keys().cloned().collect(),
         });
     }
     edges
@@ -436,6 +439,7 @@ impl Dashboard {
             codes: BTreeMap<String, f64>,
             flags: BTreeMap<String, f64>,
             principals: std::collections::BTreeSet<(String, String)>,
+            flags_seen: std::collections::BTreeSet<String>,
         }
         let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
         let key = |l: &BTreeMap<String, String>| {
@@ -464,7 +468,14 @@ impl Dashboard {
                             }
                         }
                     }
-                    "total" => a.total += value,
+                    "total" => {
+                        a.total += value;
+                        if let Some(f) =
+                            labels.get("response_flags").filter(|f| *f != "-" && !f.is_empty() && value > 0.0)
+                        {
+                            a.flags_seen.insert(f.clone());
+                        }
+                    }
                     "mtls" => {
                         a.mtls |= value > 0.0;
                         let p = |k: &str| labels.get(k).cloned().unwrap_or_else(|| "unknown".into());
@@ -492,6 +503,7 @@ impl Dashboard {
                 codes: a.codes.into_iter().map(|(k, v)| (k, (v * 100.0).round() / 100.0)).collect(),
                 flags: a.flags.into_iter().map(|(k, v)| (k, (v * 100.0).round() / 100.0)).collect(),
                 principals: a.principals.into_iter().collect(),
+                flags_seen: a.flags_seen,
             })
             .collect())
     }
@@ -807,8 +819,9 @@ istio_requests_total{reporter="destination",source_workload="reviews-v2",source_
             mtls: false,
             total: 1.0,
             codes: BTreeMap::new(),
-            flags: flags.iter().map(|f| (f.to_string(), 1.0)).collect(),
+            flags: BTreeMap::new(),
             principals: Vec::new(),
+            flags_seen: flags.iter().map(|f| f.to_string()).collect(),
         };
         let why =
             explain_unknown(&[edge("productpage-v1", "unknown", &["NR"]), edge("unknown", "ratings-v1", &[])]).unwrap();

@@ -504,6 +504,8 @@ async fn dashboard_shows_the_v2_edge(mesh: &Up, jason: &str, mode: &str) {
     assert!(rps > 0.0, "the edge shows no traffic: {row}");
     assert_eq!(cells[5], "yes", "mTLS: {row}");
     assert!(dom.contains("data-edge=\"productpage-v1-&gt;reviews-v2\"><line"), "the edge is drawn in the graph");
+    // Step 1's 404 at the gateway (no route): an `unknown` node, explained.
+    assert!(dom.contains("unknown: no route: the Host matched no service or route"), "{dom}");
     // Legible: no drawn label box overlaps another (measured by the page from the DOM).
     assert!(dom.contains("data-overlaps=\"0\""), "labels overlap:\n{dom}");
     // Kiali's versioned-app graph: reviews' versions inside the reviews box.
