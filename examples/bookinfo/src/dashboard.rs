@@ -790,6 +790,43 @@ istio_request_duration_milliseconds_bucket{reporter="source",source_workload="pr
         assert_eq!(t.codes, BTreeMap::from([("2xx".to_string(), 10.0), ("5xx".to_string(), 2.0)]));
     }
 
+    /// The OTLP receiver takes only what it can bound: protobuf, up to 8 MiB, well formed.
+    #[tokio::test]
+    async fn the_span_receiver_refuses_hostile_bodies() {
+        use mesh_telemetry::otlp::{SpanRecord, encode_request};
+        let d = Dashboard::new(Vec::new());
+        let post = |ct: &str, body: Vec<u8>| {
+            http::Request::post("/v1/traces")
+                .header(http::header::CONTENT_TYPE, ct)
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap()
+        };
+        let status = |r: Response| r.status().as_u16();
+        assert_eq!(status(d.serve(post("application/json", b"{}".to_vec())).await), 415);
+        assert_eq!(status(d.serve(post("application/x-protobuf", vec![0x0a; MAX_EXPORT + 1])).await), 413);
+        assert_eq!(status(d.serve(post("application/x-protobuf", vec![0x0a, 0xff, 0xff, 0xff, 0x0f])).await), 400);
+        let get = http::Request::get("/v1/traces").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+        assert_eq!(status(d.serve(get).await), 405);
+        assert_eq!(d.traces().len(), (0, 0), "nothing kept from the refused bodies");
+        let t = std::time::SystemTime::now();
+        let span = SpanRecord {
+            trace_id: 9,
+            span_id: 1,
+            parent_span_id: None,
+            name: "reviews:9080/reviews/0".into(),
+            server: true,
+            start: t,
+            end: t,
+            attributes: Vec::new(),
+            error: false,
+        };
+        assert_eq!(
+            status(d.serve(post("application/x-protobuf", encode_request("reviews.default", &[span]))).await),
+            200
+        );
+        assert_eq!(d.traces().len(), (1, 1));
+    }
+
     #[test]
     fn flags_principals_and_unknown_nodes_explained() {
         let text = r#"istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="unknown",response_code="404",response_flags="NR",connection_security_policy="unknown"} 3

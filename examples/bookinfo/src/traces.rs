@@ -99,7 +99,9 @@ impl Query {
                 "to" if !v.is_empty() => q.to = Some(v),
                 "minDuration" if !v.is_empty() => {
                     q.min_duration = Some(match v.parse::<f64>() {
-                        Ok(ms) if ms >= 0.0 && ms.is_finite() => Duration::from_secs_f64(ms / 1000.0),
+                        // A caller's number: checked, never a panic on NaN or overflow.
+                        Ok(ms) => Duration::try_from_secs_f64(ms / 1000.0)
+                            .map_err(|_| format!("minDuration `{v}`: not a duration in milliseconds"))?,
                         _ => v
                             .parse::<mesh_core::duration::Duration>()
                             .map_err(|e| format!("minDuration `{v}`: {e}"))?
@@ -410,6 +412,12 @@ mod tests {
         assert_eq!(store.search(&q)["traces"].as_array().unwrap().len(), 0, "the operation of that service");
         assert!(Query::parse(Some("limit=x")).is_err());
         assert!(Query::parse(Some("minDuration=soon")).is_err());
+        for hostile in
+            ["minDuration=1e300", "minDuration=-5", "minDuration=NaN", "minDuration=inf", "limit=99999999999999999999"]
+        {
+            assert!(Query::parse(Some(hostile)).is_err(), "{hostile}");
+        }
+        assert_eq!(Query::parse(Some("limit=100000")).unwrap().limit, 500, "capped");
         assert_eq!(store.services()["services"]["details.default"][0], "details.default/op");
     }
 
