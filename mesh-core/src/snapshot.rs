@@ -250,6 +250,17 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Whether a ReferenceGrant in `to_ns` lets a Gateway API `from_kind` in `from_ns` refer
+    /// to the core-group `to_kind` (Service, Secret) named `to_name`.
+    pub fn reference_granted(&self, from_kind: &str, from_ns: &str, to_ns: &str, to_kind: &str, to_name: &str) -> bool {
+        self.in_namespace(Kind::ReferenceGrant, to_ns).any(|r| match &**r {
+            Resource::ReferenceGrant(g) => g.spec.allows(from_kind, from_ns, to_kind, to_name),
+            _ => false,
+        })
+    }
+}
+
 fn policy_selector(r: &Resource) -> Option<&Labels> {
     match r {
         Resource::PeerAuthentication(o) => o.spec.selector.as_ref().map(|s| &s.match_labels),

@@ -49,12 +49,18 @@ pub enum StringMatcher {
     Regex(Arc<regex::Regex>),
     /// The value is present (any value, empty included).
     Present,
+    /// The Gateway API's `PathPrefix`: element-wise, so `/foo` matches `/foo`, `/foo/` and
+    /// `/foo/bar` but not `/foobar`. Held without its trailing `/` (`""` for `/`, which
+    /// matches every path); build it with [`StringMatcher::path_prefix`].
+    PathPrefix(Arc<str>),
 }
 
 impl PartialEq for StringMatcher {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Exact(a), Self::Exact(b)) | (Self::Prefix(a), Self::Prefix(b)) => a == b,
+            (Self::Exact(a), Self::Exact(b))
+            | (Self::Prefix(a), Self::Prefix(b))
+            | (Self::PathPrefix(a), Self::PathPrefix(b)) => a == b,
             (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
             (Self::Present, Self::Present) => true,
             _ => false,
@@ -85,11 +91,19 @@ impl StringMatcher {
         }
     }
 
+    /// A Gateway API `PathPrefix` condition; a trailing `/` in `prefix` is ignored.
+    pub fn path_prefix(prefix: &str) -> Self {
+        Self::PathPrefix(prefix.trim_end_matches('/').into())
+    }
+
     /// Whether `value` satisfies the condition.
     pub fn matches(&self, value: &str) -> bool {
         match self {
             Self::Exact(s) => value == &**s,
             Self::Prefix(p) => value.starts_with(&**p),
+            Self::PathPrefix(p) => {
+                value.starts_with(&**p) && matches!(value.as_bytes().get(p.len()), None | Some(b'/'))
+            }
             Self::Regex(r) => r.is_match(value),
             Self::Present => true,
         }
@@ -131,6 +145,7 @@ impl StringMatcher {
     pub fn is_catch_all_uri(&self) -> bool {
         match self {
             Self::Prefix(p) => p.is_empty() || &**p == "/",
+            Self::PathPrefix(p) => p.is_empty(),
             Self::Regex(r) => r.as_str() == "^(?:.*)$",
             Self::Present => true,
             Self::Exact(_) => false,

@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+mod gateway_api;
+
 use crate::{
     api::*,
     diag::{FieldPath, Finding},
@@ -34,6 +36,11 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         Resource::Service(o) => service(&mut v, &spec, &o.spec),
         Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) => {}
         Resource::Deployment(o) => deployment(&mut v, &spec, &o.spec),
+        Resource::GatewayClass(o) => gateway_api::gateway_class(&mut v, &spec, &o.spec),
+        Resource::KubernetesGateway(o) => gateway_api::kubernetes_gateway(&mut v, &spec, &o.spec),
+        Resource::HttpRoute(o) => gateway_api::http_route(&mut v, &spec, &o.spec),
+        Resource::GrpcRoute(o) => gateway_api::grpc_route(&mut v, &spec, &o.spec),
+        Resource::ReferenceGrant(o) => gateway_api::reference_grant(&mut v, &spec, &o.spec),
     }
     v.0
 }
@@ -1260,6 +1267,23 @@ pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
         }
     }
     let winners: HashSet<usize> = seen.values().copied().collect();
+
+    // An Istio Gateway and a Gateway API Gateway of one name: `--gateway NS/NAME` cannot
+    // tell which to serve.
+    for (i, r) in resources.iter().enumerate() {
+        if let (true, Resource::KubernetesGateway(g)) = (winners.contains(&i), &*r.resource) {
+            let (ns, n) = (&g.metadata.namespace, &g.metadata.name);
+            let istio = resources.iter().any(|o| matches!(&*o.resource, Resource::Gateway(x) if &x.metadata.namespace == ns && &x.metadata.name == n));
+            if istio {
+                let msg = format!(
+                    "{ns}/{n} is both an Istio Gateway (networking.istio.io) and a Gateway API Gateway (gateway.networking.k8s.io): a gateway proxy given --gateway {ns}/{n} refuses to serve either; rename one"
+                );
+                out.push((i, Finding::warning(name.clone(), msg)));
+            }
+        }
+    }
+
+    out.extend(gateway_api::references(resources, &winners));
 
     // Subsets each DestinationRule host defines.
     let mut subsets: Vec<(String, &str)> = Vec::new();

@@ -1043,6 +1043,186 @@ spec:
             r#"case.yaml:6: error: Deployment default/reviews-v1: spec.selector.matchLabels: selector does not match the pod template's labels"#,
         ],
     },
+    Case {
+        name: "HTTPRoute: a typo in a rule",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRef: [{name: reviews, port: 9080}]
+"#,
+        want: &[
+            r#"case.yaml:7: error: HTTPRoute default/r: spec.rules[0].backendRef: unknown field `backendRef` (did you mean `backendRefs`?)"#,
+        ],
+    },
+    Case {
+        name: "HTTPRoute: paths, methods, a Service without a port",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: ["*", "Example.com"]
+  rules:
+  - matches:
+    - path: {type: Exact, value: reviews}
+    - path: {type: PathPrefix, value: /a//b}
+      method: FETCH
+    - path: {type: RegularExpression, value: "/(unclosed"}
+    backendRefs: [{name: reviews}]
+"#,
+        want: &[
+            r#"case.yaml:6: error: HTTPRoute default/r: spec.hostnames[0]: invalid hostname "*": a lower-case DNS name, optionally starting with "*." (no IP, no port)"#,
+            r#"case.yaml:6: error: HTTPRoute default/r: spec.hostnames[1]: invalid hostname "Example.com": a lower-case DNS name, optionally starting with "*." (no IP, no port)"#,
+            r#"case.yaml:9: error: HTTPRoute default/r: spec.rules[0].matches[0].path.value: invalid path "reviews": must start with '/' and contain no '//', '/./', '/../', '%2f', '%2F' or '#', nor end in '/.' or '/..'"#,
+            r#"case.yaml:10: error: HTTPRoute default/r: spec.rules[0].matches[1].path.value: invalid path "/a//b": must start with '/' and contain no '//', '/./', '/../', '%2f', '%2F' or '#', nor end in '/.' or '/..'"#,
+            r#"case.yaml:11: error: HTTPRoute default/r: spec.rules[0].matches[1].method: method "FETCH" must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH"#,
+            r#"case.yaml:12: error: HTTPRoute default/r: spec.rules[0].matches[2].path.value: invalid regex: unclosed group"#,
+            r#"case.yaml:13: error: HTTPRoute default/r: spec.rules[0].backendRefs[0].port: port is required when referring to a Service"#,
+        ],
+    },
+    Case {
+        name: "HTTPRoute: filters the spec forbids together, or mis-set",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: Exact, value: /a}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {statusCode: 304, path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}
+    - type: URLRewrite
+      urlRewrite: {hostname: example.com}
+    - type: RequestHeaderModifier
+      responseHeaderModifier: {set: [{name: x, value: y}]}
+    backendRefs: [{name: reviews, port: 9080}]
+"#,
+        want: &[
+            r#"case.yaml:8: error: HTTPRoute default/r: spec.rules[0].filters: RequestRedirect and URLRewrite cannot both be set"#,
+            r#"case.yaml:10: error: HTTPRoute default/r: spec.rules[0].filters[0].requestRedirect.statusCode: status 304 must be one of 301, 302, 303, 307, 308"#,
+            r#"case.yaml:10: error: HTTPRoute default/r: spec.rules[0].filters[0].requestRedirect.path.replacePrefixMatch: ReplacePrefixMatch needs the rule to have exactly one match, of type PathPrefix"#,
+            r#"case.yaml:13: error: HTTPRoute default/r: spec.rules[0].filters[2].requestHeaderModifier: type RequestHeaderModifier needs requestHeaderModifier"#,
+            r#"case.yaml:14: error: HTTPRoute default/r: spec.rules[0].filters[2].responseHeaderModifier: responseHeaderModifier must not be set when type is RequestHeaderModifier"#,
+            r#"case.yaml:15: error: HTTPRoute default/r: spec.rules[0].backendRefs: a rule with a RequestRedirect filter must not have backendRefs"#,
+        ],
+    },
+    Case {
+        name: "HTTPRoute: experimental fields the mesh does not apply are refused, not dropped",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}, {name: gw}, {kind: ConfigMap, name: x}]
+  rules:
+  - retry: {attempts: 3}
+    timeouts: {request: 1s, backendRequest: 2s}
+    backendRefs: [{name: reviews, port: 9080, weight: 2000000}]
+"#,
+        want: &[
+            r#"case.yaml:5: error: HTTPRoute default/r: spec.parentRefs[1]: the same parent is referenced twice (name, namespace, sectionName and port must differ)"#,
+            r#"case.yaml:5: error: HTTPRoute default/r: spec.parentRefs[2].kind: HTTPRoute parents are Gateways (group gateway.networking.k8s.io) or Services (group "", kind Service); got group "gateway.networking.k8s.io" kind "ConfigMap""#,
+            r#"case.yaml:7: error: HTTPRoute default/r: spec.rules[0].retry: retry is not supported by the mesh; remove it (requests would not get what it asks)"#,
+            r#"case.yaml:8: error: HTTPRoute default/r: spec.rules[0].timeouts.backendRequest: backendRequest must not be longer than request"#,
+            r#"case.yaml:9: error: HTTPRoute default/r: spec.rules[0].backendRefs[0].weight: weight must be within 0..=1000000"#,
+        ],
+    },
+    Case {
+        name: "HTTPRoute: a header twice in one list of a modifier (across lists is allowed)",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-A, value: "1"}, {name: x-a, value: "2"}]
+        remove: [x-a]
+    backendRefs: [{name: reviews, port: 9080}]
+"#,
+        want: &[
+            r#"case.yaml:10: error: HTTPRoute default/r: spec.rules[0].filters[0].requestHeaderModifier.set[1].name: header "x-a" appears twice in set"#,
+        ],
+    },
+    Case {
+        name: "HTTPRoute: references the set cannot resolve (warnings: the route still loads)",
+        yaml: r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {ports: [{port: 9080, name: http}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: web}
+spec:
+  parentRefs: [{name: gw}, {group: "", kind: Service, name: ratings}]
+  rules:
+  - backendRefs:
+    - {name: reviews, namespace: shop, port: 9080}
+    - {name: details, port: 9080}
+"#,
+        want: &[
+            r#"case.yaml:10: warning: HTTPRoute web/r: spec.parentRefs[0].name: Gateway web/gw (gateway.networking.k8s.io) is not defined: the HTTPRoute is attached to nothing there"#,
+            r#"case.yaml:10: warning: HTTPRoute web/r: spec.parentRefs[1].name: Service web/ratings is not defined: the HTTPRoute applies to no traffic"#,
+            r#"case.yaml:13: warning: HTTPRoute web/r: spec.rules[0].backendRefs[0].namespace: Service shop/reviews is in another namespace and no ReferenceGrant in shop allows HTTPRoutes from web: its share of requests gets 500"#,
+            r#"case.yaml:14: warning: HTTPRoute web/r: spec.rules[0].backendRefs[1].name: Service web/details is not defined: its share of requests gets 500"#,
+        ],
+    },
+    Case {
+        name: "Gateway API Gateway: listeners",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: web, port: 80, protocol: HTTP, tls: {certificateRefs: [{name: c}]}}
+  - {name: web, port: 443, protocol: HTTPS}
+  - name: tcp
+    port: 9000
+    protocol: TCP
+    hostname: a.example.com
+  - name: sel
+    port: 8080
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector}}
+"#,
+        want: &[
+            r#"case.yaml:7: error: Gateway default/gw: spec.listeners[0].tls: an HTTP listener cannot have tls"#,
+            r#"case.yaml:8: error: Gateway default/gw: spec.listeners[1].name: listener name "web" is used twice"#,
+            r#"case.yaml:8: error: Gateway default/gw: spec.listeners[1].tls: an HTTPS listener needs tls"#,
+            r#"case.yaml:12: error: Gateway default/gw: spec.listeners[2].hostname: a TCP listener cannot have a hostname"#,
+            r#"case.yaml:16: error: Gateway default/gw: spec.listeners[3].allowedRoutes.namespaces.selector: from: Selector needs a selector"#,
+        ],
+    },
+    Case {
+        name: "GRPCRoute: a method match needs a part; no URLRewrite; v1alpha2 is not served",
+        yaml: r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{method: {type: Exact}}]
+    filters: [{type: URLRewrite, urlRewrite: {hostname: x.example.com}}]
+    backendRefs: [{name: grpc, port: 50051}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: GRPCRoute
+metadata: {name: old}
+spec: {}
+"#,
+        want: &[
+            r#"case.yaml:7: error: GRPCRoute default/g: spec.rules[0].matches[0].method: one or both of service and method must be set"#,
+            r#"case.yaml:8: error: GRPCRoute default/g: spec.rules[0].filters[0].type: URLRewrite is not a GRPCRoute filter"#,
+            r#"case.yaml:11: error: GRPCRoute default/old: apiVersion: unsupported apiVersion "gateway.networking.k8s.io/v1alpha2" for GRPCRoute; use one of gateway.networking.k8s.io/v1"#,
+        ],
+    },
 ];
 
 #[test]

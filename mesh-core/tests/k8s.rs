@@ -276,6 +276,11 @@ async fn namespaces_and_the_label_selector_scope_what_is_read() {
     labelled["metadata"]["name"] = "ratings-labelled".into();
     labelled["metadata"]["labels"] = json!({"mesh": "on"});
     api.apply(labelled);
+    api.apply_all(objects_from_file(&shared("gateway-api/route-reviews-v1.yaml")));
+    let mut route = objects_from_file(&shared("gateway-api/route-reviews-v3.yaml")).remove(0);
+    route["metadata"]["name"] = "reviews-labelled".into();
+    route["metadata"]["labels"] = json!({"mesh": "on"});
+    api.apply(route);
 
     let all = ready(&api, options()).await;
     assert_eq!(all.snapshots().borrow().of_kind(Kind::VirtualService).count(), 6);
@@ -289,6 +294,8 @@ async fn namespaces_and_the_label_selector_scope_what_is_read() {
     let selected = ready(&api, KubeOptions { config_selector: Some("mesh=on".into()), ..options() }).await;
     let snap = selected.snapshots().borrow().clone();
     assert_eq!(snap.of_kind(Kind::VirtualService).count(), 1, "only the labelled Istio resource");
+    let routes: Vec<_> = snap.of_kind(Kind::HttpRoute).map(|r| r.meta().name.clone()).collect();
+    assert_eq!(routes, ["reviews-labelled"], "and the labelled Gateway API resource");
     assert_eq!(snap.of_kind(Kind::Service).count(), 4, "the registry's kinds are not filtered");
 }
 
@@ -388,6 +395,34 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
             crd["spec"]["versions"].as_array().unwrap().iter().filter(|v| v["storage"] == true).collect();
         assert_eq!(storage.len(), 1, "{name}: one storage version");
     }
+}
+
+/// The Gateway API kinds are watched like the Istio ones: listed, then added, changed and
+/// deleted as they happen; GatewayClass cluster-scoped even when namespaces are scoped.
+#[tokio::test]
+async fn gateway_api_kinds_are_listed_and_watched() {
+    let api = bookinfo_cluster(Served::cluster_with_istio()).await;
+    api.apply_all(objects_from_file(&shared("gateway-api/bookinfo-gateway.yaml")));
+    api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "istio"}, "spec": {"controllerName": "istio.io/gateway-controller"}}));
+    let source = ready(&api, KubeOptions { namespaces: vec!["default".into()], ..options() }).await;
+    let mut rx = source.snapshots();
+    let snap = rx.borrow().clone();
+    assert!(snap.get(Kind::KubernetesGateway, "default", "bookinfo-gateway").is_some());
+    assert!(snap.get(Kind::HttpRoute, "default", "bookinfo").is_some());
+    assert_eq!(snap.of_kind(Kind::GatewayClass).count(), 1, "cluster-scoped, watched whatever the namespaces");
+
+    api.apply_all(objects_from_file(&shared("gateway-api/route-reviews-90-10.yaml")));
+    api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "g", "namespace": "default"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "other"}],
+                 "to": [{"group": "", "kind": "Service"}]}}));
+    until(&mut rx, "the mesh route and the grant arrive", |s| {
+        s.get(Kind::HttpRoute, "default", "reviews").is_some() && s.get(Kind::ReferenceGrant, "default", "g").is_some()
+    })
+    .await;
+    assert!(api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", "default", "reviews"));
+    until(&mut rx, "the route is deleted", |s| s.get(Kind::HttpRoute, "default", "reviews").is_none()).await;
 }
 
 #[tokio::test]

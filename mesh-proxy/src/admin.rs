@@ -259,6 +259,8 @@ impl Admin {
                                 t.targets
                                     .iter()
                                     .map(|t| json!({"cluster": target_name(&t.target), "weight": t.weight}))
+                                    // A Gateway API rule's invalid backends: their share answers 500.
+                                    .chain((t.refused_weight() > 0).then(|| json!({"refused_500": t.refused_weight()})))
                                     .collect(),
                             ),
                             Action::Redirect(_) => ("redirect", Vec::new()),
@@ -266,6 +268,7 @@ impl Admin {
                         };
                         json!({
                             "virtual_service": r.virtual_service.as_deref(),
+                            "http_route": r.http_route.as_deref(),
                             "index": r.index,
                             "name": r.name.as_deref(),
                             "match_blocks": r.matches.len(),

@@ -27,7 +27,8 @@ pub struct Args {
     #[cfg_attr(feature = "cli", arg(long = "kube-namespace", value_name = "NS", requires = "kube"))]
     pub kube_namespaces: Vec<String>,
 
-    /// With `--kube`: a label selector the Istio resources must match (`key=value,...`).
+    /// With `--kube`: a label selector the Istio and Gateway API resources must match
+    /// (`key=value,...`).
     #[cfg_attr(feature = "cli", arg(long, value_name = "SELECTOR", requires = "kube"))]
     pub kube_selector: Option<String>,
 

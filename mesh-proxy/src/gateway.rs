@@ -57,12 +57,10 @@ pub(crate) fn plan(
     creds: &Credentials,
 ) -> Result<Vec<Plan>, String> {
     let (ns, name) = gateway.split_once('/').ok_or_else(|| format!("--gateway `{gateway}` is not NS/NAME"))?;
-    let Some(resource) = snapshot.get(Kind::Gateway, ns, name) else {
-        return Err(format!("--gateway {ns}/{name}: no such Gateway in the config"));
-    };
-    let Resource::Gateway(gw) = &**resource else { unreachable!("a Gateway key holds a Gateway") };
+    let all_servers = servers(snapshot, ns, name)?;
     let ports: Vec<u16> = {
-        let mut p: Vec<u16> = gw.spec.servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
+        let mut p: Vec<u16> = all_servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
+        p.sort_unstable();
         p.dedup();
         p
     };
@@ -79,7 +77,7 @@ pub(crate) fn plan(
                 ));
             }
         };
-        let servers: Vec<&Server> = gw.spec.servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
+        let servers: Vec<&Server> = all_servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
         let Some(first) = servers.first() else {
             return Err(format!("--listen {port}={}: Gateway {ns}/{name} has no server on port {port}", l.addr));
         };
@@ -104,6 +102,80 @@ pub(crate) fn plan(
         plans.push(Plan { port, addr: l.addr, tls, https_redirect });
     }
     Ok(plans)
+}
+
+/// The servers of the gateway `ns/name`: an Istio Gateway's as written, or a Gateway API
+/// Gateway's HTTP and HTTPS listeners as the servers Istio's controller makes of them (an
+/// HTTPS listener's first certificateRef is the `credentialName`: a Secret of the Gateway's
+/// namespace is `--credential-dir/NAME`, another namespace's, which needs a ReferenceGrant,
+/// `--credential-dir/NS/NAME`). The two kinds under one name are refused.
+pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<Server>, String> {
+    let istio = snapshot.get(Kind::Gateway, ns, name);
+    let api = snapshot.get(Kind::KubernetesGateway, ns, name);
+    match (istio.map(|r| &**r), api.map(|r| &**r)) {
+        (Some(_), Some(_)) => Err(format!(
+            "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
+        )),
+        (Some(Resource::Gateway(gw)), None) => Ok(gw.spec.servers.clone()),
+        (None, Some(Resource::KubernetesGateway(gw))) => {
+            mesh_route::policy::class_accepted(snapshot, &gw.spec.gateway_class_name)
+                .map_err(|e| format!("Gateway {ns}/{name}: {e}"))?;
+            let mut out = Vec::new();
+            for l in &gw.spec.listeners {
+                let tls = match (l.protocol.as_str(), &l.tls) {
+                    ("HTTP", _) => None,
+                    ("HTTPS", Some(tls)) => {
+                        let Some(cert) = tls.certificate_refs.first() else {
+                            return Err(format!(
+                                "Gateway {ns}/{name} listener {:?}: HTTPS needs certificateRefs",
+                                l.name
+                            ));
+                        };
+                        if tls.certificate_refs.len() > 1 {
+                            tracing::warn!(
+                                "Gateway {ns}/{name} listener {:?}: only the first of {} certificateRefs is served",
+                                l.name,
+                                tls.certificate_refs.len()
+                            );
+                        }
+                        let credential = match cert.namespace.as_deref() {
+                            None => cert.name.clone(),
+                            Some(cns) if cns == ns => cert.name.clone(),
+                            Some(cns) => {
+                                if !snapshot.reference_granted("Gateway", ns, cns, "Secret", &cert.name) {
+                                    return Err(format!(
+                                        "Gateway {ns}/{name} listener {:?}: Secret {cns}/{} is in another namespace and no ReferenceGrant in {cns} allows Gateways from {ns}",
+                                        l.name, cert.name
+                                    ));
+                                }
+                                format!("{cns}/{}", cert.name)
+                            }
+                        };
+                        Some(mesh_core::api::ServerTlsSettings {
+                            mode: Some(mesh_core::api::ServerTlsMode::Simple),
+                            credential_name: Some(credential),
+                            ..Default::default()
+                        })
+                    }
+                    _ => continue, // refused at --listen time, reported by the route table
+                };
+                out.push(Server {
+                    port: mesh_core::api::GatewayPort {
+                        number: l.port,
+                        protocol: l.protocol.clone(),
+                        name: l.name.clone(),
+                        ..Default::default()
+                    },
+                    hosts: vec![l.hostname.clone().unwrap_or_else(|| "*".into())],
+                    tls,
+                    name: Some(l.name.clone()),
+                    ..Default::default()
+                });
+            }
+            Ok(out)
+        }
+        _ => Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+    }
 }
 
 /// `httpsRedirect`: 301 to the same host and path over https.
@@ -160,6 +232,56 @@ spec:
         let err = plan(&snapshot(), "default/gw", &[l("127.0.0.1:9999")], &creds()).unwrap_err();
         assert!(err.contains("say which with --listen PORT=127.0.0.1:9999"), "{err}");
         assert!("x=1.2.3.4:5".parse::<Listen>().is_err());
+    }
+
+    const API_GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: cert, namespace: certs}]}
+"#;
+
+    const GRANT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-may-read, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret, name: cert}]
+"#;
+
+    #[test]
+    fn a_gateway_api_gateway_s_listeners_are_servers_and_a_secret_elsewhere_needs_a_grant() {
+        let load = |yaml: &str| {
+            let loaded = load_str("gw.yaml", yaml, &LoadOptions::default());
+            assert!(!loaded.has_errors(), "{}", loaded.report());
+            loaded.into_snapshot()
+        };
+        let err = servers(&load(API_GATEWAY), "infra", "web").unwrap_err();
+        assert!(err.contains("Secret certs/cert is in another namespace and no ReferenceGrant in certs"), "{err}");
+        let got = servers(&load(&format!("{API_GATEWAY}---{GRANT}")), "infra", "web").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].port.number, got[0].hosts.as_slice(), got[0].tls.is_none()),
+            (80, &["*".to_string()][..], true)
+        );
+        let tls = got[1].tls.as_ref().unwrap();
+        assert_eq!(
+            (got[1].hosts[0].as_str(), tls.credential_name.as_deref()),
+            ("secure.example.com", Some("certs/cert"))
+        );
+        // Another controller's class is not ours to serve.
+        let theirs = API_GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: nginx");
+        let err = servers(&load(&theirs), "infra", "web").unwrap_err();
+        assert!(err.contains("GatewayClass \"nginx\" is not defined"), "{err}");
     }
 
     #[test]

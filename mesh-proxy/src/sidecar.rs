@@ -111,7 +111,9 @@ async fn wait_for_gateway(source: &dyn mesh_core::ConfigSource, gateway: &str) {
     let Some((ns, name)) = gateway.split_once('/') else { return };
     let mut snapshots = source.snapshots();
     loop {
-        if snapshots.borrow_and_update().get(mesh_core::api::Kind::Gateway, ns, name).is_some() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let kinds = [mesh_core::api::Kind::Gateway, mesh_core::api::Kind::KubernetesGateway];
+        if kinds.iter().any(|k| snapshot.get(*k, ns, name).is_some()) {
             return;
         }
         tracing::info!(gateway, "waiting for the Gateway resource to be applied");

@@ -219,14 +219,36 @@ impl WorkloadMesh {
             tracing::warn!("{w}");
         }
         let snapshot = source.snapshots().borrow().clone();
-        // A gateway defaults to Istio's ingress gateway: its namespace, the Gateway's
-        // selector as its labels, its service account.
-        let gateway_selector = match o.gateway {
+        // An Istio Gateway defaults to Istio's ingress gateway: its namespace, the Gateway's
+        // selector as its labels, its service account. A Gateway API Gateway to what Istio's
+        // controller deploys for it: the Gateway's namespace, the label
+        // `gateway.networking.k8s.io/gateway-name`, the Deployment and service account
+        // `NAME-CLASS`.
+        let gateway_defaults: Option<(String, mesh_core::Labels, String, Option<String>)> = match o.gateway {
             Some(g) => {
+                use mesh_core::api::{Kind, Resource};
                 let (ns, name) =
                     g.split_once('/').ok_or_else(|| MeshError::Workload(format!("--gateway `{g}` is not NS/NAME")))?;
-                match snapshot.get(mesh_core::api::Kind::Gateway, ns, name).map(|r| &**r) {
-                    Some(mesh_core::api::Resource::Gateway(gw)) => Some(gw.spec.selector.clone()),
+                let istio = snapshot.get(Kind::Gateway, ns, name);
+                let api = snapshot.get(Kind::KubernetesGateway, ns, name);
+                match (istio.map(|r| &**r), api.map(|r| &**r)) {
+                    (Some(_), Some(_)) => {
+                        return Err(MeshError::Workload(format!(
+                            "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
+                        )));
+                    }
+                    (Some(Resource::Gateway(gw)), None) => Some((
+                        "istio-system".into(),
+                        gw.spec.selector.clone(),
+                        "istio-ingressgateway-service-account".into(),
+                        None,
+                    )),
+                    (None, Some(Resource::KubernetesGateway(gw))) => Some((
+                        ns.to_string(),
+                        [("gateway.networking.k8s.io/gateway-name".to_string(), name.to_string())].into(),
+                        format!("{name}-{}", gw.spec.gateway_class_name),
+                        Some(format!("{name}-{}", gw.spec.gateway_class_name)),
+                    )),
                     _ => {
                         return Err(MeshError::Workload(format!(
                             "--gateway {ns}/{name}: no such Gateway in the config"
@@ -236,18 +258,19 @@ impl WorkloadMesh {
             }
             None => None,
         };
-        let namespace = o
-            .namespace
-            .map(str::to_string)
-            .unwrap_or_else(|| if gateway_selector.is_some() { "istio-system".into() } else { "default".into() });
-        let labels = o.labels.cloned().or_else(|| gateway_selector.clone()).unwrap_or_default();
+        let namespace = o.namespace.map(str::to_string).unwrap_or_else(|| match &gateway_defaults {
+            Some((ns, _, _, _)) => ns.clone(),
+            None => "default".into(),
+        });
+        let labels =
+            o.labels.cloned().or_else(|| gateway_defaults.as_ref().map(|(_, l, _, _)| l.clone())).unwrap_or_default();
         let me = LocalWorkload::resolve(
             &snapshot,
             &namespace,
             &labels,
-            o.workload,
+            o.workload.or(gateway_defaults.as_ref().and_then(|(_, _, _, w)| w.as_deref())),
             o.service_account,
-            if gateway_selector.is_some() { "istio-ingressgateway-service-account" } else { "default" },
+            gateway_defaults.as_ref().map_or("default", |(_, _, sa, _)| sa.as_str()),
             o.trust_domain,
         )
         .map_err(MeshError::Workload)?;

@@ -231,6 +231,7 @@ fn weighted_choice_chi_square() {
         target: Target::Missing { name: format!("c{w}").into(), host: "h".into(), subset: None, port: None },
         weight: w,
         headers: HeaderOps::default(),
+        filters: None,
     };
     let targets = WeightedTargets::new(vec![t(50), t(30), t(20)]);
     for seed in [1u64, 2, 3] {

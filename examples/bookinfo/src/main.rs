@@ -57,6 +57,11 @@ enum Command {
         /// scraping the proxies itself.
         #[arg(long, value_name = "URL", value_parser = parse_prometheus_url)]
         prometheus_url: Option<SocketAddr>,
+        /// Serve Bookinfo's ingress with the Kubernetes Gateway API (the Gateway and HTTPRoute
+        /// of Istio's `gateway-api/bookinfo-gateway.yaml`, on listener port 80, and the
+        /// versioned Services its routes name) instead of the Istio Gateway.
+        #[arg(long)]
+        gateway_api: bool,
     },
     /// Run one service.
     Serve {
@@ -218,6 +223,7 @@ async fn run(command: Command) -> Result<(), String> {
             prometheus,
             prometheus_listen,
             prometheus_url,
+            gateway_api,
         } => {
             up::run(up::Options {
                 mode,
@@ -229,6 +235,7 @@ async fn run(command: Command) -> Result<(), String> {
                 prometheus,
                 prometheus_listen,
                 prometheus_url,
+                gateway_api,
             })
             .await
         }

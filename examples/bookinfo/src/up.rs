@@ -24,6 +24,20 @@ pub const SEED: [(&str, &str); 3] = [
     ("destination-rules.yaml", include_str!("../config/mesh/destination-rules.yaml")),
 ];
 
+/// The Gateway API's ingress instead of the Istio Gateway (`--gateway-api`): Istio's sample
+/// Gateway and HTTPRoute, and the versioned Services (`reviews-v1`, ...) that its
+/// `gateway-api/route-*.yaml` samples route to.
+pub const SEED_GATEWAY_API: [(&str, &str); 2] = [
+    ("bookinfo-gateway.yaml", include_str!("../config/gateway-api/bookinfo-gateway.yaml")),
+    ("bookinfo-versions.yaml", include_str!("../config/gateway-api/bookinfo-versions.yaml")),
+];
+
+/// The ingress gateway of each flavour: its Gateway's listener port, and the workload
+/// Istio runs for it (name, namespace).
+pub fn ingress_workload(gateway_api: bool) -> (u16, &'static str, &'static str) {
+    if gateway_api { (80, "bookinfo-gateway-istio", "default") } else { (8080, "istio-ingressgateway", "istio-system") }
+}
+
 /// One workload to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workload {
@@ -122,6 +136,8 @@ pub struct Options {
     /// Build the dashboard's graph from this Prometheus (`http://IP:PORT`); the started one
     /// by default.
     pub prometheus_url: Option<SocketAddr>,
+    /// Serve the ingress with the Gateway API's Gateway and HTTPRoute.
+    pub gateway_api: bool,
 }
 
 /// How often the written Prometheus config scrapes the proxies.
@@ -194,20 +210,61 @@ fn free_addr() -> std::io::Result<SocketAddr> {
     Ports::default().next()
 }
 
-/// Write the seed config into `dir` when it holds no YAML yet.
-pub fn seed(dir: &Path) -> Result<bool, String> {
+/// Write the seed config into `dir` when it holds no YAML yet (with the Gateway API's
+/// ingress when `gateway_api`). A directory seeded before with the other ingress, its
+/// `bookinfo-gateway.yaml` untouched, is switched over; one whose gateway file was edited
+/// is left alone and refused, since both Gateways named `bookinfo-gateway` cannot be served.
+/// `Ok(true)` when something was written.
+pub fn seed(dir: &Path, gateway_api: bool) -> Result<bool, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
     let has_yaml = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(Result::ok)
         .any(|e| e.path().extension().is_some_and(|x| x == "yaml" || x == "yml"));
-    if has_yaml {
-        return Ok(false);
+    let istio_gateway = SEED[1].1;
+    let api_gateway = SEED_GATEWAY_API[0].1;
+    if !has_yaml {
+        for (name, text) in SEED {
+            write(name, if gateway_api && name == SEED[1].0 { api_gateway } else { text })?;
+        }
+        if gateway_api {
+            write(SEED_GATEWAY_API[1].0, SEED_GATEWAY_API[1].1)?;
+        }
+        return Ok(true);
     }
-    for (name, text) in SEED {
-        std::fs::write(dir.join(name), text).map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+    let current = std::fs::read_to_string(dir.join(SEED[1].0)).ok();
+    let (want, other) = if gateway_api { (api_gateway, istio_gateway) } else { (istio_gateway, api_gateway) };
+    match current.as_deref() {
+        Some(c) if c == want => Ok(false),
+        Some(c) if c == other => {
+            write(SEED[1].0, want)?;
+            if gateway_api && !dir.join(SEED_GATEWAY_API[1].0).exists() {
+                write(SEED_GATEWAY_API[1].0, SEED_GATEWAY_API[1].1)?;
+            }
+            Ok(true)
+        }
+        // Not ours (edited, or another gateway): the user's config decides.
+        _ => {
+            let loaded = load_paths(&[dir.to_path_buf()], &LoadOptions::default()).into_snapshot();
+            let (kind, flag) = if gateway_api {
+                (Kind::KubernetesGateway, "--gateway-api needs the Gateway API Gateway")
+            } else {
+                (Kind::Gateway, "without --gateway-api Bookinfo needs the Istio Gateway")
+            };
+            if loaded.get(kind, "default", "bookinfo-gateway").is_none() {
+                return Err(format!(
+                    "{}: {flag} default/bookinfo-gateway, and {} holds another; apply it (meshctl apply -f) or use a fresh --config-dir",
+                    dir.display(),
+                    dir.join(SEED[1].0).display()
+                ));
+            }
+            Ok(false)
+        }
     }
-    Ok(true)
 }
 
 /// The Deployments of the `default` namespace that are Bookinfo services, with addresses.
@@ -303,12 +360,15 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
     let otlp = opts.otlp_endpoint.clone().unwrap_or_else(|| format!("http://{dashboard_addr}/v1/traces"));
     let sampling = opts.trace_sampling.to_string();
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
-    if seed(&opts.config_dir)? {
-        println!(
-            "config: seeded {} with the Bookinfo manifest, gateway and destination rules",
-            opts.config_dir.display()
-        );
+    if seed(&opts.config_dir, opts.gateway_api)? {
+        let gateway = if opts.gateway_api {
+            "the Gateway API's Gateway and HTTPRoute (and the versioned Services)"
+        } else {
+            "the Istio Gateway and VirtualService"
+        };
+        println!("config: {} holds the Bookinfo manifest, {gateway} and destination rules", opts.config_dir.display());
     }
+    let (gw_port, gw_workload, gw_namespace) = ingress_workload(opts.gateway_api);
     let state = opts.config_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let logs = state.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
@@ -405,9 +465,9 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             "--gateway".into(),
             "default/bookinfo-gateway".into(),
             "--listen".into(),
-            format!("8080={}", opts.ingress),
+            format!("{gw_port}={}", opts.ingress),
         ]);
-        procs.push(spawn(&exe, &gateway, &logs.join("istio-ingressgateway.log"), "ingress gateway")?);
+        procs.push(spawn(&exe, &gateway, &logs.join(format!("{gw_workload}.log")), "ingress gateway")?);
     }
 
     let mut ready = Ok(());
@@ -440,8 +500,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
         .filter(|_| opts.mode.meshed() != Meshed::Unmeshed)
         .map(|w| (w.name.clone(), "default".to_string(), w.app.clone(), w.version.clone(), w.admin))
         .chain((opts.mode != Mode::None).then(|| {
-            let gw = "istio-ingressgateway".to_string();
-            (gw.clone(), "istio-system".to_string(), gw, String::new(), gateway_admin)
+            (gw_workload.to_string(), gw_namespace.to_string(), gw_workload.to_string(), String::new(), gateway_admin)
         }))
         .collect();
     let prometheus_dir = state.join("prometheus");
@@ -485,7 +544,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             .iter()
             .filter(|_| opts.mode.meshed() != Meshed::Unmeshed)
             .map(|w| (w.name.clone(), w.admin))
-            .chain((opts.mode != Mode::None).then(|| ("istio-ingressgateway".to_string(), gateway_admin)))
+            .chain((opts.mode != Mode::None).then(|| (gw_workload.to_string(), gateway_admin)))
             .collect(),
     );
     let dashboard = match prometheus_url {
@@ -510,7 +569,7 @@ pub async fn run(mut opts: Options) -> Result<(), String> {
             serde_json::json!({"name": w.name, "namespace": "default", "type": kind, "admin": w.admin.to_string()})
         })
         .chain((opts.mode != Mode::None).then(|| {
-            serde_json::json!({"name": "istio-ingressgateway", "namespace": "istio-system", "type": "gateway",
+            serde_json::json!({"name": gw_workload, "namespace": gw_namespace, "type": "gateway",
                 "admin": gateway_admin.to_string()})
         }))
         .collect();
@@ -624,8 +683,8 @@ mod tests {
     fn the_seed_config_gives_six_workloads_with_distinct_ports() {
         let dir = std::env::temp_dir().join(format!("bookinfo-up-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(seed(&dir).unwrap());
-        assert!(!seed(&dir).unwrap(), "a directory with config is left alone");
+        assert!(seed(&dir, false).unwrap());
+        assert!(!seed(&dir, false).unwrap(), "a directory with config is left alone");
         let w = workloads(&dir).unwrap();
         let mut names: Vec<_> = w.iter().map(|w| w.name.as_str()).collect();
         names.sort_unstable();
@@ -635,6 +694,32 @@ mod tests {
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 24);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_seed_switches_between_the_istio_and_the_gateway_api_ingress() {
+        let dir = std::env::temp_dir().join(format!("bookinfo-up-switch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let gateways = |dir: &Path| {
+            let s = load_paths(&[dir.to_path_buf()], &LoadOptions::default()).into_snapshot();
+            (
+                s.get(Kind::Gateway, "default", "bookinfo-gateway").is_some(),
+                s.get(Kind::KubernetesGateway, "default", "bookinfo-gateway").is_some(),
+                s.get(Kind::Service, "default", "reviews-v1").is_some(),
+            )
+        };
+        assert!(seed(&dir, true).unwrap());
+        assert_eq!(gateways(&dir), (false, true, true));
+        assert!(!seed(&dir, true).unwrap());
+        assert!(seed(&dir, false).unwrap(), "an untouched seed is switched back");
+        assert_eq!(gateways(&dir), (true, false, true));
+        assert!(seed(&dir, true).unwrap());
+        assert_eq!(gateways(&dir), (false, true, true));
+        // An edited gateway file is the user's: refused, not overwritten.
+        std::fs::write(dir.join("bookinfo-gateway.yaml"), "# mine\n").unwrap();
+        let err = seed(&dir, true).unwrap_err();
+        assert!(err.contains("--gateway-api needs the Gateway API Gateway default/bookinfo-gateway"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -442,6 +442,78 @@ async fn tutorial_steps(mode: &str) {
     assert_eq!(logs["findings"][0]["line"], 5, "the line of `accessLogging`: {logs}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_tutorial_in_sidecar_mode() {
+    gateway_api_steps("sidecar").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_tutorial_in_embedded_mode() {
+    gateway_api_steps("embedded").await;
+}
+
+/// Istio's request-routing task with the Gateway API: `bookinfo up --gateway-api` serves the
+/// Gateway and HTTPRoute of `gateway-api/bookinfo-gateway.yaml`, and the mesh HTTPRoutes of
+/// `gateway-api/route-*.yaml` (parent: the Service) move reviews between versions.
+async fn gateway_api_steps(mode: &str) {
+    let mesh = up_with(mode, &["--gateway-api"]);
+    let gateways = std::fs::read_to_string(mesh.config.join("bookinfo-gateway.yaml")).unwrap();
+    assert!(
+        gateways.contains("gateway.networking.k8s.io/v1") && !gateways.contains("networking.istio.io"),
+        "{gateways}"
+    );
+
+    // 1. The HTTPRoute `bookinfo` at the gateway: its five paths, nothing else.
+    let (status, page) = mesh.get("/productpage", None).await;
+    assert!(status == 200 && page.contains("Book Details"), "{status} {page}");
+    assert_eq!(mesh.get("/api/v1/products/0/reviews", None).await.0, 200);
+    assert_eq!(mesh.get("/productpagex", None).await.0, 404, "Exact /productpage");
+    assert_eq!(mesh.get("/health", None).await.0, 404);
+    let counts = mesh.count(30, None).await;
+    for v in [Drawn::NoStars, Drawn::Black, Drawn::Red] {
+        assert!(counts.get(&v).copied().unwrap_or(0) > 0, "{v:?} never appeared in 30 pages: {counts:?}");
+    }
+
+    // 2. route-all-v1: every service to its v1 Service.
+    mesh.apply("gateway-api/route-all-v1.yaml");
+    mesh.settle(None, Drawn::NoStars, 10).await;
+    assert_eq!(mesh.count(30, None).await.get(&Drawn::NoStars), Some(&30));
+
+    // 3. 90/10 between v1 and v2.
+    mesh.apply("gateway-api/route-reviews-90-10.yaml");
+    mesh.settle(None, Drawn::Black, 1).await;
+    let counts = mesh.count(200, None).await;
+    let (v1, v2) = (counts.get(&Drawn::NoStars).copied().unwrap_or(0), counts.get(&Drawn::Black).copied().unwrap_or(0));
+    // Binomial(200, 0.1): mean 20; outside 2..=45 is a chance below 1e-7.
+    assert!(v1 + v2 == 200 && (2..=45).contains(&v2), "90/10: {counts:?}");
+
+    // 4. 50/50 between v1 and v3.
+    mesh.apply("gateway-api/route-reviews-50-v3.yaml");
+    mesh.settle(None, Drawn::Red, 1).await;
+    mesh.settle(None, Drawn::NoStars, 1).await;
+    let counts = mesh.count(100, None).await;
+    let (v1, v3) = (counts.get(&Drawn::NoStars).copied().unwrap_or(0), counts.get(&Drawn::Red).copied().unwrap_or(0));
+    assert!(v1 + v3 == 100 && (25..=75).contains(&v3), "50/50: {counts:?}");
+
+    // 5. All to v3, then back to v1.
+    mesh.apply("gateway-api/route-reviews-v3.yaml");
+    mesh.settle(None, Drawn::Red, 10).await;
+    assert_eq!(mesh.count(20, None).await.get(&Drawn::Red), Some(&20));
+    mesh.apply("gateway-api/route-reviews-v1.yaml");
+    mesh.settle(None, Drawn::NoStars, 10).await;
+
+    // The gateway is the workload Istio's controller runs for a Gateway API Gateway.
+    let mut graph = String::new();
+    for _ in 0..40 {
+        graph = request(mesh.dashboard, "GET", "/api/graph", None, "").await.unwrap().2;
+        if graph.contains("bookinfo-gateway-istio") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(graph.contains("bookinfo-gateway-istio") && !graph.contains("istio-ingressgateway"), "{graph}");
+}
+
 /// Wait (up to 10 s) for a 200 page that satisfies `ok`; the page.
 async fn settle_on(mesh: &Up, ok: impl Fn(&str) -> bool) -> String {
     let mut last = (0, String::new());

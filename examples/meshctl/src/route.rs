@@ -68,11 +68,23 @@ pub(crate) fn run(args: &RouteArgs) -> ExitCode {
     let (ctx, listener_port) = match &args.gateway {
         Some(gw) => {
             let (ns, name) = gw.split_once('/').unwrap_or((&args.namespace, gw));
-            let Some(r) = snapshot.get(Kind::Gateway, ns, name) else {
-                return fail(format!("Gateway {ns}/{name} is not in the config"));
+            // The first server's (Istio) or listener's (Gateway API) port, unless --port says.
+            let first = match (snapshot.get(Kind::Gateway, ns, name), snapshot.get(Kind::KubernetesGateway, ns, name)) {
+                (Some(_), Some(_)) => {
+                    return fail(format!(
+                        "{ns}/{name} names two Gateways: the Istio Gateway (networking.istio.io) and the Gateway API Gateway (gateway.networking.k8s.io); rename one"
+                    ));
+                }
+                (Some(r), None) => match &**r {
+                    Resource::Gateway(g) => g.spec.servers.first().and_then(|s| u16::try_from(s.port.number).ok()),
+                    _ => None,
+                },
+                (None, Some(r)) => match &**r {
+                    Resource::KubernetesGateway(g) => g.spec.listeners.first().and_then(|l| u16::try_from(l.port).ok()),
+                    _ => None,
+                },
+                (None, None) => return fail(format!("Gateway {ns}/{name} is not in the config")),
             };
-            let Resource::Gateway(g) = &**r else { unreachable!("indexed by kind") };
-            let first = g.spec.servers.first().and_then(|s| u16::try_from(s.port.number).ok());
             (ProxyContext::gateway(ns, name), args.port.or(first))
         }
         None => {

@@ -50,7 +50,7 @@ fn fail(e: &str) -> ExitCode {
 pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCode {
     let Some(kind) = Kind::from_short_name(kind) else {
         eprintln!(
-            "error: the server doesn't have a resource type \"{kind}\" (try vs, dr, gw, se, we, pa, ap, ra, svc, deploy, sa)"
+            "error: the server doesn't have a resource type \"{kind}\" (try vs, dr, gw, se, we, pa, ap, ra, svc, deploy, sa, gtw, httproutes, grpcroutes, gc, refgrant)"
         );
         return ExitCode::from(1);
     };
@@ -63,7 +63,8 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
         .resources
         .iter()
         .map(|r| &*r.resource)
-        .filter(|r| r.kind() == kind && (all || r.meta().namespace == namespace))
+        // GatewayClass is cluster-scoped: listed whatever the namespace.
+        .filter(|r| r.kind() == kind && (all || kind == Kind::GatewayClass || r.meta().namespace == namespace))
         .map(|r| {
             let m = r.meta();
             let mut row = if all { vec![m.namespace.clone()] } else { Vec::new() };
@@ -101,6 +102,9 @@ fn headers(kind: Kind) -> &'static [&'static str] {
         Kind::PeerAuthentication => &["MODE"],
         Kind::AuthorizationPolicy => &["ACTION"],
         Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
+        Kind::KubernetesGateway => &["CLASS"],
+        Kind::GatewayClass => &["CONTROLLER"],
+        Kind::HttpRoute | Kind::GrpcRoute => &["HOSTNAMES"],
         _ => &[],
     }
 }
@@ -130,6 +134,10 @@ fn columns(r: &Resource) -> Vec<String> {
             se.spec.location.map_or(String::new(), |l| format!("{l:?}")),
             se.spec.resolution.map_or(String::new(), |r| format!("{r:?}")),
         ],
+        Resource::KubernetesGateway(g) => vec![g.spec.gateway_class_name.clone()],
+        Resource::GatewayClass(c) => vec![c.spec.controller_name.clone()],
+        Resource::HttpRoute(r) => vec![list(&r.spec.hostnames)],
+        Resource::GrpcRoute(r) => vec![list(&r.spec.hostnames)],
         _ => Vec::new(),
     }
 }

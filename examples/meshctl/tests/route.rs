@@ -32,7 +32,7 @@ fn routing_by_header() {
     assert_eq!(
         jason,
         serde_json::json!({
-            "virtual_service": "default/reviews", "route_index": 0, "route_name": null, "action": "route", "status": null,
+            "virtual_service": "default/reviews", "http_route": null, "route_index": 0, "route_name": null, "action": "route", "status": null,
             "destinations": [{"host": "reviews.default.svc.cluster.local", "subset": "v2", "port": 9080, "percent": 100.0}],
             "timeout_ms": null,
             "retries": {"attempts": 2, "per_try_timeout_ms": null, "retry_on": ["connect-failure", "refused-stream", "unavailable", "cancelled"]},
@@ -118,7 +118,7 @@ fn gateway_and_no_route() {
     let none = route(&["--gateway", "bookinfo-gateway", "--host", "localhost:8080", "--path", "/admin"]);
     assert_eq!(
         none,
-        serde_json::json!({"virtual_service": "default/bookinfo", "route_index": null, "route_name": null, "action": "no_route", "status": 404,
+        serde_json::json!({"virtual_service": "default/bookinfo", "http_route": null, "route_index": null, "route_name": null, "action": "no_route", "status": 404,
             "destinations": [], "timeout_ms": null, "retries": null, "fault": null})
     );
     let unknown = route(&["--host", "nowhere:80"]);
@@ -179,4 +179,62 @@ fn invalid_input_exits_one() {
         meshctl(&["route", "--config", "examples/bookinfo/config/mesh", "--host", "a", "--gateway", "nope"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("Gateway default/nope is not in the config"), "{stderr}");
+}
+
+/// HTTPRoute decisions: `virtual_service` null, `http_route` the route, `route_index` the
+/// rule's index in it; at the Gateway API gateway and in the mesh (a Service parent).
+#[test]
+fn gateway_api_decisions_name_the_httproute() {
+    let (code, stdout, stderr) = meshctl(&[
+        "route",
+        "--config",
+        "examples/bookinfo/config/mesh/bookinfo.yaml",
+        "--config",
+        "examples/bookinfo/config/gateway-api",
+        "--config",
+        "examples/bookinfo/config/tutorial/gateway-api/route-reviews-90-10.yaml",
+        "--host",
+        "reviews:9080",
+        "--path",
+        "/reviews/0",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let mesh: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        mesh,
+        serde_json::json!({
+            "virtual_service": null, "http_route": "default/reviews", "route_index": 0, "route_name": null,
+            "action": "route", "status": null,
+            "destinations": [
+                {"host": "reviews-v1.default.svc.cluster.local", "subset": null, "port": 9080, "percent": 90.0},
+                {"host": "reviews-v2.default.svc.cluster.local", "subset": null, "port": 9080, "percent": 10.0}
+            ],
+            "timeout_ms": null,
+            "retries": {"attempts": 2, "per_try_timeout_ms": null, "retry_on": ["connect-failure", "refused-stream", "unavailable", "cancelled"]},
+            "fault": null
+        })
+    );
+    let gateway = |path: &str| {
+        let (code, stdout, stderr) = meshctl(&[
+            "route",
+            "--config",
+            "examples/bookinfo/config/mesh/bookinfo.yaml",
+            "--config",
+            "examples/bookinfo/config/gateway-api",
+            "--gateway",
+            "default/bookinfo-gateway",
+            "--host",
+            "bookinfo.example.com",
+            "--path",
+            path,
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let page = gateway("/productpage");
+    assert_eq!((page["http_route"].as_str(), page["route_index"].as_u64()), (Some("default/bookinfo"), Some(0)));
+    assert_eq!(page["destinations"][0]["host"], "productpage.default.svc.cluster.local");
+    assert!(page["virtual_service"].is_null());
+    let none = gateway("/productpage/x");
+    assert_eq!((none["action"].as_str(), none["status"].as_u64()), (Some("no_route"), Some(404)), "Exact /productpage");
 }

@@ -87,3 +87,44 @@ fn delete_removes_what_a_file_defines() {
     assert_eq!(code, 1);
     assert!(err.contains("doesn't have a resource type \"widgets\""));
 }
+
+fn gateway_api(file: &str) -> String {
+    format!("{}/../bookinfo/config/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Gateway API resources as kubectl handles them: kubectl's names and short names, `group`
+/// in the output, the Gateway API Gateway told apart from Istio's.
+#[test]
+fn gateway_api_resources_are_applied_listed_and_deleted_as_with_kubectl() {
+    let dir = mesh();
+    let (code, out, err) = meshctl(&["apply", "-f", &gateway_api("gateway-api/bookinfo-versions.yaml")], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("service/reviews-v1 created\n"), "{out}");
+    let route = gateway_api("tutorial/gateway-api/route-reviews-90-10.yaml");
+    let (code, out, err) = meshctl(&["apply", "-f", &route], dir.path());
+    assert_eq!((code, out.as_str()), (0, "httproute.gateway.networking.k8s.io/reviews created\n"), "{err}");
+    let (code, table, _) = meshctl(&["get", "httproutes"], dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(table, "NAME      HOSTNAMES\nreviews   []\n");
+
+    // The Istio Gateway `bookinfo-gateway` is in the seed: `gw` and `gateways` are Istio's, as
+    // meshctl has always read them; `gtw` and `gateways.gateway.networking.k8s.io` the Gateway API's.
+    let (_, out, _) = meshctl(&["get", "gtw"], dir.path());
+    assert_eq!(out, "");
+    let (code, out, err) = meshctl(&["apply", "-f", &gateway_api("gateway-api/bookinfo-gateway.yaml")], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("gateway.gateway.networking.k8s.io/bookinfo-gateway created\n"), "{out}");
+    assert!(out.contains("httproute.gateway.networking.k8s.io/bookinfo created\n"), "{out}");
+    let (_, api, _) = meshctl(&["get", "gateways.gateway.networking.k8s.io"], dir.path());
+    assert_eq!(api, "NAME               CLASS\nbookinfo-gateway   istio\n");
+    let (_, istio, _) = meshctl(&["get", "gateways.networking.istio.io"], dir.path());
+    assert_eq!(istio, "NAME\nbookinfo-gateway\n");
+    // Both kinds under one name cannot be served: analyze says so.
+    let (_, analyze, _) = meshctl(&["analyze", ".mesh/config"], dir.path());
+    assert!(analyze.contains("is both an Istio Gateway (networking.istio.io) and a Gateway API Gateway"), "{analyze}");
+
+    let (code, out, _) = meshctl(&["delete", "-f", &route], dir.path());
+    assert_eq!((code, out.as_str()), (0, "httproute.gateway.networking.k8s.io/reviews deleted\n"));
+    let (_, _, err) = meshctl(&["get", "grpcroutes"], dir.path());
+    assert_eq!(err, "No resources found in default namespace.\n");
+}

@@ -10,11 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod gateway_api;
 mod kube;
 mod networking;
 mod security;
 mod telemetry;
 
+pub use gateway_api::*;
 pub use kube::*;
 pub use networking::*;
 pub use security::*;
@@ -235,11 +237,21 @@ pub enum Kind {
     Pod,
     /// discovery.k8s.io/v1 EndpointSlice (read from the Kubernetes API: endpoint addresses)
     EndpointSlice,
+    /// gateway.networking.k8s.io GatewayClass
+    GatewayClass,
+    /// gateway.networking.k8s.io Gateway (the Gateway API's; [`Kind::Gateway`] is Istio's)
+    KubernetesGateway,
+    /// gateway.networking.k8s.io HTTPRoute
+    HttpRoute,
+    /// gateway.networking.k8s.io GRPCRoute
+    GrpcRoute,
+    /// gateway.networking.k8s.io ReferenceGrant
+    ReferenceGrant,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 20] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -255,6 +267,11 @@ impl Kind {
         Kind::Deployment,
         Kind::Pod,
         Kind::EndpointSlice,
+        Kind::GatewayClass,
+        Kind::KubernetesGateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::ReferenceGrant,
     ];
 
     /// The `kind:` string.
@@ -275,6 +292,11 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::Pod => "Pod",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::KubernetesGateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 
@@ -292,12 +314,21 @@ impl Kind {
             Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
             Kind::Deployment => "apps",
             Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::GatewayClass | Kind::KubernetesGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
+                GROUP
+            }
         }
     }
 
     /// The versions of the group this kind is accepted in.
     pub fn versions(self) -> &'static [&'static str] {
+        match self {
+            Kind::ReferenceGrant => return &["v1beta1"],
+            Kind::GrpcRoute => return &["v1"],
+            _ => {}
+        }
         match self.group() {
+            GROUP => &["v1", "v1beta1"],
             "networking.istio.io" => &["v1", "v1beta1", "v1alpha3"],
             "security.istio.io" => &["v1", "v1beta1"],
             "telemetry.istio.io" => &["v1", "v1alpha1"],
@@ -310,9 +341,21 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == kind && k.group() == group)
     }
 
-    /// Short names as kubectl and istioctl accept them (`vs`, `dr`, `gw`, ...).
+    /// Short names as kubectl and istioctl accept them (`vs`, `dr`, `gw`, ...), and
+    /// `resource.group` (`gateways.gateway.networking.k8s.io`) where a name is in two groups.
+    /// A bare `gateway(s)` is Istio's, as `meshctl` has always read it; `gtw` is the Gateway
+    /// API's short name.
     pub fn from_short_name(name: &str) -> Option<Kind> {
         let lower = name.to_ascii_lowercase();
+        if let Some((resource, group)) = lower.split_once('.') {
+            let kind = Kind::from_short_name(resource)?;
+            return match (kind, group) {
+                (Kind::Gateway | Kind::KubernetesGateway, GROUP) => Some(Kind::KubernetesGateway),
+                (Kind::Gateway | Kind::KubernetesGateway, "networking.istio.io") => Some(Kind::Gateway),
+                (k, g) if k.group() == g || (g == "core" && k.group().is_empty()) => Some(k),
+                _ => None,
+            };
+        }
         let k = match lower.as_str() {
             "vs" | "virtualservice" | "virtualservices" => Kind::VirtualService,
             "dr" | "destinationrule" | "destinationrules" => Kind::DestinationRule,
@@ -329,6 +372,11 @@ impl Kind {
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
             "po" | "pod" | "pods" => Kind::Pod,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
+            "gc" | "gatewayclass" | "gatewayclasses" => Kind::GatewayClass,
+            "gtw" => Kind::KubernetesGateway,
+            "httproute" | "httproutes" => Kind::HttpRoute,
+            "grpcroute" | "grpcroutes" => Kind::GrpcRoute,
+            "refgrant" | "referencegrant" | "referencegrants" => Kind::ReferenceGrant,
             _ => return None,
         };
         Some(k)
@@ -376,6 +424,16 @@ pub enum Resource {
     Pod(KubeObject<PodSpec>),
     /// A Kubernetes EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// A Gateway API GatewayClass.
+    GatewayClass(Object<GatewayClassSpec>),
+    /// A Gateway API Gateway.
+    KubernetesGateway(Object<KubernetesGatewaySpec>),
+    /// A Gateway API HTTPRoute.
+    HttpRoute(Object<HttpRouteSpec>),
+    /// A Gateway API GRPCRoute.
+    GrpcRoute(Object<GrpcRouteSpec>),
+    /// A Gateway API ReferenceGrant.
+    ReferenceGrant(Object<ReferenceGrantSpec>),
 }
 
 macro_rules! each_resource {
@@ -396,6 +454,11 @@ macro_rules! each_resource {
             Resource::Deployment($o) => $body,
             Resource::Pod($o) => $body,
             Resource::EndpointSlice($o) => $body,
+            Resource::GatewayClass($o) => $body,
+            Resource::KubernetesGateway($o) => $body,
+            Resource::HttpRoute($o) => $body,
+            Resource::GrpcRoute($o) => $body,
+            Resource::ReferenceGrant($o) => $body,
         }
     };
 }
@@ -419,6 +482,11 @@ impl Resource {
             Resource::Deployment(_) => Kind::Deployment,
             Resource::Pod(_) => Kind::Pod,
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
+            Resource::GatewayClass(_) => Kind::GatewayClass,
+            Resource::KubernetesGateway(_) => Kind::KubernetesGateway,
+            Resource::HttpRoute(_) => Kind::HttpRoute,
+            Resource::GrpcRoute(_) => Kind::GrpcRoute,
+            Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 

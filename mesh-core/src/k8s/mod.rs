@@ -62,7 +62,8 @@ pub fn watched() -> impl Iterator<Item = Kind> {
 pub struct KubeOptions {
     /// Namespaces to watch; empty watches all of them.
     pub namespaces: Vec<String>,
-    /// A label selector (`key=value,key2`) the Istio resources must match.
+    /// A label selector (`key=value,key2`) the Istio and Gateway API resources must match
+    /// (GatewayClasses, cluster-wide, are not filtered).
     pub config_selector: Option<String>,
     /// Quiet time after the last event before publishing.
     pub debounce: Duration,
@@ -274,8 +275,14 @@ impl KubeSource {
         } else {
             options.namespaces.iter().cloned().map(Some).collect()
         };
-        let watchers: Vec<(&Target, Option<String>)> =
-            targets.iter().flat_map(|t| scopes.iter().map(move |s| (t, s.clone()))).collect();
+        // GatewayClass is cluster-scoped: one watch of all of them, whatever the namespaces.
+        let watchers: Vec<(&Target, Option<String>)> = targets
+            .iter()
+            .flat_map(|t| match t.kind {
+                Kind::GatewayClass => vec![(t, None)],
+                _ => scopes.iter().map(|s| (t, s.clone())).collect(),
+            })
+            .collect();
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
         let (status_tx, _) = watch::channel(SourceStatus { warnings: skipped.clone(), ..SourceStatus::default() });
         let (ready_tx, _) = watch::channel(false);
@@ -295,9 +302,9 @@ impl KubeSource {
                 None => Api::all_with(client.clone(), &target.resource),
             };
             let mut config = watcher::Config::default();
-            if target.kind.group().ends_with(".istio.io")
-                && let Some(selector) = &shared.options.config_selector
-            {
+            let config_kind = target.kind.group().ends_with(".istio.io")
+                || (target.kind.group() == crate::api::GROUP && target.kind != Kind::GatewayClass);
+            if config_kind && let Some(selector) = &shared.options.config_selector {
                 config = config.labels(selector);
             }
             tasks.push(tokio::spawn(watch_kind(

@@ -100,8 +100,23 @@ impl Served {
             Served::new("security.istio.io", &sec, "requestauthentications", "RequestAuthentication"),
             Served::new("telemetry.istio.io", &["v1", "v1alpha1"], "telemetries", "Telemetry"),
         ];
+        out.extend(Self::gateway_api());
         out.extend(Self::kubernetes());
         out
+    }
+
+    /// The Gateway API's standard channel CRDs (as Istio's install asks for them).
+    pub fn gateway_api() -> Vec<Served> {
+        let g = "gateway.networking.k8s.io";
+        let mut class = Served::new(g, &["v1", "v1beta1"], "gatewayclasses", "GatewayClass");
+        class.namespaced = false;
+        vec![
+            class,
+            Served::new(g, &["v1", "v1beta1"], "gateways", "Gateway"),
+            Served::new(g, &["v1", "v1beta1"], "httproutes", "HTTPRoute"),
+            Served::new(g, &["v1"], "grpcroutes", "GRPCRoute"),
+            Served::new(g, &["v1beta1"], "referencegrants", "ReferenceGrant"),
+        ]
     }
 
     /// The built-in kinds only (no Istio CRDs installed).

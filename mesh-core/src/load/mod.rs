@@ -298,7 +298,9 @@ fn load_object(
     let Some(kind) = Kind::from_kind_and_group(kind_str, group) else {
         let msg = match group {
             "gateway.networking.k8s.io" => {
-                format!("Gateway API kind {kind_str} ({api_version}) is not supported yet; skipped")
+                format!(
+                    "Gateway API kind {kind_str} ({api_version}) is not supported yet (GatewayClass, Gateway, HTTPRoute, GRPCRoute and ReferenceGrant are); skipped"
+                )
             }
             g if g.ends_with(".istio.io") => {
                 format!("Istio kind {kind_str} ({api_version}) is not supported yet; skipped")
@@ -390,6 +392,11 @@ fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPa
         Kind::Deployment => Resource::Deployment(de::<KubeObject<_>>(json)?),
         Kind::Pod => Resource::Pod(de::<KubeObject<_>>(json)?),
         Kind::EndpointSlice => Resource::EndpointSlice(de(json)?),
+        Kind::GatewayClass => Resource::GatewayClass(de::<Object<_>>(json)?),
+        Kind::KubernetesGateway => Resource::KubernetesGateway(de::<Object<_>>(json)?),
+        Kind::HttpRoute => Resource::HttpRoute(de::<Object<_>>(json)?),
+        Kind::GrpcRoute => Resource::GrpcRoute(de::<Object<_>>(json)?),
+        Kind::ReferenceGrant => Resource::ReferenceGrant(de::<Object<_>>(json)?),
     })
 }
 

@@ -161,6 +161,12 @@ where
         };
         let rng = &*self.layer.rng;
         let Some(picked) = targets.pick(rng.roll() / 100.0) else {
+            // A Gateway API rule with no backend weight left, or whose pick fell on an
+            // invalid backendRef: the spec's 500, a configured outcome.
+            if targets.answers_500() {
+                let rsp = local(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), HeaderMap::new(), decision);
+                return RouteFuture::ready(Ok(rsp));
+            }
             let err = RouteNotFound { authority: info.authority.to_string() };
             return RouteFuture::ready(Err(Box::new(err)));
         };
@@ -169,11 +175,10 @@ where
         decision.subset = subset;
         decision.port = port;
 
-        // Rewrites, after matching.
-        let new_path = route.rewrite.as_ref().and_then(|rw| rw.path(info.path, info.query, matched_prefix));
-        let new_authority = route
-            .rewrite
-            .as_ref()
+        // Rewrites, after matching (a Gateway API backendRef's own URLRewrite replaces the rule's).
+        let rewrite = picked.filters.as_ref().and_then(|f| f.rewrite.as_ref()).or(route.rewrite.as_ref());
+        let new_path = rewrite.and_then(|rw| rw.path(info.path, info.query, matched_prefix));
+        let new_authority = rewrite
             .and_then(|rw| rw.authority.clone())
             .or_else(|| route.headers.authority.clone())
             .or_else(|| picked.headers.authority.clone());
@@ -196,7 +201,8 @@ where
         picked.headers.request.apply(req.headers_mut());
 
         if let Some(sink) = &self.layer.mirror {
-            for m in &route.mirrors {
+            let own = picked.filters.as_ref().map(|f| f.mirrors.as_slice()).unwrap_or_default();
+            for m in route.mirrors.iter().chain(own) {
                 if m.percent >= 100.0 || (m.percent > 0.0 && rng.roll() < m.percent) {
                     mirror(sink, &req, &m.target);
                 }

@@ -631,3 +631,78 @@ async fn ejection_time_grows_with_each_ejection() {
     tokio::time::advance(Duration::from_secs(10)).await;
     assert!(balance.ejected(cluster).is_empty());
 }
+
+/// A Gateway API mesh route through the router: a backendRef's own URLRewrite and
+/// RequestMirror apply when that backend is picked; a rule with no weight left answers 500
+/// itself, with the route named in the decision.
+#[tokio::test]
+async fn gateway_api_backend_filters_and_the_500_of_a_rule_without_weight() {
+    let yaml = Manifest::new()
+        .service("echo", 8080)
+        .doc("apiVersion: v1\nkind: Service\nmetadata: {name: echo-v1}\nspec: {ports: [{port: 8080, name: http}], selector: {app: echo}}")
+        .doc("apiVersion: v1\nkind: Service\nmetadata: {name: echo-shadow}\nspec: {ports: [{port: 8080, name: http}], selector: {app: echo}}")
+        .deployment("echo", "v1", None)
+        .doc(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - matches: [{path: {value: /zero}}]
+    backendRefs: [{name: echo-v1, port: 8080, weight: 0}]
+  - backendRefs:
+    - name: echo-v1
+      port: 8080
+      filters:
+      - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v1}}}
+      - {type: RequestMirror, requestMirror: {backendRef: {name: echo-shadow, port: 8080}}}
+"#,
+        )
+        .to_string();
+    let loaded = load_str("c.yaml", &yaml, &LoadOptions::default());
+    assert!(!loaded.has_errors(), "{}", loaded.report());
+    let s = loaded.into_snapshot();
+    let locator = Locator::new().with("default", "echo-v1", "127.0.0.1:1".parse().unwrap());
+    let table = TableHandle::new(RouteTable::compile(
+        &s,
+        &Registry::build(&s, &locator),
+        &ProxyContext::sidecar("default", Default::default()),
+    ));
+    let mirrored = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = mirrored.clone();
+    let sink = tower::util::BoxCloneSyncService::new(service_fn(move |req: Request<BoxBody>| {
+        let target = req.extensions().get::<Target>().map(|t| t.name().to_string()).unwrap_or_default();
+        seen.lock().unwrap().push((req.uri().path().to_string(), target));
+        async { Ok::<_, BoxError>(Response::new(mesh_core::body::empty())) }
+    }));
+    let upstream = service_fn(|req: Request<Full<Bytes>>| async move {
+        let target = req.extensions().get::<Target>().map(|t| t.name().to_string()).unwrap_or_default();
+        Ok::<_, BoxError>(Response::new(mesh_core::body::full(format!("{} {target}", req.uri().path()))))
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(RescueLayer::new())
+        .layer(RouterLayer::new(table).with_mirror(sink))
+        .service(upstream);
+    let req =
+        |path: &str| Request::builder().uri(path).header("host", "echo:8080").body(Full::new(Bytes::new())).unwrap();
+
+    let rsp = svc.clone().oneshot(req("/items/1")).await.unwrap();
+    assert_eq!(text(rsp).await, "/v1/items/1 outbound|8080||echo-v1.default.svc.cluster.local");
+    for _ in 0..100 {
+        if !mirrored.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        mirrored.lock().unwrap().as_slice(),
+        [("/v1/items/1".to_string(), "outbound|8080||echo-shadow.default.svc.cluster.local".to_string())]
+    );
+
+    let rsp = svc.clone().oneshot(req("/zero")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let decision = rsp.extensions().get::<mesh_core::ext::RouteDecision>().unwrap();
+    assert_eq!((decision.route_index, decision.destination_service.as_deref()), (Some(0), None));
+}

@@ -25,7 +25,9 @@ use super::{
 pub struct RouteRule {
     /// `namespace/name` of the VirtualService; `None` for default routing.
     pub virtual_service: Option<Arc<str>>,
-    /// Index in the VirtualService's `http` list.
+    /// `namespace/name` of the Gateway API HTTPRoute or GRPCRoute this rule comes from.
+    pub http_route: Option<Arc<str>>,
+    /// Index in the VirtualService's `http` list (or in the HTTPRoute's `rules`).
     pub index: Option<usize>,
     /// The route's `name`.
     pub name: Option<Arc<str>>,
@@ -80,6 +82,18 @@ pub struct WeightedTarget {
     pub weight: u32,
     /// Destination-level header operations.
     pub headers: HeaderOps,
+    /// A Gateway API backendRef's own URLRewrite and RequestMirror filters.
+    pub filters: Option<Arc<BackendFilters>>,
+}
+
+/// The filters of one Gateway API backendRef beyond its header modifiers: applied only when
+/// that backend is picked, after the rule's.
+#[derive(Clone, Debug, Default)]
+pub struct BackendFilters {
+    /// Its URLRewrite (replaces the rule's, being the more specific).
+    pub rewrite: Option<Rewrite>,
+    /// Its RequestMirrors (in addition to the rule's).
+    pub mirrors: Vec<Mirror>,
 }
 
 /// The destinations of a forwarding route, with weights > 0.
@@ -88,6 +102,12 @@ pub struct WeightedTargets {
     /// Destinations.
     pub targets: Vec<WeightedTarget>,
     total: u64,
+    /// The share (as weight) that answers 500 itself: Gateway API backendRefs that resolve to
+    /// nothing (an unknown Service, a cross-namespace reference without a ReferenceGrant).
+    refused: u64,
+    /// Gateway API rules: a weight of 0 sends nothing even when alone, and a rule with no
+    /// weight left answers 500 (VirtualService routes give a lone destination 100 %).
+    strict: bool,
 }
 
 impl WeightedTargets {
@@ -98,27 +118,50 @@ impl WeightedTargets {
         }
         targets.retain(|t| t.weight > 0);
         let total = targets.iter().map(|t| u64::from(t.weight)).sum();
-        Self { targets, total }
+        Self { targets, total, refused: 0, strict: false }
     }
 
-    /// Pick per request, given a uniform sample in `[0, 1)`.
+    /// A Gateway API rule's backends: weights as written (0 sends nothing, even alone), and
+    /// `refused` weight for the invalid backends, whose share answers 500.
+    pub fn gateway_api(mut targets: Vec<WeightedTarget>, refused: u64) -> Self {
+        targets.retain(|t| t.weight > 0);
+        let total = targets.iter().map(|t| u64::from(t.weight)).sum();
+        Self { targets, total, refused, strict: true }
+    }
+
+    /// Whether a request this route does not send anywhere gets 500 (Gateway API), rather
+    /// than 404 NR.
+    pub fn answers_500(&self) -> bool {
+        self.strict
+    }
+
+    /// The weight of invalid backends, answered with 500.
+    pub fn refused_weight(&self) -> u64 {
+        self.refused
+    }
+
+    /// Pick per request, given a uniform sample in `[0, 1)`. `None`: nothing to send to (or
+    /// the sample fell in the share of invalid Gateway API backends).
     pub fn pick(&self, sample: f64) -> Option<&WeightedTarget> {
-        if self.targets.len() <= 1 {
+        if self.targets.len() <= 1 && self.refused == 0 {
             return self.targets.first();
         }
-        let mut point = (sample * self.total as f64) as u64;
+        let mut point = (sample * (self.total + self.refused) as f64) as u64;
         for t in &self.targets {
             if point < u64::from(t.weight) {
                 return Some(t);
             }
             point -= u64::from(t.weight);
         }
+        if self.refused > 0 {
+            return None;
+        }
         self.targets.last()
     }
 
-    /// Each destination's share in percent (they sum to 100).
+    /// Each destination's share in percent (with the refused share, they sum to 100).
     pub fn percents(&self) -> impl Iterator<Item = (&WeightedTarget, f64)> {
-        let total = self.total.max(1) as f64;
+        let total = (self.total + self.refused).max(1) as f64;
         self.targets.iter().map(move |t| (t, f64::from(t.weight) * 100.0 / total))
     }
 }
@@ -210,13 +253,51 @@ impl HeaderOpsSide {
     }
 }
 
-/// A compiled `rewrite`.
+/// A compiled `rewrite` (VirtualService) or URLRewrite filter (Gateway API).
 #[derive(Clone, Debug)]
 pub struct Rewrite {
     uri: Option<String>,
     regex: Option<(regex::Regex, String)>,
+    /// A Gateway API path modifier: it knows its own matched prefix.
+    api_path: Option<PathModifier>,
     /// New authority.
     pub authority: Option<HeaderValue>,
+}
+
+/// A Gateway API `HTTPPathModifier`, compiled for the one match of its rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathModifier {
+    /// `ReplaceFullPath`: the whole path (the query string is kept).
+    Full(String),
+    /// `ReplacePrefixMatch`: the rule's PathPrefix match, replaced element-wise.
+    Prefix {
+        /// The PathPrefix value the rule matched.
+        matched: String,
+        /// What replaces it.
+        replacement: String,
+    },
+}
+
+impl PathModifier {
+    /// The new path for `path` (which the rule matched). `ReplacePrefixMatch` follows the
+    /// spec's table: the matched prefix and the replacement are both read without a trailing
+    /// `/`, the rest of the path is kept as it was, and an empty result is `/`
+    /// (`/foo/bar` with `/foo` → `/xyz/` gives `/xyz/bar`; `/foo/` with `/foo` → `` gives `/`).
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            Self::Full(p) => p.clone(),
+            Self::Prefix { matched, replacement } => {
+                let prefix = matched.trim_end_matches('/');
+                let rest = path.get(prefix.len()..).filter(|_| path.starts_with(prefix)).unwrap_or(path);
+                let mut out = replacement.trim_end_matches('/').to_string();
+                out.push_str(rest);
+                if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                out
+            }
+        }
+    }
 }
 
 impl Rewrite {
@@ -236,12 +317,23 @@ impl Rewrite {
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| RouteConfigError::Header(InvalidHeader("authority".into())))?;
-        Ok(Self { uri: r.uri.clone(), regex, authority })
+        Ok(Self { uri: r.uri.clone(), regex, api_path: None, authority })
+    }
+
+    /// A Gateway API URLRewrite: a new Host and/or path.
+    pub fn gateway_api(hostname: Option<&str>, path: Option<PathModifier>) -> Result<Self, RouteConfigError> {
+        let authority = hostname
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| RouteConfigError::Header(InvalidHeader("hostname".into())))?;
+        Ok(Self { uri: None, regex: None, api_path: path, authority })
     }
 
     /// The new path (and query) for `path?query`, given the prefix the matched block used.
     pub fn path(&self, path: &str, query: Option<&str>, matched_prefix: Option<&str>) -> Option<String> {
-        let new_path = if let Some((re, rep)) = &self.regex {
+        let new_path = if let Some(m) = &self.api_path {
+            m.apply(path)
+        } else if let Some((re, rep)) = &self.regex {
             re.replace_all(path, rep.as_str()).into_owned()
         } else if let Some(uri) = &self.uri {
             match matched_prefix {
@@ -276,9 +368,11 @@ fn re2_replacement(rep: &str) -> String {
     out
 }
 
-/// A compiled `redirect`.
+/// A compiled `redirect` (VirtualService) or RequestRedirect filter (Gateway API).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Redirect {
+    /// Gateway API semantics: the path modifier, and the port rule of the spec.
+    api: Option<ApiRedirect>,
     uri: Option<String>,
     prefix_rewrite: Option<String>,
     authority: Option<String>,
@@ -293,6 +387,7 @@ impl Redirect {
     /// Compile.
     pub fn compile(r: &HttpRedirect) -> Result<Self, RouteConfigError> {
         Ok(Self {
+            api: None,
             uri: r.uri.clone(),
             prefix_rewrite: r.prefix_rewrite.clone(),
             authority: r.authority.clone(),
@@ -306,8 +401,54 @@ impl Redirect {
         })
     }
 
+    /// A Gateway API RequestRedirect. `listener_port` is the Gateway listener's port (or,
+    /// in the mesh, the Service port) the spec derives the redirect's port from.
+    pub fn gateway_api(
+        f: &mesh_core::api::HttpRequestRedirectFilter,
+        path: Option<PathModifier>,
+        listener_port: u16,
+    ) -> Result<Self, RouteConfigError> {
+        let code = f.status_code.unwrap_or(302);
+        Ok(Self {
+            api: Some(ApiRedirect { path, listener_port }),
+            uri: None,
+            prefix_rewrite: None,
+            authority: f.hostname.clone(),
+            port: f.port.and_then(|p| u16::try_from(p).ok()),
+            derive_port: None,
+            scheme: f.scheme.clone(),
+            status: u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or(RouteConfigError::Status(code))?,
+        })
+    }
+
+    /// The Gateway API's `Location`: the port is the filter's; else the well-known port of
+    /// the filter's scheme (80, 443); else the listener's. It is left out when it is the
+    /// scheme's default (http 80, https 443).
+    fn api_location(&self, api: &ApiRedirect, req: &RequestInfo<'_>) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
+        let host = self.authority.as_deref().unwrap_or_else(|| split_authority(req.authority).0);
+        let port = match (self.port, self.scheme.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some("https")) => 443,
+            (None, Some("http")) => 80,
+            (None, _) => api.listener_port,
+        };
+        let path = api.path.as_ref().map_or_else(|| req.path.to_string(), |m| m.apply(req.path));
+        let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
+        match (scheme, port) {
+            ("http", 80) | ("https", 443) => format!("{scheme}://{host}{path}{query}"),
+            _ => format!("{scheme}://{host}:{port}{path}{query}"),
+        }
+    }
+
     /// The `Location` for a request.
     pub fn location(&self, req: &RequestInfo<'_>, matched_prefix: Option<&str>) -> String {
+        if let Some(api) = &self.api {
+            return self.api_location(api, req);
+        }
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let (req_host, req_port) = split_authority(req.authority);
         let host = self.authority.as_deref().unwrap_or(req_host);
@@ -338,6 +479,13 @@ impl Redirect {
             None => format!("{scheme}://{host}{path}{query}"),
         }
     }
+}
+
+/// What a Gateway API redirect adds to [`Redirect`].
+#[derive(Clone, Debug, PartialEq)]
+struct ApiRedirect {
+    path: Option<PathModifier>,
+    listener_port: u16,
 }
 
 /// Host and port of an authority (`reviews:9080`, `[::1]:80`, `reviews`).
@@ -538,6 +686,7 @@ mod tests {
             target: Target::Missing { name: "x".into(), host: "h".into(), subset: None, port: None },
             weight: w,
             headers: HeaderOps::default(),
+            filters: None,
         };
         let single = WeightedTargets::new(vec![t(0)]);
         assert_eq!(single.percents().map(|(_, p)| p).collect::<Vec<_>>(), [100.0]);

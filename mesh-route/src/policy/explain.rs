@@ -14,7 +14,10 @@ use mesh_fault::{AbortKind, grpc_name};
 pub struct Explanation {
     /// `namespace/name`, or `null` when no VirtualService applies.
     pub virtual_service: Option<String>,
-    /// Index of the matched HTTPRoute.
+    /// `namespace/name` of the Gateway API HTTPRoute or GRPCRoute that decided, `null` for a
+    /// VirtualService decision (or no route).
+    pub http_route: Option<String>,
+    /// Index of the matched HTTPRoute (VirtualService `http` entry, or Gateway API rule).
     pub route_index: Option<usize>,
     /// Its name.
     pub route_name: Option<String>,
@@ -103,6 +106,7 @@ impl Explanation {
     fn no_route(virtual_service: Option<String>) -> Self {
         Self {
             virtual_service,
+            http_route: None,
             route_index: None,
             route_name: None,
             action: "no_route",
@@ -116,6 +120,9 @@ impl Explanation {
 
     fn route(route: &RouteRule) -> Self {
         let (action, status, destinations) = match &route.action {
+            Action::Forward(targets) if targets.targets.is_empty() && targets.answers_500() => {
+                ("direct_response", Some(500), Vec::new())
+            }
             Action::Forward(targets) => {
                 let dests = targets
                     .percents()
@@ -137,6 +144,7 @@ impl Explanation {
         let forwarded = action == "route";
         Self {
             virtual_service: route.virtual_service.as_deref().map(str::to_string),
+            http_route: route.http_route.as_deref().map(str::to_string),
             route_index: route.index,
             route_name: route.name.as_deref().map(str::to_string),
             action,

@@ -2,7 +2,10 @@
 
 use http::{HeaderMap, HeaderName};
 use mesh_core::{
-    api::{HttpMatchRequest, StringMatch, ValueMatch},
+    api::{
+        GrpcRouteMatch, HttpHeaderMatch, HttpMatchRequest, HttpRouteMatch, PathMatchType, StringMatch, ValueMatch,
+        ValueMatchType,
+    },
     request::first_query_value,
     string_match::{InvalidRegex, StringMatcher},
 };
@@ -54,8 +57,29 @@ pub struct MatchBlock {
     headers: Vec<(HeaderName, StringMatcher)>,
     without_headers: Vec<(HeaderName, StringMatcher)>,
     query_params: Vec<(String, StringMatcher)>,
+    /// A GRPCRoute method condition on `/service/method`.
+    grpc: Option<GrpcMethod>,
     /// The uri prefix, when the uri condition is a prefix (for prefix rewrites).
     pub uri_prefix: Option<String>,
+}
+
+/// A GRPCRoute `method` condition: the path is `/service/method`, each part one path
+/// element, each matched on its own (so a service regex never reaches into the method).
+#[derive(Clone, Debug, PartialEq)]
+struct GrpcMethod {
+    service: Option<StringMatcher>,
+    method: Option<StringMatcher>,
+}
+
+impl GrpcMethod {
+    fn matches(&self, path: &str) -> bool {
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else { return false };
+        if service.is_empty() || method.is_empty() || method.contains('/') {
+            return false;
+        }
+        self.service.as_ref().is_none_or(|m| m.matches(service))
+            && self.method.as_ref().is_none_or(|m| m.matches(method))
+    }
 }
 
 /// Why a match block cannot be compiled (mesh-core validation rejects these first).
@@ -105,6 +129,7 @@ impl TryFrom<&HttpMatchRequest> for MatchBlock {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), value_matcher(v)?)))
                 .collect::<Result<_, InvalidRegex>>()?,
+            grpc: None,
             uri_prefix: match &m.uri {
                 Some(StringMatch::Prefix(p)) => Some(p.clone()),
                 _ => None,
@@ -113,7 +138,69 @@ impl TryFrom<&HttpMatchRequest> for MatchBlock {
     }
 }
 
+/// A Gateway API header or query condition: exact, or an RE2 regex over the whole value.
+fn api_value(m: &HttpHeaderMatch) -> Result<StringMatcher, InvalidRegex> {
+    match m.match_type.unwrap_or_default() {
+        ValueMatchType::Exact => Ok(StringMatcher::Exact(m.value.as_str().into())),
+        ValueMatchType::RegularExpression => StringMatcher::try_from(&StringMatch::Regex(m.value.clone())),
+    }
+}
+
+fn api_headers(list: &[HttpHeaderMatch]) -> Result<Vec<(HeaderName, StringMatcher)>, InvalidMatch> {
+    list.iter()
+        .map(|h| {
+            let name =
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| InvalidMatch::HeaderName(h.name.clone()))?;
+            Ok((name, api_value(h)?))
+        })
+        .collect()
+}
+
 impl MatchBlock {
+    /// A Gateway API `HTTPRouteMatch`: `PathPrefix` is element-wise, header names are
+    /// case-insensitive, query parameter names are not (the first value counts).
+    pub fn from_http_route_match(m: &HttpRouteMatch) -> Result<Self, InvalidMatch> {
+        let (ty, value) = m.path();
+        let uri = match ty {
+            PathMatchType::Exact => StringMatcher::Exact(value.into()),
+            PathMatchType::PathPrefix => StringMatcher::path_prefix(value),
+            PathMatchType::RegularExpression => StringMatcher::try_from(&StringMatch::Regex(value.to_string()))?,
+        };
+        Ok(Self {
+            uri: Some(uri),
+            method: m.method.as_deref().map(|v| StringMatcher::Exact(v.into())),
+            headers: api_headers(&m.headers)?,
+            query_params: m
+                .query_params
+                .iter()
+                .map(|q| Ok((q.name.clone(), api_value(q)?)))
+                .collect::<Result<_, InvalidRegex>>()?,
+            ..Self::any()
+        })
+    }
+
+    /// A Gateway API `GRPCRouteMatch`: its service and method against the two elements of
+    /// the `/service/method` path (exact, or each a full-match regex); an absent part is any
+    /// one element.
+    pub fn from_grpc_route_match(m: &GrpcRouteMatch) -> Result<Self, InvalidMatch> {
+        let grpc = match &m.method {
+            None => None,
+            Some(method) => {
+                let part = |v: &Option<String>| -> Result<Option<StringMatcher>, InvalidRegex> {
+                    match (v, method.match_type.unwrap_or_default()) {
+                        (None, _) => Ok(None),
+                        (Some(v), ValueMatchType::Exact) => Ok(Some(StringMatcher::Exact(v.as_str().into()))),
+                        (Some(v), ValueMatchType::RegularExpression) => {
+                            StringMatcher::try_from(&StringMatch::Regex(v.clone())).map(Some)
+                        }
+                    }
+                };
+                Some(GrpcMethod { service: part(&method.service)?, method: part(&method.method)? })
+            }
+        };
+        Ok(Self { grpc, headers: api_headers(&m.headers)?, ..Self::any() })
+    }
+
     /// A block that matches everything (a route without `match`).
     pub fn any() -> Self {
         Self {
@@ -126,6 +213,7 @@ impl MatchBlock {
             headers: Vec::new(),
             without_headers: Vec::new(),
             query_params: Vec::new(),
+            grpc: None,
             uri_prefix: None,
         }
     }
@@ -139,10 +227,16 @@ impl MatchBlock {
             && self.headers.is_empty()
             && self.without_headers.is_empty()
             && self.query_params.is_empty()
+            && self.grpc.is_none()
     }
 
     /// Whether every condition of the block holds for `req`.
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
+        if let Some(g) = &self.grpc
+            && !g.matches(req.path)
+        {
+            return false;
+        }
         if let Some(uri) = &self.uri {
             let ok = if self.ignore_uri_case { uri.matches_ignore_case(req.path) } else { uri.matches(req.path) };
             if !ok {

@@ -27,6 +27,9 @@ use super::{
     retry::RetryPolicy,
 };
 
+mod gateway_api;
+pub use gateway_api::{CONTROLLERS, class_accepted};
+
 /// The proxy a table is compiled for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyContext {
@@ -113,6 +116,11 @@ struct Compiler<'a> {
 
 fn exported_to(export_to: &[String], owner_ns: &str, ns: &str) -> bool {
     export_to.is_empty() || export_to.iter().any(|e| e == "*" || e == ns || (e == "." && owner_ns == ns))
+}
+
+/// Age for "oldest first": creation time (none counts as newest), then namespace and name.
+fn age_key(m: &ObjectMeta) -> (bool, Option<&str>, &str, &str) {
+    (m.creation_timestamp.is_none(), m.creation_timestamp.as_deref(), &m.namespace, &m.name)
 }
 
 fn oldest_first(a: &ObjectMeta, b: &ObjectMeta) -> std::cmp::Ordering {
@@ -278,6 +286,7 @@ impl<'a> Compiler<'a> {
                 ),
                 weight: d.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0),
                 headers: HeaderOps::default(),
+                filters: None,
             })
             .collect();
         Some(WeightedTargets::new(targets))
@@ -386,7 +395,12 @@ impl<'a> Compiler<'a> {
                     );
                     // Omitted weights are 0 with several destinations (a single one gets 100 %).
                     let weight = d.weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(0);
-                    Ok(WeightedTarget { target, weight, headers: HeaderOps::compile(d.headers.as_ref())? })
+                    Ok(WeightedTarget {
+                        target,
+                        weight,
+                        headers: HeaderOps::compile(d.headers.as_ref())?,
+                        filters: None,
+                    })
                 })
                 .collect::<Result<Vec<_>, RouteConfigError>>()?;
             Action::Forward(WeightedTargets::new(targets))
@@ -419,6 +433,7 @@ impl<'a> Compiler<'a> {
             .collect();
         Ok(RouteRule {
             virtual_service: Some(vs_ref.clone()),
+            http_route: None,
             index: Some(index),
             name: r.name.as_deref().map(Arc::from),
             matches,
@@ -553,6 +568,7 @@ impl<'a> Compiler<'a> {
 
     fn sidecar(&mut self, table: &mut RouteTable, ctx_ns: &str) {
         let vss = self.virtual_services();
+        let mut mesh_routes = self.api_mesh(ctx_ns);
         // One VirtualService per host at sidecars: the oldest wins.
         let mut by_host: BTreeMap<String, (&'a ObjectMeta, &'a VirtualServiceSpec)> = BTreeMap::new();
         for (meta, vs) in &vss {
@@ -573,51 +589,71 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
+        // A Service with both a VirtualService and mesh HTTPRoutes: Istio's order decides
+        // (consumer routes first, then the older; a tie goes to the VirtualService).
+        for (host, routes) in &mesh_routes {
+            let Some((vs_meta, _)) = by_host.get(host).copied() else { continue };
+            let Some((route_meta, route_ref)) = routes.oldest() else { continue };
+            let route_wins = routes.has_consumer() || age_key(route_meta) < age_key(vs_meta);
+            let vs_ref = format!("{}/{}", vs_meta.namespace, vs_meta.name);
+            let (winner, loser) = if route_wins {
+                (format!("HTTPRoute {route_ref}"), format!("VirtualService {vs_ref}"))
+            } else {
+                (format!("VirtualService {vs_ref}"), format!("HTTPRoute {route_ref}"))
+            };
+            self.warnings.push(format!(
+                "{host} is routed by both {winner} and {loser}; {winner} applies (consumer routes first, then the older; equal ages go to the VirtualService)"
+            ));
+            if route_wins {
+                by_host.remove(host);
+            }
+        }
+        mesh_routes.retain(|host, _| !by_host.contains_key(host));
+        for (host, routes) in &mesh_routes {
+            if self.registry.service(host).is_none()
+                && let Some((_, route)) = routes.oldest()
+            {
+                self.warnings
+                    .push(format!("mesh route {route}: its parent Service {host} does not exist; not applied"));
+            }
+        }
         let registry = self.registry;
         for svc in registry.services() {
-            let vs = by_host.get(&svc.hostname).copied();
+            // Mesh HTTPRoutes, or the VirtualService, or neither (they never both remain).
+            let mesh = mesh_routes.get(&svc.hostname);
+            let vs = if mesh.is_some() { None } else { by_host.remove(&svc.hostname) };
+            let vs_ref: Option<Arc<str>> = vs.map(|(meta, _)| format!("{}/{}", meta.namespace, meta.name).into());
             for p in &svc.ports {
-                let targets = vs
-                    .and_then(|(meta, vs)| self.tcp_targets(meta, vs, &svc.hostname, p.number))
-                    .unwrap_or_else(|| {
+                // TCP: the VirtualService's first `tcp` route that applies, else the whole
+                // service (HTTPRoutes route HTTP only).
+                let tcp = vs.and_then(|(meta, vs)| self.tcp_targets(meta, vs, &svc.hostname, p.number)).unwrap_or_else(
+                    || {
                         let target = self.whole_service(svc, p.number);
                         WeightedTargets::new(vec![WeightedTarget {
                             target,
                             weight: 100,
                             headers: HeaderOps::default(),
+                            filters: None,
                         }])
-                    });
-                table.tcp.insert((svc.hostname.clone(), p.number), Arc::new(targets));
-            }
-            if let Some((meta, vs)) = by_host.remove(&svc.hostname) {
-                let vs_ref: Arc<str> = format!("{}/{}", meta.namespace, meta.name).into();
-                for p in &svc.ports {
-                    let routes = self.routes(meta, vs, &svc.hostname, Some(p.number));
-                    table.add(
-                        VirtualHost {
-                            name: svc.hostname.as_str().into(),
-                            port: Some(p.number),
-                            default_port: svc.default_port() == Some(p.number),
-                            virtual_service: Some(vs_ref.clone()),
-                            routes: routes.into(),
-                        },
-                        host_aliases(&svc.hostname, &svc.namespace, ctx_ns),
-                    );
+                    },
+                );
+                table.tcp.insert((svc.hostname.clone(), p.number), Arc::new(tcp));
+                let routes = match (mesh, vs) {
+                    (Some(routes), _) => self.api_mesh_rules(routes, p.number),
+                    (None, Some((meta, vs))) => Some(self.routes(meta, vs, &svc.hostname, Some(p.number))),
+                    (None, None) => None,
                 }
-            } else {
-                for p in &svc.ports {
-                    let route = default_route(self.whole_service(svc, p.number));
-                    table.add(
-                        VirtualHost {
-                            name: svc.hostname.as_str().into(),
-                            port: Some(p.number),
-                            default_port: svc.default_port() == Some(p.number),
-                            virtual_service: None,
-                            routes: vec![Arc::new(route)].into(),
-                        },
-                        host_aliases(&svc.hostname, &svc.namespace, ctx_ns),
-                    );
-                }
+                .unwrap_or_else(|| vec![Arc::new(default_route(self.whole_service(svc, p.number)))]);
+                table.add(
+                    VirtualHost {
+                        name: svc.hostname.as_str().into(),
+                        port: Some(p.number),
+                        default_port: svc.default_port() == Some(p.number),
+                        virtual_service: vs_ref.clone(),
+                        routes: routes.into(),
+                    },
+                    host_aliases(&svc.hostname, &svc.namespace, ctx_ns),
+                );
             }
         }
         // VirtualService hosts that name no registry service still answer (any port).
@@ -637,9 +673,26 @@ impl<'a> Compiler<'a> {
     }
 
     fn gateway(&mut self, table: &mut RouteTable, gw_ns: &str, gw_name: &str) {
-        let Some(gw) = self.snapshot.get(Kind::Gateway, gw_ns, gw_name).cloned() else {
-            self.warnings.push(format!("Gateway {gw_ns}/{gw_name} is not defined"));
-            return;
+        let istio = self.snapshot.get(Kind::Gateway, gw_ns, gw_name).cloned();
+        let api = self.snapshot.get(Kind::KubernetesGateway, gw_ns, gw_name).cloned();
+        let gw = match (istio, api) {
+            (Some(_), Some(_)) => {
+                self.warnings.push(format!(
+                    "Gateway {gw_ns}/{gw_name} is defined twice, as an Istio Gateway (networking.istio.io) and as a Gateway API Gateway (gateway.networking.k8s.io); neither is served"
+                ));
+                return;
+            }
+            (None, Some(api)) => {
+                if let Resource::KubernetesGateway(g) = &*api {
+                    self.api_gateway(table, gw_ns, gw_name, &g.spec);
+                }
+                return;
+            }
+            (Some(gw), None) => gw,
+            (None, None) => {
+                self.warnings.push(format!("Gateway {gw_ns}/{gw_name} is not defined"));
+                return;
+            }
         };
         let Resource::Gateway(gw) = &*gw else { return };
         let me = format!("{gw_ns}/{gw_name}");
@@ -719,6 +772,7 @@ fn host_aliases(fqdn: &str, svc_ns: &str, ctx_ns: &str) -> Vec<String> {
 fn default_route(target: Target) -> RouteRule {
     RouteRule {
         virtual_service: None,
+        http_route: None,
         index: None,
         name: None,
         matches: Vec::new(),
@@ -726,6 +780,7 @@ fn default_route(target: Target) -> RouteRule {
             target,
             weight: 100,
             headers: HeaderOps::default(),
+            filters: None,
         }])),
         timeout: None,
         retry: Some(Arc::new(RetryPolicy::istio_default())),
