@@ -259,6 +259,21 @@ impl Snapshot {
             _ => false,
         })
     }
+
+    /// A namespace's labels, as a Namespace object gives them, always with
+    /// `kubernetes.io/metadata.name` (Kubernetes sets it on every namespace, and it cannot be
+    /// changed), so that a namespace with no Namespace object can still be selected by name.
+    pub fn namespace_labels(&self, namespace: &str) -> Labels {
+        let mut labels = self
+            .of_kind(Kind::Namespace)
+            .find_map(|r| match &**r {
+                Resource::Namespace(n) if n.metadata.name == namespace => Some(n.metadata.labels.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
+        labels
+    }
 }
 
 fn policy_selector(r: &Resource) -> Option<&Labels> {

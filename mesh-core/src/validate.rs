@@ -34,7 +34,7 @@ pub fn validate(resource: &Resource) -> Vec<Finding> {
         Resource::RequestAuthentication(o) => request_authentication(&mut v, &spec, &o.spec),
         Resource::Telemetry(o) => telemetry(&mut v, &spec, &o.spec),
         Resource::Service(o) => service(&mut v, &spec, &o.spec),
-        Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) => {}
+        Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) | Resource::Namespace(_) => {}
         Resource::Deployment(o) => deployment(&mut v, &spec, &o.spec),
         Resource::GatewayClass(o) => gateway_api::gateway_class(&mut v, &spec, &o.spec),
         Resource::KubernetesGateway(o) => gateway_api::kubernetes_gateway(&mut v, &spec, &o.spec),

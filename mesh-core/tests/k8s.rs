@@ -398,7 +398,8 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
 }
 
 /// The Gateway API kinds are watched like the Istio ones: listed, then added, changed and
-/// deleted as they happen; GatewayClass cluster-scoped even when namespaces are scoped.
+/// deleted as they happen; GatewayClass and Namespace cluster-scoped even when namespaces are
+/// scoped.
 #[tokio::test]
 async fn gateway_api_kinds_are_listed_and_watched() {
     let api = bookinfo_cluster(Served::cluster_with_istio()).await;
@@ -423,6 +424,19 @@ async fn gateway_api_kinds_are_listed_and_watched() {
     .await;
     assert!(api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", "default", "reviews"));
     until(&mut rx, "the route is deleted", |s| s.get(Kind::HttpRoute, "default", "reviews").is_none()).await;
+
+    // Namespaces, whose labels allowedRoutes selectors read, are cluster-scoped too: a
+    // namespace outside the watched ones is seen, and so is a change of its labels.
+    let ns = |labels: serde_json::Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": labels}});
+    api.apply(ns(json!({"shared-gateway-access": "true"})));
+    until(&mut rx, "the namespace's labels arrive", |s| {
+        s.namespace_labels("team").get("shared-gateway-access").map(String::as_str) == Some("true")
+    })
+    .await;
+    api.apply(ns(json!({})));
+    until(&mut rx, "the label is removed", |s| !s.namespace_labels("team").contains_key("shared-gateway-access")).await;
+    let labels = rx.borrow().namespace_labels("team");
+    assert_eq!(labels.into_iter().collect::<Vec<_>>(), [("kubernetes.io/metadata.name".into(), "team".into())]);
 }
 
 #[tokio::test]

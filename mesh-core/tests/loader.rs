@@ -87,14 +87,11 @@ fn default_namespace_and_skipped_kinds() {
     assert!(!loaded.has_errors());
     let notes: Vec<_> =
         loaded.diagnostics.iter().filter(|d| d.severity == Severity::Note).map(ToString::to_string).collect();
-    assert_eq!(
-        notes,
-        [
-            "m.yaml:2: note: Namespace prod/prod: kind: Namespace (v1) is not used by the mesh; skipped",
-            "m.yaml:6: note: Secret prod/s: kind: Secret (v1) is not used by the mesh; skipped",
-        ]
-    );
-    let Resource::PeerAuthentication(pa) = &*loaded.resources[0].resource else { panic!() };
+    assert_eq!(notes, ["m.yaml:6: note: Secret prod/s: kind: Secret (v1) is not used by the mesh; skipped"]);
+    // A Namespace is kept: its labels select routes for Gateway API listeners.
+    let Resource::Namespace(ns) = &*loaded.resources[0].resource else { panic!() };
+    assert_eq!(ns.metadata.name, "prod");
+    let Resource::PeerAuthentication(pa) = &*loaded.resources[1].resource else { panic!() };
     assert_eq!(pa.metadata.namespace, "prod");
 }
 

@@ -50,7 +50,7 @@ fn fail(e: &str) -> ExitCode {
 pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCode {
     let Some(kind) = Kind::from_short_name(kind) else {
         eprintln!(
-            "error: the server doesn't have a resource type \"{kind}\" (try vs, dr, gw, se, we, pa, ap, ra, svc, deploy, sa, gtw, httproutes, grpcroutes, gc, refgrant)"
+            "error: the server doesn't have a resource type \"{kind}\" (try vs, dr, gw, se, we, pa, ap, ra, svc, deploy, sa, ns, gtw, httproutes, grpcroutes, gc, refgrant)"
         );
         return ExitCode::from(1);
     };
@@ -59,22 +59,24 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
         eprintln!("error: {}: no such config directory", dir.display());
         return ExitCode::from(1);
     }
+    // GatewayClass and Namespace are cluster-scoped: listed whatever the namespace, and
+    // without a NAMESPACE column, as kubectl does.
+    let namespaced = kind.namespaced();
     let mut rows: Vec<Vec<String>> = loaded
         .resources
         .iter()
         .map(|r| &*r.resource)
-        // GatewayClass is cluster-scoped: listed whatever the namespace.
-        .filter(|r| r.kind() == kind && (all || kind == Kind::GatewayClass || r.meta().namespace == namespace))
+        .filter(|r| r.kind() == kind && (all || !namespaced || r.meta().namespace == namespace))
         .map(|r| {
             let m = r.meta();
-            let mut row = if all { vec![m.namespace.clone()] } else { Vec::new() };
+            let mut row = if all && namespaced { vec![m.namespace.clone()] } else { Vec::new() };
             row.push(m.name.clone());
             row.extend(columns(r));
             row
         })
         .collect();
     if rows.is_empty() {
-        if all {
+        if all || !namespaced {
             eprintln!("No resources found");
         } else {
             eprintln!("No resources found in {namespace} namespace.");
@@ -82,7 +84,7 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
         return ExitCode::SUCCESS;
     }
     rows.sort();
-    let mut header: Vec<String> = if all { vec!["NAMESPACE".into()] } else { Vec::new() };
+    let mut header: Vec<String> = if all && namespaced { vec!["NAMESPACE".into()] } else { Vec::new() };
     header.push("NAME".into());
     header.extend(headers(kind).iter().map(|h| h.to_string()));
     rows.insert(0, header);
@@ -104,6 +106,7 @@ fn headers(kind: Kind) -> &'static [&'static str] {
         Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
         Kind::KubernetesGateway => &["CLASS"],
         Kind::GatewayClass => &["CONTROLLER"],
+        Kind::Namespace => &["LABELS"],
         Kind::HttpRoute | Kind::GrpcRoute => &["HOSTNAMES"],
         _ => &[],
     }
@@ -136,6 +139,9 @@ fn columns(r: &Resource) -> Vec<String> {
         ],
         Resource::KubernetesGateway(g) => vec![g.spec.gateway_class_name.clone()],
         Resource::GatewayClass(c) => vec![c.spec.controller_name.clone()],
+        Resource::Namespace(n) => {
+            vec![n.metadata.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")]
+        }
         Resource::HttpRoute(r) => vec![list(&r.spec.hostnames)],
         Resource::GrpcRoute(r) => vec![list(&r.spec.hostnames)],
         _ => Vec::new(),

@@ -128,3 +128,23 @@ fn gateway_api_resources_are_applied_listed_and_deleted_as_with_kubectl() {
     let (_, _, err) = meshctl(&["get", "grpcroutes"], dir.path());
     assert_eq!(err, "No resources found in default namespace.\n");
 }
+
+/// Namespaces (whose labels Gateway API `allowedRoutes` selectors read) are cluster-scoped, as
+/// with kubectl: listed from any namespace, never with a NAMESPACE column.
+#[test]
+fn namespaces_are_cluster_scoped_and_listed_with_their_labels() {
+    let dir = mesh();
+    let file = dir.path().join("ns.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team, labels: {shared-gateway-access: 'true', tier: web}}\n",
+    )
+    .unwrap();
+    let (code, out, err) = meshctl(&["apply", "-f", file.to_str().unwrap()], dir.path());
+    assert_eq!((code, out.as_str()), (0, "namespace/team created\n"), "{err}");
+    let want = "NAME   LABELS\nteam   shared-gateway-access=true,tier=web\n";
+    for args in [&["get", "ns"][..], &["get", "namespaces", "-n", "elsewhere"], &["get", "ns", "-A"]] {
+        let (code, table, err) = meshctl(args, dir.path());
+        assert_eq!((code, table.as_str()), (0, want), "{args:?}: {err}");
+    }
+}

@@ -82,6 +82,10 @@ spec:
   - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
   - {name: http-wild, port: 80, protocol: HTTP, hostname: "*.wild.com"}
   - {name: same-only, port: 8081, protocol: HTTP}
+  - name: by-label
+    port: 8082
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {shared-gateway-access: "true"}}}}
   - name: https
     port: 443
     protocol: HTTPS
@@ -431,7 +435,7 @@ async fn a_gateway_api_gateway_serves_httproutes_and_grpcroutes_as_the_spec_says
     std::fs::copy(dir.join("secure.key"), secret.join("tls.key")).unwrap();
 
     let mut spec =
-        Spec::gateway("infra/gw", &[80, 8081, 443]).arg("--credential-dir").arg(&path(&dir.join("credentials")));
+        Spec::gateway("infra/gw", &[80, 8081, 8082, 443]).arg("--credential-dir").arg(&path(&dir.join("credentials")));
     for (ns, name, addr) in [
         ("infra", "infra-backend-v1", v1.addr),
         ("infra", "infra-backend-v2", v2.addr),
@@ -542,6 +546,20 @@ async fn a_gateway_api_gateway_serves_httproutes_and_grpcroutes_as_the_spec_says
     // Port 8081's listener: its own routes, none from `web`.
     check(gw.gateway[&8081], &case("example.com", "/only-8081", 200, v2p)).await;
     check(gw.gateway[&8081], &case("example.com", "/from-web", 404, None)).await;
+    // Port 8082's listener takes routes from namespaces labelled so: `web` is not, until its
+    // Namespace object says so (a config change, picked up live).
+    check(gw.gateway[&8082], &case("example.com", "/from-web", 404, None)).await;
+    mesh.write(
+        "namespaces.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: web, labels: {shared-gateway-access: 'true'}}\n",
+    );
+    let by_label = gw.gateway[&8082];
+    eventually("web's routes attach to the by-label listener", async || {
+        get(by_label, "example.com", "/from-web").await.status == 200
+    })
+    .await;
+    check(by_label, &case("example.com", "/from-web", 200, Some("web-backend"))).await;
+    check(by_label, &case("example.com", "/tie", 404, None)).await;
 
     // A rule whose backends are half invalid: that half answers 500.
     let mut codes = BTreeMap::new();

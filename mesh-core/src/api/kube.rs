@@ -1,4 +1,4 @@
-//! The Kubernetes kinds the mesh needs: Service, ServiceAccount, Deployment on one machine;
+//! The Kubernetes kinds the mesh needs: Service, ServiceAccount, Deployment, Namespace on one machine;
 //! Pod and EndpointSlice too when the registry comes from a cluster's API server.
 //!
 //! Only the fields the mesh reads are modelled. Unlike Istio specs, other fields
@@ -75,6 +75,11 @@ pub enum IntOrString {
 /// `ServiceAccount` has no spec; this keeps the shape uniform.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceAccountSpec {}
+
+/// `Namespace.spec` (finalizers only, which the mesh does not read); the labels in its
+/// metadata are what matter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceSpec {}
 
 /// `Deployment.spec`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

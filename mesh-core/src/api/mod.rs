@@ -237,6 +237,8 @@ pub enum Kind {
     Pod,
     /// discovery.k8s.io/v1 EndpointSlice (read from the Kubernetes API: endpoint addresses)
     EndpointSlice,
+    /// core/v1 Namespace (its labels, for Gateway API `allowedRoutes` selectors)
+    Namespace,
     /// gateway.networking.k8s.io GatewayClass
     GatewayClass,
     /// gateway.networking.k8s.io Gateway (the Gateway API's; [`Kind::Gateway`] is Istio's)
@@ -251,7 +253,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 21] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
@@ -267,6 +269,7 @@ impl Kind {
         Kind::Deployment,
         Kind::Pod,
         Kind::EndpointSlice,
+        Kind::Namespace,
         Kind::GatewayClass,
         Kind::KubernetesGateway,
         Kind::HttpRoute,
@@ -292,6 +295,7 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::Pod => "Pod",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Namespace => "Namespace",
             Kind::GatewayClass => "GatewayClass",
             Kind::KubernetesGateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
@@ -311,7 +315,7 @@ impl Kind {
             | Kind::Sidecar => "networking.istio.io",
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => "security.istio.io",
             Kind::Telemetry => "telemetry.istio.io",
-            Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
+            Kind::Service | Kind::ServiceAccount | Kind::Pod | Kind::Namespace => "",
             Kind::Deployment => "apps",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::GatewayClass | Kind::KubernetesGateway | Kind::HttpRoute | Kind::GrpcRoute | Kind::ReferenceGrant => {
@@ -334,6 +338,12 @@ impl Kind {
             "telemetry.istio.io" => &["v1", "v1alpha1"],
             _ => &["v1"],
         }
+    }
+
+    /// Whether objects of this kind live in a namespace (GatewayClass and Namespace do not:
+    /// they are looked up by name alone, and the Kubernetes source watches them cluster-wide).
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::GatewayClass | Kind::Namespace)
     }
 
     /// The kind for a `kind:` string and group, if it is one the mesh uses.
@@ -372,6 +382,7 @@ impl Kind {
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
             "po" | "pod" | "pods" => Kind::Pod,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
+            "ns" | "namespace" | "namespaces" => Kind::Namespace,
             "gc" | "gatewayclass" | "gatewayclasses" => Kind::GatewayClass,
             "gtw" => Kind::KubernetesGateway,
             "httproute" | "httproutes" => Kind::HttpRoute,
@@ -424,6 +435,8 @@ pub enum Resource {
     Pod(KubeObject<PodSpec>),
     /// A Kubernetes EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// A Kubernetes Namespace.
+    Namespace(KubeObject<NamespaceSpec>),
     /// A Gateway API GatewayClass.
     GatewayClass(Object<GatewayClassSpec>),
     /// A Gateway API Gateway.
@@ -454,6 +467,7 @@ macro_rules! each_resource {
             Resource::Deployment($o) => $body,
             Resource::Pod($o) => $body,
             Resource::EndpointSlice($o) => $body,
+            Resource::Namespace($o) => $body,
             Resource::GatewayClass($o) => $body,
             Resource::KubernetesGateway($o) => $body,
             Resource::HttpRoute($o) => $body,
@@ -482,6 +496,7 @@ impl Resource {
             Resource::Deployment(_) => Kind::Deployment,
             Resource::Pod(_) => Kind::Pod,
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
+            Resource::Namespace(_) => Kind::Namespace,
             Resource::GatewayClass(_) => Kind::GatewayClass,
             Resource::KubernetesGateway(_) => Kind::KubernetesGateway,
             Resource::HttpRoute(_) => Kind::HttpRoute,

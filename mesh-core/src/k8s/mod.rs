@@ -275,12 +275,13 @@ impl KubeSource {
         } else {
             options.namespaces.iter().cloned().map(Some).collect()
         };
-        // GatewayClass is cluster-scoped: one watch of all of them, whatever the namespaces.
+        // GatewayClass and Namespace are cluster-scoped: one watch of all of them, whatever
+        // the namespaces.
         let watchers: Vec<(&Target, Option<String>)> = targets
             .iter()
-            .flat_map(|t| match t.kind {
-                Kind::GatewayClass => vec![(t, None)],
-                _ => scopes.iter().map(|s| (t, s.clone())).collect(),
+            .flat_map(|t| match t.kind.namespaced() {
+                false => vec![(t, None)],
+                true => scopes.iter().map(|s| (t, s.clone())).collect(),
             })
             .collect();
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot::default()));
@@ -303,7 +304,7 @@ impl KubeSource {
             };
             let mut config = watcher::Config::default();
             let config_kind = target.kind.group().ends_with(".istio.io")
-                || (target.kind.group() == crate::api::GROUP && target.kind != Kind::GatewayClass);
+                || (target.kind.group() == crate::api::GROUP && target.kind.namespaced());
             if config_kind && let Some(selector) = &shared.options.config_selector {
                 config = config.labels(selector);
             }

@@ -392,6 +392,7 @@ fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPa
         Kind::Deployment => Resource::Deployment(de::<KubeObject<_>>(json)?),
         Kind::Pod => Resource::Pod(de::<KubeObject<_>>(json)?),
         Kind::EndpointSlice => Resource::EndpointSlice(de(json)?),
+        Kind::Namespace => Resource::Namespace(de::<KubeObject<_>>(json)?),
         Kind::GatewayClass => Resource::GatewayClass(de::<Object<_>>(json)?),
         Kind::KubernetesGateway => Resource::KubernetesGateway(de::<Object<_>>(json)?),
         Kind::HttpRoute => Resource::HttpRoute(de::<Object<_>>(json)?),

@@ -30,8 +30,10 @@
 //!   them). Its `hostnames` are not used: the Service names the traffic. Where a
 //!   VirtualService routes the same host, Istio's selection is followed: consumer routes
 //!   first, then whichever is older (a tie goes to the VirtualService); a warning names both.
-//! - **`allowedRoutes.namespaces.from: Selector`**: on one machine a namespace's only known
-//!   label is `kubernetes.io/metadata.name` (which Kubernetes sets on every namespace).
+//! - **`allowedRoutes.namespaces.from: Selector`**: a namespace's labels are those of its
+//!   Namespace object (a file on one machine, the API server's on a cluster), plus
+//!   `kubernetes.io/metadata.name`, which Kubernetes sets on every namespace; a namespace with
+//!   no Namespace object has that label alone.
 
 use std::{
     cmp::{Ordering, Reverse},
@@ -218,10 +220,6 @@ fn claim(listener_host: Option<&str>, host: &str) -> Option<usize> {
 
 /// A namespace's labels as far as one machine knows them: the one Kubernetes sets on every
 /// namespace.
-fn namespace_labels(ns: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("kubernetes.io/metadata.name".to_string(), ns.to_string())])
-}
-
 /// An `HTTPPathModifier` for the rule's one match (validation made sure there is one, of type
 /// PathPrefix, for `ReplacePrefixMatch`).
 fn path_modifier(m: &mesh_core::api::HttpPathModifier, matched_prefix: &str) -> PathModifier {
@@ -474,7 +472,7 @@ impl<'a> Compiler<'a> {
                 if !named {
                     continue;
                 }
-                if let Err(why) = allowed(l, route, gw_ns) {
+                if let Err(why) = allowed(l, route, gw_ns, self.snapshot) {
                     refusals.push(format!("listener {:?}: {why}", l.name));
                     continue;
                 }
@@ -659,7 +657,7 @@ impl MeshRoutes<'_> {
 }
 
 /// Whether a listener lets `route` attach.
-fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str) -> Result<(), String> {
+fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_core::Snapshot) -> Result<(), String> {
     if !l.allows_kind(Some(GROUP), route.kind()) {
         return Err(format!("{} is not among its allowedRoutes.kinds", route.kind()));
     }
@@ -673,7 +671,7 @@ fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str) -> Result<(), String
         }
         FromNamespaces::Selector => {
             let sel = from.and_then(|f| f.selector.as_ref());
-            if sel.is_some_and(|s| s.matches(&namespace_labels(ns))) {
+            if sel.is_some_and(|s| s.matches(&snapshot.namespace_labels(ns))) {
                 Ok(())
             } else {
                 Err(format!("namespace {ns} is not selected by allowedRoutes.namespaces.selector"))
@@ -750,6 +748,24 @@ mod tests {
         let t = table(&format!("{selector}{GRANT}{}", route("HTTPRoute", "other", "r", "", "a")), &gw);
         assert_eq!(explain(&t, "x.example.com", "/", Some(80)).action, "no_route");
         assert!(t.warnings.iter().any(|w| w.contains("namespace other is not selected")), "{:?}", t.warnings);
+
+        // The labels a Namespace object gives, as on a cluster; a label change moves the route.
+        let by_label = gateway(
+            "{name: l, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {shared-gateway-access: 'true'}}}}}",
+        );
+        let ns = |labels: &str| {
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: team, labels: {{{labels}}}}}\n---\n")
+        };
+        let yaml =
+            |labels: &str| format!("{by_label}{}{GRANT}{}", ns(labels), route("HTTPRoute", "team", "r", "", "a"));
+        let t = table(&yaml("shared-gateway-access: 'true'"), &gw);
+        assert_eq!(explain(&t, "x.example.com", "/", Some(80)).http_route.as_deref(), Some("team/r"));
+        let t = table(&yaml("shared-gateway-access: 'false'"), &gw);
+        assert_eq!(explain(&t, "x.example.com", "/", Some(80)).action, "no_route");
+        assert!(t.warnings.iter().any(|w| w.contains("namespace team is not selected")), "{:?}", t.warnings);
+        // Without a Namespace object, a namespace has only its name label.
+        let t = table(&format!("{by_label}{GRANT}{}", route("HTTPRoute", "team", "r", "", "a")), &gw);
+        assert_eq!(explain(&t, "x.example.com", "/", Some(80)).action, "no_route");
 
         let grpc_only = gateway(
             "{name: l, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}, kinds: [{kind: GRPCRoute}]}}",
