@@ -160,6 +160,11 @@ pub struct ClientAddr(pub SocketAddr);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalAddr(pub SocketAddr);
 
+/// Whether the connection a request arrived on is TLS (request extension, set by the
+/// server): the scheme of a request whose URI carries none (HTTP/1.1's origin form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownstreamTls(pub bool);
+
 /// The endpoint a request was sent to, with its workload (response extension, set by the
 /// balancer): telemetry's `destination_*` labels come from here.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Serving HTTP (1.1 and 2) on accepted connections, with the connection's facts in every
 //! request's extensions: the peer's identity ([`PeerIdentity`], mTLS only), the client's
-//! address ([`ClientAddr`]) and the local address ([`LocalAddr`]).
+//! address ([`ClientAddr`]), the local address ([`LocalAddr`]) and whether the connection
+//! is TLS ([`DownstreamTls`]).
 
 use std::{future::Future, sync::Arc};
 
@@ -13,7 +14,7 @@ use hyper_util::{
 };
 use mesh_core::{
     Identity,
-    ext::{ClientAddr, LocalAddr, PeerIdentity},
+    ext::{ClientAddr, DownstreamTls, LocalAddr, PeerIdentity},
 };
 use tokio::net::TcpListener;
 
@@ -26,13 +27,22 @@ pub struct WithConnection<S> {
     peer: Option<PeerIdentity>,
     client: ClientAddr,
     local: LocalAddr,
+    tls: DownstreamTls,
 }
 
 impl<S> WithConnection<S> {
     /// `inner`, seeing the facts of one connection: the peer's mTLS identity (if any), the
     /// client's address and the local address it connected to.
     pub fn new(inner: S, peer: Option<Identity>, client: std::net::SocketAddr, local: std::net::SocketAddr) -> Self {
-        Self { inner, peer: peer.map(PeerIdentity), client: ClientAddr(client), local: LocalAddr(local) }
+        let tls = DownstreamTls(peer.is_some());
+        Self { inner, peer: peer.map(PeerIdentity), client: ClientAddr(client), local: LocalAddr(local), tls }
+    }
+
+    /// Whether the connection is TLS (a peer identity implies it; a gateway's one-way TLS
+    /// has none): requests without a scheme of their own are `https` then.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = DownstreamTls(tls);
+        self
     }
 }
 
@@ -55,6 +65,7 @@ where
         }
         ext.insert(self.client);
         ext.insert(self.local);
+        ext.insert(self.tls);
         self.inner.call(req)
     }
 }
@@ -95,7 +106,8 @@ where
                         return;
                     }
                 };
-                let svc = WithConnection::new(service, peer, client, local);
+                let tls = io.is_tls();
+                let svc = WithConnection::new(service, peer, client, local).with_tls(tls);
                 let conn = auto::Builder::new(TokioExecutor::new());
                 if let Err(e) =
                     conn.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc)).await

@@ -388,9 +388,10 @@ impl MeshAcceptor {
     /// identity. Serve the stream with hyper; wrap the service in
     /// [`mesh_mtls::server::WithConnection`] so that each request carries the identity.
     pub async fn accept(&self, tcp: TcpStream) -> Result<(ServerIo, Option<Identity>), AcceptError> {
-        match &self.0 {
-            Accept::Plain => Ok((ServerIo::plain(tcp), None)),
-            Accept::Mtls { acceptor, mode } => acceptor.accept(tcp, mode()).await,
+        match self.0.now() {
+            Some(Accept::Mtls { acceptor, mode }) => acceptor.accept(tcp, mode()).await,
+            Some(_) => Ok((ServerIo::plain(tcp), None)),
+            None => Err(AcceptError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "not accepting"))),
         }
     }
 }

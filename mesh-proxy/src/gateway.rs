@@ -2,16 +2,20 @@
 //! each routing by the VirtualServices bound to the Gateway toward the mesh. The servers'
 //! TLS is mesh-mtls's (`mesh_mtls::gateway`).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
+use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use mesh_core::{
-    BoxBody, BoxError, Snapshot,
+    BoxBody, Snapshot,
     api::{Kind, Resource, Server},
 };
 pub(crate) use mesh_mtls::gateway::Credentials;
-use tower::util::BoxCloneSyncService;
+use mesh_mtls::peer_auth::Mode;
+use tokio::sync::watch;
+
+use crate::serve::Accept;
 
 /// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +46,31 @@ pub(crate) struct Plan {
     /// The Gateway server port (routes are selected by it).
     pub(crate) port: u16,
     pub(crate) addr: SocketAddr,
-    /// TLS termination (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL): one server's
-    /// settings, or several servers' chosen by the client's SNI among their hosts.
-    pub(crate) tls: Option<mesh_mtls::accept::MtlsAcceptor>,
+    /// How its connections are accepted and its requests answered.
+    pub(crate) serving: Serving,
+}
+
+/// What a gateway port serves as its Gateway servers say: swapped whole when they change.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    /// TLS termination (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL: one server's
+    /// settings, or several servers' chosen by the client's SNI among their hosts), or
+    /// plaintext; `None`: the Gateway has no server on this port any more, and its
+    /// connections are closed at once, as Envoy has no listener there.
+    pub(crate) accept: Option<Accept>,
     /// `tls.httpsRedirect`: every request gets a 301 to `https`.
     pub(crate) https_redirect: bool,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let accept = match &self.accept {
+            None => "closed",
+            Some(Accept::Plain) => "plaintext",
+            Some(_) => "tls",
+        };
+        f.debug_struct("Serving").field("accept", &accept).field("https_redirect", &self.https_redirect).finish()
+    }
 }
 
 /// The listeners for `--gateway NS/NAME` and its `--listen` addresses.
@@ -56,7 +80,7 @@ pub(crate) fn plan(
     listens: &[Listen],
     creds: &Credentials,
 ) -> Result<Vec<Plan>, String> {
-    let (ns, name) = gateway.split_once('/').ok_or_else(|| format!("--gateway `{gateway}` is not NS/NAME"))?;
+    let (ns, name) = split(gateway)?;
     let all_servers = servers(snapshot, ns, name)?;
     let ports: Vec<u16> = {
         let mut p: Vec<u16> = all_servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
@@ -77,31 +101,167 @@ pub(crate) fn plan(
                 ));
             }
         };
-        let servers: Vec<&Server> = all_servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
-        let Some(first) = servers.first() else {
+        let serving = serving(&all_servers, port, creds, ns, name)?;
+        if serving.accept.is_none() {
             return Err(format!("--listen {port}={}: Gateway {ns}/{name} has no server on port {port}", l.addr));
-        };
-        use mesh_core::registry::Protocol;
-        let protocol = Protocol::parse(&first.port.protocol);
-        if !matches!(protocol, Some(Protocol::Http | Protocol::Https | Protocol::Http2 | Protocol::Grpc)) {
-            return Err(format!(
-                "Gateway {ns}/{name} port {port}: protocol {} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)",
-                first.port.protocol.to_ascii_uppercase()
-            ));
         }
-        let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
-        let tls = mesh_mtls::gateway::acceptor(&servers, creds, &context)?;
-        if tls.is_none() && protocol == Some(Protocol::Https) {
-            return Err(format!("{context}: HTTPS needs tls settings"));
-        }
-        let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
-        if servers.iter().skip(1).any(|s| redirect(s) != redirect(first)) {
-            tracing::warn!("{context}: servers sharing the port disagree on httpsRedirect; the first one's is used");
-        }
-        let https_redirect = redirect(first);
-        plans.push(Plan { port, addr: l.addr, tls, https_redirect });
+        plans.push(Plan { port, addr: l.addr, serving });
     }
     Ok(plans)
+}
+
+fn split(gateway: &str) -> Result<(&str, &str), String> {
+    gateway.split_once('/').ok_or_else(|| format!("--gateway `{gateway}` is not NS/NAME"))
+}
+
+/// How `port` is served by the Gateway `ns/name` whose servers are `all_servers`.
+fn serving(all_servers: &[Server], port: u16, creds: &Credentials, ns: &str, name: &str) -> Result<Serving, String> {
+    let servers: Vec<&Server> = all_servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
+    let Some(first) = servers.first() else {
+        return Ok(Serving { accept: None, https_redirect: false });
+    };
+    use mesh_core::registry::Protocol;
+    let protocol = Protocol::parse(&first.port.protocol);
+    if !matches!(protocol, Some(Protocol::Http | Protocol::Https | Protocol::Http2 | Protocol::Grpc)) {
+        return Err(format!(
+            "Gateway {ns}/{name} port {port}: protocol {} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)",
+            first.port.protocol.to_ascii_uppercase()
+        ));
+    }
+    let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
+    let tls = mesh_mtls::gateway::acceptor(&servers, creds, &context)?;
+    if tls.is_none() && protocol == Some(Protocol::Https) {
+        return Err(format!("{context}: HTTPS needs tls settings"));
+    }
+    let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
+    if servers.iter().skip(1).any(|s| redirect(s) != redirect(first)) {
+        tracing::warn!("{context}: servers sharing the port disagree on httpsRedirect; the first one's is used");
+    }
+    let accept = match tls {
+        Some(acceptor) => Accept::Mtls { acceptor, mode: Arc::new(|| Mode::Strict) },
+        None => Accept::Plain,
+    };
+    Ok(Serving { accept: Some(accept), https_redirect: redirect(first) })
+}
+
+/// The gateway's listeners kept as the Gateway says, as Istio's gateways take a changed
+/// Gateway without a restart: a server added to a port, a new certificate, another TLS
+/// mode, `httpsRedirect`, TLS turned on or off. The `--listen` addresses and the ports
+/// they serve stay those of the start (they are the pod's ports); a port whose server is
+/// gone closes its connections. A Gateway that cannot be served (a missing certificate,
+/// an unknown class, two Gateways of one name) is logged, and the last good listeners keep
+/// serving.
+pub(crate) struct LiveListeners {
+    gateway: String,
+    creds: Credentials,
+    /// The servers in force, to change nothing when a snapshot leaves them as they are
+    /// (rebuilt TLS configurations would lose their session tickets).
+    applied: std::sync::Mutex<Option<Vec<Server>>>,
+    ports: Vec<(u16, Arc<ArcSwap<Serving>>)>,
+}
+
+impl LiveListeners {
+    /// For the plans `plan` made from `snapshot`; returns the handle each listener reads.
+    pub(crate) fn new(snapshot: &Snapshot, gateway: &str, creds: Credentials, plans: &[Plan]) -> Self {
+        let applied = split(gateway).ok().and_then(|(ns, name)| servers(snapshot, ns, name).ok());
+        Self {
+            gateway: gateway.to_string(),
+            creds,
+            applied: std::sync::Mutex::new(applied),
+            ports: plans.iter().map(|p| (p.port, Arc::new(ArcSwap::from_pointee(p.serving.clone())))).collect(),
+        }
+    }
+
+    /// What the listener at `index` (the order of the plans) serves with.
+    pub(crate) fn serving(&self, index: usize) -> Arc<ArcSwap<Serving>> {
+        self.ports[index].1.clone()
+    }
+
+    /// Put `snapshot`'s servers in force; whether anything changed.
+    pub(crate) fn update(&self, snapshot: &Snapshot) -> Result<bool, String> {
+        let (ns, name) = split(&self.gateway)?;
+        let all_servers = match servers(snapshot, ns, name) {
+            Ok(s) => s,
+            // Deleted: Envoy is left with no listeners.
+            Err(_)
+                if snapshot.get(Kind::Gateway, ns, name).is_none()
+                    && snapshot.get(Kind::KubernetesGateway, ns, name).is_none() =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if applied.as_ref() == Some(&all_servers) {
+            return Ok(false);
+        }
+        let next: Vec<Serving> = self
+            .ports
+            .iter()
+            .map(|(port, _)| serving(&all_servers, *port, &self.creds, ns, name))
+            .collect::<Result<_, _>>()?;
+        for ((port, current), next) in self.ports.iter().zip(next) {
+            if next.accept.is_none() {
+                tracing::warn!("Gateway {ns}/{name} has no server on port {port} any more: its connections are closed");
+            }
+            current.store(Arc::new(next));
+        }
+        *applied = Some(all_servers);
+        Ok(true)
+    }
+
+    /// Follow `rx`'s snapshots until it closes.
+    pub(crate) fn follow(self: Arc<Self>, mut rx: watch::Receiver<Arc<Snapshot>>) -> tokio::task::JoinHandle<()> {
+        rx.mark_unchanged();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let snapshot = rx.borrow_and_update().clone();
+                match self.update(&snapshot) {
+                    Ok(true) => tracing::info!(gateway = %self.gateway, "gateway listeners updated"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        gateway = %self.gateway,
+                        "{e}; the gateway's listeners keep serving as they were"
+                    ),
+                }
+            }
+        })
+    }
+}
+
+/// The listener's service: `httpsRedirect`'s 301 while the port's servers ask for it, else
+/// `inner`. `poll_ready` forwards; `call` decides.
+#[derive(Clone)]
+pub(crate) struct RedirectOr<S> {
+    serving: Arc<ArcSwap<Serving>>,
+    inner: S,
+}
+
+impl<S> RedirectOr<S> {
+    pub(crate) fn new(serving: Arc<ArcSwap<Serving>>, inner: S) -> Self {
+        Self { serving, inner }
+    }
+}
+
+impl<S> tower::Service<Request<Incoming>> for RedirectOr<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<BoxBody>>,
+{
+    type Response = Response<BoxBody>;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<std::future::Ready<Result<Response<BoxBody>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if self.serving.load().https_redirect {
+            futures_util::future::Either::Left(std::future::ready(Ok(https_redirect(&req))))
+        } else {
+            futures_util::future::Either::Right(self.inner.call(req))
+        }
+    }
 }
 
 /// The servers of the gateway `ns/name`: an Istio Gateway's as written, or a Gateway API
@@ -179,17 +339,15 @@ pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<S
 }
 
 /// `httpsRedirect`: 301 to the same host and path over https.
-pub(crate) fn https_redirect() -> BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, BoxError> {
-    BoxCloneSyncService::new(tower::service_fn(|req: Request<Incoming>| {
-        let host = mesh_core::request::authority(&req).unwrap_or("").split(':').next().unwrap_or("").to_string();
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut rsp = Response::new(mesh_core::body::empty());
-        *rsp.status_mut() = StatusCode::MOVED_PERMANENTLY;
-        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
-            rsp.headers_mut().insert(header::LOCATION, v);
-        }
-        std::future::ready(Ok::<_, BoxError>(rsp))
-    }))
+fn https_redirect<B>(req: &Request<B>) -> Response<BoxBody> {
+    let host = mesh_core::request::authority(req).unwrap_or("").split(':').next().unwrap_or("");
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut rsp = Response::new(mesh_core::body::empty());
+    *rsp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        rsp.headers_mut().insert(header::LOCATION, v);
+    }
+    rsp
 }
 
 #[cfg(test)]
@@ -232,6 +390,42 @@ spec:
         let err = plan(&snapshot(), "default/gw", &[l("127.0.0.1:9999")], &creds()).unwrap_err();
         assert!(err.contains("say which with --listen PORT=127.0.0.1:9999"), "{err}");
         assert!("x=1.2.3.4:5".parse::<Listen>().is_err());
+    }
+
+    #[test]
+    fn live_listeners_change_with_the_gateway_and_keep_the_last_good_one() {
+        let load = |servers: &str| {
+            let yaml = format!(
+                "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  servers:\n{servers}"
+            );
+            let loaded = load_str("gw.yaml", &yaml, &LoadOptions::default());
+            assert!(!loaded.has_errors(), "{}", loaded.report());
+            loaded.into_snapshot()
+        };
+        let http = "  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}\n";
+        let redirect =
+            "  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}\n";
+        let broken = "  - {port: {number: 80, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: missing}}\n";
+        let first = load(http);
+        let l: Listen = "80=127.0.0.1:0".parse().unwrap();
+        let plans = plan(&first, "default/gw", &[l], &creds()).unwrap();
+        let live = LiveListeners::new(&first, "default/gw", creds(), &plans);
+        let now = || format!("{:?}", live.serving(0).load());
+        assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: false }");
+        assert_eq!(live.update(&first), Ok(false), "the same servers change nothing");
+
+        assert_eq!(live.update(&load(redirect)), Ok(true));
+        assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: true }");
+        let err = live.update(&load(broken)).unwrap_err();
+        assert!(err.contains("port 80") && err.contains("/nonexistent/missing/tls.crt"), "{err}");
+        assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: true }", "the last good one serves");
+        // Another port only: this one closes. The Gateway deleted: the same.
+        let elsewhere = "  - {port: {number: 81, name: http, protocol: HTTP}, hosts: ['*']}\n";
+        assert_eq!(live.update(&load(elsewhere)), Ok(true));
+        assert_eq!(now(), "Serving { accept: \"closed\", https_redirect: false }");
+        assert_eq!(live.update(&first), Ok(true));
+        assert_eq!(live.update(&Snapshot::default()), Ok(true));
+        assert_eq!(now(), "Serving { accept: \"closed\", https_redirect: false }");
     }
 
     const API_GATEWAY: &str = r#"

@@ -27,6 +27,20 @@ pub(crate) enum Accept {
     /// mTLS as the mode the closure gives at accept time says (STRICT, PERMISSIVE, DISABLE):
     /// a config reload changes it for new connections.
     Mtls { acceptor: MtlsAcceptor, mode: Arc<dyn Fn() -> Mode + Send + Sync> },
+    /// Whichever of the above the closure gives at accept time (`None`: the connection is
+    /// closed): a gateway listener, whose servers a config reload may change.
+    Live(Arc<dyn Fn() -> Option<Accept> + Send + Sync>),
+}
+
+impl Accept {
+    /// How a connection is accepted now: a `Live` listener's current way, never `Live`
+    /// itself; `None`: not at all.
+    pub(crate) fn now(&self) -> Option<Accept> {
+        match self {
+            Accept::Live(current) => current().filter(|a| !matches!(a, Accept::Live(_))),
+            a => Some(a.clone()),
+        }
+    }
 }
 
 /// Connections that are not HTTP: spliced to the app as they are (the inbound side of a
@@ -95,6 +109,10 @@ pub(crate) async fn serve<S>(
         tokio::spawn(async move {
             let _held = (guard, permit);
             let first_byte = gate.limits().first_byte;
+            let Some(accept) = accept.now() else {
+                tracing::debug!(listener = name, %client, "no server on this port: connection closed");
+                return;
+            };
             let (io, peer) = match &accept {
                 Accept::Plain => (ServerIo::plain(tcp), None),
                 Accept::Mtls { acceptor, mode } => {
@@ -110,25 +128,18 @@ pub(crate) async fn serve<S>(
                         }
                         return;
                     }
-                    match within(first_byte, acceptor.accept(tcp, mode)).await {
-                        Some(Ok(accepted)) => accepted,
-                        Some(Err(e)) => {
-                            tracing::debug!(listener = name, %client, error = %e, "connection refused");
-                            return;
-                        }
-                        None => {
-                            gate.stats().pre_cx_timeout.inc();
-                            tracing::debug!(listener = name, %client, "no TLS handshake in time");
-                            return;
-                        }
+                    match handshake(name, acceptor, tcp, mode, client, &gate).await {
+                        Some(accepted) => accepted,
+                        None => return,
                     }
                 }
+                Accept::Live(_) => return, // `now` never gives one
             };
             if let Some(o) = opaque {
                 (o.splice)(io, peer).await;
                 return;
             }
-            let svc = WithConnection::new(service, peer, client, local);
+            let svc = WithConnection::new(service, peer, client, local).with_tls(io.is_tls());
             if let Err(e) = serve_http(io, svc, &builder, &gate, stop).await {
                 tracing::debug!(listener = name, %client, error = %e, "connection ended with an error");
             }
@@ -137,6 +148,30 @@ pub(crate) async fn serve<S>(
     drop(listener);
     tracing::info!(listener = name, "draining");
     active.idle().await;
+}
+
+/// The TLS handshake of an accepted connection, within the first-byte timer; `None` (logged,
+/// counted) when it fails or does not come in time.
+async fn handshake(
+    name: &'static str,
+    acceptor: &MtlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    mode: Mode,
+    client: SocketAddr,
+    gate: &Gate,
+) -> Option<(ServerIo, Option<Identity>)> {
+    match within(gate.limits().first_byte, acceptor.accept(tcp, mode)).await {
+        Some(Ok(accepted)) => Some(accepted),
+        Some(Err(e)) => {
+            tracing::debug!(listener = name, %client, error = %e, "connection refused");
+            None
+        }
+        None => {
+            gate.stats().pre_cx_timeout.inc();
+            tracing::debug!(listener = name, %client, "no TLS handshake in time");
+            None
+        }
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

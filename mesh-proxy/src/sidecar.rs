@@ -8,7 +8,6 @@ use std::{
 };
 
 use mesh_authz::layer::AuthzLayer;
-use mesh_mtls::peer_auth::Mode;
 use mesh_route::layer::RouterLayer;
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
@@ -281,27 +280,30 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         servers.extend(tasks);
     }
 
-    // Gateway: one listener per `--listen`, routing by its Gateway server port.
+    // Gateway: one listener per `--listen`, routing by its Gateway server port; its TLS and
+    // httpsRedirect follow the Gateway as it changes.
     if let Some(gw) = &args.gateway {
         let creds =
             gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
-        for plan in gateway::plan(&control.snapshot.load(), gw, &args.listen, &creds)? {
+        let snapshot = control.snapshot.load_full();
+        let plans = gateway::plan(&snapshot, gw, &args.listen, &creds)?;
+        let live = Arc::new(gateway::LiveListeners::new(&snapshot, gw, creds, &plans));
+        for (index, plan) in plans.iter().enumerate() {
             let name = format!("gateway {}", plan.port);
             let gate = gate("gateway");
-            let accept = match &plan.tls {
-                Some(acceptor) => Accept::Mtls { acceptor: acceptor.clone(), mode: Arc::new(|| Mode::Strict) },
-                None => Accept::Plain,
+            let serving = live.serving(index);
+            let accept = {
+                let serving = serving.clone();
+                Accept::Live(Arc::new(move || serving.load().accept.clone()))
             };
             let (bound, tasks) = workers
                 .listen(&name, plan.addr, || {
-                    let route = RouterLayer::new(control.table.clone())
-                        .with_listener_port(plan.port)
-                        .with_default_scheme(if plan.tls.is_some() { "https" } else { "http" });
-                    let svc = if plan.https_redirect {
-                        gateway::https_redirect()
-                    } else {
-                        outbound::stack(guard, telemetry(Reporter::Source), client(route))
-                    };
+                    let route =
+                        RouterLayer::new(control.table.clone()).with_listener_port(plan.port).with_connection_scheme();
+                    let svc = gateway::RedirectOr::new(
+                        serving.clone(),
+                        outbound::stack(guard, telemetry(Reporter::Source), client(route)),
+                    );
                     let (accept, gate, stop) = (accept.clone(), gate.clone(), stop.clone());
                     move |l| serve("gateway", l, accept, svc, None, gate, stop)
                 })
@@ -309,6 +311,8 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
             announce(&name, bound);
             servers.extend(tasks);
         }
+        // Ends when the config source does.
+        live.follow(source.snapshots());
     }
 
     // Inbound.

@@ -264,3 +264,114 @@ async fn ingress_over_http_https_and_mutual_tls_with_curl() {
     })
     .await;
 }
+
+/// A changed Gateway is served without a restart, as Istio's gateways take one: a host with
+/// its own certificate added to a port, httpsRedirect turned on, a port turned to TLS (the
+/// scheme routes match follows the connection), a port's servers removed (its connections
+/// closed). A Gateway that cannot be served (a certificate that is not there) is logged and
+/// the last good listeners keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_gateway_is_served_without_a_restart() {
+    let config = |servers: &str, https_tag: &str| {
+        Manifest::new()
+            .service("productpage", 9080)
+            .deployment("productpage", "v1", Some("bookinfo-productpage"))
+            .doc(&format!(
+                "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
+            ))
+            .doc(&format!(
+                r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: pages}}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [{{scheme: {{exact: https}}}}]
+    route: [{{destination: {{host: productpage, port: {{number: 9080}}}}}}]
+    headers: {{response: {{set: {{x-scheme: {https_tag}}}}}}}
+  - route: [{{destination: {{host: productpage, port: {{number: 9080}}}}}}]
+    headers: {{response: {{set: {{x-scheme: http}}}}}}
+"#
+            ))
+            .to_string()
+    };
+    let http = "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    let redirect =
+        "  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n    tls: {httpsRedirect: true}\n";
+    let tls_8080 = "  - port: {number: 8080, name: https-8080, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: bookinfo-credential}\n";
+    let bookinfo = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [bookinfo.example.com]\n    tls: {mode: SIMPLE, credentialName: bookinfo-credential}\n";
+    let httpbin = "  - port: {number: 443, name: https-httpbin, protocol: HTTPS}\n    hosts: [httpbin.example.com]\n    tls: {mode: SIMPLE, credentialName: httpbin-credential}\n";
+    let missing = "  - port: {number: 443, name: https-other, protocol: HTTPS}\n    hosts: [other.example.com]\n    tls: {mode: SIMPLE, credentialName: missing-credential}\n";
+
+    let mesh = Mesh::new(&[("gateway.yaml", &config(&format!("{http}{bookinfo}"), "https"))]);
+    let dir = mesh.dir.path();
+    certificates(dir);
+    let app = App::named("productpage").await;
+    let pp = Sidecar::start(&mesh, Spec::server("app=productpage,version=v1", app.addr));
+    let gw = Sidecar::start(
+        &mesh,
+        Spec::gateway("default/gw", &[8080, 443])
+            .endpoint("productpage-v1", pp.inbound())
+            .arg("--credential-dir")
+            .arg(&path(&dir.join("credentials"))),
+    );
+    let (plain, tls) = (gw.gateway[&8080], gw.gateway[&443]);
+    let cacert = path(&dir.join("example.com.crt"));
+    // curl over TLS to `host` at `addr`: the status, and the verbose output (certificate,
+    // response headers).
+    let https = |host: &str, addr: std::net::SocketAddr| {
+        curl(&[
+            "-v".into(),
+            "--resolve".into(),
+            format!("{host}.example.com:{}:127.0.0.1", addr.port()),
+            "--cacert".into(),
+            cacert.clone(),
+            format!("https://{host}.example.com:{}/productpage", addr.port()),
+        ])
+    };
+    let r = get(plain, "bookinfo.example.com", "/productpage").await;
+    assert_eq!((r.status, r.headers.get("x-scheme").and_then(|v| v.to_str().ok())), (200, Some("http")), "{r:?}");
+    let (code, out) = https("bookinfo", tls);
+    assert!(code == "200" && out.contains("x-scheme: https"), "{code}: {out}");
+    // httpbin.example.com has no server yet: the only certificate is bookinfo's.
+    assert_eq!(https("httpbin", tls).0, "000");
+
+    // A host with its own certificate on 443; httpsRedirect on 8080.
+    mesh.write("gateway.yaml", &config(&format!("{redirect}{bookinfo}{httpbin}"), "https"));
+    eventually("httpbin.example.com served with its certificate", async || {
+        let (code, out) = https("httpbin", tls);
+        code == "200" && out.contains("CN=httpbin.example.com")
+    })
+    .await;
+    let r = get(plain, "bookinfo.example.com", "/productpage?u=1").await;
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(r.headers["location"], "https://bookinfo.example.com/productpage?u=1");
+
+    // 8080 turned to TLS: requests on it are `https` to the routes.
+    mesh.write("gateway.yaml", &config(&format!("{tls_8080}{bookinfo}{httpbin}"), "https"));
+    eventually("8080 over TLS", async || https("bookinfo", plain).0 == "200").await;
+    let (_, out) = https("bookinfo", plain);
+    assert!(out.contains("x-scheme: https"), "{out}");
+
+    // A certificate that is not there: logged, and the listeners keep serving as they were
+    // (the route change in the same file is in force: the snapshot was taken).
+    mesh.write("gateway.yaml", &config(&format!("{tls_8080}{bookinfo}{httpbin}{missing}"), "https-v2"));
+    eventually("the new routes", async || https("bookinfo", tls).1.contains("x-scheme: https-v2")).await;
+    eventually("the refusal logged", async || {
+        gw.log.lock().unwrap().iter().any(|l| {
+            l.contains("missing-credential") && l.contains("the gateway's listeners keep serving as they were")
+        })
+    })
+    .await;
+    let (code, out) = https("httpbin", tls);
+    assert!(code == "200" && out.contains("CN=httpbin.example.com"), "{code}: {out}");
+    assert_eq!(https("bookinfo", plain).0, "200");
+
+    // 443's servers removed: its connections are closed; 8080 serves on, plaintext again.
+    mesh.write("gateway.yaml", &config(http, "https"));
+    eventually("443 closed", async || https("bookinfo", tls).0 == "000").await;
+    let r = get(plain, "bookinfo.example.com", "/productpage").await;
+    assert_eq!((r.status, r.headers.get("x-scheme").and_then(|v| v.to_str().ok())), (200, Some("http")), "{r:?}");
+}

@@ -11,7 +11,11 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
-use mesh_core::{BoxBody, BoxError, body::LocalBody, ext::RouteDecision};
+use mesh_core::{
+    BoxBody, BoxError,
+    body::LocalBody,
+    ext::{DownstreamTls, RouteDecision},
+};
 use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tower::{ServiceExt, util::BoxCloneSyncService};
@@ -39,6 +43,8 @@ pub struct RouterLayer {
     rng: Arc<dyn Roll>,
     listener_port: Option<u16>,
     default_scheme: &'static str,
+    /// Take the scheme of requests without one from their connection ([`DownstreamTls`]).
+    connection_scheme: bool,
     /// Shared, so that cloning the router per request copies a pointer, not the sink.
     mirror: Option<Arc<MirrorSink>>,
 }
@@ -46,7 +52,14 @@ pub struct RouterLayer {
 impl RouterLayer {
     /// Route with `table` (a sidecar's: the authority's port picks the service port).
     pub fn new(table: TableHandle) -> Self {
-        Self { table, rng: Arc::new(ThreadRoll), listener_port: None, default_scheme: "http", mirror: None }
+        Self {
+            table,
+            rng: Arc::new(ThreadRoll),
+            listener_port: None,
+            default_scheme: "http",
+            connection_scheme: false,
+            mirror: None,
+        }
     }
 
     /// Route as a gateway listener on `port` (the Host's port is then ignored).
@@ -60,6 +73,14 @@ impl RouterLayer {
     #[must_use]
     pub fn with_default_scheme(mut self, scheme: &'static str) -> Self {
         self.default_scheme = scheme;
+        self
+    }
+
+    /// The scheme of requests that do not carry one is their connection's: `https` when it
+    /// is TLS ([`DownstreamTls`], which the server sets), else the default scheme.
+    #[must_use]
+    pub fn with_connection_scheme(mut self) -> Self {
+        self.connection_scheme = true;
         self
     }
 
@@ -119,7 +140,14 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let table = self.layer.table.load();
-        let info = RequestInfo::from_request(&req, self.layer.default_scheme);
+        // The scheme of a request without one: the connection's where the layer is told so
+        // (a gateway listener, which a config change may turn TLS on or off), else the default.
+        let scheme = match self.layer.connection_scheme.then(|| req.extensions().get::<DownstreamTls>()).flatten() {
+            Some(DownstreamTls(true)) => "https",
+            Some(DownstreamTls(false)) => "http",
+            None => self.layer.default_scheme,
+        };
+        let info = RequestInfo::from_request(&req, scheme);
         let (route, block) = match table.route(&info, self.layer.listener_port) {
             RouteOutcome::NoVirtualHost | RouteOutcome::NoRoute(_) => {
                 let err = RouteNotFound { authority: info.authority.to_string() };

@@ -346,6 +346,34 @@ async fn router_answers_and_forwards() {
     );
 }
 
+/// A request without a scheme takes its connection's where the router is told to (a
+/// gateway listener), else the default: here as the scheme of a redirect's location.
+#[tokio::test]
+async fn the_scheme_of_a_request_without_one_is_its_connection_s_when_asked() {
+    let upstream = service_fn(|_: Request<Full<Bytes>>| async { Ok::<_, BoxError>(Response::new(BoxBody::default())) });
+    let over_tls = || {
+        let mut req = get("/old/x");
+        req.extensions_mut().insert(mesh_core::ext::DownstreamTls(true));
+        req
+    };
+    for (layer, req, want) in [
+        (RouterLayer::new(table()), over_tls(), "http://reviews.example.com/new"),
+        (RouterLayer::new(table()).with_connection_scheme(), over_tls(), "https://reviews.example.com/new"),
+        (RouterLayer::new(table()).with_connection_scheme(), get("/old/x"), "http://reviews.example.com/new"),
+        (
+            RouterLayer::new(table()).with_connection_scheme().with_default_scheme("https"),
+            get("/old/x"),
+            "https://reviews.example.com/new",
+        ),
+    ] {
+        let rsp = layer.layer(upstream).oneshot(req).await.unwrap();
+        assert_eq!(
+            (rsp.status(), &rsp.headers()["location"]),
+            (StatusCode::MOVED_PERMANENTLY, &want.parse::<http::HeaderValue>().unwrap())
+        );
+    }
+}
+
 #[tokio::test]
 async fn local_replies_for_failures() {
     let svc = stack();
