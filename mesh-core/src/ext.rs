@@ -160,10 +160,19 @@ pub struct ClientAddr(pub SocketAddr);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalAddr(pub SocketAddr);
 
-/// Whether the connection a request arrived on is TLS (request extension, set by the
-/// server): the scheme of a request whose URI carries none (HTTP/1.1's origin form).
+/// The connection a request arrived on is TLS without a client certificate (request
+/// extension, set by the server; a [`PeerIdentity`] says the same of mTLS, and neither
+/// means plaintext or unknown): the scheme of a request whose URI carries none (HTTP/1.1's
+/// origin form) is `https`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DownstreamTls(pub bool);
+
+impl DownstreamTls {
+    /// Whether `ext` says the request came over TLS.
+    pub fn of(ext: &http::Extensions) -> bool {
+        ext.get::<DownstreamTls>().is_some_and(|t| t.0) || ext.get::<PeerIdentity>().is_some()
+    }
+}
 
 /// The endpoint a request was sent to, with its workload (response extension, set by the
 /// balancer): telemetry's `destination_*` labels come from here.

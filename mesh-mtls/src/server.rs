@@ -65,7 +65,11 @@ where
         }
         ext.insert(self.client);
         ext.insert(self.local);
-        ext.insert(self.tls);
+        // Only where nothing else tells it: an mTLS peer's identity implies TLS, and its
+        // absence on a plaintext connection costs no allocation per request.
+        if self.tls.0 && self.peer.is_none() {
+            ext.insert(self.tls);
+        }
         self.inner.call(req)
     }
 }

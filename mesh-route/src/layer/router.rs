@@ -77,7 +77,7 @@ impl RouterLayer {
     }
 
     /// The scheme of requests that do not carry one is their connection's: `https` when it
-    /// is TLS ([`DownstreamTls`], which the server sets), else the default scheme.
+    /// is TLS ([`DownstreamTls::of`], from what the server sets), else the default scheme.
     #[must_use]
     pub fn with_connection_scheme(mut self) -> Self {
         self.connection_scheme = true;
@@ -142,10 +142,10 @@ where
         let table = self.layer.table.load();
         // The scheme of a request without one: the connection's where the layer is told so
         // (a gateway listener, which a config change may turn TLS on or off), else the default.
-        let scheme = match self.layer.connection_scheme.then(|| req.extensions().get::<DownstreamTls>()).flatten() {
-            Some(DownstreamTls(true)) => "https",
-            Some(DownstreamTls(false)) => "http",
-            None => self.layer.default_scheme,
+        let scheme = if self.layer.connection_scheme && DownstreamTls::of(req.extensions()) {
+            "https"
+        } else {
+            self.layer.default_scheme
         };
         let info = RequestInfo::from_request(&req, scheme);
         let (route, block) = match table.route(&info, self.layer.listener_port) {

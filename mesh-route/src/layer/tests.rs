@@ -361,6 +361,16 @@ async fn the_scheme_of_a_request_without_one_is_its_connection_s_when_asked() {
         (RouterLayer::new(table()).with_connection_scheme(), over_tls(), "https://reviews.example.com/new"),
         (RouterLayer::new(table()).with_connection_scheme(), get("/old/x"), "http://reviews.example.com/new"),
         (
+            RouterLayer::new(table()).with_connection_scheme(),
+            {
+                let mut req = get("/old/x");
+                let id = "spiffe://cluster.local/ns/default/sa/x".parse::<mesh_core::Identity>().unwrap();
+                req.extensions_mut().insert(mesh_core::ext::PeerIdentity(id));
+                req
+            },
+            "https://reviews.example.com/new",
+        ),
+        (
             RouterLayer::new(table()).with_connection_scheme().with_default_scheme("https"),
             get("/old/x"),
             "https://reviews.example.com/new",
