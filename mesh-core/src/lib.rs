@@ -33,6 +33,7 @@
 // Always: the types that cross layers on the request path.
 pub mod base64;
 pub mod body;
+pub mod cel;
 pub mod duration;
 pub mod endpoint;
 pub mod error;

@@ -1205,11 +1205,25 @@ fn telemetry(v: &mut Findings, spec: &FieldPath, t: &TelemetrySpec) {
             "metric overrides are not applied by this mesh yet: Istio's standard metrics stay as they are",
         );
     }
-    if !t.access_logging.is_empty() {
-        v.warning(
-            spec.key("accessLogging"),
-            "access log overrides are not applied by this mesh yet: the proxy's --access-log decides",
-        );
+    for (i, al) in t.access_logging.iter().enumerate() {
+        let p = spec.key("accessLogging").index(i);
+        for (j, provider) in al.providers.iter().enumerate() {
+            match provider.name.as_str() {
+                "" => v.error(p.key("providers").index(j).key("name"), "provider name is required"),
+                "envoy" => {}
+                other => v.warning(
+                    p.key("providers").index(j).key("name"),
+                    format!(
+                        "access log provider {other:?} is not one this mesh has (only `envoy`, Istio's built-in, the proxy's stdout): the lines go to stdout"
+                    ),
+                ),
+            }
+        }
+        if let Some(f) = &al.filter
+            && let Err(e) = crate::cel::Expr::parse(&f.expression)
+        {
+            v.error(p.key("filter").key("expression"), e);
+        }
     }
 }
 

@@ -31,6 +31,24 @@ spec:
         ],
     },
     Case {
+        name: "Telemetry: an access-log filter outside the CEL the mesh evaluates, a provider it does not have",
+        yaml: r#"apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: shop}
+spec:
+  accessLogging:
+  - providers: [{name: otel-als}]
+    filter:
+      expression: response.code >= '400'
+  - filter: {expression: "response.flags == 'UH'"}
+"#,
+        want: &[
+            r#"case.yaml:6: warning: Telemetry shop/logs: spec.accessLogging[0].providers[0].name: access log provider "otel-als" is not one this mesh has (only `envoy`, Istio's built-in, the proxy's stdout): the lines go to stdout"#,
+            r#"case.yaml:8: error: Telemetry shop/logs: spec.accessLogging[0].filter.expression: `>=` compares int with string at offset 0"#,
+            r#"case.yaml:9: error: Telemetry shop/logs: spec.accessLogging[1].filter.expression: unknown attribute `response.flags` at offset 0 (known: request.method, request.path, request.url_path, request.host, request.scheme, request.protocol, request.useragent, request.id, request.size, request.headers['name'], response.code, response.size, upstream.address, connection.mtls)"#,
+        ],
+    },
+    Case {
         name: "unknown spec field, with a suggestion",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService

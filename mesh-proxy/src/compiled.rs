@@ -14,7 +14,7 @@ use mesh_core::{
     api::{Kind, Resource},
     hash::FxHashSet,
     registry::{LocalWorkload, Locator, Registry},
-    snapshot::{SideTracing, WorkloadTracing, labels_match},
+    snapshot::{SideAccessLog, SideTracing, WorkloadAccessLog, WorkloadTracing, labels_match},
 };
 use mesh_mtls::{
     connector::secure_naming,
@@ -24,7 +24,10 @@ use mesh_route::{
     layer::TableHandle,
     policy::{ProxyContext, RouteTable},
 };
-use mesh_telemetry::trace::TraceControl;
+use mesh_telemetry::{
+    access_log::{LogControl, LogRule},
+    trace::TraceControl,
+};
 use tokio::sync::watch;
 
 /// The compiled state, swapped whole on every snapshot.
@@ -52,6 +55,12 @@ pub(crate) struct CompiledConfig {
     pub(crate) trace_server: Arc<TraceControl>,
     /// `defaultConfig.tracing.sampling` (`--trace-sampling`).
     default_sampling: f64,
+    /// Access logging of the client side and the server side: the Telemetry resources'
+    /// `accessLogging` over the proxy's default.
+    pub(crate) log_client: Arc<LogControl>,
+    pub(crate) log_server: Arc<LogControl>,
+    /// Access logs where no Telemetry says (`--access-log` not `off`).
+    default_log: bool,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -71,6 +80,7 @@ struct Compiled {
     inbound_service: Option<String>,
     inbound_tcp: bool,
     tracing: WorkloadTracing,
+    access_log: WorkloadAccessLog,
 }
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
@@ -112,6 +122,7 @@ fn compile(
         inbound_service: inbound.0,
         inbound_tcp: inbound.1,
         tracing: snapshot.tracing_for(&me.namespace, &me.labels),
+        access_log: snapshot.access_log_for(&me.namespace, &me.labels),
         registry,
     }
 }
@@ -119,6 +130,22 @@ fn compile(
 /// A side's tracing in force: what the Telemetry resources set, else the defaults.
 fn side(t: SideTracing, default_sampling: f64) -> (f64, bool) {
     (t.sampling.unwrap_or(default_sampling), t.report_spans.unwrap_or(true))
+}
+
+/// A side's access logging in force: what the Telemetry resources set, else the default.
+/// The filter was checked when its file was loaded; one that does not parse here writes
+/// nothing, as Envoy writes no line when its expression fails.
+fn log_rule(side: &SideAccessLog, default_on: bool) -> LogRule {
+    let filter = side.filter.as_deref().map(|e| {
+        mesh_core::cel::Expr::parse(e).map(Arc::new).map_err(|err| {
+            tracing::warn!("accessLogging filter {e:?}: {err}; no access log lines are written");
+        })
+    });
+    match filter {
+        Some(Err(())) => LogRule { on: false, filter: None },
+        Some(Ok(f)) => LogRule { on: side.enabled.unwrap_or(default_on), filter: Some(f) },
+        None => LogRule { on: side.enabled.unwrap_or(default_on), filter: None },
+    }
 }
 
 impl CompiledConfig {
@@ -129,6 +156,7 @@ impl CompiledConfig {
         ctx: ProxyContext,
         trust_domain: &str,
         default_sampling: f64,
+        default_log: bool,
     ) -> Arc<Self> {
         let c = compile(&snapshot, &me, &locator, &ctx, trust_domain);
         let control = |t| {
@@ -139,6 +167,9 @@ impl CompiledConfig {
             trace_client: control(c.tracing.client),
             trace_server: control(c.tracing.server),
             default_sampling,
+            log_client: Arc::new(LogControl::new(log_rule(&c.access_log.client, default_log))),
+            log_server: Arc::new(LogControl::new(log_rule(&c.access_log.server, default_log))),
+            default_log,
             me,
             trust_domain: trust_domain.into(),
             locator,
@@ -169,6 +200,8 @@ impl CompiledConfig {
             let (sampling, report) = side(t, self.default_sampling);
             control.set(sampling, report);
         }
+        self.log_client.set(log_rule(&c.access_log.client, self.default_log));
+        self.log_server.set(log_rule(&c.access_log.server, self.default_log));
         self.registry.store(Arc::new(c.registry));
         self.peer.store(Arc::new(c.peer));
         self.jwt.store(Arc::new(c.jwt));

@@ -242,6 +242,7 @@ impl MeshBuilder {
                 max_label_sets: self.max_label_sets,
                 cert_ttl: self.cert_ttl,
                 tracing: &self.tracing,
+                access_log: self.access_log.is_some(),
             },
             source,
         )?;

@@ -217,6 +217,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
             max_label_sets: args.max_label_sets,
             cert_ttl: args.cert_ttl,
             tracing: &TraceOptions { sampling: args.trace_sampling, otlp_endpoint: args.otlp_endpoint.clone() },
+            access_log: args.access_log != AccessLogFormat::Off,
         },
         source,
     )?;
@@ -227,11 +228,12 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         d if d.is_zero() => AccessLog::stdout(format),
         d => AccessLog::stdout_every(format, d),
     };
-    let access_log = match args.access_log {
-        AccessLogFormat::Text => Some(stdout(Format::Text)),
-        AccessLogFormat::Json => Some(stdout(Format::Json)),
-        AccessLogFormat::Off => None,
-    };
+    // A sink always: Telemetry `accessLogging` may turn lines on where `--access-log off`
+    // left them off (in Envoy's text format then).
+    let access_log = Some(stdout(match args.access_log {
+        AccessLogFormat::Json => Format::Json,
+        AccessLogFormat::Text | AccessLogFormat::Off => Format::Text,
+    }));
     let telemetry = |reporter| core.telemetry(reporter, access_log.as_ref());
 
     let guard = guard::GuardLayer { max_body: args.max_request_bytes };

@@ -106,6 +106,9 @@ pub(crate) struct WorkloadOptions<'a> {
     pub(crate) cert_ttl: Duration,
     /// Sampling of new traces and where spans go.
     pub(crate) tracing: &'a TraceOptions,
+    /// Access logs where no Telemetry `accessLogging` says otherwise (Istio's
+    /// `meshConfig.accessLogFile`).
+    pub(crate) access_log: bool,
 }
 
 /// Tracing as Istio's mesh config sets it: the share of new traces sampled
@@ -282,7 +285,8 @@ impl WorkloadMesh {
             Some((ns, name)) => ProxyContext::gateway(ns, name),
             None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
         };
-        let control = CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain, o.tracing.sampling);
+        let control =
+            CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain, o.tracing.sampling, o.access_log);
         control.follow(source.snapshots());
         tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
 
@@ -371,10 +375,13 @@ impl WorkloadMesh {
             Some(exporter) => layer.with_otlp(exporter.clone()),
             None => layer,
         };
-        match access_log {
-            Some(log) => layer.with_access_log(log.clone()),
-            None => layer,
-        }
+        // Without a sink of the caller's, lines that Telemetry turns on go to stdout in
+        // Envoy's format, as Istio's default provider writes them.
+        let log = access_log.cloned().unwrap_or_else(|| AccessLog::stdout(mesh_telemetry::access_log::Format::Text));
+        layer.with_access_log(log).with_log_control(match reporter {
+            Reporter::Source => self.control.log_client.clone(),
+            Reporter::Destination => self.control.log_server.clone(),
+        })
     }
 
     /// How the inbound listener for `app_port` accepts: mTLS as the PeerAuthentication in

@@ -2,7 +2,9 @@
 
 use std::{sync::Arc, time::SystemTime};
 
+use arc_swap::ArcSwap;
 use http::{Request, header};
+use mesh_core::cel::{Attr, Expr, Value};
 
 /// The fields of one access log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,12 @@ pub struct Entry {
     pub route_name: Option<String>,
     /// Trace id.
     pub trace_id: Option<String>,
+    /// `http` or `https` (for a filter's `request.scheme`).
+    pub scheme: &'static str,
+    /// The downstream connection is mutual TLS (a filter's `connection.mtls`).
+    pub mtls: bool,
+    /// The request headers a filter reads, as sent (names lower-cased).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for Entry {
@@ -60,7 +68,66 @@ impl Default for Entry {
             upstream_host: None,
             route_name: None,
             trace_id: None,
+            scheme: "http",
+            mtls: false,
+            headers: Vec::new(),
         }
+    }
+}
+
+impl mesh_core::cel::Attributes for Entry {
+    fn attr(&self, a: &Attr) -> Option<Value> {
+        let text = |s: &str| Some(Value::Str(s.to_string()));
+        let int = |n: u64| Some(Value::Int(i64::try_from(n).unwrap_or(i64::MAX)));
+        match a {
+            Attr::Method => text(&self.method),
+            Attr::Path => text(&self.path),
+            Attr::UrlPath => text(self.path.split_once('?').map_or(self.path.as_str(), |(p, _)| p)),
+            Attr::Host => text(&self.authority),
+            Attr::Scheme => text(self.scheme),
+            Attr::Protocol => text(&self.protocol),
+            Attr::UserAgent => self.user_agent.as_deref().and_then(text),
+            Attr::RequestId => self.request_id.as_deref().and_then(text),
+            Attr::RequestSize => int(self.bytes_received),
+            Attr::RequestHeader(name) => self.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| text(v)),
+            Attr::Code => int(u64::from(self.status)),
+            Attr::ResponseSize => int(self.bytes_sent),
+            Attr::UpstreamAddress => self.upstream_host.as_deref().and_then(text),
+            Attr::Mtls => Some(Value::Bool(self.mtls)),
+        }
+    }
+}
+
+/// Whether, and for which requests, lines are written: what Telemetry `accessLogging`
+/// sets for one side of a workload (else the proxy's default), swapped when config changes.
+#[derive(Debug)]
+pub struct LogControl(ArcSwap<LogRule>);
+
+/// One side's access logging.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogRule {
+    /// Lines are written.
+    pub on: bool,
+    /// Only for the requests this holds for.
+    pub filter: Option<Arc<Expr>>,
+}
+
+impl LogControl {
+    /// With `rule` in force.
+    pub fn new(rule: LogRule) -> Self {
+        Self(ArcSwap::from_pointee(rule))
+    }
+
+    /// Put `rule` in force for requests that start from now on.
+    pub fn set(&self, rule: LogRule) {
+        if **self.0.load() != rule {
+            self.0.store(Arc::new(rule));
+        }
+    }
+
+    /// The rule in force (a guard: no reference count taken on the request path).
+    pub fn rule(&self) -> arc_swap::Guard<Arc<LogRule>> {
+        self.0.load()
     }
 }
 
@@ -78,8 +145,30 @@ impl Entry {
             user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
             request_id: h("x-request-id"),
             authority: authority.to_string(),
+            scheme: if req.uri().scheme_str() == Some("https") || mesh_core::ext::DownstreamTls::of(req.extensions()) {
+                "https"
+            } else {
+                "http"
+            },
+            mtls: req.extensions().get::<mesh_core::ext::PeerIdentity>().is_some(),
             ..Self::default()
         }
+    }
+
+    /// [`Entry::from_request`], keeping the request headers `filter` reads.
+    pub fn for_filter<B>(req: &Request<B>, authority: &str, filter: Option<&Expr>) -> Self {
+        let mut e = Self::from_request(req, authority);
+        if let Some(f) = filter {
+            e.headers = f
+                .request_headers()
+                .into_iter()
+                .filter_map(|name| {
+                    let v = req.headers().get(name.as_str())?.to_str().ok()?.to_string();
+                    Some((name, v))
+                })
+                .collect();
+        }
+        e
     }
 
     /// Envoy's default format (Istio's `TEXT` encoding), with the trace id last.

@@ -27,7 +27,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    access_log::{AccessLog, Entry},
+    access_log::{AccessLog, Entry, LogControl},
     metrics::{CacheEntry, HandleCache, MeshMetrics, RequestLabels},
     trace::{TraceContext, request_id_from_bits},
 };
@@ -182,6 +182,7 @@ struct Shared {
     local_header: Option<HeaderValue>,
     cache: HandleCache<Key<Arc<str>>>,
     access_log: Option<AccessLog>,
+    log_control: Option<Arc<LogControl>>,
     trace: Arc<crate::trace::TraceControl>,
     tracing: bool,
     /// Seed of the generators; each service instance takes the next stream.
@@ -200,6 +201,7 @@ struct Options {
     local_service: LocalService,
     peer_check: Option<PeerCheck>,
     access_log: Option<AccessLog>,
+    log_control: Option<Arc<LogControl>>,
     trace: Arc<crate::trace::TraceControl>,
     tracing: bool,
     seed: u64,
@@ -234,6 +236,7 @@ impl TelemetryLayer {
             local_service: LocalService::default(),
             peer_check: None,
             access_log: None,
+            log_control: None,
             trace: Arc::new(crate::trace::TraceControl::new(1.0, true)),
             tracing: true,
             seed: rand::rng().random(),
@@ -252,6 +255,7 @@ impl TelemetryLayer {
             peer_check: o.peer_check.clone(),
             cache: HandleCache::default(),
             access_log: o.access_log.clone(),
+            log_control: o.log_control.clone(),
             trace: o.trace.clone(),
             tracing: o.tracing,
             seed: o.seed,
@@ -272,6 +276,13 @@ impl TelemetryLayer {
     #[must_use]
     pub fn with_access_log(self, log: AccessLog) -> Self {
         self.with(|o| o.access_log = Some(log))
+    }
+
+    /// Which requests the access log writes, as `control` says at each request's start
+    /// (Telemetry `accessLogging`: on, off, a filter); without it, every request.
+    #[must_use]
+    pub fn with_log_control(self, control: Arc<LogControl>) -> Self {
+        self.with(|o| o.log_control = Some(control))
     }
 
     /// The service this workload serves, for `destination_service` as the destination
@@ -386,7 +397,7 @@ struct RequestSide {
     authority: Option<HeaderValue>,
     grpc_protocol: bool,
     request_bytes: u64,
-    log: Option<Box<Entry>>,
+    log: Option<(Box<Entry>, Option<Arc<mesh_core::cel::Expr>>)>,
     trace_id: Option<u128>,
     #[cfg(feature = "otel")]
     span: Option<(TraceContext, String, http::Method)>,
@@ -456,15 +467,24 @@ where
             .exact()
             .or_else(|| req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()))
             .unwrap_or(0);
-        let log = shared.access_log.as_ref().map(|_| Box::new(Entry::from_request(&req, authority.unwrap_or("-"))));
+        let log = shared.access_log.as_ref().and_then(|_| {
+            let rule = shared.log_control.as_ref().map(|c| c.rule());
+            let filter = match rule {
+                Some(r) if !r.on => return None,
+                Some(r) => r.filter.clone(),
+                None => None,
+            };
+            let entry = Entry::for_filter(&req, authority.unwrap_or("-"), filter.as_deref());
+            Some((Box::new(entry), filter))
+        });
         #[cfg(feature = "otel")]
         let span_name = (shared.otlp.is_some() && span.is_some_and(|s| s.sampled) && shared.trace.report())
             .then(|| (format!("{}{}", authority.unwrap_or("-"), req.uri().path()), req.method().clone()));
         // The wall clock only for what prints it: the access log, an exported span.
         #[cfg(feature = "otel")]
-        let needs_wall_clock = shared.access_log.is_some() || span_name.is_some();
+        let needs_wall_clock = log.is_some() || span_name.is_some();
         #[cfg(not(feature = "otel"))]
-        let needs_wall_clock = shared.access_log.is_some();
+        let needs_wall_clock = log.is_some();
         let pending = RequestSide {
             shared: shared.clone(),
             start,
@@ -539,14 +559,14 @@ struct Done {
     handles: Resolved,
     start: Instant,
     request_bytes: u64,
-    log: Option<(AccessLog, Box<Entry>)>,
+    log: Option<(AccessLog, Box<Entry>, Option<Arc<mesh_core::cel::Expr>>)>,
     #[cfg(feature = "otel")]
     span: Option<(crate::otlp::OtlpExporter, crate::otlp::SpanRecord)>,
 }
 
 impl Done {
     fn code_zero(&mut self) {
-        if let Some((_, e)) = &mut self.log {
+        if let Some((_, e, _)) = &mut self.log {
             e.status = 0;
         }
         #[cfg(feature = "otel")]
@@ -558,11 +578,13 @@ impl Done {
     fn finish(&mut self, response_bytes: u64) {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.handles.handles.record(ms, self.request_bytes, response_bytes);
-        if let Some((log, mut entry)) = self.log.take() {
+        if let Some((log, mut entry, filter)) = self.log.take() {
             entry.duration_ms = ms as u64;
             entry.bytes_received = self.request_bytes;
             entry.bytes_sent = response_bytes;
-            log.write(&entry);
+            if filter.is_none_or(|f| f.eval(&*entry)) {
+                log.write(&entry);
+            }
         }
         #[cfg(feature = "otel")]
         if let Some((exporter, mut span)) = self.span.take() {
@@ -624,14 +646,14 @@ impl RequestSide {
             }
         });
         let log = match (&shared.access_log, self.log) {
-            (Some(l), Some(mut e)) => {
+            (Some(l), Some((mut e, filter))) => {
                 e.status = code;
                 e.flags = flags.to_string();
                 e.upstream_host = upstream.map(|u| u.0.address.to_string());
                 e.route_name = decision.and_then(|d| d.route_name.as_deref().map(str::to_string));
                 e.trace_id = self.trace_id.map(|t| format!("{t:032x}"));
                 e.start = self.started_at;
-                Some((l.clone(), e))
+                Some((l.clone(), e, filter))
             }
             _ => None,
         };
@@ -884,6 +906,52 @@ mod tests {
         let lines = lines.lock().unwrap();
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.ends_with(" -") && !l.contains("4bf92f3577b34da6")), "{lines:?}");
+    }
+
+    /// Telemetry `accessLogging`: the control says on, off, or on for the requests a filter
+    /// holds for (reading a request header it keeps and the response code); a new rule is in
+    /// force for the next request.
+    #[tokio::test]
+    async fn the_log_control_turns_lines_on_off_and_filters_them() {
+        use crate::access_log::{LogControl, LogRule};
+        let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let app = service_fn(|req: Request<mesh_core::BoxBody>| {
+            let code = if req.uri().path() == "/fail" { 503 } else { 200 };
+            let mut rsp = Response::new(mesh_core::body::full("ok"));
+            *rsp.status_mut() = http::StatusCode::from_u16(code).unwrap();
+            std::future::ready(Ok::<_, Infallible>(rsp))
+        });
+        let me = WorkloadInfo::new("reviews-v1", "default", &Labels::new(), None);
+        let control = Arc::new(LogControl::new(LogRule { on: false, filter: None }));
+        let svc = TelemetryLayer::new(Arc::new(MeshMetrics::new()), Reporter::Destination, me)
+            .with_access_log(AccessLog::to(Format::Text, move |l| sink.lock().unwrap().push(l.to_string())))
+            .with_log_control(control.clone())
+            .layer(app);
+        let send = |path: &'static str, user: Option<&'static str>| {
+            let svc = svc.clone();
+            async move {
+                let mut req = Request::builder().uri(path).header("host", "reviews:9080");
+                if let Some(u) = user {
+                    req = req.header("end-user", u);
+                }
+                drop(svc.oneshot(req.body(mesh_core::body::empty()).unwrap()).await.unwrap());
+            }
+        };
+        let paths = |lines: &std::sync::Mutex<Vec<String>>| -> Vec<String> {
+            lines.lock().unwrap().drain(..).map(|l| l.split('"').nth(1).unwrap().to_string()).collect()
+        };
+        send("/ok", None).await;
+        assert_eq!(paths(&lines), Vec::<String>::new(), "off");
+        control.set(LogRule { on: true, filter: None });
+        send("/ok", None).await;
+        assert_eq!(paths(&lines), ["GET /ok HTTP/1.1"]);
+        let filter = mesh_core::cel::Expr::parse("response.code >= 500 || request.headers['End-User'] == 'jason'");
+        control.set(LogRule { on: true, filter: Some(Arc::new(filter.unwrap())) });
+        for (path, user) in [("/ok", None), ("/fail", None), ("/ok", Some("jason")), ("/ok", Some("amy"))] {
+            send(path, user).await;
+        }
+        assert_eq!(paths(&lines), ["GET /fail HTTP/1.1", "GET /ok HTTP/1.1"]);
     }
 
     /// The label cache tells callers apart by identity even when their metadata is the same

@@ -420,7 +420,7 @@ async fn tutorial_steps(mode: &str) {
     // each (a Telemetry with an override the mesh does not apply yet: a warning).
     std::fs::write(
         mesh.config.join("telemetry-logs.yaml"),
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs, namespace: default}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: logs, namespace: default}\nspec:\n  metrics:\n  - overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]\n",
     )
     .unwrap();
     let (_, _, body) = request(mesh.dashboard, "GET", "/api/config", None, "").await.unwrap();
@@ -439,7 +439,7 @@ async fn tutorial_steps(mode: &str) {
     let logs = find("Telemetry", "default", "logs");
     assert_eq!(logs["status"], "warning", "{logs}");
     assert!(logs["findings"][0]["message"].as_str().unwrap().contains("not applied"), "{logs}");
-    assert_eq!(logs["findings"][0]["line"], 5, "the line of `accessLogging`: {logs}");
+    assert_eq!(logs["findings"][0]["line"], 5, "the line of `metrics`: {logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -837,3 +837,75 @@ spec:
     assert_eq!(bad.status, 401, "{bad:?}");
     assert!(jwks.seen.lock().unwrap().iter().any(|p| p.uri.path() == "/jwks.json"));
 }
+
+/// Telemetry `accessLogging`, as Istio's "Envoy access logs" task uses it: the mesh's
+/// resource turns logs off, a workload's turns its server side back on for the requests a
+/// filter holds for, and another turns the client side on where `--access-log off` left it
+/// off. A change is in force without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_access_logging_turns_logs_on_off_and_filters_them() {
+    let telemetry = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{disabled: true}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: reviews-errors}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  accessLogging:
+  - match: {mode: SERVER}
+    filter: {expression: "response.code >= 400 || request.headers['end-user'] == 'jason'"}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: productpage-client}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  accessLogging: [{match: {mode: CLIENT}, providers: [{name: envoy}]}]
+"#;
+    let mut files = standard();
+    files.push(("telemetry.yaml", telemetry));
+    let mesh = Mesh::new(&files);
+    let (a1, a2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
+    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", a1.addr));
+    let v2 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v2", a2.addr));
+    let pp = Sidecar::start(
+        &mesh,
+        Spec::client("app=productpage,version=v1")
+            .endpoint("reviews-v1", v1.inbound())
+            .endpoint("reviews-v2", v2.inbound())
+            .arg("--access-log")
+            .arg("off"),
+    );
+    let out = pp.outbound();
+    assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
+    let jason = send(out, Req::get("/reviews/1").header("host", "reviews:9080").header("end-user", "jason"));
+    assert_eq!(jason.await.unwrap().body, "reviews-v2");
+    assert_eq!(get(out, "reviews:9080", "/forbidden").await.status, 403);
+    let lines = |s: &Sidecar| s.access_log.lock().unwrap().clone();
+    let has = |s: &Sidecar, what: &str| lines(s).iter().any(|l| l.contains(what));
+    eventually("reviews-v1's 403 logged", async || has(&v1, "/forbidden")).await;
+    eventually("jason's request logged at reviews-v2", async || has(&v2, "/reviews/1")).await;
+    eventually("productpage's three calls logged", async || lines(&pp).len() == 3).await;
+    assert!(!has(&v1, "/reviews/0"), "a 200 without end-user: jason is not logged: {:?}", lines(&v1));
+    assert_eq!(lines(&v1).len() + lines(&v2).len(), 2, "{:?} {:?}", lines(&v1), lines(&v2));
+
+    // The filter removed: reviews logs every request; the mesh's `disabled` still holds
+    // for productpage's server side (it has none) and nothing else changed.
+    mesh.write(
+        "telemetry.yaml",
+        &telemetry.replace(
+            "    filter: {expression: \"response.code >= 400 || request.headers['end-user'] == 'jason'\"}\n",
+            "",
+        ),
+    );
+    eventually("every request logged at reviews-v1", async || {
+        get(out, "reviews:9080", "/reviews/2").await;
+        has(&v1, "/reviews/2")
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
-//! `telemetry.istio.io` (v1, v1alpha1): the Telemetry resource. Its `tracing` is applied
-//! (sampling, span reporting, client or server side); `metrics` and `accessLogging` are
-//! loaded and validated, and the loader says they are not applied yet.
+//! `telemetry.istio.io` (v1, v1alpha1): the Telemetry resource. Its `tracing` (sampling,
+//! span reporting) and `accessLogging` (on or off, a filter expression) are applied, client
+//! or server side; `metrics` is loaded and validated, and the loader says it is not applied
+//! yet.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,8 +22,32 @@ pub struct TelemetrySpec {
     pub tracing: Vec<Tracing>,
     /// Metric overrides (not applied yet).
     pub metrics: Vec<Value>,
-    /// Access log overrides (not applied yet).
-    pub access_logging: Vec<Value>,
+    /// Access log overrides; the entries whose `match.mode` covers a side apply in order.
+    pub access_logging: Vec<AccessLogging>,
+}
+
+/// `Telemetry.AccessLogging`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AccessLogging {
+    /// Which side of the proxy this entry is for.
+    #[serde(rename = "match")]
+    pub match_: Option<TracingSelector>,
+    /// Providers by name; empty means the mesh's default (`envoy`, the proxy's stdout).
+    pub providers: Vec<ProviderRef>,
+    /// Turn access logs off (or, `false`, on).
+    pub disabled: Option<bool>,
+    /// Only the requests the expression holds for are logged.
+    pub filter: Option<AccessLogFilter>,
+}
+
+/// `Telemetry.AccessLogging.Filter`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AccessLogFilter {
+    /// A CEL expression over Envoy's attributes (`response.code >= 400`); see
+    /// [`crate::cel`] for the part of CEL accepted.
+    pub expression: String,
 }
 
 /// `Telemetry.Tracing`.
