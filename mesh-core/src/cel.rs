@@ -391,29 +391,30 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<(Node, Type), String> {
-        let pos = self.pos();
-        let (mut node, ty) = self.and()?;
-        while self.peek() == Some(&Token::Or) {
-            Self::bool_operand(ty, "`||`", pos)?;
-            self.at += 1;
-            let pos = self.pos();
-            let (rhs, rty) = self.and()?;
-            Self::bool_operand(rty, "`||`", pos)?;
-            node = Node::Or(Box::new(node), Box::new(rhs));
-        }
-        Ok((node, ty))
+        self.binary(&Token::Or, "`||`", Self::and, Node::Or)
     }
 
     fn and(&mut self) -> Result<(Node, Type), String> {
+        self.binary(&Token::And, "`&&`", Self::unary, Node::And)
+    }
+
+    /// `operand (op operand)*`, left-associative, bool operands only when `op` is there.
+    fn binary(
+        &mut self,
+        op: &Token,
+        what: &str,
+        operand: fn(&mut Self) -> Result<(Node, Type), String>,
+        make: fn(Box<Node>, Box<Node>) -> Node,
+    ) -> Result<(Node, Type), String> {
         let pos = self.pos();
-        let (mut node, ty) = self.unary()?;
-        while self.peek() == Some(&Token::And) {
-            Self::bool_operand(ty, "`&&`", pos)?;
+        let (mut node, ty) = operand(self)?;
+        while self.peek() == Some(op) {
+            Self::bool_operand(ty, what, pos)?;
             self.at += 1;
             let pos = self.pos();
-            let (rhs, rty) = self.unary()?;
-            Self::bool_operand(rty, "`&&`", pos)?;
-            node = Node::And(Box::new(node), Box::new(rhs));
+            let (rhs, rty) = operand(self)?;
+            Self::bool_operand(rty, what, pos)?;
+            node = make(Box::new(node), Box::new(rhs));
         }
         Ok((node, ty))
     }

@@ -91,7 +91,7 @@ spec:
 
 /// productpage's sidecar, and reviews v1 and v2 each behind their own sidecar.
 struct Bookinfo {
-    _mesh: Mesh,
+    mesh: Mesh,
     productpage: Sidecar,
     v1: Sidecar,
     v2: Sidecar,
@@ -99,17 +99,23 @@ struct Bookinfo {
 }
 
 async fn bookinfo(files: &[(&str, &str)]) -> Bookinfo {
+    bookinfo_with(files, &[]).await
+}
+
+/// [`bookinfo`], with more flags for productpage's sidecar.
+async fn bookinfo_with(files: &[(&str, &str)], productpage_args: &[&str]) -> Bookinfo {
     let mesh = Mesh::new(files);
     let (a1, a2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
     let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", a1.addr));
     let v2 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v2", a2.addr));
-    let productpage = Sidecar::start(
-        &mesh,
-        Spec::client("app=productpage,version=v1")
-            .endpoint("reviews-v1", v1.inbound())
-            .endpoint("reviews-v2", v2.inbound()),
-    );
-    Bookinfo { _mesh: mesh, productpage, v1, v2, apps: [a1, a2] }
+    let mut spec = Spec::client("app=productpage,version=v1")
+        .endpoint("reviews-v1", v1.inbound())
+        .endpoint("reviews-v2", v2.inbound());
+    for a in productpage_args {
+        spec = spec.arg(a);
+    }
+    let productpage = Sidecar::start(&mesh, spec);
+    Bookinfo { mesh, productpage, v1, v2, apps: [a1, a2] }
 }
 
 fn standard() -> Vec<(&'static str, &'static str)> {
@@ -295,19 +301,19 @@ async fn config_reloads_during_a_request_loop_without_a_failure() {
     let mut last = String::new();
     for i in 0..400 {
         match i {
-            50 => b._mesh.write("routes.yaml", &to_v2),
+            50 => b.mesh.write("routes.yaml", &to_v2),
             // A broken file: the last good config keeps serving, the error is reported;
             // a good change beside it waits until the broken file is fixed.
             150 => {
-                b._mesh.write("broken.yaml", "kind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 7}\n");
+                b.mesh.write("broken.yaml", "kind: VirtualService\nmetadata: {name: x}\nspec: {hosts: 7}\n");
                 eventually("the load error in /config_dump", async || {
                     let dump = b.productpage.admin_get("/config_dump").await.body;
                     dump.contains("broken.yaml")
                 })
                 .await;
-                b._mesh.write("routes.yaml", ROUTES);
+                b.mesh.write("routes.yaml", ROUTES);
             }
-            250 => std::fs::remove_file(b._mesh.config().join("broken.yaml")).unwrap(),
+            250 => std::fs::remove_file(b.mesh.config().join("broken.yaml")).unwrap(),
             _ => {}
         }
         let r = get(out, "reviews:9080", "/reviews/0").await;
@@ -869,18 +875,8 @@ spec:
 "#;
     let mut files = standard();
     files.push(("telemetry.yaml", telemetry));
-    let mesh = Mesh::new(&files);
-    let (a1, a2) = (App::named("reviews-v1").await, App::named("reviews-v2").await);
-    let v1 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v1", a1.addr));
-    let v2 = Sidecar::start(&mesh, Spec::server("app=reviews,version=v2", a2.addr));
-    let pp = Sidecar::start(
-        &mesh,
-        Spec::client("app=productpage,version=v1")
-            .endpoint("reviews-v1", v1.inbound())
-            .endpoint("reviews-v2", v2.inbound())
-            .arg("--access-log")
-            .arg("off"),
-    );
+    let b = bookinfo_with(&files, &["--access-log", "off"]).await;
+    let (pp, v1, v2) = (&b.productpage, &b.v1, &b.v2);
     let out = pp.outbound();
     assert_eq!(get(out, "reviews:9080", "/reviews/0").await.status, 200);
     let jason = send(out, Req::get("/reviews/1").header("host", "reviews:9080").header("end-user", "jason"));
@@ -888,15 +884,15 @@ spec:
     assert_eq!(get(out, "reviews:9080", "/forbidden").await.status, 403);
     let lines = |s: &Sidecar| s.access_log.lock().unwrap().clone();
     let has = |s: &Sidecar, what: &str| lines(s).iter().any(|l| l.contains(what));
-    eventually("reviews-v1's 403 logged", async || has(&v1, "/forbidden")).await;
-    eventually("jason's request logged at reviews-v2", async || has(&v2, "/reviews/1")).await;
-    eventually("productpage's three calls logged", async || lines(&pp).len() == 3).await;
-    assert!(!has(&v1, "/reviews/0"), "a 200 without end-user: jason is not logged: {:?}", lines(&v1));
-    assert_eq!(lines(&v1).len() + lines(&v2).len(), 2, "{:?} {:?}", lines(&v1), lines(&v2));
+    eventually("reviews-v1's 403 logged", async || has(v1, "/forbidden")).await;
+    eventually("jason's request logged at reviews-v2", async || has(v2, "/reviews/1")).await;
+    eventually("productpage's three calls logged", async || lines(pp).len() == 3).await;
+    assert!(!has(v1, "/reviews/0"), "a 200 without end-user: jason is not logged: {:?}", lines(v1));
+    assert_eq!(lines(v1).len() + lines(v2).len(), 2, "{:?} {:?}", lines(v1), lines(v2));
 
     // The filter removed: reviews logs every request; the mesh's `disabled` still holds
     // for productpage's server side (it has none) and nothing else changed.
-    mesh.write(
+    b.mesh.write(
         "telemetry.yaml",
         &telemetry.replace(
             "    filter: {expression: \"response.code >= 400 || request.headers['end-user'] == 'jason'\"}\n",
@@ -905,7 +901,7 @@ spec:
     );
     eventually("every request logged at reviews-v1", async || {
         get(out, "reviews:9080", "/reviews/2").await;
-        has(&v1, "/reviews/2")
+        has(v1, "/reviews/2")
     })
     .await;
 }
