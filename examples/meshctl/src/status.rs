@@ -246,8 +246,26 @@ fn row_json(r: &Row) -> Value {
 
 /// The table, then each proxy's errors (its last reload's findings: the config in force is
 /// the last good one) and why a proxy did not answer.
+/// The longest cell of the table: a proxy's answer is not trusted to be short.
+const MAX_CELL: usize = 80;
+
+/// Text from a proxy's answer as it may reach a terminal: control characters (an escape
+/// sequence that would recolour or clear the screen) written escaped.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// [`printable`], and cut to [`MAX_CELL`] characters (the JSON output has it whole).
+fn cell(s: &str) -> String {
+    let p = printable(s);
+    match p.char_indices().nth(MAX_CELL) {
+        Some((at, _)) => format!("{}…", &p[..at]),
+        None => p,
+    }
+}
+
 fn table(rows: &[Row]) -> String {
-    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { cell(s) };
     let mut cells = vec![
         ["NAME", "NAMESPACE", "TYPE", "ADMIN", "STATE", "GENERATION", "LOADED", "VERSION", "SYNC", "ERRORS"]
             .map(String::from),
@@ -257,16 +275,17 @@ fn table(rows: &[Row]) -> String {
             dash(&r.proxy.name),
             dash(&r.proxy.namespace),
             dash(&r.proxy.kind),
-            r.proxy.admin.clone(),
-            r.state.clone(),
+            cell(&r.proxy.admin),
+            dash(&r.state),
             r.generation.map_or("-".into(), |g| g.to_string()),
-            r.loaded_at.clone().unwrap_or_else(|| "-".into()),
-            r.version.clone().unwrap_or_else(|| "-".into()),
+            r.loaded_at.as_deref().map_or("-".into(), cell),
+            r.version.as_deref().map_or("-".into(), cell),
             r.sync.to_string(),
             r.errors.len().to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..10).map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..10).map(|c| cells.iter().map(|row| row[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in &cells {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
@@ -275,15 +294,15 @@ fn table(rows: &[Row]) -> String {
     }
     for r in rows {
         let who = if r.proxy.name.is_empty() {
-            r.proxy.admin.clone()
+            cell(&r.proxy.admin)
         } else {
-            format!("{}.{}", r.proxy.name, r.proxy.namespace)
+            format!("{}.{}", cell(&r.proxy.name), cell(&r.proxy.namespace))
         };
         if let Some(e) = &r.unreachable {
-            out.push_str(&format!("{who}: {}: {e}\n", r.proxy.admin));
+            out.push_str(&format!("{who}: {}: {}\n", cell(&r.proxy.admin), printable(e)));
         }
         for e in &r.errors {
-            out.push_str(&format!("{who}: {e}\n"));
+            out.push_str(&format!("{who}: {}\n", printable(e)));
         }
     }
     out
@@ -323,6 +342,23 @@ mod tests {
             assert!(line.split_whitespace().any(|c| c == cell), "{cell} missing in {line}");
         }
         assert_eq!(lines.next(), Some("reviews-v1.default: a.yaml:3: spec.http[0]: bad"));
+    }
+
+    /// What a hostile or broken admin answers reaches the terminal escaped, and no cell of
+    /// the table is longer than [`MAX_CELL`].
+    #[test]
+    fn an_answer_cannot_write_escape_sequences_or_stretch_the_table() {
+        let mut answer = info(&"v".repeat(10_000), &["\u{1b}[2Jcleared\nnext line"]);
+        answer["name"] = json!("evil\u{1b}[31m");
+        let t = table(&[row(proxy("x"), Ok(answer), Some("v1"))]);
+        assert!(!t.contains('\u{1b}'), "{t:?}");
+        assert!(t.contains("evil\\u{1b}[31m.default: \\u{1b}[2Jcleared\\nnext line\n"), "{t}");
+        assert_eq!(t.lines().count(), 3, "one header, one row, one error: {t}");
+        let row_line = t.lines().nth(1).unwrap();
+        assert!(
+            row_line.contains(&format!("{}…", "v".repeat(MAX_CELL))) && row_line.chars().count() < 400,
+            "{row_line}"
+        );
     }
 
     #[test]

@@ -144,3 +144,56 @@ async fn no_running_mesh_says_where_it_looked() {
     assert_eq!(code, 1);
     assert!(err.contains(".mesh/proxies.json") && err.contains("--admin ADDR"), "{err}");
 }
+
+/// Admins that never answer, answer without end, or trickle their answer: each is
+/// UNREACHABLE with why, all are asked at once, and the command ends within its per-proxy
+/// timeout whatever they do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endless_or_trickling_admin_cannot_hold_proxy_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn fake(answer: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = conn.read(&mut [0u8; 1024]).await;
+                    match answer {
+                        "silent" => std::future::pending::<()>().await,
+                        "endless" => {
+                            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                            if conn.write_all(head.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            let chunk = format!("10000\r\n{}\r\n", "[".repeat(0x10000));
+                            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                        }
+                        _ => {
+                            let head = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{";
+                            let _ = conn.write_all(head.as_bytes()).await;
+                            loop {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                if conn.write_all(b" ").await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+    let (silent, endless, trickle) = (fake("silent").await, fake("endless").await, fake("trickle").await);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let args = ["proxy-status", "--admin", &silent.to_string(), "--admin", &endless.to_string()];
+    let (code, out, _) = meshctl(&[&args[..], &["--admin", &trickle.to_string()]].concat(), dir.path()).await;
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_secs(5), "asked one after another, or not bounded: {took:?}");
+    assert_eq!(out.lines().filter(|l| l.contains("UNREACHABLE")).count(), 3, "{out}");
+    assert!(out.contains(&format!("{silent}: {silent}: no answer within 3s")), "{out}");
+    assert!(out.contains(&format!("{trickle}: {trickle}: no answer within 3s")), "{out}");
+    assert!(out.contains(&format!("{endless}: {endless}: length limit exceeded")), "{out}");
+}
