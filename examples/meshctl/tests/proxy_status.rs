@@ -186,7 +186,7 @@ async fn a_silent_endless_or_trickling_admin_cannot_hold_proxy_status() {
     }
     let (silent, endless, trickle) = (fake("silent").await, fake("endless").await, fake("trickle").await);
     let dir = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let args = ["proxy-status", "--admin", &silent.to_string(), "--admin", &endless.to_string()];
     let (code, out, _) = meshctl(&[&args[..], &["--admin", &trickle.to_string()]].concat(), dir.path()).await;
     let took = started.elapsed();
