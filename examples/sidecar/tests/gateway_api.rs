@@ -614,6 +614,28 @@ async fn a_gateway_api_gateway_serves_httproutes_and_grpcroutes_as_the_spec_says
         "{resolve}: {body}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The Gateway changed without a restart: the HTTPS listener removed closes its port;
+    // port 8081's listener turned HTTPS with the same certificate serves TLS.
+    let https_8081 = "  - {name: same-only, port: 8081, protocol: HTTPS, hostname: secure.example.com, tls: {certificateRefs: [{name: secure-cert}]}}\n";
+    let changed = GATEWAY.replace("  - {name: same-only, port: 8081, protocol: HTTP}\n", https_8081);
+    let changed = &changed[..changed.find("  - name: https\n").unwrap()];
+    mesh.write("gateway.yaml", changed);
+    let curl_at = |port: u16| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "2", "--connect-to", &format!("secure.example.com:443:127.0.0.1:{port}")])
+            .arg("--cacert")
+            .arg(dir.join("secure.crt"))
+            .arg("https://secure.example.com/only-8081")
+            .output()
+            .expect("curl runs")
+    };
+    let (p443, p8081) = (gw.gateway[&443].port(), gw.gateway[&8081].port());
+    eventually("port 8081 over TLS", async || {
+        String::from_utf8_lossy(&curl_at(p8081).stdout).contains("infra-backend-v2")
+    })
+    .await;
+    assert!(!curl_at(p443).status.success(), "443's listener is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
