@@ -1209,6 +1209,10 @@ spec:
     port: 8080
     protocol: HTTP
     allowedRoutes: {namespaces: {from: Selector}}
+  - name: two-certs
+    port: 8443
+    protocol: HTTPS
+    tls: {certificateRefs: [{name: rsa}, {name: ecdsa}]}
 "#,
         want: &[
             r#"case.yaml:7: error: Gateway default/gw: spec.listeners[0].tls: an HTTP listener cannot have tls"#,
@@ -1216,6 +1220,7 @@ spec:
             r#"case.yaml:8: error: Gateway default/gw: spec.listeners[1].tls: an HTTPS listener needs tls"#,
             r#"case.yaml:12: error: Gateway default/gw: spec.listeners[2].hostname: a TCP listener cannot have a hostname"#,
             r#"case.yaml:16: error: Gateway default/gw: spec.listeners[3].allowedRoutes.namespaces.selector: from: Selector needs a selector"#,
+            r#"case.yaml:20: warning: Gateway default/gw: spec.listeners[4].tls.certificateRefs: only the first of 2 certificateRefs is served (one certificate per listener here, not one per key type)"#,
         ],
     },
     Case {

@@ -161,7 +161,8 @@ pub(crate) struct LiveListeners {
 }
 
 impl LiveListeners {
-    /// For the plans `plan` made from `snapshot`; returns the handle each listener reads.
+    /// For the plans `plan` made from `snapshot`; [`LiveListeners::serving`] gives each
+    /// listener what it reads.
     pub(crate) fn new(snapshot: &Snapshot, gateway: &str, creds: Credentials, plans: &[Plan]) -> Self {
         let applied = split(gateway).ok().and_then(|(ns, name)| servers(snapshot, ns, name).ok());
         Self {
@@ -291,13 +292,7 @@ pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<S
                                 l.name
                             ));
                         };
-                        if tls.certificate_refs.len() > 1 {
-                            tracing::warn!(
-                                "Gateway {ns}/{name} listener {:?}: only the first of {} certificateRefs is served",
-                                l.name,
-                                tls.certificate_refs.len()
-                            );
-                        }
+                        // More than one is a load-time warning (validation).
                         let credential = match cert.namespace.as_deref() {
                             None => cert.name.clone(),
                             Some(cns) if cns == ns => cert.name.clone(),

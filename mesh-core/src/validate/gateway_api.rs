@@ -461,6 +461,15 @@ pub(super) fn kubernetes_gateway(v: &mut Findings, spec: &FieldPath, g: &Kuberne
                             );
                         }
                     }
+                    if tls.certificate_refs.len() > 1 {
+                        v.warning(
+                            lp.key("tls").key("certificateRefs"),
+                            format!(
+                                "only the first of {} certificateRefs is served (one certificate per listener here, not one per key type)",
+                                tls.certificate_refs.len()
+                            ),
+                        );
+                    }
                     if tls.frontend_validation.is_some() {
                         v.error(
                             lp.key("tls").key("frontendValidation"),
