@@ -5,10 +5,8 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use mesh_authz::policy::{AuthzPolicy, AuthzRequest, Protocol};
-use mesh_core::{
-    Identity,
-    load::{LoadOptions, load_paths},
-};
+use mesh_config::load::{LoadOptions, load_paths};
+use mesh_core::Identity;
 use mesh_mtls::{ca::CertificateAuthority, config, store::CertStore};
 use rustls::{ClientConnection, ServerConnection};
 use rustls_pki_types::ServerName;

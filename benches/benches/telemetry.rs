@@ -11,10 +11,10 @@ use std::{
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
+use mesh_config::registry::Endpoint;
 use mesh_core::{
     BoxBody,
     ext::{ResponseFlags, RouteDecision, UpstreamEndpoint},
-    registry::Endpoint,
 };
 use mesh_telemetry::{
     layer::{Reporter, TelemetryLayer, WorkloadInfo},

@@ -1,7 +1,7 @@
 //! Benchmarks of the mesh layers and of the proxy hop against its peers. The fixtures the
 //! benches share live here; `benches/*.rs` are the criterion entry points.
 
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     load::{LoadOptions, load_paths, load_str},
     registry::{Locator, Registry},

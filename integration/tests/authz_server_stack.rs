@@ -19,12 +19,9 @@ use mesh_authz::{
     layer::{AuthnLayer, AuthzLayer, ExtAuthzHttp},
     policy::{AuthzPolicy, Protocol, RequestAuth},
 };
+use mesh_config::load::{LoadOptions, load_str};
 use mesh_core::test_util::identity as id;
-use mesh_core::{
-    BoxBody,
-    ext::PeerIdentity,
-    load::{LoadOptions, load_str},
-};
+use mesh_core::{BoxBody, ext::PeerIdentity};
 use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, peer_auth::Mode, server, store::CertStore};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};

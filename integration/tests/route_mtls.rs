@@ -7,13 +7,16 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mesh_core::test_util::{Manifest, identity as id, labels};
-use mesh_core::{
-    BoxBody, Identity,
-    ext::{PeerIdentity, ResponseFlags},
+use mesh_config::test_util::Manifest;
+use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
+use mesh_core::{
+    BoxBody, Identity,
+    ext::{PeerIdentity, ResponseFlags},
+};
+use mesh_core::{test_util::identity as id, test_util::labels};
 use mesh_mtls::{
     accept::MtlsAcceptor,
     ca::CertificateAuthority,

@@ -19,12 +19,13 @@ use mesh_authz::{
     layer::AuthzLayer,
     policy::{AuthzPolicy, Protocol},
 };
-use mesh_core::test_util::{Manifest, identity as id, labels};
-use mesh_core::{
-    BoxBody, BoxError,
+use mesh_config::test_util::Manifest;
+use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
+use mesh_core::{BoxBody, BoxError};
+use mesh_core::{test_util::identity as id, test_util::labels};
 use mesh_mtls::{
     accept::MtlsAcceptor,
     ca::CertificateAuthority,

@@ -5,12 +5,13 @@
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use mesh_config::api::JwtRule;
 #[cfg(feature = "config")]
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     api::{Kind, Labels, Resource},
 };
-use mesh_core::{api::JwtRule, base64};
+use mesh_core::base64;
 use ring::signature;
 use serde_json::Value;
 

@@ -166,7 +166,7 @@ impl ExtAuthzHttp {
     /// `extensionProviders: [{name: ext-authz, envoyExtAuthzHttp: {service: ..., port: ...}}]`.
     #[cfg(feature = "config")]
     pub fn from_mesh_config(text: &str) -> Result<Vec<Self>, String> {
-        let docs = mesh_core::load::parse_documents(text, &mesh_core::load::Limits::default())
+        let docs = mesh_config::load::parse_documents(text, &mesh_config::load::Limits::default())
             .map_err(|e| format!("line {}: {}", e.line, e.message))?;
         let mut out = Vec::new();
         for doc in docs {

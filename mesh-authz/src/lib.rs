@@ -11,7 +11,7 @@
 //! ```
 //! # use std::convert::Infallible;
 //! use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
-//! use mesh_core::api::{AuthorizationAction, AuthorizationPolicySpec, Object, ObjectMeta, Operation, Rule, RuleTo};
+//! use mesh_config::api::{AuthorizationAction, AuthorizationPolicySpec, Object, ObjectMeta, Operation, Rule, RuleTo};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {

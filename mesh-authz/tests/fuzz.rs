@@ -13,7 +13,7 @@ use mesh_authz::{
     jwt::{Jwks, JwtPolicy, testing::Issuer},
     policy::path::normalize,
 };
-use mesh_core::load::{LoadOptions, load_str};
+use mesh_config::load::{LoadOptions, load_str};
 use proptest::prelude::*;
 
 struct Fixture {

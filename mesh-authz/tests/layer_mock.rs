@@ -9,10 +9,8 @@ use mesh_authz::{
     layer::AuthzLayer,
     policy::{AuthzPolicy, Protocol},
 };
-use mesh_core::{
-    BoxBody,
-    api::{AuthorizationPolicySpec, Labels, Object},
-};
+use mesh_config::api::{AuthorizationPolicySpec, Labels, Object};
+use mesh_core::BoxBody;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{Service, ServiceExt};
 use tower_test::mock;

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-#[cfg(feature = "model")]
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A non-negative duration, parsed once when config is loaded.
@@ -136,14 +136,14 @@ impl fmt::Display for Duration {
     }
 }
 
-#[cfg(feature = "model")]
+#[cfg(feature = "serde")]
 impl Serialize for Duration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-#[cfg(feature = "model")]
+#[cfg(feature = "serde")]
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

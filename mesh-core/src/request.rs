@@ -30,6 +30,19 @@ pub fn authority_value<B>(req: &Request<B>) -> Option<HeaderValue> {
         .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
 }
 
+/// Resolve a host as written in a rule of namespace `namespace` to the name the registry
+/// uses: a name without dots is a Kubernetes service of that namespace
+/// (`reviews` in `default` is `reviews.default.svc.cluster.local`); anything else
+/// (FQDNs, `*`, `*.example.com`) is taken as written, lowercased.
+pub fn resolve_host(host: &str, namespace: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains('.') || host == "*" {
+        host
+    } else {
+        format!("{host}.{namespace}.svc.{}", crate::DEFAULT_DOMAIN_SUFFIX)
+    }
+}
+
 /// Whether a rule host (possibly a wildcard such as `*.example.com` or `*`) covers `host`.
 pub fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('*') {

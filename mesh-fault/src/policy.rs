@@ -4,7 +4,7 @@ use std::{sync::Mutex, time::Duration};
 
 use http::StatusCode;
 #[cfg(feature = "config")]
-use mesh_core::api::HttpFaultInjection;
+use mesh_config::api::HttpFaultInjection;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// What to inject on one route.

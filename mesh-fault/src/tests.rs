@@ -2,7 +2,7 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode};
 #[cfg(feature = "config")]
-use mesh_core::api::{FaultAbort, FaultDelay, HttpFaultInjection, Percent as ConfigPercent};
+use mesh_config::api::{FaultAbort, FaultDelay, HttpFaultInjection, Percent as ConfigPercent};
 use mesh_core::ext::ResponseFlags;
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Layer, Service, ServiceExt, service_fn};

@@ -20,12 +20,12 @@ use hyper_util::{
 };
 use std::path::PathBuf;
 
-use mesh_core::{BoxError, Identity};
 #[cfg(feature = "config")]
-use mesh_core::{
+use mesh_config::{
     api::{ClientTlsMode, ClientTlsSettings},
     registry::Registry,
 };
+use mesh_core::{BoxError, Identity};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;

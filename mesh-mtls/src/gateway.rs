@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use mesh_core::api::{Server, ServerTlsMode, ServerTlsSettings};
+use mesh_config::api::{Server, ServerTlsMode, ServerTlsSettings};
 use rustls::{
     RootCertStore, ServerConfig,
     server::{WebPkiClientVerifier, danger::ClientCertVerifier},

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 #[cfg(feature = "config")]
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     api::{Kind, Labels, MtlsMode, MutualTls, ObjectMeta, PeerAuthenticationSpec, Resource},
     snapshot::labels_match,
@@ -51,7 +51,7 @@ impl PeerAuthn {
     /// Selector policies in the root namespace are ignored.
     #[cfg(feature = "config")]
     pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels) -> Self {
-        let root = mesh_core::ROOT_NAMESPACE;
+        let root = mesh_config::ROOT_NAMESPACE;
         let mut all: Vec<(&ObjectMeta, &PeerAuthenticationSpec)> = snapshot
             .of_kind(Kind::PeerAuthentication)
             .filter_map(|r| match &**r {
@@ -99,7 +99,7 @@ impl PeerAuthn {
 #[cfg(feature = "config")]
 pub fn plaintext_endpoints(
     snapshot: &Snapshot,
-    registry: &mesh_core::registry::Registry,
+    registry: &mesh_config::registry::Registry,
 ) -> mesh_core::hash::FxHashSet<std::net::SocketAddr> {
     let mut out = mesh_core::hash::FxHashSet::default();
     for svc in registry.services() {
@@ -115,7 +115,7 @@ pub fn plaintext_endpoints(
 #[cfg(all(test, feature = "config"))]
 mod tests {
     use super::*;
-    use mesh_core::load::{LoadOptions, load_str};
+    use mesh_config::load::{LoadOptions, load_str};
 
     fn pa(name: &str, ns: &str, spec: &str) -> String {
         format!(

@@ -12,7 +12,8 @@ use std::{
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use mesh_core::{BoxBody, SourceStatus, body::full};
+use mesh_config::SourceStatus;
+use mesh_core::{BoxBody, body::full};
 use mesh_route::{
     layer::BalanceLayer,
     policy::{

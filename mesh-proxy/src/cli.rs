@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use mesh_core::api::Labels;
+use mesh_config::api::Labels;
 
 use crate::gateway::Listen;
 
@@ -59,7 +59,7 @@ pub struct Args {
 
     /// The workload's pod labels, `k=v,k=v` (selectors of policies and routes match them);
     /// for a gateway, by default its Gateway's selector.
-    #[cfg_attr(feature = "cli", arg(long, value_name = "K=V,...", value_parser = mesh_core::api::parse_labels))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "K=V,...", value_parser = mesh_config::api::parse_labels))]
     pub workload_labels: Option<Labels>,
 
     /// The workload's service account (its SPIFFE identity); by default the one of the

@@ -9,13 +9,13 @@ use mesh_authz::{
     jwt::JwtPolicy,
     policy::{AuthzPolicy, Protocol},
 };
-use mesh_core::{
-    Identity, Snapshot,
+use mesh_config::{
+    Snapshot,
     api::{Kind, Resource},
-    hash::FxHashSet,
     registry::{LocalWorkload, Locator, Registry},
     snapshot::{SideAccessLog, SideTracing, WorkloadAccessLog, WorkloadTracing, labels_match},
 };
+use mesh_core::{Identity, hash::FxHashSet};
 use mesh_mtls::{
     connector::secure_naming,
     peer_auth::{self, PeerAuthn},
@@ -90,7 +90,7 @@ fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload
         .in_namespace(Kind::Service, &me.namespace)
         .filter_map(|r| match &**r {
             Resource::Service(s) if !s.spec.selector.is_empty() && labels_match(&s.spec.selector, &me.labels) => {
-                registry.service(&mesh_core::snapshot::resolve_host(&s.metadata.name, &me.namespace)).cloned()
+                registry.service(&mesh_config::snapshot::resolve_host(&s.metadata.name, &me.namespace)).cloned()
             }
             _ => None,
         })
@@ -237,10 +237,10 @@ impl CompiledConfig {
 
 #[cfg(test)]
 mod tests {
-    use mesh_core::api::Labels;
+    use mesh_config::api::Labels;
 
     use super::*;
-    use mesh_core::load::{LoadOptions, load_str};
+    use mesh_config::load::{LoadOptions, load_str};
 
     const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1

@@ -44,7 +44,8 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use mesh_authz::layer::AuthzLayer;
-use mesh_core::{BoxBody, BoxError, Identity, api::Labels, body::boxed};
+use mesh_config::api::Labels;
+use mesh_core::{BoxBody, BoxError, Identity, body::boxed};
 use mesh_mtls::accept::{AcceptError, ServerIo};
 use mesh_route::layer::{BalanceLayer, MeshClient, Rescue, RescueFuture, RescueLayer, RouterLayer};
 use mesh_telemetry::{access_log::AccessLog, layer::Reporter, metrics::MeshMetrics};
@@ -74,7 +75,7 @@ pub const MAX_REQUEST_BYTES: u64 = 100 * 1024 * 1024;
 pub struct MeshBuilder {
     config: Vec<PathBuf>,
     #[cfg(feature = "k8s")]
-    kube: Option<(mesh_core::k8s::KubeOptions, Duration)>,
+    kube: Option<(mesh_k8s::KubeOptions, Duration)>,
     namespace: Option<String>,
     labels: Labels,
     workload: Option<String>,
@@ -123,7 +124,7 @@ impl MeshBuilder {
     /// Read the config and the registry from the Kubernetes API server instead of files,
     /// waiting at most `ready_timeout` for the first full list.
     #[cfg(feature = "k8s")]
-    pub fn kube(mut self, options: mesh_core::k8s::KubeOptions, ready_timeout: Duration) -> Self {
+    pub fn kube(mut self, options: mesh_k8s::KubeOptions, ready_timeout: Duration) -> Self {
         self.kube = Some((options, ready_timeout));
         self
     }

@@ -7,10 +7,11 @@ use std::{net::SocketAddr, sync::Arc};
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use mesh_core::{
-    BoxBody, Snapshot,
+use mesh_config::{
+    Snapshot,
     api::{Kind, Resource, Server},
 };
+use mesh_core::BoxBody;
 pub(crate) use mesh_mtls::gateway::Credentials;
 use mesh_mtls::peer_auth::Mode;
 use tokio::sync::watch;
@@ -120,7 +121,7 @@ fn serving(all_servers: &[Server], port: u16, creds: &Credentials, ns: &str, nam
     let Some(first) = servers.first() else {
         return Ok(Serving { accept: None, https_redirect: false });
     };
-    use mesh_core::registry::Protocol;
+    use mesh_config::registry::Protocol;
     let protocol = Protocol::parse(&first.port.protocol);
     if !matches!(protocol, Some(Protocol::Http | Protocol::Https | Protocol::Http2 | Protocol::Grpc)) {
         return Err(format!(
@@ -306,8 +307,8 @@ pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<S
                                 format!("{cns}/{}", cert.name)
                             }
                         };
-                        Some(mesh_core::api::ServerTlsSettings {
-                            mode: Some(mesh_core::api::ServerTlsMode::Simple),
+                        Some(mesh_config::api::ServerTlsSettings {
+                            mode: Some(mesh_config::api::ServerTlsMode::Simple),
                             credential_name: Some(credential),
                             ..Default::default()
                         })
@@ -315,7 +316,7 @@ pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<S
                     _ => continue, // refused at --listen time, reported by the route table
                 };
                 out.push(Server {
-                    port: mesh_core::api::GatewayPort {
+                    port: mesh_config::api::GatewayPort {
                         number: l.port,
                         protocol: l.protocol.clone(),
                         name: l.name.clone(),
@@ -348,7 +349,7 @@ fn https_redirect<B>(req: &Request<B>) -> Response<BoxBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_core::load::{LoadOptions, load_str};
+    use mesh_config::load::{LoadOptions, load_str};
 
     const GATEWAY: &str = r#"
 apiVersion: networking.istio.io/v1

@@ -88,7 +88,7 @@ fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
     #[cfg(feature = "k8s")]
     {
         Ok(ConfigFrom::Kube {
-            options: mesh_core::k8s::KubeOptions {
+            options: mesh_k8s::KubeOptions {
                 namespaces: args.kube_namespaces.clone(),
                 config_selector: args.kube_selector.clone(),
                 ..Default::default()
@@ -106,12 +106,12 @@ fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
 /// On a cluster the gateway may start before its Gateway resource is applied: wait for it
 /// (saying so every ten seconds) rather than exit and be restarted with a growing backoff.
 /// A `--gateway` that is not `NS/NAME` is reported by the core, as without `--kube`.
-async fn wait_for_gateway(source: &dyn mesh_core::ConfigSource, gateway: &str) {
+async fn wait_for_gateway(source: &dyn mesh_config::ConfigSource, gateway: &str) {
     let Some((ns, name)) = gateway.split_once('/') else { return };
     let mut snapshots = source.snapshots();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        let kinds = [mesh_core::api::Kind::Gateway, mesh_core::api::Kind::KubernetesGateway];
+        let kinds = [mesh_config::api::Kind::Gateway, mesh_config::api::Kind::KubernetesGateway];
         if kinds.iter().any(|k| snapshot.get(*k, ns, name).is_some()) {
             return;
         }
@@ -126,11 +126,11 @@ async fn wait_for_gateway(source: &dyn mesh_core::ConfigSource, gateway: &str) {
 /// The mesh CA for a cluster's sidecars on `addr` (`--ca-listen`).
 #[cfg(feature = "k8s")]
 async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
-    use mesh_core::k8s::ReviewError;
+    use mesh_k8s::ReviewError;
     use mesh_mtls::remote::{AUDIENCE, AuthError, Authenticate, CaService, ServiceAccount};
 
     /// TokenReview with the API server.
-    struct Reviewer(mesh_core::k8s::TokenReviewer);
+    struct Reviewer(mesh_k8s::TokenReviewer);
     impl Authenticate for Reviewer {
         fn authenticate(
             &self,
@@ -147,8 +147,8 @@ async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task
         }
     }
 
-    let client = mesh_core::k8s::client().await.map_err(|e| e.to_string())?;
-    let reviewer = Reviewer(mesh_core::k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
+    let client = mesh_k8s::client().await.map_err(|e| e.to_string())?;
+    let reviewer = Reviewer(mesh_k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
     let ca = mesh_mtls::ca::CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
         .map_err(|e| format!("mesh CA in {}: {e}", args.ca_dir.display()))?;
     let service = CaService::new(Arc::new(ca), Arc::new(reviewer));

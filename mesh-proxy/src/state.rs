@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mesh_core::{
+use mesh_config::{
     ConfigSource, DirectorySource,
     api::Labels,
     registry::{LocalWorkload, Locator},
@@ -48,7 +48,7 @@ pub(crate) enum ConfigFrom<'a> {
     Files(&'a [PathBuf]),
     /// A cluster's API server.
     #[cfg(feature = "k8s")]
-    Kube { options: mesh_core::k8s::KubeOptions, ready_timeout: Duration },
+    Kube { options: mesh_k8s::KubeOptions, ready_timeout: Duration },
 }
 
 impl ConfigFrom<'_> {
@@ -58,7 +58,7 @@ impl ConfigFrom<'_> {
             ConfigFrom::Files(paths) => open_files(paths),
             #[cfg(feature = "k8s")]
             ConfigFrom::Kube { options, ready_timeout } => {
-                use mesh_core::k8s::{KubeSource, client};
+                use mesh_k8s::{KubeSource, client};
                 let client = client().await.map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
                 let source = KubeSource::start(client, options.clone())
                     .await
@@ -229,7 +229,7 @@ impl WorkloadMesh {
         // `NAME-CLASS`.
         let gateway_defaults: Option<(String, mesh_core::Labels, String, Option<String>)> = match o.gateway {
             Some(g) => {
-                use mesh_core::api::{Kind, Resource};
+                use mesh_config::api::{Kind, Resource};
                 let (ns, name) =
                     g.split_once('/').ok_or_else(|| MeshError::Workload(format!("--gateway `{g}` is not NS/NAME")))?;
                 let istio = snapshot.get(Kind::Gateway, ns, name);

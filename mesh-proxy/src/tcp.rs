@@ -21,7 +21,8 @@ use std::{
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
-use mesh_core::{Identity, registry::Endpoint};
+use mesh_config::registry::Endpoint;
+use mesh_core::Identity;
 use mesh_fault::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
 use mesh_route::{

@@ -5,7 +5,7 @@
 #![cfg(feature = "config")]
 
 use http::HeaderMap;
-use mesh_core::{
+use mesh_config::{
     api::{
         GrpcMethodMatch, GrpcRouteMatch, HttpHeaderMatch, HttpPathMatch, HttpRouteMatch, PathMatchType, ValueMatchType,
     },

@@ -7,14 +7,12 @@
 use std::{path::Path, time::Duration};
 
 use http::HeaderMap;
-use mesh_core::{
+use mesh_config::{
     ConfigSource, Snapshot,
-    k8s::{
-        KubeOptions, KubeSource,
-        testing::{ApiServer, Served, objects_from_file},
-    },
     registry::{Locator, Registry},
 };
+use mesh_k8s::{KubeOptions, KubeSource};
+use mesh_k8s_testing::{ApiServer, Served, objects_from_file};
 use mesh_route::policy::{ProxyContext, RouteTable, explain::Explanation, matching::RequestInfo};
 
 fn shared(rel: &str) -> std::path::PathBuf {
@@ -62,7 +60,7 @@ async fn a_virtual_service_modified_through_the_watch_changes_the_route() {
         objects_from_file(&shared("platform/kube/bookinfo.yaml")).into_iter().filter(|o| o["kind"] == "Service");
     api.apply_all(services);
     api.apply_all(objects_from_file(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-core/tests/fixtures/bookinfo-pods-endpointslices.json"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-k8s/tests/fixtures/bookinfo-pods-endpointslices.json"),
     ));
     api.apply_all(objects_from_file(&shared("networking/destination-rule-all.yaml")));
     api.apply_all(objects_from_file(&shared("networking/virtual-service-all-v1.yaml")));

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use mesh_core::test_util::Manifest;
+use mesh_config::test_util::Manifest;
 
 use std::{
     convert::Infallible,
@@ -21,12 +21,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use mesh_core::{
-    BoxBody,
-    ext::ResponseFlags,
+use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
+use mesh_core::{BoxBody, ext::ResponseFlags};
 use mesh_fault::{FaultLayer, SeededRoll};
 use mesh_route::{
     layer::*,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use http::HeaderMap;
-use mesh_core::api::{HttpMatchRequest, StringMatch, ValueMatch};
+use mesh_config::api::{HttpMatchRequest, StringMatch, ValueMatch};
 use mesh_route::policy::{
     action::{HeaderOps, Target, WeightedTarget, WeightedTargets},
     matching::{MatchBlock, RequestInfo},

@@ -69,9 +69,9 @@ pub struct WorkloadInfo {
 }
 
 #[cfg(feature = "config")]
-impl From<&mesh_core::registry::LocalWorkload> for WorkloadInfo {
+impl From<&mesh_config::registry::LocalWorkload> for WorkloadInfo {
     /// A proxy's own workload, its identity as the principal.
-    fn from(w: &mesh_core::registry::LocalWorkload) -> Self {
+    fn from(w: &mesh_config::registry::LocalWorkload) -> Self {
         Self::new(&w.workload, &w.namespace, &w.labels, Some(w.identity.to_string()))
     }
 }

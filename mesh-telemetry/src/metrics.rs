@@ -364,7 +364,7 @@ impl ProxyMetrics {
     #[cfg(feature = "config")]
     pub fn follow_source(
         self: &Arc<Self>,
-        mut status: tokio::sync::watch::Receiver<mesh_core::SourceStatus>,
+        mut status: tokio::sync::watch::Receiver<mesh_config::SourceStatus>,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
@@ -736,7 +736,7 @@ mod tests {
 
     #[test]
     fn tcp_labels_for_each_side() {
-        let labels = mesh_core::api::Labels::from([("app".to_string(), "reviews".to_string())]);
+        let labels = mesh_config::api::Labels::from([("app".to_string(), "reviews".to_string())]);
         let me =
             WorkloadInfo::new("reviews-v1", "default", &labels, Some("spiffe://td.example/ns/default/sa/r".into()));
         let out = TcpLabels::source(&me, "db.data.svc.cluster.local", None, "UF");
@@ -768,7 +768,7 @@ mod tests {
     async fn proxy_counters_follow_the_config_source() {
         let m = MeshMetrics::new();
         let (tx, rx) =
-            tokio::sync::watch::channel(mesh_core::SourceStatus { generation: 1, loads: 1, ..Default::default() });
+            tokio::sync::watch::channel(mesh_config::SourceStatus { generation: 1, loads: 1, ..Default::default() });
         let task = m.proxy.follow_source(rx);
         tokio::task::yield_now().await; // the follower reads the current status first
         tx.send_modify(|s| {
@@ -776,12 +776,12 @@ mod tests {
             s.loads = 2;
         });
         tokio::task::yield_now().await;
-        let broken = mesh_core::Diagnostic {
+        let broken = mesh_config::Diagnostic {
             file: "vs.yaml".into(),
             line: 1,
-            severity: mesh_core::Severity::Error,
+            severity: mesh_config::Severity::Error,
             object: "-".into(),
-            field: mesh_core::diag::FieldPath::root(),
+            field: mesh_config::diag::FieldPath::root(),
             message: "bad".into(),
         };
         tx.send_modify(|s| {

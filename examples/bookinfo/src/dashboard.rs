@@ -380,13 +380,13 @@ impl Dashboard {
             return json!({"resources": [], "other_findings": [], "error": "no config directory"});
         };
         let loaded = tokio::task::spawn_blocking(move || {
-            mesh_core::load::load_paths(std::slice::from_ref(&*dir), &mesh_core::load::LoadOptions::default())
+            mesh_config::load::load_paths(std::slice::from_ref(&*dir), &mesh_config::load::LoadOptions::default())
         })
         .await;
         let Ok(loaded) = loaded else {
             return json!({"resources": [], "other_findings": [], "error": "loading the config failed"});
         };
-        let finding = |d: &mesh_core::Diagnostic| json!({"severity": d.severity.to_string(), "file": d.file, "line": d.line, "field": d.field.to_string(), "message": d.message});
+        let finding = |d: &mesh_config::Diagnostic| json!({"severity": d.severity.to_string(), "file": d.file, "line": d.line, "field": d.field.to_string(), "message": d.message});
         let objects: std::collections::BTreeSet<String> = loaded.resources.iter().map(|r| r.object()).collect();
         let resources: Vec<Value> = loaded
             .resources

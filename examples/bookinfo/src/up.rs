@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use mesh_core::{
+use mesh_config::{
     api::{Kind, Resource},
     load::{LoadOptions, load_paths},
 };

@@ -118,11 +118,11 @@ fn tutorial(file: &str) -> PathBuf {
 
 impl Up {
     fn apply(&self, file: &str) {
-        mesh_core::store::apply(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("apply {file}: {e}"));
+        mesh_config::store::apply(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("apply {file}: {e}"));
     }
 
     fn delete(&self, file: &str) {
-        mesh_core::store::delete(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("delete {file}: {e}"));
+        mesh_config::store::delete(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("delete {file}: {e}"));
     }
 
     /// An admin page of a workload's sidecar.

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use mesh_core::test_util::Manifest;
+use mesh_config::test_util::Manifest;
 use mesh_proxy::sidecar::{Args, LogControl};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
-use mesh_core::{
+use mesh_config::{
     Severity,
     load::{LoadOptions, load_paths},
 };

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use mesh_core::{
+use mesh_config::{
     load::{LoadOptions, load_paths},
     snapshot::Snapshot,
 };
@@ -33,7 +33,7 @@ pub(crate) fn load_snapshot(paths: &[PathBuf], kube: bool, namespace: &str) -> R
     Ok(loaded.into_snapshot())
 }
 
-pub(crate) use mesh_core::api::parse_labels;
+pub(crate) use mesh_config::api::parse_labels;
 
 /// Repeated `--header 'name: value'` into a header map (names lowercased, values trimmed).
 pub(crate) fn parse_headers(headers: &[String]) -> Result<HeaderMap, String> {
@@ -55,15 +55,16 @@ pub(crate) fn parse_headers(headers: &[String]) -> Result<HeaderMap, String> {
 /// What a sidecar with `--kube` reads: every watched kind, listed once, through the
 /// kubeconfig (`$KUBECONFIG`, `~/.kube/config`) or the pod's service account. The snapshot
 /// (invalid objects left out) and the findings.
-pub(crate) fn from_cluster() -> Result<(Snapshot, mesh_core::source::SourceStatus), String> {
-    use mesh_core::{ConfigSource, k8s};
+pub(crate) fn from_cluster() -> Result<(Snapshot, mesh_config::source::SourceStatus), String> {
+    use mesh_config::ConfigSource;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
-        let client = k8s::client().await.map_err(|e| e.to_string())?;
-        let source = k8s::KubeSource::start(client, k8s::KubeOptions::default()).await.map_err(|e| e.to_string())?;
+        let client = mesh_k8s::client().await.map_err(|e| e.to_string())?;
+        let source =
+            mesh_k8s::KubeSource::start(client, mesh_k8s::KubeOptions::default()).await.map_err(|e| e.to_string())?;
         if !source.wait_ready(std::time::Duration::from_secs(30)).await {
             return Err("the API server did not list everything within 30 s".to_string());
         }

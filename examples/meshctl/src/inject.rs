@@ -15,7 +15,7 @@
 
 use std::{io::Read, path::Path, process::ExitCode};
 
-use mesh_core::{
+use mesh_config::{
     load::{LoadOptions, Node, load_str, parse_documents},
     registry::INBOUND_PORT_ANNOTATION,
     store::split_documents,

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use crate::args::{load_snapshot, parse_headers, parse_labels};
-use mesh_core::{
+use mesh_config::{
     api::{Kind, Resource},
     registry::{Locator, Registry},
 };

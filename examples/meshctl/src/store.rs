@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use mesh_core::{
+use mesh_config::{
     api::{Kind, Resource},
     load::LoadOptions,
     store,
@@ -54,7 +54,7 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
         );
         return ExitCode::from(1);
     };
-    let loaded = mesh_core::load::load_paths(&[dir], &LoadOptions::default());
+    let loaded = mesh_config::load::load_paths(&[dir], &LoadOptions::default());
     if !dir.is_dir() {
         eprintln!("error: {}: no such config directory", dir.display());
         return ExitCode::from(1);

@@ -4,12 +4,12 @@
 
 use std::{path::Path, process::Command};
 
-use mesh_core::{
+use mesh_config::{
     api::{Kind, Resource},
-    k8s::testing::{ApiServer, Served},
     load::{LoadOptions, load_paths, load_str},
     store::split_documents,
 };
+use mesh_k8s_testing::{ApiServer, Served};
 
 fn root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -163,7 +163,7 @@ async fn kubectl_accepts_every_manifest() {
 async fn route_authz_and_analyze_read_the_cluster_with_kube() {
     let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
     let shared = root().join("../shared/bookinfo");
-    let objects = |rel: &str| mesh_core::k8s::testing::objects_from_file(&shared.join(rel));
+    let objects = |rel: &str| mesh_k8s_testing::objects_from_file(&shared.join(rel));
     api.apply_all(objects("platform/kube/bookinfo.yaml"));
     api.apply_all(objects("networking/destination-rule-all.yaml"));
     api.apply_all(objects("networking/virtual-service-reviews-test-v2.yaml"));

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use mesh_core::k8s::testing::{ApiServer, Served};
+use mesh_k8s_testing::{ApiServer, Served};
 use serde_json::{Value, json};
 use support::*;
 

@@ -9,15 +9,13 @@ pub mod value;
 use std::{net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName};
-use mesh_core::{
-    Identity,
-    api::{AuthorizationAction, AuthorizationPolicySpec, Labels, Object},
-};
+use mesh_config::api::{AuthorizationAction, AuthorizationPolicySpec, Labels, Object};
 #[cfg(feature = "config")]
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     api::{Kind, Resource},
 };
+use mesh_core::Identity;
 use serde::Serialize;
 
 use self::value::{Cidr, ValueMatcher};
@@ -302,7 +300,7 @@ fn service_accounts(values: &[String], policy_ns: &str) -> Vec<(String, String)>
 }
 
 fn compile_rule(
-    r: &mesh_core::api::Rule,
+    r: &mesh_config::api::Rule,
     policy_ns: &str,
     action: AuthorizationAction,
     protocol: Protocol,
@@ -429,7 +427,7 @@ impl AuthzPolicy {
         labels: &Labels,
         protocol: Protocol,
     ) -> Result<Self, InvalidPolicies> {
-        let loaded = mesh_core::load::load_str("policy.yaml", yaml, &mesh_core::load::LoadOptions::default());
+        let loaded = mesh_config::load::load_str("policy.yaml", yaml, &mesh_config::load::LoadOptions::default());
         if loaded.has_errors() {
             return Err(InvalidPolicies(loaded.report()));
         }
@@ -486,8 +484,8 @@ impl AuthzPolicy {
                 }
             }
             let applies = |p: &&Object<AuthorizationPolicySpec>| {
-                (p.metadata.namespace == namespace || p.metadata.namespace == mesh_core::ROOT_NAMESPACE)
-                    && p.spec.selector.as_ref().is_none_or(|s| mesh_core::api::labels_match(&s.match_labels, labels))
+                (p.metadata.namespace == namespace || p.metadata.namespace == mesh_config::ROOT_NAMESPACE)
+                    && p.spec.selector.as_ref().is_none_or(|s| mesh_config::api::labels_match(&s.match_labels, labels))
             };
             let (out, errors) = Self::compile_objects(policies.iter().filter(applies), protocol);
             match errors.is_empty() {

@@ -3,10 +3,8 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use mesh_core::{
-    Identity,
-    load::{LoadOptions, load_str},
-};
+use mesh_config::load::{LoadOptions, load_str};
+use mesh_core::Identity;
 
 use super::*;
 
@@ -295,9 +293,9 @@ spec:
     // Only the policy selecting ratings applies.
     assert_eq!((p.allow.len(), p.deny.len()), (1, 0), "{p:?}");
     // The same as typed objects.
-    let loaded = mesh_core::load::load_str("t.yaml", yaml, &mesh_core::load::LoadOptions::default());
+    let loaded = mesh_config::load::load_str("t.yaml", yaml, &mesh_config::load::LoadOptions::default());
     let typed = loaded.resources.iter().filter_map(|r| match &*r.resource {
-        mesh_core::api::Resource::AuthorizationPolicy(ap) => Some(ap.clone()),
+        mesh_config::api::Resource::AuthorizationPolicy(ap) => Some(ap.clone()),
         _ => None,
     });
     let t = AuthzPolicy::from_policies(typed, "default", &labels, Protocol::Http).unwrap();

@@ -17,7 +17,8 @@ pub type ClientStackOver<S> = Rescue<Router<mesh_fault::Fault<Timeout<Retry<Bala
 /// Build the client stack over `table`, boxed as a [`MeshClient`]:
 ///
 /// ```
-/// use mesh_core::{BoxBody, load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
+/// use mesh_core::BoxBody;
+/// use mesh_config::{load::{LoadOptions, load_paths}, registry::{Locator, Registry}};
 /// use mesh_route::{layer::*, policy::{ProxyContext, RouteTable}};
 /// use tower::ServiceBuilder;
 ///

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     registry::{Locator, Registry},
 };

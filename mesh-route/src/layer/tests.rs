@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use mesh_core::test_util::Manifest;
+use mesh_config::test_util::Manifest;
 
 use std::{
     convert::Infallible,
@@ -16,11 +16,13 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use mesh_config::{
+    load::{LoadOptions, load_str},
+    registry::{Locator, Registry},
+};
 use mesh_core::{
     BoxBody, BoxError,
     ext::{ResponseFlags, UpstreamEndpoint},
-    load::{LoadOptions, load_str},
-    registry::{Locator, Registry},
 };
 use mesh_fault::SeededRoll;
 use tokio_test::{assert_pending, assert_ready_ok, task};
@@ -42,7 +44,7 @@ async fn text(rsp: Response<BoxBody>) -> String {
 }
 
 fn retry_policy(yaml_retries: &str) -> Arc<RetryPolicy> {
-    let r: mesh_core::api::HttpRetry = serde_json::from_str(yaml_retries).unwrap();
+    let r: mesh_config::api::HttpRetry = serde_json::from_str(yaml_retries).unwrap();
     Arc::new(RetryPolicy::for_route(Some(&r)).unwrap())
 }
 

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use mesh_core::{
+use mesh_config::{
     api::{
         CorsPolicy, HeaderOperations, Headers, HttpBody, HttpRedirect, HttpRewrite, RedirectPortSelection,
         UnmatchedPreflights,
@@ -404,7 +404,7 @@ impl Redirect {
     /// A Gateway API RequestRedirect. `listener_port` is the Gateway listener's port (or,
     /// in the mesh, the Service port) the spec derives the redirect's port from.
     pub fn gateway_api(
-        f: &mesh_core::api::HttpRequestRedirectFilter,
+        f: &mesh_config::api::HttpRequestRedirectFilter,
         path: Option<PathModifier>,
         listener_port: u16,
     ) -> Result<Self, RouteConfigError> {
@@ -670,7 +670,7 @@ mod tests {
         assert_eq!(rw.path("/ax", None, Some("/a")).as_deref(), Some("/bx"));
         assert_eq!(rw.path("/exact", None, None).as_deref(), Some("/b"));
         let re = Rewrite::compile(&HttpRewrite {
-            uri_regex_rewrite: Some(mesh_core::api::RegexRewrite {
+            uri_regex_rewrite: Some(mesh_config::api::RegexRewrite {
                 pattern: "^/service/([^/]+)(/.*)$".into(),
                 rewrite: "\\2/instance/\\1".into(),
             }),

@@ -4,13 +4,11 @@
 use std::{sync::Arc, time::Duration};
 
 use http::HeaderName;
-use mesh_core::{
-    api::{
-        ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
-        PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
-    },
-    endpoint::Endpoint,
+use mesh_config::api::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection,
+    PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
 };
+use mesh_core::endpoint::Endpoint;
 
 /// An upstream cluster, named as Envoy names it: `outbound|PORT|SUBSET|HOST`.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,14 +1,14 @@
 //! HTTPMatchRequest: compiled once, matched per request.
 
 use http::{HeaderMap, HeaderName};
-use mesh_core::{
+use mesh_config::{
     api::{
         GrpcRouteMatch, HttpHeaderMatch, HttpMatchRequest, HttpRouteMatch, PathMatchType, StringMatch, ValueMatch,
         ValueMatchType,
     },
-    request::first_query_value,
     string_match::{InvalidRegex, StringMatcher},
 };
+use mesh_core::request::first_query_value;
 
 /// The parts of a request that routing looks at.
 #[derive(Clone, Copy, Debug)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mesh_core::api::HttpRetry;
+use mesh_config::api::HttpRetry;
 
 /// Conditions under which a try is retried (Envoy's `x-envoy-retry-on` names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn every_name_validation_accepts_has_a_meaning() {
-        for name in mesh_core::validate::RETRY_ON_POLICIES {
+        for name in mesh_config::validate::RETRY_ON_POLICIES {
             assert!(RetryOn::understands(name), "{name} passes validation but RetryOn ignores it");
         }
         assert!(RetryOn::understands("503") && !RetryOn::understands("600") && !RetryOn::understands("5XX"));

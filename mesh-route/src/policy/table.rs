@@ -5,7 +5,7 @@ use std::{
     sync::Arc,
 };
 
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     api::{
         DestinationRuleSpec, HttpMatchRequest, HttpRoute, Kind, Labels, ObjectMeta, Resource, Subset,
@@ -248,7 +248,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// A service port as a whole (no VirtualService, or no route for the protocol).
-    fn whole_service(&mut self, svc: &mesh_core::registry::Service, port: u16) -> Target {
+    fn whole_service(&mut self, svc: &mesh_config::registry::Service, port: u16) -> Target {
         self.target(&svc.hostname, None, Some(u32::from(port)), &svc.namespace, &svc.hostname, Some(port))
     }
 
@@ -544,7 +544,7 @@ impl<'a> Compiler<'a> {
         candidates.sort_by(|a, b| {
             a.1.host.starts_with('*').cmp(&b.1.host.starts_with('*')).then_with(|| oldest_first(a.0, b.0))
         });
-        let ns = [ctx_ns, service_ns, mesh_core::ROOT_NAMESPACE]
+        let ns = [ctx_ns, service_ns, mesh_config::ROOT_NAMESPACE]
             .into_iter()
             .find(|ns| candidates.iter().any(|(m, _)| m.namespace == *ns))?;
         let mut merged: Option<DestinationRuleSpec> = None;

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use http::HeaderMap;
-use mesh_core::{
+use mesh_config::{
     Snapshot,
     load::{LoadOptions, load_paths, load_str},
     registry::{Locator, Registry},
@@ -9,7 +9,7 @@ use mesh_core::{
 
 use std::sync::Arc;
 
-use mesh_core::api::Labels;
+use mesh_config::api::Labels;
 
 use super::{
     action::{Action, Target, WeightedTargets},

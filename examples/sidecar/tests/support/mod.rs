@@ -4,7 +4,7 @@
 
 /// Test manifests, one builder for every test file (mesh-core's `test-util`).
 #[allow(unused_imports)] // not every test file writes manifests
-pub use mesh_core::test_util::Manifest;
+pub use mesh_config::test_util::Manifest;
 #[allow(unused_imports)]
 pub use std::sync::LazyLock;
 

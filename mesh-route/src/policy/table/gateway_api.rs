@@ -41,14 +41,12 @@ use std::{
     sync::Arc,
 };
 
-use mesh_core::{
-    api::{
-        FromNamespaces, GROUP, GrpcRouteMatch, GrpcRouteRule, HeaderOperations, Headers, HttpBackendRef,
-        HttpHeaderFilter, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, Kind, KubernetesGatewaySpec, Listener,
-        ObjectMeta, ParentReference, PathMatchType, Resource,
-    },
-    request::host_matches,
+use mesh_config::api::{
+    FromNamespaces, GROUP, GrpcRouteMatch, GrpcRouteRule, HeaderOperations, Headers, HttpBackendRef, HttpHeaderFilter,
+    HttpRouteFilter, HttpRouteMatch, HttpRouteRule, Kind, KubernetesGatewaySpec, Listener, ObjectMeta, ParentReference,
+    PathMatchType, Resource,
 };
+use mesh_core::request::host_matches;
 
 use super::{Compiler, RouteTable, VirtualHost, age_key};
 use crate::policy::{
@@ -222,7 +220,7 @@ fn claim(listener_host: Option<&str>, host: &str) -> Option<usize> {
 /// namespace.
 /// An `HTTPPathModifier` for the rule's one match (validation made sure there is one, of type
 /// PathPrefix, for `ReplacePrefixMatch`).
-fn path_modifier(m: &mesh_core::api::HttpPathModifier, matched_prefix: &str) -> PathModifier {
+fn path_modifier(m: &mesh_config::api::HttpPathModifier, matched_prefix: &str) -> PathModifier {
     match (&m.replace_full_path, &m.replace_prefix_match) {
         (Some(p), _) => PathModifier::Full(p.clone()),
         (None, r) => {
@@ -242,7 +240,7 @@ fn header_ops(req: Option<&HttpHeaderFilter>, rsp: Option<&HttpHeaderFilter>) ->
 
 impl<'a> Compiler<'a> {
     fn api_routes(&self) -> Vec<ApiRoute<'a>> {
-        let snapshot: &'a mesh_core::Snapshot = self.snapshot;
+        let snapshot: &'a mesh_config::Snapshot = self.snapshot;
         let mut out: Vec<ApiRoute<'a>> = snapshot
             .of_kind(Kind::HttpRoute)
             .chain(snapshot.of_kind(Kind::GrpcRoute))
@@ -657,7 +655,7 @@ impl MeshRoutes<'_> {
 }
 
 /// Whether a listener lets `route` attach.
-fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_core::Snapshot) -> Result<(), String> {
+fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_config::Snapshot) -> Result<(), String> {
     if !l.allows_kind(Some(GROUP), route.kind()) {
         return Err(format!("{} is not among its allowedRoutes.kinds", route.kind()));
     }
@@ -681,7 +679,7 @@ fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_core
 }
 
 /// Whether Gateways of `class` are this mesh's to serve.
-pub fn class_accepted(snapshot: &mesh_core::Snapshot, class: &str) -> Result<(), String> {
+pub fn class_accepted(snapshot: &mesh_config::Snapshot, class: &str) -> Result<(), String> {
     let object = snapshot.of_kind(Kind::GatewayClass).find_map(|r| match &**r {
         Resource::GatewayClass(c) if c.metadata.name == class => Some(c),
         _ => None,
@@ -702,11 +700,11 @@ pub fn class_accepted(snapshot: &mesh_core::Snapshot, class: &str) -> Result<(),
 mod tests {
     use super::*;
     use crate::policy::{ProxyContext, explain::Explanation, matching::RequestInfo};
-    use mesh_core::{
-        Labels,
+    use mesh_config::{
         load::{LoadOptions, load_str},
         registry::{Locator, Registry},
     };
+    use mesh_core::Labels;
 
     const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: apps}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: apps}\nspec: {ports: [{port: 80, name: http}]}\n";
 

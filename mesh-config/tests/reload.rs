@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use mesh_core::{
+use mesh_config::{
     ConfigSource, DirectorySource, Snapshot,
     api::{Kind, Resource},
     source::{DirectoryOptions, InitialLoadError, SourceStatus},

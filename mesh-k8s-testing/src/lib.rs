@@ -42,7 +42,7 @@ use tokio::{
 /// to feed the double with recorded or sample objects.
 pub fn objects_from_file(path: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let docs = crate::load::parse_documents(&text, &crate::load::Limits::default())
+    let docs = mesh_config::load::parse_documents(&text, &mesh_config::load::Limits::default())
         .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
     let mut out = Vec::new();
     for doc in docs {
@@ -341,7 +341,7 @@ impl ApiServer {
     /// its CA when it serves HTTPS.
     pub fn kubeconfig(&self) -> String {
         let ca = self.ca_pem.as_ref().map_or_else(String::new, |pem| {
-            format!("    certificate-authority-data: {}\n", crate::base64::encode(pem.as_bytes()))
+            format!("    certificate-authority-data: {}\n", mesh_core::base64::encode(pem.as_bytes()))
         });
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {}\n{ca}contexts:\n- name: double\n  context:\n    cluster: double\n    user: test\n    namespace: default\ncurrent-context: double\nusers:\n- name: test\n  user:\n    token: test-token\n",

@@ -1,6 +1,6 @@
 //! Loading: directories, JSON, multi-document files, List kinds, namespaces, skipped kinds.
 
-use mesh_core::{
+use mesh_config::{
     Severity,
     api::{Kind, Resource},
     load::{LoadOptions, load_paths, load_str},

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use mesh_core::{
+use mesh_config::{
     api::StringMatch,
     load::{LoadOptions, load_str},
     string_match::StringMatcher,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::duration::Duration;
+use mesh_core::duration::Duration;
 
 /// The group of every kind in this module.
 pub const GROUP: &str = "gateway.networking.k8s.io";

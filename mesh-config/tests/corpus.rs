@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mesh_core::{
+use mesh_config::{
     Severity,
     api::Kind,
     load::{LoadOptions, collect_files, load_paths, load_str},
@@ -65,7 +65,7 @@ fn the_manifest_and_tutorial_resources_are_all_there() {
     assert_eq!(snap.of_kind(Kind::ServiceAccount).count(), 4);
     assert_eq!(snap.of_kind(Kind::Deployment).count(), 6);
     let Some(r) = snap.get(Kind::Deployment, "default", "reviews-v2") else { panic!("reviews-v2 missing") };
-    let mesh_core::api::Resource::Deployment(d) = &**r else { unreachable!() };
+    let mesh_config::api::Resource::Deployment(d) = &**r else { unreachable!() };
     assert_eq!(d.spec.template.spec.service_account_name.as_deref(), Some("bookinfo-reviews"));
     assert_eq!(d.spec.template.metadata.labels.get("version").map(String::as_str), Some("v2"));
     assert_eq!(d.spec.template.spec.containers[0].ports[0].container_port, 9080);
@@ -74,7 +74,7 @@ fn the_manifest_and_tutorial_resources_are_all_there() {
     let snap = load_paths(&[root.join("networking/virtual-service-ratings-test-delay.yaml")], &LoadOptions::default())
         .into_snapshot();
     let vs = snap.virtual_services_for_host("ratings.default.svc.cluster.local").next().expect("ratings VS");
-    let mesh_core::api::Resource::VirtualService(vs) = &**vs else { unreachable!() };
+    let mesh_config::api::Resource::VirtualService(vs) = &**vs else { unreachable!() };
     let fault = vs.spec.http[0].fault.as_ref().unwrap().delay.as_ref().unwrap();
     assert_eq!(fault.fixed_delay.unwrap().get(), std::time::Duration::from_secs(7));
     assert_eq!(fault.percentage.unwrap().value, 100.0);
@@ -82,7 +82,7 @@ fn the_manifest_and_tutorial_resources_are_all_there() {
     let timeout = load_paths(&[root.join("tasks/request-timeouts-reviews-v2-timeout.yaml")], &LoadOptions::default())
         .into_snapshot();
     let r = timeout.get(Kind::VirtualService, "default", "reviews").unwrap();
-    let mesh_core::api::Resource::VirtualService(vs) = &**r else { unreachable!() };
+    let mesh_config::api::Resource::VirtualService(vs) = &**r else { unreachable!() };
     assert_eq!(vs.spec.http[0].timeout.unwrap().get(), std::time::Duration::from_millis(500));
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Labels, Percent, StringMatch, ValueMatch};
-use crate::Duration;
+use mesh_core::Duration;
 
 // === VirtualService ===
 

@@ -211,7 +211,7 @@ async fn reload(shared: &Arc<Shared>) -> SourceStatus {
 
 /// Put `next` in force unless it equals the snapshot in force (`always`: even then).
 /// Whether it was published.
-pub(crate) fn publish_if_changed(tx: &watch::Sender<Arc<Snapshot>>, next: Snapshot, always: bool) -> bool {
+pub fn publish_if_changed(tx: &watch::Sender<Arc<Snapshot>>, next: Snapshot, always: bool) -> bool {
     tx.send_if_modified(|current| {
         if **current == next && !always {
             false
@@ -223,7 +223,7 @@ pub(crate) fn publish_if_changed(tx: &watch::Sender<Arc<Snapshot>>, next: Snapsh
 }
 
 /// Count a load in the status, with its findings.
-pub(crate) fn record_load(
+pub fn record_load(
     tx: &watch::Sender<SourceStatus>,
     published: bool,
     errors: Vec<Diagnostic>,

@@ -2,7 +2,7 @@
 //! Every case is loaded as `case.yaml`; its findings (errors and warnings) must be exactly
 //! the ones listed.
 
-use mesh_core::{
+use mesh_config::{
     Severity,
     load::{LoadOptions, load_str},
 };

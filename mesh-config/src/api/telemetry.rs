@@ -46,7 +46,7 @@ pub struct AccessLogging {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AccessLogFilter {
     /// A CEL expression over Envoy's attributes (`response.code >= 400`); see
-    /// [`crate::cel`] for the part of CEL accepted.
+    /// [`mesh_core::cel`] for the part of CEL accepted.
     pub expression: String,
 }
 

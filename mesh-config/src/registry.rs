@@ -15,8 +15,10 @@ use std::{
     sync::Arc,
 };
 
+use mesh_core::Identity;
+
 use crate::{
-    Identity, Snapshot,
+    Snapshot,
     api::{
         EndpointSlice, IntOrString, Kind, KubeObject, Labels, ObjectMeta, PodSpec, Resolution, Resource,
         SERVICE_NAME_LABEL, ServiceEntryLocation, WorkloadEntrySpec,
@@ -180,7 +182,7 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-pub use crate::endpoint::Endpoint;
+pub use mesh_core::endpoint::Endpoint;
 
 /// A service clients can call.
 #[derive(Clone, Debug, PartialEq, Eq)]

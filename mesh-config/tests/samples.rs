@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mesh_core::load::{LoadOptions, load_paths};
+use mesh_config::load::{LoadOptions, load_paths};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -77,7 +77,7 @@ fn our_samples_equal_istios() {
 #[test]
 fn every_file_of_ours_is_paired_and_the_base_mesh_is_clean() {
     let root = repo().join("examples/bookinfo/config");
-    let files = mesh_core::load::collect_files(&root).unwrap();
+    let files = mesh_config::load::collect_files(&root).unwrap();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
         assert!(PAIRS.iter().any(|(ours, _)| *ours == rel), "{rel} has no original to compare with");

@@ -72,12 +72,12 @@ fn percent(v: &mut Findings, path: FieldPath, p: &Percent) {
 }
 
 /// Istio's duration rule: at least 1 ms, millisecond precision.
-fn min_duration(v: &mut Findings, path: FieldPath, d: &crate::Duration) {
+fn min_duration(v: &mut Findings, path: FieldPath, d: &mesh_core::Duration) {
     let d = d.get();
     if d < std::time::Duration::from_millis(1) {
-        v.error(path, format!("duration must be at least 1ms, got {}", crate::Duration(d)));
+        v.error(path, format!("duration must be at least 1ms, got {}", mesh_core::Duration(d)));
     } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        v.error(path, format!("only durations to ms precision are supported, got {}", crate::Duration(d)));
+        v.error(path, format!("only durations to ms precision are supported, got {}", mesh_core::Duration(d)));
     }
 }
 
@@ -533,7 +533,7 @@ fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
 }
 
 /// gRPC status names (mesh_core::grpc).
-pub use crate::grpc::STATUS_NAMES as GRPC_STATUS_NAMES;
+pub use mesh_core::grpc::STATUS_NAMES as GRPC_STATUS_NAMES;
 
 fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {
@@ -1220,7 +1220,7 @@ fn telemetry(v: &mut Findings, spec: &FieldPath, t: &TelemetrySpec) {
             }
         }
         if let Some(f) = &al.filter
-            && let Err(e) = crate::cel::Expr::parse(&f.expression)
+            && let Err(e) = mesh_core::cel::Expr::parse(&f.expression)
         {
             v.error(p.key("filter").key("expression"), e);
         }

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use mesh_core::{
-    Duration,
+use mesh_config::{
     api::*,
     load::{LoadOptions, load_str},
 };
+use mesh_core::Duration;
 use proptest::{option, prelude::*};
 
 fn name() -> impl Strategy<Value = String> {

@@ -5,16 +5,14 @@
 use std::{path::Path, sync::Arc, time::Duration};
 
 use http::StatusCode;
-use mesh_core::{
+use mesh_config::{
     ConfigSource, Snapshot,
     api::Kind,
-    k8s::{
-        KubeOptions, KubeSource,
-        testing::{ApiServer, Served, objects_from_file},
-    },
     registry::{Locator, Registry},
     source::SourceStatus,
 };
+use mesh_k8s::{KubeOptions, KubeSource};
+use mesh_k8s_testing::{ApiServer, Served, objects_from_file};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -335,12 +333,12 @@ async fn older_served_versions_are_used_and_missing_crds_are_a_warning() {
 async fn token_review_names_the_service_account_and_refuses_strangers() {
     let api = ApiServer::start(Served::cluster_with_istio()).await.unwrap();
     api.add_token("pod-token", "default", "bookinfo-reviews");
-    let reviewer = mesh_core::k8s::TokenReviewer::new(api.client(), vec!["mesh-ca".into()]);
+    let reviewer = mesh_k8s::TokenReviewer::new(api.client(), vec!["mesh-ca".into()]);
     assert_eq!(reviewer.review("pod-token").await.unwrap(), ("default".into(), "bookinfo-reviews".into()));
     let e = reviewer.review("forged").await.unwrap_err();
-    assert_eq!(e, mesh_core::k8s::ReviewError::Rejected("invalid bearer token".into()));
+    assert_eq!(e, mesh_k8s::ReviewError::Rejected("invalid bearer token".into()));
     api.fail_next("/tokenreviews", StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(matches!(reviewer.review("pod-token").await, Err(mesh_core::k8s::ReviewError::Unavailable(_))));
+    assert!(matches!(reviewer.review("pod-token").await, Err(mesh_k8s::ReviewError::Unavailable(_))));
     let posted = api.requests().into_iter().filter(|r| r.method == "POST").count();
     assert_eq!(posted, 3);
 }
@@ -354,7 +352,7 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     let plural = |k: Kind| {
         kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(k.group(), "v1", k.as_str())).plural
     };
-    let want: BTreeSet<(String, String, String)> = mesh_core::k8s::watched()
+    let want: BTreeSet<(String, String, String)> = mesh_k8s::watched()
         .flat_map(|k| ["list", "watch"].map(|v| (k.group().to_string(), plural(k), v.to_string())))
         .collect();
     let rbac = objects_from_file(&deploy.join("rbac.yaml"));
@@ -383,7 +381,7 @@ fn the_shipped_rbac_and_crds_match_what_the_source_reads() {
     );
 
     let crds = objects_from_file(&deploy.join("crds.yaml"));
-    for k in mesh_core::k8s::watched().filter(|k| k.group().ends_with(".istio.io")) {
+    for k in mesh_k8s::watched().filter(|k| k.group().ends_with(".istio.io")) {
         let name = format!("{}.{}", plural(k), k.group());
         let crd =
             crds.iter().find(|c| c["metadata"]["name"] == name.as_str()).unwrap_or_else(|| panic!("no CRD {name}"));

@@ -22,7 +22,7 @@ pub use networking::*;
 pub use security::*;
 pub use telemetry::*;
 
-pub use crate::Labels;
+pub use mesh_core::Labels;
 
 /// `k=v,k=v` (as command lines take pod labels) into labels.
 pub fn parse_labels(s: &str) -> Result<Labels, String> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::WorkloadSelector;
-use crate::Duration;
+use mesh_core::Duration;
 
 // === PeerAuthentication ===
 

@@ -34,20 +34,7 @@ impl std::fmt::Display for ResourceKey {
     }
 }
 
-/// Resolve a host as written in a rule of namespace `namespace` to the name the registry
-/// uses: a name without dots is a Kubernetes service of that namespace
-/// (`reviews` in `default` is `reviews.default.svc.cluster.local`); anything else
-/// (FQDNs, `*`, `*.example.com`) is taken as written, lowercased.
-pub fn resolve_host(host: &str, namespace: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    if host.contains('.') || host == "*" {
-        host
-    } else {
-        format!("{host}.{namespace}.svc.{}", crate::DEFAULT_DOMAIN_SUFFIX)
-    }
-}
-
-pub use crate::request::host_matches;
+pub use mesh_core::request::{host_matches, resolve_host};
 
 pub use crate::api::labels_match;
 
@@ -344,7 +331,8 @@ mod tests {
 
     #[test]
     fn telemetry_tracing_merges_mesh_namespace_and_workload_per_side() {
-        use crate::test_util::{Manifest, labels};
+        use crate::test_util::Manifest;
+        use mesh_core::test_util::labels;
         let telemetry = |ns: &str, name: &str, body: &str| {
             format!(
                 "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}"
@@ -371,7 +359,8 @@ mod tests {
 
     #[test]
     fn telemetry_access_logging_replaces_per_side_from_mesh_to_workload() {
-        use crate::test_util::{Manifest, labels};
+        use crate::test_util::Manifest;
+        use mesh_core::test_util::labels;
         let telemetry = |ns: &str, name: &str, body: &str| {
             format!(
                 "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}"

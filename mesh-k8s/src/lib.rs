@@ -40,10 +40,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-#[cfg(feature = "test-util")]
-pub mod testing;
-
-use crate::{
+use mesh_config::{
     Snapshot,
     api::Kind,
     diag::{Diagnostic, FieldPath, Severity},
@@ -304,7 +301,7 @@ impl KubeSource {
             };
             let mut config = watcher::Config::default();
             let config_kind = target.kind.group().ends_with(".istio.io")
-                || (target.kind.group() == crate::api::GROUP && target.kind.namespaced());
+                || (target.kind.group() == mesh_config::api::GROUP && target.kind.namespaced());
             if config_kind && let Some(selector) = &shared.options.config_selector {
                 config = config.labels(selector);
             }
