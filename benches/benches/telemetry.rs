@@ -41,7 +41,7 @@ fn telemetry(c: &mut Criterion) {
         ),
         workload: "reviews-v2".into(),
         namespace: "default".into(),
-        service_account: Some("bookinfo-reviews".into()),
+        identity: Some(mesh_core::test_util::identity("bookinfo-reviews")),
         weight: 1,
     };
     let decision = RouteDecision {

@@ -81,7 +81,7 @@ async fn auto_mtls_with_secure_naming() {
     let ca = CertificateAuthority::generate("cluster.local").unwrap();
     let addr = strict_server(&ca).await;
     let (table, registry) = setup(addr, "");
-    let naming = secure_naming(&registry, "cluster.local");
+    let naming = secure_naming(&registry);
     assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
     let client = client_stack_with(
         table,
@@ -120,7 +120,7 @@ async fn tls_disable_toward_strict_fails() {
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: DISABLE}}");
     let client = client_stack_with(
         table,
-        connector(&ca, secure_naming(&registry, "cluster.local")),
+        connector(&ca, secure_naming(&registry)),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );
@@ -131,7 +131,7 @@ async fn tls_disable_toward_strict_fails() {
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}");
     let client = client_stack_with(
         table,
-        connector(&ca, secure_naming(&registry, "cluster.local")),
+        connector(&ca, secure_naming(&registry)),
         BalanceLayer::new(),
         RetryLayer::per_route(),
     );
@@ -231,17 +231,13 @@ async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
         TableHandle::new(RouteTable::compile(&s, &registry, &ProxyContext::sidecar("default", Default::default())));
     let balance =
         BalanceLayer::new().with_auto_mtls(true).with_plaintext_endpoints(Arc::new(ArcSwap::from_pointee(plaintext)));
-    let client = client_stack_with(
-        table.clone(),
-        connector(&ca, secure_naming(&registry, "cluster.local")),
-        balance,
-        RetryLayer::per_route(),
-    );
+    let client =
+        client_stack_with(table.clone(), connector(&ca, secure_naming(&registry)), balance, RetryLayer::per_route());
     assert_eq!(get(&client).await, (200, "peer=plaintext".into(), "-".into()));
     // Without that knowledge auto mTLS would speak TLS to a plaintext server, and fail.
     let blind = client_stack_with(
         table,
-        connector(&ca, secure_naming(&registry, "cluster.local")),
+        connector(&ca, secure_naming(&registry)),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );

@@ -156,7 +156,7 @@ async fn mesh() -> Mesh {
     let connector = MeshConnector::mtls(
         store,
         config::roots([ca.root()]).unwrap(),
-        Arc::new(ArcSwap::from_pointee(secure_naming(&registry, "cluster.local"))),
+        Arc::new(ArcSwap::from_pointee(secure_naming(&registry))),
     );
     let wrap = |client: MeshClient| -> MeshClient {
         BoxCloneSyncService::new(

@@ -30,6 +30,7 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Locator {
     addresses: BTreeMap<(String, String), Vec<SocketAddr>>,
+    trust_domain: Option<String>,
 }
 
 impl Locator {
@@ -48,6 +49,18 @@ impl Locator {
     pub fn with(mut self, namespace: &str, workload: &str, addr: SocketAddr) -> Self {
         self.insert(namespace, workload, addr);
         self
+    }
+
+    /// The trust domain the workloads' identities are in (Istio's `cluster.local` unless set).
+    #[must_use]
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
+        self.trust_domain = Some(trust_domain.to_string());
+        self
+    }
+
+    /// The SPIFFE identity of service account `sa` in `namespace`, in this trust domain.
+    fn identity(&self, namespace: &str, sa: &str) -> Option<Identity> {
+        Identity::new(self.trust_domain.as_deref().unwrap_or(mesh_core::DEFAULT_TRUST_DOMAIN), namespace, sa).ok()
     }
 
     /// Addresses of a workload.
@@ -350,6 +363,7 @@ impl PodInfo {
 fn slice_endpoints(
     slices: &[&EndpointSlice],
     pods: &BTreeMap<(&str, &str), PodInfo>,
+    locator: &Locator,
     ns: &str,
     port_name: &str,
 ) -> Vec<Endpoint> {
@@ -376,7 +390,7 @@ fn slice_endpoints(
                         labels: p.labels.clone(),
                         workload: p.workload.clone(),
                         namespace: namespace.clone(),
-                        service_account: p.inbound_port.map(|_| p.service_account.clone()),
+                        identity: p.inbound_port.and_then(|_| locator.identity(ns, &p.service_account)),
                         weight: 1,
                     },
                     None => Endpoint {
@@ -384,7 +398,7 @@ fn slice_endpoints(
                         labels: Arc::default(),
                         workload: e.target_ref.as_ref().map_or_else(|| a.as_str().into(), |r| r.name.as_str().into()),
                         namespace: namespace.clone(),
-                        service_account: None,
+                        identity: None,
                         weight: 1,
                     },
                 });
@@ -457,7 +471,7 @@ impl Registry {
                     number,
                 });
                 if let Some(from_slices) = from_slices {
-                    endpoints.insert(number, slice_endpoints(from_slices, &pods, ns, &name).into());
+                    endpoints.insert(number, slice_endpoints(from_slices, &pods, locator, ns, &name).into());
                     continue;
                 }
                 let eps: Vec<Endpoint> = selected
@@ -472,14 +486,14 @@ impl Registry {
                         let labels = Arc::new(w.labels.clone());
                         let (workload, namespace): (Arc<str>, Arc<str>) =
                             (w.name.as_str().into(), w.namespace.as_str().into());
-                        let sa: Arc<str> = w.service_account.as_str().into();
+                        let identity = locator.identity(&w.namespace, &w.service_account);
                         locator.get(&w.namespace, &w.name).iter().filter(move |_| target.is_some()).map(move |addr| {
                             Endpoint {
                                 address: *addr,
                                 labels: labels.clone(),
                                 workload: workload.clone(),
                                 namespace: namespace.clone(),
-                                service_account: Some(sa.clone()),
+                                identity: identity.clone(),
                                 weight: 1,
                             }
                         })
@@ -545,7 +559,7 @@ impl Registry {
                                 labels: Arc::new(we.labels.clone()),
                                 workload: name.as_str().into(),
                                 namespace: ns.as_str().into(),
-                                service_account: we.service_account.as_deref().map(Arc::from),
+                                identity: we.service_account.as_deref().and_then(|sa| locator.identity(ns, sa)),
                                 weight: we.weight.unwrap_or(1).max(1),
                             })
                         })
@@ -694,7 +708,7 @@ spec:
         let eps = reviews.endpoints(9080);
         assert_eq!(eps.len(), 1);
         assert_eq!(&*eps[0].workload, "reviews-v1");
-        assert_eq!(eps[0].service_account.as_deref(), Some("bookinfo-reviews"));
+        assert_eq!(eps[0].identity.as_ref().map(Identity::service_account), Some("bookinfo-reviews"));
         assert_eq!(reg.workload("default", "reviews-v2").unwrap().service_account, "default");
 
         let db = reg.service("db.example.com").unwrap();

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::Labels;
+use crate::{Identity, Labels};
 
 /// One endpoint of a service. Cheap to clone (shared strings), so layers can carry the
 /// chosen endpoint in extensions.
@@ -17,8 +17,9 @@ pub struct Endpoint {
     pub workload: Arc<str>,
     /// Its namespace.
     pub namespace: Arc<str>,
-    /// Its service account, when it has a mesh identity.
-    pub service_account: Option<Arc<str>>,
+    /// Its SPIFFE identity (its service account in the trust domain), when it has one: a
+    /// sidecar or an embedded mesh serves it, so it is reached over mTLS.
+    pub identity: Option<Identity>,
     /// Load-balancing weight (WorkloadEntry `weight`; 1 otherwise).
     pub weight: u32,
 }

@@ -1,8 +1,8 @@
 //! The request path's shared types, the floor every mesh layer stands on: the boxed body
 //! and local-reply bodies, the error helpers, what crosses layers in request and response
 //! extensions ([`ext`]), the SPIFFE [`Identity`], endpoints, request helpers (authority,
-//! host resolution, gRPC detection), the gRPC status names, one hasher, durations, and the
-//! CEL subset Telemetry filters are written in.
+//! host resolution, gRPC detection), the gRPC status names, one hasher, the randomness
+//! seam ([`roll`]), durations, and the CEL subset Telemetry filters are written in.
 //!
 //! It holds no config machinery: the Istio and Gateway API model, its loader, validation,
 //! snapshots and sources are `mesh-config`, the Kubernetes source `mesh-k8s`. So a layer
@@ -28,6 +28,7 @@ pub mod grpc;
 pub mod hash;
 pub mod identity;
 pub mod request;
+pub mod roll;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 

@@ -14,7 +14,9 @@ use tower::util::{Oneshot, ServiceExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::policy::{AbortKind, FaultPolicy, Roll, ThreadRoll};
+use mesh_core::roll::{Roll, ThreadRoll};
+
+use crate::policy::{AbortKind, FaultPolicy};
 
 /// Applies a [`FaultPolicy`]: the one in the request extensions (`Arc<FaultPolicy>`, set
 /// by a router for the matched route) or else the layer's fixed one.

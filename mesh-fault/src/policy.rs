@@ -1,11 +1,11 @@
 //! Fault policy: validated data and the percentage roll.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use http::StatusCode;
 #[cfg(feature = "config")]
 use mesh_config::api::HttpFaultInjection;
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use mesh_core::roll::Roll;
 
 /// What to inject on one route.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,39 +86,6 @@ impl Percent {
     /// Whether this request is selected.
     pub fn roll(self, rng: &dyn Roll) -> bool {
         self.0 >= 100.0 || (self.0 > 0.0 && rng.roll() < self.0)
-    }
-}
-
-/// The random source: a uniform number in `[0, 100)`. Injectable so tests are deterministic.
-pub trait Roll: Send + Sync + std::fmt::Debug {
-    /// A uniform sample in `[0, 100)`.
-    fn roll(&self) -> f64;
-}
-
-/// The thread-local generator (production default).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ThreadRoll;
-
-impl Roll for ThreadRoll {
-    fn roll(&self) -> f64 {
-        rand::rng().random::<f64>() * 100.0
-    }
-}
-
-/// A seeded generator: the same seed gives the same sequence.
-#[derive(Debug)]
-pub struct SeededRoll(Mutex<StdRng>);
-
-impl SeededRoll {
-    /// Seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(Mutex::new(StdRng::seed_from_u64(seed)))
-    }
-}
-
-impl Roll for SeededRoll {
-    fn roll(&self) -> f64 {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).random::<f64>() * 100.0
     }
 }
 

@@ -8,6 +8,8 @@ use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
 
+use mesh_core::roll::{SeededRoll, ThreadRoll};
+
 use crate::*;
 
 fn policy(delay_s: Option<u64>, abort: Option<StatusCode>) -> FaultPolicy {

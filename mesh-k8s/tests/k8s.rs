@@ -102,7 +102,7 @@ async fn the_snapshot_after_the_list_has_everything_and_the_registry_comes_from_
     let v2 = eps.iter().find(|e| e.labels.get("version").map(String::as_str) == Some("v2")).unwrap();
     assert_eq!(v2.address, "10.244.0.15:15006".parse().unwrap(), "the sidecar's inbound port on the pod's IP");
     assert_eq!(&*v2.workload, "reviews-v2", "named after the Deployment behind its ReplicaSet");
-    assert_eq!(v2.service_account.as_deref(), Some("bookinfo-reviews"));
+    assert_eq!(v2.identity.as_ref().map(mesh_core::Identity::service_account), Some("bookinfo-reviews"));
     let w = reg.workload("default", "reviews-v2").expect("the pod is a workload");
     assert_eq!(w.service_account, "bookinfo-reviews");
     assert_eq!(source.status().borrow().generation, 1);

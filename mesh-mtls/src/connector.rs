@@ -38,15 +38,11 @@ use crate::store::CertStore;
 /// Which identities each endpoint address may present: the service accounts of every
 /// service the address backs, in `trust_domain`.
 #[cfg(feature = "config")]
-pub fn secure_naming(registry: &Registry, trust_domain: &str) -> HashMap<SocketAddr, Vec<Identity>> {
+pub fn secure_naming(registry: &Registry) -> HashMap<SocketAddr, Vec<Identity>> {
     let mut out: HashMap<SocketAddr, Vec<Identity>> = HashMap::new();
     for svc in registry.services() {
-        let accounts: Vec<Identity> = svc
-            .endpoints
-            .values()
-            .flat_map(|eps| eps.iter())
-            .filter_map(|e| Identity::new(trust_domain, &e.namespace, e.service_account.as_deref()?).ok())
-            .collect();
+        let accounts: Vec<Identity> =
+            svc.endpoints.values().flat_map(|eps| eps.iter()).filter_map(|e| e.identity.clone()).collect();
         for e in svc.endpoints.values().flat_map(|eps| eps.iter()) {
             let ids = out.entry(e.address).or_default();
             for a in &accounts {

@@ -33,7 +33,6 @@ use tokio::sync::watch;
 /// The compiled state, swapped whole on every snapshot.
 pub(crate) struct CompiledConfig {
     pub(crate) me: LocalWorkload,
-    trust_domain: String,
     locator: Locator,
     ctx: ProxyContext,
     pub(crate) snapshot: ArcSwap<Snapshot>,
@@ -99,13 +98,7 @@ fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload
     (services.first().map(|s| s.hostname.clone()), tcp)
 }
 
-fn compile(
-    snapshot: &Snapshot,
-    me: &LocalWorkload,
-    locator: &Locator,
-    ctx: &ProxyContext,
-    trust_domain: &str,
-) -> Compiled {
+fn compile(snapshot: &Snapshot, me: &LocalWorkload, locator: &Locator, ctx: &ProxyContext) -> Compiled {
     let registry = Registry::build(snapshot, locator);
     let table = RouteTable::compile(snapshot, &registry, ctx);
     for w in &table.warnings {
@@ -117,7 +110,7 @@ fn compile(
         authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Protocol::Http),
         jwt: JwtPolicy::compile(snapshot, &me.namespace, &me.labels),
         peer: PeerAuthn::compile(snapshot, &me.namespace, &me.labels),
-        naming: secure_naming(&registry, trust_domain),
+        naming: secure_naming(&registry),
         plaintext: peer_auth::plaintext_endpoints(snapshot, &registry),
         inbound_service: inbound.0,
         inbound_tcp: inbound.1,
@@ -154,11 +147,10 @@ impl CompiledConfig {
         me: LocalWorkload,
         locator: Locator,
         ctx: ProxyContext,
-        trust_domain: &str,
         default_sampling: f64,
         default_log: bool,
     ) -> Arc<Self> {
-        let c = compile(&snapshot, &me, &locator, &ctx, trust_domain);
+        let c = compile(&snapshot, &me, &locator, &ctx);
         let control = |t| {
             let (sampling, report) = side(t, default_sampling);
             Arc::new(TraceControl::new(sampling, report))
@@ -171,7 +163,6 @@ impl CompiledConfig {
             log_server: Arc::new(LogControl::new(log_rule(&c.access_log.server, default_log))),
             default_log,
             me,
-            trust_domain: trust_domain.into(),
             locator,
             ctx,
             snapshot: ArcSwap::new(snapshot),
@@ -190,7 +181,7 @@ impl CompiledConfig {
     /// Put a new snapshot in force. Everything is compiled first, then swapped: requests
     /// in flight keep the version they started with.
     pub(crate) fn apply(&self, snapshot: Arc<Snapshot>) {
-        let c = compile(&snapshot, &self.me, &self.locator, &self.ctx, &self.trust_domain);
+        let c = compile(&snapshot, &self.me, &self.locator, &self.ctx);
         // Naming before the table: a new endpoint is trusted before it can be picked.
         self.naming.store(Arc::new(c.naming));
         self.plaintext.store(Arc::new(c.plaintext));

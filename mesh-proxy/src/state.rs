@@ -277,7 +277,7 @@ impl WorkloadMesh {
             o.trust_domain,
         )
         .map_err(MeshError::Workload)?;
-        let mut locator = Locator::new();
+        let mut locator = Locator::new().with_trust_domain(o.trust_domain);
         for (ns, workload, addr) in o.endpoints {
             locator.insert(ns, workload, *addr);
         }
@@ -285,8 +285,7 @@ impl WorkloadMesh {
             Some((ns, name)) => ProxyContext::gateway(ns, name),
             None => ProxyContext::sidecar(&me.namespace, me.labels.clone()),
         };
-        let control =
-            CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.trust_domain, o.tracing.sampling, o.access_log);
+        let control = CompiledConfig::new(snapshot, me.clone(), locator, ctx, o.tracing.sampling, o.access_log);
         control.follow(source.snapshots());
         tracing::info!(workload = %me.workload, namespace = %me.namespace, identity = %me.identity, "starting");
 

@@ -23,7 +23,7 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use mesh_config::registry::Endpoint;
 use mesh_core::Identity;
-use mesh_fault::{Roll, ThreadRoll};
+use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
 use mesh_route::{
     error::Overflow,

@@ -25,8 +25,9 @@ use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
+use mesh_core::roll::SeededRoll;
 use mesh_core::{BoxBody, ext::ResponseFlags};
-use mesh_fault::{FaultLayer, SeededRoll};
+use mesh_fault::FaultLayer;
 use mesh_route::{
     layer::*,
     policy::{ProxyContext, RouteTable},

@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use mesh_core::{
     BoxError, Labels,
     ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint},
+    request::resolve_host,
 };
 use pin_project_lite::pin_project;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -716,14 +717,7 @@ impl RequestSide {
             ..RequestLabels::default()
         };
         // Decisions name FQDNs; a Host (failures without a decision) is resolved like one.
-        let service_fqdn = service.map(|h| {
-            let h = h.rsplit_once(':').map_or(h, |(h, _)| h);
-            if h.contains('.') {
-                h.to_string()
-            } else {
-                format!("{h}.{}.svc.{}", local.namespace, mesh_core::DEFAULT_DOMAIN_SUFFIX)
-            }
-        });
+        let service_fqdn = service.map(|h| resolve_host(h.rsplit_once(':').map_or(h, |(h, _)| h), &local.namespace));
         let (svc_name, svc_ns) = match &service_fqdn {
             Some(f) => {
                 let mut parts = f.split('.');
@@ -751,9 +745,7 @@ impl RequestSide {
                         let get = |k: &str, d: &str| e.labels.get(k).cloned().unwrap_or_else(|| d.to_string());
                         l.destination_workload = e.workload.to_string();
                         l.destination_workload_namespace = e.namespace.to_string();
-                        l.destination_principal = e.service_account.as_deref().map_or_else(unknown, |sa| {
-                            format!("spiffe://{}/ns/{}/sa/{sa}", local.trust_domain, e.namespace)
-                        });
+                        l.destination_principal = e.identity.as_ref().map_or_else(unknown, ToString::to_string);
                         l.destination_app = get("app", "unknown");
                         l.destination_version = get("version", "unknown");
                         l.destination_canonical_service = get("app", &e.workload);

@@ -10,7 +10,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{histogram::AtomicHistogram as Histogram, layer::WorkloadInfo};
-use mesh_core::{Identity, endpoint::Endpoint};
+use mesh_core::{Identity, endpoint::Endpoint, hash::FxBuildHasher};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -158,9 +158,7 @@ impl TcpLabels {
             source_principal: me.principal.clone().unwrap_or_else(unknown),
             destination_workload: endpoint.map_or_else(unknown, |e| e.workload.to_string()),
             destination_workload_namespace: endpoint.map_or_else(unknown, |e| e.namespace.to_string()),
-            destination_principal: endpoint
-                .and_then(|e| Some((e, e.service_account.as_ref()?)))
-                .map_or_else(unknown, |(e, sa)| format!("spiffe://{}/ns/{}/sa/{sa}", me.trust_domain, e.namespace)),
+            destination_principal: endpoint.and_then(|e| e.identity.as_ref()).map_or_else(unknown, ToString::to_string),
             destination_service: service.to_string(),
             destination_service_name: short_name(service),
             request_protocol: "tcp".into(),
@@ -637,60 +635,13 @@ pub struct CacheEntry<K> {
 }
 
 /// A cache from a cheap key to resolved handles: reads are a lock-free map lookup; a new
-/// key takes a lock, copies the map and swaps it.
+/// key takes a lock, copies the map and swaps it. Hashed with mesh-core's unkeyed Fx hash:
+/// the map grows only by whole label sets, capped (`MeshMetrics::with_max_label_sets`), so
+/// a client choosing values cannot flood one bucket past the cap.
 #[derive(Debug)]
 pub struct HandleCache<K> {
-    map: ArcSwap<hashbrown::HashMap<K, Arc<CacheEntry<K>>, FastHash>>,
+    map: ArcSwap<hashbrown::HashMap<K, Arc<CacheEntry<K>>, FxBuildHasher>>,
     write: Mutex<()>,
-}
-
-/// A fast, non-cryptographic hash (FxHash's scheme) for label keys: the keys are not
-/// attacker-chosen in a way that matters (the cache only grows with real label sets).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FastHash;
-
-/// The hasher of [`FastHash`].
-#[derive(Debug, Default)]
-pub struct FastHasher(u64);
-
-impl std::hash::BuildHasher for FastHash {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0)
-    }
-}
-
-impl std::hash::Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(buf));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
 }
 
 impl<K: Clone + Hash + Eq> Default for HandleCache<K> {

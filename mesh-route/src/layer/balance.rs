@@ -15,6 +15,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, Response, header, uri::Scheme};
+use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_core::{
     BoxError,
     body::BodyFault,
@@ -23,7 +24,6 @@ use mesh_core::{
     is_caused_by,
     request::first_query_value,
 };
-use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;

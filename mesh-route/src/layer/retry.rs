@@ -17,12 +17,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_core::{
     BoxError, cause_ref,
     ext::{ResponseFlags, UpstreamEndpoint},
     is_caused_by,
 };
-use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;

@@ -11,12 +11,12 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_core::{
     BoxBody, BoxError,
     body::LocalBody,
     ext::{DownstreamTls, RouteDecision},
 };
-use mesh_fault::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_layer::Layer;

@@ -32,7 +32,7 @@ use std::{
 };
 
 use mesh_core::BoxError;
-use mesh_fault::{Roll, ThreadRoll};
+use mesh_core::roll::{Roll, ThreadRoll};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -159,7 +159,7 @@ where
 #[cfg(test)]
 mod tests {
     use http::{Request, Response};
-    use mesh_fault::SeededRoll;
+    use mesh_core::roll::SeededRoll;
     use proptest::prelude::*;
     use tokio_test::{assert_pending, assert_ready_ok, task};
     use tower::ServiceExt;

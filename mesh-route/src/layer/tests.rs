@@ -20,11 +20,11 @@ use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
+use mesh_core::roll::SeededRoll;
 use mesh_core::{
     BoxBody, BoxError,
     ext::{ResponseFlags, UpstreamEndpoint},
 };
-use mesh_fault::SeededRoll;
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;

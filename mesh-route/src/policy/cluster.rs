@@ -48,7 +48,7 @@ impl Cluster {
                 labels: Arc::default(),
                 workload: unknown.clone(),
                 namespace: unknown.clone(),
-                service_account: None,
+                identity: None,
                 weight: 1,
             })
             .collect();
@@ -82,7 +82,7 @@ impl Cluster {
         match self.tls.as_ref().and_then(|t| t.mode) {
             Some(ClientTlsMode::Disable) => false,
             Some(ClientTlsMode::IstioMutual | ClientTlsMode::Simple | ClientTlsMode::Mutual) => true,
-            None => auto_mtls && !self.mesh_external && endpoint.service_account.is_some() && !plaintext_only,
+            None => auto_mtls && !self.mesh_external && endpoint.identity.is_some() && !plaintext_only,
         }
     }
 
@@ -413,7 +413,7 @@ mod tls_tests {
             labels: Default::default(),
             workload: "w".into(),
             namespace: "default".into(),
-            service_account: sa.map(Into::into),
+            identity: sa.map(mesh_core::test_util::identity),
             weight: 1,
         };
         let meshed = ep(Some("sa"));
