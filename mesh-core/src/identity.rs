@@ -3,12 +3,16 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 /// A workload identity. Parsing is strict: the scheme, trust domain, and the
-/// `/ns/<namespace>/sa/<service-account>` path are all required.
+/// `/ns/<namespace>/sa/<service-account>` path are all required. One pointer wide: endpoints
+/// and connections carry it on the request path, so a clone is one reference count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identity {
-    trust_domain: Arc<str>,
-    namespace: Arc<str>,
-    service_account: Arc<str>,
+pub struct Identity(Arc<Parts>);
+
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
+    trust_domain: Box<str>,
+    namespace: Box<str>,
+    service_account: Box<str>,
 }
 
 /// Why a string is not an Istio SPIFFE identity.
@@ -33,22 +37,22 @@ impl Identity {
 
     /// The trust domain, e.g. `cluster.local`.
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        &self.0.trust_domain
     }
 
     /// The workload's namespace.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.0.namespace
     }
 
     /// The workload's service account.
     pub fn service_account(&self) -> &str {
-        &self.service_account
+        &self.0.service_account
     }
 
     /// The principal as AuthorizationPolicy writes it: without `spiffe://`.
     pub fn principal(&self) -> String {
-        format!("{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        format!("{}/ns/{}/sa/{}", self.trust_domain(), self.namespace(), self.service_account())
     }
 }
 
@@ -70,7 +74,7 @@ impl FromStr for Identity {
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {
-                Ok(Self { trust_domain: td.into(), namespace: (*ns).into(), service_account: (*sa).into() })
+                Ok(Self(Arc::new(Parts { trust_domain: td.into(), namespace: (*ns).into(), service_account: (*sa).into() })))
             }
             _ => Err(InvalidIdentity::Path(format!("/{path}"))),
         }
@@ -79,7 +83,7 @@ impl FromStr for Identity {
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain(), self.namespace(), self.service_account())
     }
 }
 
