@@ -101,6 +101,17 @@ impl Body for MockBody {
     }
 }
 
+/// The SPIFFE identity of service account `sa` in namespace `default` of the trust domain
+/// `cluster.local`, as Istio names a Bookinfo workload.
+pub fn identity(sa: &str) -> crate::Identity {
+    crate::Identity::new(crate::DEFAULT_TRUST_DOMAIN, "default", sa).expect("a valid service account name")
+}
+
+/// A label map from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> crate::Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,15 +130,4 @@ mod tests {
         let err = MockBody::new().data("x").error("reset").collect().await.unwrap_err();
         assert!(crate::is_caused_by::<MockBodyError>(&*err));
     }
-}
-
-/// The SPIFFE identity of service account `sa` in namespace `default` of the trust domain
-/// `cluster.local`, as Istio names a Bookinfo workload.
-pub fn identity(sa: &str) -> crate::Identity {
-    crate::Identity::new(crate::DEFAULT_TRUST_DOMAIN, "default", sa).expect("a valid service account name")
-}
-
-/// A label map from pairs.
-pub fn labels(pairs: &[(&str, &str)]) -> crate::Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
