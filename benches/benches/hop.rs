@@ -1,5 +1,5 @@
 //! One request through the whole outbound hop in memory, no sockets: the sidecar's own
-//! composition (`mesh_proxy::outbound::stack` over `client_stack_layers`: edge guard,
+//! composition (`mesh_proxy::outbound::stack` over `ClientBuilder::over`: edge guard,
 //! telemetry as the source with trace headers, rescue, router, fault, timeout, Istio's
 //! default retry policy, balancer) over an upstream that answers at once with nginx's 1 KiB
 //! body, read to its end. What the proxy benchmark's wrk run pays per request on top of
@@ -13,9 +13,9 @@ use http::{Request, Response, header};
 use http_body_util::BodyExt;
 use mesh_benches::hop_config;
 use mesh_core::BoxBody;
-use mesh_proxy::{guard::GuardLayer, outbound};
+use mesh_proxy::{client::ClientBuilder, guard::GuardLayer, outbound};
 use mesh_route::{
-    layer::{BalanceLayer, RetryBody, RetryLayer, RouterLayer, TableHandle, client_stack_layers},
+    layer::{BalanceLayer, RetryBody, TableHandle},
     policy::{ProxyContext, RouteTable},
 };
 use mesh_telemetry::{
@@ -42,7 +42,7 @@ fn hop(c: &mut Criterion) {
     });
     let plaintext = Arc::new(arc_swap::ArcSwap::from_pointee([endpoint].into_iter().collect()));
     let balance = BalanceLayer::new().with_auto_mtls(true).with_plaintext_endpoints(plaintext);
-    let client = client_stack_layers(RouterLayer::new(table), balance, RetryLayer::per_route(), upstream);
+    let client = ClientBuilder::new(table).balance(balance).over(upstream);
     let metrics = Arc::new(MeshMetrics::new());
     let workload = WorkloadInfo::new(
         "productpage-v1",

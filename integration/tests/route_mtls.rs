@@ -26,13 +26,24 @@ use mesh_mtls::{
     server,
     store::CertStore,
 };
+use mesh_proxy::client::{ClientBuilder, MeshClient};
 use mesh_route::{
-    layer::{BalanceLayer, RetryLayer, TableHandle, client_stack_with},
+    layer::{BalanceLayer, RetryLayer, TableHandle},
     policy::{ProxyContext, RouteTable},
 };
 use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
 
 const DAY: Duration = Duration::from_secs(86400);
+
+/// The mesh's client stack over `connector` (mesh-proxy composes it).
+fn client_stack_with(
+    table: TableHandle,
+    connector: MeshConnector,
+    balance: BalanceLayer,
+    retry: RetryLayer,
+) -> MeshClient {
+    MeshClient::new(ClientBuilder::new(table).balance(balance).retry(retry).connect(connector.clone(), connector))
+}
 
 async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
     server_with(ca, Mode::Strict).await
@@ -63,7 +74,7 @@ fn setup(addr: SocketAddr, dr_tls: &str) -> (TableHandle, Registry) {
     (TableHandle::new(table), registry)
 }
 
-async fn get(client: &mesh_route::layer::MeshClient) -> (u16, String, String) {
+async fn get(client: &MeshClient) -> (u16, String, String) {
     let req = Request::builder().uri("http://reviews:9080/reviews/0").body(mesh_core::body::empty()).unwrap();
     let rsp: Response<BoxBody> = client.clone().oneshot(req).await.unwrap();
     let flags = rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string();

@@ -24,7 +24,7 @@ use mesh_config::{
     load::{LoadOptions, load_str},
     registry::{Locator, Registry},
 };
-use mesh_core::{BoxBody, BoxError};
+use mesh_core::BoxBody;
 use mesh_core::{test_util::identity as id, test_util::labels};
 use mesh_mtls::{
     accept::MtlsAcceptor,
@@ -35,8 +35,9 @@ use mesh_mtls::{
     server,
     store::CertStore,
 };
+use mesh_proxy::client::{ClientBuilder, MeshClient};
 use mesh_route::{
-    layer::{BalanceLayer, MeshClient, RetryLayer, TableHandle, client_stack_with},
+    layer::{BalanceLayer, RetryLayer, TableHandle},
     policy::{ProxyContext, RouteTable},
 };
 use mesh_telemetry::{
@@ -161,19 +162,21 @@ async fn mesh() -> Mesh {
     let wrap = |client: MeshClient| -> MeshClient {
         BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .map_err(|e: BoxError| -> Infallible { panic!("telemetry failed: {e}") })
                 .map_response(|r: Response<_>| r.map(mesh_core::body::boxed))
                 .layer(source.clone())
                 .service(client),
         )
     };
-    let mtls_client = wrap(client_stack_with(
+    let client = |table: TableHandle, connector: MeshConnector, balance, retry| {
+        MeshClient::new(ClientBuilder::new(table).balance(balance).retry(retry).connect(connector.clone(), connector))
+    };
+    let mtls_client = wrap(client(
         table.clone(),
         connector.clone(),
         BalanceLayer::new().with_auto_mtls(true).with_on_ejection(metrics.proxy.ejection_hook()),
         RetryLayer::per_route().with_on_retry(metrics.proxy.retry_hook()),
     ));
-    let plain_client = wrap(client_stack_with(table, connector, BalanceLayer::new(), RetryLayer::per_route()));
+    let plain_client = wrap(client(table, connector, BalanceLayer::new(), RetryLayer::per_route()));
     Mesh { metrics, mtls_client, plain_client, access_log }
 }
 

@@ -16,12 +16,14 @@ use std::{
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use mesh_core::{
     BoxError,
     body::LocalBody,
-    ext::{ClientAddr, LocalAddr, PeerIdentity, ResponseFlags},
+    ext::{ClientAddr, LocalAddr, PeerIdentity},
+    reply::LocalReply,
+    request::is_grpc,
 };
 use pin_project_lite::pin_project;
 use tower::ServiceExt;
@@ -89,14 +91,7 @@ where
             Ok(None) => LocalOr::inner(self.inner.call(req)),
             Err(e) => {
                 tracing::debug!(error = %e, "request authentication failed");
-                let mut rsp = Response::new(ResB::from_bytes(Bytes::from(e.to_string())));
-                *rsp.status_mut() = StatusCode::UNAUTHORIZED;
-                rsp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"mesh\", error=\"invalid_token\""),
-                );
-                rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                LocalOr::local(rsp)
+                LocalOr::local(LocalReply::jwt_rejected(e.to_string()).into_response(is_grpc(&req)))
             }
         }
     }
@@ -411,15 +406,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Authz<S> {
     }
 }
 
-fn local<B: LocalBody>(status: StatusCode, body: &'static str) -> Response<B> {
-    let mut rsp = Response::new(B::from_static(body));
-    *rsp.status_mut() = status;
-    if !body.is_empty() {
-        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    rsp
-}
-
 fn remote_ip(headers: &HeaderMap, trusted: usize) -> Option<IpAddr> {
     if trusted == 0 {
         return None;
@@ -480,7 +466,7 @@ where
             Ok(p) => p,
             Err(_) => {
                 self.state.stats.bad_path.fetch_add(1, Ordering::Relaxed);
-                return AuthzFuture::local(local(StatusCode::BAD_REQUEST, "Bad Request"));
+                return AuthzFuture::local(LocalReply::bad_path().into_response(is_grpc(&req)));
             }
         };
         // The backend receives the normalised path.
@@ -519,17 +505,18 @@ where
             return if decision.allowed {
                 AuthzFuture::inner(self.inner.call(req))
             } else {
-                AuthzFuture::local(local(StatusCode::FORBIDDEN, "RBAC: access denied"))
+                AuthzFuture::local(LocalReply::rbac_denied().into_response(is_grpc(&req)))
             };
         };
         // Slow path: ask the external authorizer first (boxed).
         let state = self.state.clone();
         let svc = self.inner.clone();
+        let grpc = is_grpc(&req);
         AuthzFuture::boxed(Box::pin(async move {
             let Some(provider) = state.providers.get(&custom.provider) else {
                 tracing::warn!(provider = %custom.provider, policy = %custom.policy, "unknown extension provider: denied");
                 state.custom_denied();
-                return Ok(deny_custom(Response::new(Bytes::new())));
+                return Ok(deny_custom(Response::new(Bytes::new()), grpc));
             };
             match check(
                 &state.client,
@@ -542,7 +529,7 @@ where
             {
                 Verdict::Deny(rsp) => {
                     state.custom_denied();
-                    Ok(deny_custom(rsp))
+                    Ok(deny_custom(rsp, grpc))
                 }
                 Verdict::Allow(add) => {
                     for (k, v) in &add {
@@ -552,7 +539,7 @@ where
                     if decision.allowed {
                         svc.oneshot(req).await.map_err(Into::into)
                     } else {
-                        Ok(local(StatusCode::FORBIDDEN, "RBAC: access denied"))
+                        Ok(LocalReply::rbac_denied().into_response(grpc))
                     }
                 }
             }
@@ -560,14 +547,10 @@ where
     }
 }
 
-fn deny_custom<B: LocalBody>(rsp: Response<Bytes>) -> Response<B> {
-    let (mut parts, body) = rsp.into_parts();
-    if parts.status.is_success() {
-        parts.status = StatusCode::FORBIDDEN;
-    }
-    let mut out = Response::from_parts(parts, B::from_bytes(body));
-    ResponseFlags::add_to(out.extensions_mut(), ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
-    out
+/// The external authorizer's denial (its status, headers and body) as the caller gets it.
+fn deny_custom<B: LocalBody>(rsp: Response<Bytes>, grpc: bool) -> Response<B> {
+    let (parts, body) = rsp.into_parts();
+    LocalReply::ext_authz_denied(parts.status, parts.headers, body).into_response(grpc)
 }
 
 pin_project! {

@@ -532,9 +532,6 @@ fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
     }
 }
 
-/// gRPC status names (mesh_core::grpc).
-pub use mesh_core::grpc::STATUS_NAMES as GRPC_STATUS_NAMES;
-
 fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {
         v.error(p.clone(), "fault needs at least one of delay or abort");
@@ -567,7 +564,7 @@ fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
         if let Some(s) = a.http_status.filter(|s| !(200..=599).contains(s)) {
             v.error(ap.key("httpStatus"), format!("httpStatus must be within 200..=599, got {s}"));
         }
-        if let Some(g) = a.grpc_status.as_deref().filter(|g| !GRPC_STATUS_NAMES.contains(g)) {
+        if let Some(g) = a.grpc_status.as_deref().filter(|g| mesh_core::grpc::Code::from_name(g).is_none()) {
             v.error(ap.key("grpcStatus"), format!("{g:?} is not a gRPC status name such as UNAVAILABLE"));
         }
         if a.http2_error.is_some() {

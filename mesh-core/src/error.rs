@@ -1,7 +1,10 @@
-//! The error type that crosses layers, and helpers to find a cause in a chain.
+//! The error type that crosses layers, helpers to find a cause in a chain, and the typed
+//! leaf errors of the request path (no route, no healthy upstream, a timeout, ...).
 //!
 //! Layers fail with small typed leaf errors (`thiserror`), boxed into [`Error`]; the one
 //! place that maps failures to responses walks the chain with [`is_caused_by`].
+
+use std::net::SocketAddr;
 
 /// A boxed error, the error type of every mesh service.
 pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -24,6 +27,85 @@ pub fn cause_ref<'e, E: std::error::Error + 'static>(error: &'e (dyn std::error:
     }
     None
 }
+
+// Why a request failed in the mesh: the leaf errors the routing layers, the balancer and
+// the clients fail with. `crate::reply::LocalReply::for_error` answers each, once, at the edge.
+
+/// No virtual host or route matched (404, `NR`).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no route matched the request for {authority}")]
+pub struct RouteNotFound {
+    /// The authority that was routed.
+    pub authority: String,
+}
+
+/// The route points at a cluster that does not exist, e.g. an undefined subset (503, `NC`).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no cluster {cluster}")]
+pub struct NoCluster {
+    /// Envoy's cluster name.
+    pub cluster: String,
+}
+
+/// The cluster has no endpoint to use: none at all, or all ejected (503, `UH`).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no healthy upstream in {cluster}")]
+pub struct NoHealthyUpstream {
+    /// Envoy's cluster name.
+    pub cluster: String,
+}
+
+/// A connectionPool limit was reached (503, `UO`).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("upstream overflow in {cluster}")]
+pub struct Overflow {
+    /// Envoy's cluster name.
+    pub cluster: String,
+}
+
+/// The route timeout fired (504, `UT`).
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("upstream request timeout")]
+pub struct RouteTimeout;
+
+/// A per-try timeout fired (504, `UT` when no retry follows).
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("per-try timeout")]
+pub struct PerTryTimeout;
+
+/// The TCP or TLS connection to the upstream failed (503, `UF`).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connect error: {source}")]
+pub struct ConnectFailure {
+    /// What failed.
+    #[source]
+    pub source: Error,
+}
+
+/// The request failed on an endpoint (carries which one, for retries and outlier detection).
+#[derive(Debug, thiserror::Error)]
+#[error("endpoint {address}: {source}")]
+pub struct EndpointError {
+    /// The endpoint.
+    pub address: SocketAddr,
+    /// What failed.
+    #[source]
+    pub source: Error,
+}
+
+/// The last try failed and no retry was left (adds `URX`).
+#[derive(Debug, thiserror::Error)]
+#[error("retries exhausted: {source}")]
+pub struct RetriesExhausted {
+    /// The last failure.
+    #[source]
+    pub source: Error,
+}
+
+/// A weighted split has no backend with a weight above 0 (503, `NC`: nothing to send to).
+#[derive(Clone, Copy, Debug, Default, thiserror::Error)]
+#[error("no backend has a weight above 0")]
+pub struct NoWeightedBackend;
 
 #[cfg(test)]
 mod tests {

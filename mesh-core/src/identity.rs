@@ -73,9 +73,11 @@ impl FromStr for Identity {
         }
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
-            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => {
-                Ok(Self(Arc::new(Parts { trust_domain: td.into(), namespace: (*ns).into(), service_account: (*sa).into() })))
-            }
+            ["ns", ns, "sa", sa] if valid_segment(ns) && valid_segment(sa) => Ok(Self(Arc::new(Parts {
+                trust_domain: td.into(),
+                namespace: (*ns).into(),
+                service_account: (*sa).into(),
+            }))),
             _ => Err(InvalidIdentity::Path(format!("/{path}"))),
         }
     }

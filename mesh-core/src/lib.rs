@@ -1,8 +1,10 @@
 //! The request path's shared types, the floor every mesh layer stands on: the boxed body
-//! and local-reply bodies, the error helpers, what crosses layers in request and response
-//! extensions ([`ext`]), the SPIFFE [`Identity`], endpoints, request helpers (authority,
-//! host resolution, gRPC detection), the gRPC status names, one hasher, the randomness
-//! seam ([`roll`]), durations, and the CEL subset Telemetry filters are written in.
+//! and local-reply bodies, the error helpers and the typed leaf errors ([`error`]), every
+//! local reply the mesh makes and the one map from a failure to its reply ([`reply`]), what
+//! crosses layers in request and response extensions ([`ext`]), the SPIFFE [`Identity`],
+//! endpoints, request helpers (authority, host resolution, gRPC detection), the gRPC status
+//! codes ([`grpc`]), one hasher, the randomness seam ([`roll`]), durations, and the CEL
+//! subset Telemetry filters are written in.
 //!
 //! It holds no config machinery: the Istio and Gateway API model, its loader, validation,
 //! snapshots and sources are `mesh-config`, the Kubernetes source `mesh-k8s`. So a layer
@@ -27,6 +29,7 @@ pub mod ext;
 pub mod grpc;
 pub mod hash;
 pub mod identity;
+pub mod reply;
 pub mod request;
 pub mod roll;
 #[cfg(any(test, feature = "test-util"))]

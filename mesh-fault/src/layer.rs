@@ -7,8 +7,8 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
-use mesh_core::{body::LocalBody, ext::ResponseFlags};
+use http::{Request, Response};
+use mesh_core::{body::LocalBody, ext::ResponseFlags, reply::LocalReply, request::is_grpc};
 use pin_project_lite::pin_project;
 use tower::util::{Oneshot, ServiceExt};
 use tower_layer::Layer;
@@ -105,12 +105,12 @@ where
         let state = match (delay, abort) {
             (None, None) => State::Inner { fut: self.inner.call(req) },
             // The reservation `poll_ready` made stays with `self.inner` for the next call.
-            (None, Some(kind)) => State::Abort { kind: Some(kind), delayed: false },
+            (None, Some(kind)) => State::Abort { kind: Some(kind), delayed: false, grpc: is_grpc(&req) },
             // Forward through a clone after the sleep, so the delay holds no inner capacity.
             (Some(d), then) => State::Delayed {
                 sleep: tokio::time::sleep(d),
                 next: Some(match then {
-                    Some(kind) => Next::Abort(kind),
+                    Some(kind) => Next::Abort(kind, is_grpc(&req)),
                     None => Next::Forward(self.inner.clone(), req),
                 }),
             },
@@ -133,13 +133,13 @@ pin_project! {
         Inner { #[pin] fut: S::Future },
         Delayed { #[pin] sleep: tokio::time::Sleep, next: Option<Next<S, Req>> },
         Forward { #[pin] fut: Oneshot<S, Req> },
-        Abort { kind: Option<AbortKind>, delayed: bool },
+        Abort { kind: Option<AbortKind>, delayed: bool, grpc: bool },
     }
 }
 
 enum Next<S, Req> {
     Forward(S, Req),
-    Abort(AbortKind),
+    Abort(AbortKind, bool),
 }
 
 impl<S, ReqB, ResB> Future for ResponseFuture<S, Request<ReqB>>
@@ -159,14 +159,14 @@ where
                     ResponseFlags::add_to(rsp.extensions_mut(), ResponseFlags::DELAY_INJECTED);
                     return Poll::Ready(Ok(rsp));
                 }
-                StateProj::Abort { kind, delayed } => {
+                StateProj::Abort { kind, delayed, grpc } => {
                     let kind = kind.take().expect("polled after ready");
-                    return Poll::Ready(Ok(abort_response(kind, *delayed)));
+                    return Poll::Ready(Ok(abort_response(kind, *delayed, *grpc)));
                 }
                 StateProj::Delayed { sleep, next } => {
                     ready!(sleep.poll(cx));
                     match next.take().expect("polled after ready") {
-                        Next::Abort(kind) => state.set(State::Abort { kind: Some(kind), delayed: true }),
+                        Next::Abort(kind, grpc) => state.set(State::Abort { kind: Some(kind), delayed: true, grpc }),
                         Next::Forward(svc, req) => state.set(State::Forward { fut: svc.oneshot(req) }),
                     }
                 }
@@ -175,27 +175,11 @@ where
     }
 }
 
-/// Envoy's fault-filter answer.
-fn abort_response<B: LocalBody>(kind: AbortKind, delayed: bool) -> Response<B> {
-    let mut rsp = Response::new(B::from_static("fault filter abort"));
-    match kind {
-        AbortKind::Http(status) => {
-            *rsp.status_mut() = status;
-            rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        }
-        AbortKind::Grpc(code) => {
-            // Trailers-only gRPC response: the status travels in the headers.
-            *rsp.status_mut() = StatusCode::OK;
-            rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            rsp.headers_mut().insert("grpc-status", HeaderValue::from(code));
-            rsp.headers_mut().insert("grpc-message", HeaderValue::from_static("fault filter abort"));
-        }
-    }
-    let flags = if delayed {
-        ResponseFlags::FAULT_INJECTED | ResponseFlags::DELAY_INJECTED
-    } else {
-        ResponseFlags::FAULT_INJECTED
+/// Envoy's fault-filter answer, shaped for a gRPC caller or any other (mesh_core::reply).
+fn abort_response<B: LocalBody>(kind: AbortKind, delayed: bool, grpc: bool) -> Response<B> {
+    let status = match kind {
+        AbortKind::Http(status) => Ok(status),
+        AbortKind::Grpc(code) => Err(code),
     };
-    ResponseFlags::add_to(rsp.extensions_mut(), flags);
-    rsp
+    LocalReply::fault_abort(status, delayed).into_response(grpc)
 }

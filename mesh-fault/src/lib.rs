@@ -38,4 +38,4 @@ mod policy;
 mod tests;
 
 pub use layer::{Fault, FaultLayer, ResponseFuture};
-pub use policy::{Abort, AbortKind, Delay, FaultPolicy, InvalidFault, Percent, grpc_code, grpc_name};
+pub use policy::{Abort, AbortKind, Delay, FaultPolicy, InvalidFault, Percent};

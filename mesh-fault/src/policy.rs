@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::StatusCode;
 #[cfg(feature = "config")]
 use mesh_config::api::HttpFaultInjection;
-use mesh_core::roll::Roll;
+use mesh_core::{grpc::Code, roll::Roll};
 
 /// What to inject on one route.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,7 +40,7 @@ pub enum AbortKind {
     /// An HTTP status.
     Http(StatusCode),
     /// A gRPC status code (answered as HTTP 200 with `grpc-status`).
-    Grpc(u16),
+    Grpc(Code),
 }
 
 /// A percentage in 0..=100, validated once when config is loaded.
@@ -89,12 +89,6 @@ impl Percent {
     }
 }
 
-/// The numeric code of a gRPC status name (`UNAVAILABLE` is 14).
-pub fn grpc_code(name: &str) -> Option<u16> {
-    let code = mesh_core::grpc::STATUS_NAMES.iter().position(|n| *n == name)?;
-    u16::try_from(code).ok()
-}
-
 /// From Istio's `fault` block (feature `config`).
 #[cfg(feature = "config")]
 impl TryFrom<&HttpFaultInjection> for FaultPolicy {
@@ -133,7 +127,7 @@ impl TryFrom<&HttpFaultInjection> for FaultPolicy {
                             .ok_or(InvalidFault::Status(s))?,
                     ),
                     (None, Some(g)) => {
-                        AbortKind::Grpc(grpc_code(g).ok_or_else(|| InvalidFault::GrpcStatus(g.clone()))?)
+                        AbortKind::Grpc(Code::from_name(g).ok_or_else(|| InvalidFault::GrpcStatus(g.clone()))?)
                     }
                     (None, None) => return Err(InvalidFault::AbortKind),
                 };
@@ -143,9 +137,4 @@ impl TryFrom<&HttpFaultInjection> for FaultPolicy {
             .transpose()?;
         Ok(Self { delay, abort })
     }
-}
-
-/// The name of a gRPC status code (14 is `UNAVAILABLE`).
-pub fn grpc_name(code: u16) -> Option<&'static str> {
-    mesh_core::grpc::STATUS_NAMES.get(usize::from(code)).copied()
 }

@@ -57,7 +57,10 @@ async fn abort_short_circuits_with_envoys_answer() {
 
 #[tokio::test]
 async fn grpc_abort_is_trailers_only() {
-    let p = FaultPolicy { delay: None, abort: Some(Abort { kind: AbortKind::Grpc(14), percent: Percent::ALWAYS }) };
+    let p = FaultPolicy {
+        delay: None,
+        abort: Some(Abort { kind: AbortKind::Grpc(mesh_core::grpc::Code::Unavailable), percent: Percent::ALWAYS }),
+    };
     let svc =
         FaultLayer::new(p).layer(service_fn(|_: Request<()>| async { Ok::<_, ()>(Response::new(String::new())) }));
     let rsp = svc.oneshot(Request::new(())).await.unwrap();
@@ -165,7 +168,7 @@ fn config_semantics() {
     };
     let p = FaultPolicy::try_from(&cfg).unwrap();
     assert_eq!(p.delay.unwrap().percent.get(), 0.5);
-    assert_eq!(p.abort.unwrap().kind, AbortKind::Grpc(14));
+    assert_eq!(p.abort.unwrap().kind, AbortKind::Grpc(mesh_core::grpc::Code::Unavailable));
     let bad =
         HttpFaultInjection { delay: None, abort: Some(FaultAbort { http_status: Some(99), ..Default::default() }) };
     assert_eq!(FaultPolicy::try_from(&bad), Err(InvalidFault::Status(99)));

@@ -11,16 +11,17 @@ mod tests {
     use http::Request;
     use mesh_core::BoxBody;
     use mesh_mtls::connector::MeshConnector;
-    use mesh_route::layer::{ClientStackOver, HttpClient, RetryBody};
+    use mesh_route::layer::{HttpClient, RetryBody};
     use tower::Service;
 
-    type Client = ClientStackOver<HttpClient<RetryBody<BoxBody>, MeshConnector>>;
+    type Client = crate::client::HttpClientStack<MeshConnector>;
     type Fut<S> = <S as Service<Request<BoxBody>>>::Future;
 
     /// (name, size, budget in bytes) of the outbound path's futures, innermost first. The
     /// budgets are the sizes measured when they were set (2026-12-05), rounded up a little.
     fn outbound() -> Vec<(&'static str, usize, usize)> {
-        use mesh_route::layer::{Balance, Rescue, Retry, Router, Timeout};
+        use crate::edge::Rescue;
+        use mesh_route::layer::{Balance, Retry, Router, Timeout};
         type B = HttpClient<RetryBody<BoxBody>, MeshConnector>;
         type Bal = Balance<B>;
         type Ret = Retry<Bal>;

@@ -33,7 +33,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use mesh_core::{BoxBody, BoxError};
+use mesh_core::{BoxBody, BoxError, reply::REQUEST_TIMEOUT_HTTP1};
 use mesh_telemetry::metrics::{ListenerFamilies, ListenerStats};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -491,9 +491,6 @@ impl<B: Body> Body for Tracked<B> {
     }
 }
 
-/// The answer to a request head that took too long.
-const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
     FirstByte,
@@ -606,8 +603,8 @@ impl<IO: AsyncWrite + Unpin> Watched<IO> {
         loop {
             match self.ending {
                 Ending::Open | Ending::Closed => break,
-                Ending::Reply(at) if at < REQUEST_TIMEOUT.len() => {
-                    match Pin::new(&mut self.io).poll_write(cx, &REQUEST_TIMEOUT[at..]) {
+                Ending::Reply(at) if at < REQUEST_TIMEOUT_HTTP1.len() => {
+                    match Pin::new(&mut self.io).poll_write(cx, &REQUEST_TIMEOUT_HTTP1[at..]) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(n)) if n > 0 => self.ending = Ending::Reply(at + n),
                         Poll::Ready(_) => self.ending = Ending::Closed,

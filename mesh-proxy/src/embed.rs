@@ -47,7 +47,9 @@ use mesh_authz::layer::AuthzLayer;
 use mesh_config::api::Labels;
 use mesh_core::{BoxBody, BoxError, Identity, body::boxed};
 use mesh_mtls::accept::{AcceptError, ServerIo};
-use mesh_route::layer::{BalanceLayer, MeshClient, Rescue, RescueFuture, RescueLayer, RouterLayer};
+use mesh_route::layer::{BalanceLayer, RouterLayer};
+
+use crate::client::MeshClient;
 use mesh_telemetry::{access_log::AccessLog, layer::Reporter, metrics::MeshMetrics};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -398,9 +400,10 @@ impl MeshAcceptor {
     }
 }
 
-/// The client stack as a tower service over any request body.
+/// The client stack as a tower service over any request body. It never fails: a request it
+/// cannot send is answered with Envoy's local reply (`404 NR`, `503 UH`, ...).
 #[derive(Clone, Debug)]
-pub struct Client(BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>);
+pub struct Client(MeshClient);
 
 impl<B> Service<Request<B>> for Client
 where
@@ -408,11 +411,10 @@ where
     B::Error: Into<BoxError>,
 {
     type Response = Response<BoxBody>;
-    type Error = BoxError;
-    type Future =
-        <BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError> as Service<Request<BoxBody>>>::Future;
+    type Error = Infallible;
+    type Future = <MeshClient as Service<Request<BoxBody>>>::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)
     }
 
@@ -448,24 +450,18 @@ where
 
     fn layer(&self, app: S) -> Server {
         let app = BoxCloneSyncService::new(app.map_response(|r| r.map(boxed)).map_err(Into::into));
-        // The stack answers its own failures below the telemetry; Rescue on top only
-        // guarantees `Infallible` (for axum's `Router::layer`) without a second policy.
-        Server(RescueLayer::new().layer(inbound::stack_with(
-            &self.control,
-            self.guard,
-            self.telemetry.clone(),
-            self.authz.clone(),
-            app,
-        )))
+        // The stack answers its own failures at its edge, below the telemetry: it never
+        // fails (`Infallible`, as axum's `Router::layer` wants).
+        Server(inbound::stack_with(&self.control, self.guard, self.telemetry.clone(), self.authz.clone(), app))
     }
 }
 
 /// The server side around an app: any request body in, never an error out (a failure is
 /// a local reply, as at a sidecar).
 #[derive(Clone, Debug)]
-pub struct Server(Rescue<Inner>);
+pub struct Server(Inner);
 
-type Inner = BoxCloneSyncService<Request<BoxBody>, Response<BoxBody>, BoxError>;
+type Inner = inbound::Inbound<BoxBody>;
 
 impl<B> Service<Request<B>> for Server
 where
@@ -474,7 +470,7 @@ where
 {
     type Response = Response<BoxBody>;
     type Error = Infallible;
-    type Future = RescueFuture<<Inner as Service<Request<BoxBody>>>::Future, BoxBody>;
+    type Future = <Inner as Service<Request<BoxBody>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)

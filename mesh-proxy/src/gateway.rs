@@ -5,13 +5,14 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mesh_config::{
     Snapshot,
     api::{Kind, Resource, Server},
 };
-use mesh_core::BoxBody;
+use mesh_core::{BoxBody, reply::LocalReply};
 pub(crate) use mesh_mtls::gateway::Credentials;
 use mesh_mtls::peer_auth::Mode;
 use tokio::sync::watch;
@@ -338,12 +339,11 @@ pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<S
 fn https_redirect<B>(req: &Request<B>) -> Response<BoxBody> {
     let host = mesh_core::request::authority(req).unwrap_or("").split(':').next().unwrap_or("");
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut rsp = Response::new(mesh_core::body::empty());
-    *rsp.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
-        rsp.headers_mut().insert(header::LOCATION, v);
-    }
-    rsp
+    let reply = match HeaderValue::from_str(&format!("https://{host}{path}")) {
+        Ok(location) => LocalReply::redirect(StatusCode::MOVED_PERMANENTLY, location),
+        Err(_) => LocalReply::direct(StatusCode::MOVED_PERMANENTLY, Bytes::new(), HeaderMap::new()),
+    };
+    reply.into_response(mesh_core::request::is_grpc(req))
 }
 
 #[cfg(test)]

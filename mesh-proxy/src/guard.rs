@@ -1,6 +1,7 @@
 //! The edge of every listener: what hyper's parser lets through but a proxy must not
 //! forward. Requests the next hop could read another way and bodies over the limit get a
-//! clear 4xx here, before any policy runs.
+//! clear 4xx here (mesh_core::reply's `bad_request` and `payload_too_large`, which close the
+//! connection), before any policy runs.
 //!
 //! A case variant of a standard method (`delete`, `Get`) is refused with 400 before any
 //! policy runs (mesh-authz's `method_case_variant`). An HTTP/1.x request in absolute form
@@ -20,11 +21,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use mesh_authz::policy::method_case_variant;
 use mesh_core::{
     BoxBody, BoxError,
     body::{BodyFault, DownstreamBody, boxed},
+    reply::LocalReply,
 };
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -58,31 +60,22 @@ pub struct Guard<S> {
     max_body: u64,
 }
 
-/// Why a request was refused at the edge.
-fn refuse(status: StatusCode, why: &'static str) -> Response<BoxBody> {
-    let mut rsp = Response::new(mesh_core::body::full(Bytes::from_static(why.as_bytes())));
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    rsp
-}
-
 /// The reason to refuse a request, if any.
-fn check<B>(req: &Request<B>, max_body: u64) -> Option<Response<BoxBody>> {
+fn check<B>(req: &Request<B>, max_body: u64) -> Option<LocalReply> {
     let h = req.headers();
     if req.extensions().get::<AmbiguousLength>().is_some() {
-        return Some(refuse(StatusCode::BAD_REQUEST, "bad request: both Content-Length and Transfer-Encoding\n"));
+        return Some(LocalReply::bad_request("both Content-Length and Transfer-Encoding"));
     }
     if h.get_all(header::HOST).iter().nth(1).is_some() {
-        return Some(refuse(StatusCode::BAD_REQUEST, "bad request: more than one Host header\n"));
+        return Some(LocalReply::bad_request("more than one Host header"));
     }
     if let Some(m) = method_case_variant(req.method()) {
         tracing::debug!(method = %req.method(), standard = m, "refused: a case variant of a standard method");
-        return Some(refuse(StatusCode::BAD_REQUEST, "bad request: method names are case-sensitive\n"));
+        return Some(LocalReply::bad_request("method names are case-sensitive"));
     }
     let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if max_body > 0 && length.is_some_and(|n| n > max_body) {
-        return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"));
+        return Some(LocalReply::payload_too_large());
     }
     None
 }
@@ -92,18 +85,18 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     S: Service<Request<BoxBody>, Response = Response<BoxBody>>,
-    S::Error: Into<BoxError>,
 {
     type Response = Response<BoxBody>;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = GuardFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Some(rsp) = check(&req, self.max_body) {
+        if let Some(reply) = check(&req, self.max_body) {
+            let rsp = reply.into_response(mesh_core::request::is_grpc(&req));
             return GuardFuture { state: GuardState::Refused { rsp: Some(rsp) } };
         }
         // An HTTP/1.x target in absolute form names the authority; a proxy ignores `Host`
@@ -150,14 +143,13 @@ pin_project! {
 impl<F, E> Future for GuardFuture<F>
 where
     F: Future<Output = Result<Response<BoxBody>, E>>,
-    E: Into<BoxError>,
 {
-    type Output = Result<Response<BoxBody>, BoxError>;
+    type Output = Result<Response<BoxBody>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             GuardProj::Refused { rsp } => Poll::Ready(Ok(rsp.take().expect("polled after completion"))),
-            GuardProj::Inner { fut } => fut.poll(cx).map_err(Into::into),
+            GuardProj::Inner { fut } => fut.poll(cx),
         }
     }
 }

@@ -22,8 +22,10 @@
 mod admin;
 mod assertions;
 mod cli;
+pub mod client;
 mod compiled;
 pub mod conn;
+pub mod edge;
 pub mod embed;
 mod error;
 mod framing;

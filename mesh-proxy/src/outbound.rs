@@ -4,6 +4,8 @@
 //! `reporter="source"`, then the client stack (route, fault, timeout, retry, balance,
 //! pooled mTLS connections).
 
+use std::convert::Infallible;
+
 use http::{Request, Response, header::HeaderName};
 use hyper::body::Incoming;
 use mesh_core::{BoxBody, BoxError, body::boxed};
@@ -14,7 +16,7 @@ use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
 /// The outbound stack as one service, for requests with body `B` (hyper's `Incoming` in the
 /// sidecar).
-pub type Outbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, BoxError>;
+pub type Outbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, Infallible>;
 
 /// Headers meant for the proxy itself, never forwarded (RFC 9110 §7.6.1 and the
 /// non-standard `Proxy-Connection` some clients still send).
@@ -29,14 +31,17 @@ fn strip_proxy_headers(mut req: Request<BoxBody>) -> Request<BoxBody> {
 }
 
 /// The outbound stack: the edge guard, proxy headers stripped, telemetry as the source,
-/// then the client stack (unboxed, e.g. mesh-route's `ClientStackOver`: the type is erased
-/// once, here, not once more inside).
+/// then the client stack (unboxed, [`crate::client::ClientStack`], whose edge answers every
+/// failure: the type is erased once, here, not once more inside).
 pub fn stack<B, S>(guard: GuardLayer, telemetry: TelemetryLayer, client: S) -> Outbound<B>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    S: tower::Service<Request<BoxBody>, Response = Response<BoxBody>> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
+    S: tower::Service<Request<BoxBody>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
 {
     let svc = ServiceBuilder::new()

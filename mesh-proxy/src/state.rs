@@ -22,9 +22,7 @@ use mesh_mtls::{
     store::CertStore,
 };
 use mesh_route::{
-    layer::{
-        BalanceLayer, ClientStackOver, HttpClient, MeshClient, RetryBody, RetryLayer, RouterLayer, client_stack_unboxed,
-    },
+    layer::{BalanceLayer, RetryLayer, RouterLayer},
     policy::ProxyContext,
 };
 use mesh_telemetry::{
@@ -35,7 +33,11 @@ use mesh_telemetry::{
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 
-use crate::{MeshError, compiled::CompiledConfig};
+use crate::{
+    MeshError,
+    client::{ClientBuilder, HttpClientStack, MeshClient},
+    compiled::CompiledConfig,
+};
 
 /// Workload certificates live a day (Istio's `SECRET_TTL`) and are re-issued after two
 /// thirds of their life; `--cert-ttl` sets it.
@@ -408,9 +410,9 @@ impl WorkloadMesh {
         MeshConnector::mtls(self.store.clone(), self.roots.clone(), self.control.naming.clone())
     }
 
-    /// The client stack (route, fault, timeout, retry, balance, pooled connections).
+    /// The client stack (route, fault, timeout, retry, balance, pooled mTLS connections).
     pub(crate) fn client(&self, route: RouterLayer, connector: &MeshConnector, balance: &BalanceLayer) -> MeshClient {
-        tower::util::BoxCloneSyncService::new(self.client_unboxed(route, connector, balance))
+        MeshClient::new(self.client_unboxed(route, connector, balance))
     }
 
     /// [`WorkloadMesh::client`], unboxed: for a stack that erases its type once, at its edge.
@@ -419,13 +421,10 @@ impl WorkloadMesh {
         route: RouterLayer,
         connector: &MeshConnector,
         balance: &BalanceLayer,
-    ) -> ClientStackOver<HttpClient<RetryBody<mesh_core::BoxBody>, MeshConnector>> {
-        client_stack_unboxed(
-            route,
-            connector.clone(),
-            connector.clone().http1_only(),
-            balance.clone(),
-            RetryLayer::per_route().with_on_retry(self.metrics.proxy.retry_hook()),
-        )
+    ) -> HttpClientStack<MeshConnector> {
+        ClientBuilder::with_router(route)
+            .balance(balance.clone())
+            .retry(RetryLayer::per_route().with_on_retry(self.metrics.proxy.retry_hook()))
+            .connect(connector.clone(), connector.clone().http1_only())
     }
 }

@@ -23,10 +23,10 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use mesh_config::registry::Endpoint;
 use mesh_core::Identity;
+use mesh_core::ext::ResponseFlags;
 use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
 use mesh_route::{
-    error::Overflow,
     layer::BalanceLayer,
     policy::{Target, cluster::Cluster},
 };
@@ -129,7 +129,7 @@ impl Outbound {
         active.idle().await;
     }
 
-    fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: &str) -> TcpLabels {
+    fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: ResponseFlags) -> TcpLabels {
         TcpLabels::source(&WorkloadInfo::from(&self.control.me), &cluster.service, endpoint, flags)
     }
 
@@ -149,12 +149,12 @@ impl Outbound {
         // The HTTP balancer's endpoint choice, state and mTLS rule; a refused connect moves
         // on to another endpoint, up to three tries, and counts for outlier detection.
         let mut tried = Vec::new();
-        let mut flags = "UF";
+        let mut flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
         while tried.len() < 3 {
             let pick = match self.balance.pick_connection(&cluster, Some(peer.ip()), &tried) {
                 Ok(pick) => pick,
                 Err(e) => {
-                    flags = if mesh_core::is_caused_by::<Overflow>(&*e) { "UO" } else { "UH" };
+                    flags = ResponseFlags::of(&*e); // UH, UO
                     break;
                 }
             };
@@ -176,7 +176,7 @@ impl Outbound {
                 }
             };
             pick.connected();
-            let labels = self.labels(&cluster, Some(pick.endpoint()), "-");
+            let labels = self.labels(&cluster, Some(pick.endpoint()), ResponseFlags::NONE);
             self.metrics.tcp_opened(&labels);
             let mut upstream = TokioIo::new(upstream);
             let (received, sent) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await.unwrap_or((0, 0));
@@ -212,7 +212,7 @@ pub(crate) fn inbound(
                 }
                 Err(e) => {
                     tracing::warn!(%app, error = %e, "tcp: the app refused the connection");
-                    let labels = labels.with_flags("UF");
+                    let labels = labels.with_flags(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
                     metrics.tcp_opened(&labels);
                     metrics.tcp_closed(&labels, 0, 0);
                 }

@@ -11,7 +11,8 @@
 //!   while compiling: a route whose blocks all fall away disappears.
 //! - At sidecars only the oldest VirtualService for a host is used (Istio merges only at
 //!   gateways); the others are reported in `RouteTable::warnings`.
-//! - Local replies use Envoy's statuses, bodies and response flags: 404 `NR`, 503 `NC`,
+//! - Failures are answered (by the edge, `mesh_core::reply`) with Envoy's statuses, bodies
+//!   and response flags: 404 `NR`, 503 `NC`,
 //!   503 `UH` (`no healthy upstream`), 503 `UF`, 503 `UO` (with `x-envoy-overloaded`),
 //!   504 `UT` (`upstream request timeout`), `URX` when retries ran out.
 //!
@@ -58,9 +59,12 @@
 //!
 //! # From Istio config
 //! With `config`, [`policy::RouteTable::compile`] builds one proxy's table from a snapshot and
-//! the registry, and [`layer::client_stack`] calls services by name
-//! (`http://ratings:9080/...`) with routing, faults, timeouts, retries and load balancing.
+//! the registry, and [`layer::RouterLayer`] routes by it. The whole client stack that calls
+//! services by name (`http://ratings:9080/...`: routing, faults, timeouts, retries, load
+//! balancing) is composed in `mesh-proxy` (`mesh_proxy::client::ClientBuilder`), as is the
+//! edge that answers failures: these layers fail with the typed leaf errors of
+//! `mesh_core::error`, which `mesh_core::reply::LocalReply::for_error` maps to Envoy's
+//! local replies.
 
-pub mod error;
 pub mod layer;
 pub mod policy;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use mesh_core::{
-    BoxError, Labels,
+    Labels,
     ext::{PeerIdentity, ResponseFlags, RouteDecision, UpstreamEndpoint},
     request::resolve_host,
 };
@@ -407,15 +407,14 @@ struct RequestSide {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Telemetry<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Into<BoxError>,
     ReqB: Body,
 {
     type Response = Response<TelemetryBody<ResB>>;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
@@ -529,9 +528,8 @@ pin_project! {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
 {
-    type Output = Result<Response<TelemetryBody<B>>, BoxError>;
+    type Output = Result<Response<TelemetryBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -549,7 +547,7 @@ where
                 let mut done = pending.resolve(None, ResponseFlags::default());
                 done.code_zero();
                 done.finish(0);
-                Err(e.into())
+                Err(e)
             }
         })
     }

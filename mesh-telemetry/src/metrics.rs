@@ -10,7 +10,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use crate::{histogram::AtomicHistogram as Histogram, layer::WorkloadInfo};
-use mesh_core::{Identity, endpoint::Endpoint, hash::FxBuildHasher};
+use mesh_core::{Identity, endpoint::Endpoint, ext::ResponseFlags, hash::FxBuildHasher};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -147,9 +147,9 @@ pub struct TcpLabels {
 
 impl TcpLabels {
     /// A connection this workload opened (`reporter="source"`) to `service`, through
-    /// `endpoint` when one was chosen, with Envoy's `flags` (`-`, `UF`, `UH`). The callee's
+    /// `endpoint` when one was chosen, with Envoy's `flags` (none, `UF`, `UH`). The callee's
     /// principal is its service account in `me`'s trust domain.
-    pub fn source(me: &WorkloadInfo, service: &str, endpoint: Option<&Endpoint>, flags: &str) -> Self {
+    pub fn source(me: &WorkloadInfo, service: &str, endpoint: Option<&Endpoint>, flags: ResponseFlags) -> Self {
         let unknown = || UNKNOWN.to_string();
         Self {
             reporter: "source".into(),
@@ -162,7 +162,7 @@ impl TcpLabels {
             destination_service: service.to_string(),
             destination_service_name: short_name(service),
             request_protocol: "tcp".into(),
-            response_flags: flags.into(),
+            response_flags: flags.to_string(),
             connection_security_policy: UNKNOWN.into(),
         }
     }
@@ -190,8 +190,8 @@ impl TcpLabels {
 
     /// The same connection with other response flags.
     #[must_use]
-    pub fn with_flags(self, flags: &str) -> Self {
-        Self { response_flags: flags.into(), ..self }
+    pub fn with_flags(self, flags: ResponseFlags) -> Self {
+        Self { response_flags: flags.to_string(), ..self }
     }
 }
 
@@ -690,7 +690,7 @@ mod tests {
         let labels = mesh_config::api::Labels::from([("app".to_string(), "reviews".to_string())]);
         let me =
             WorkloadInfo::new("reviews-v1", "default", &labels, Some("spiffe://td.example/ns/default/sa/r".into()));
-        let out = TcpLabels::source(&me, "db.data.svc.cluster.local", None, "UF");
+        let out = TcpLabels::source(&me, "db.data.svc.cluster.local", None, ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
         assert_eq!(
             (out.reporter.as_str(), out.source_principal.as_str(), out.destination_service_name.as_str()),
             ("source", "spiffe://td.example/ns/default/sa/r", "db")
@@ -703,7 +703,7 @@ mod tests {
             ("web", "mutual_tls")
         );
         assert_eq!((inn.destination_service_name.as_str(), inn.response_flags.as_str()), ("reviews", "-"));
-        let plain = TcpLabels::destination(&me, None, None).with_flags("UF");
+        let plain = TcpLabels::destination(&me, None, None).with_flags(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
         assert_eq!(
             (
                 plain.source_principal.as_str(),

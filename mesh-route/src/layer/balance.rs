@@ -29,13 +29,11 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{
-    error::{ConnectFailure, EndpointError, NoCluster, NoHealthyUpstream, Overflow, PerTryTimeout},
-    policy::{
-        Target,
-        cluster::{Cluster, HashKey, LbPolicy, OutlierPolicy},
-    },
+use crate::policy::{
+    Target,
+    cluster::{Cluster, HashKey, LbPolicy, OutlierPolicy},
 };
+use mesh_core::error::{ConnectFailure, EndpointError, NoCluster, NoHealthyUpstream, Overflow, PerTryTimeout};
 
 /// Endpoints already tried for this request (set by the retry layer).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

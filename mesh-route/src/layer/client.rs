@@ -23,7 +23,7 @@ use mesh_core::{BoxBody, BoxError, body::boxed};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::error::ConnectFailure;
+use mesh_core::error::ConnectFailure;
 use mesh_core::request::is_grpc;
 
 /// A pooled hyper client (keep-alive; HTTP/2 when the connector negotiates it by ALPN)

@@ -29,10 +29,10 @@ use tower_service::Service;
 
 use super::balance::TriedHosts;
 use crate::{
-    error::{ConnectFailure, EndpointError, PerTryTimeout, RetriesExhausted},
     policy::retry::{RetryPolicy, TryFailure},
     policy::{Target, cluster::RetryBudgetLimit},
 };
+use mesh_core::error::{ConnectFailure, EndpointError, PerTryTimeout, RetriesExhausted};
 
 /// Request bodies larger than this are not retried (Istio's default cap is 64 KiB).
 pub const DEFAULT_MAX_REPLAY_BYTES: u64 = 64 * 1024;

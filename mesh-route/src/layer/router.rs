@@ -15,7 +15,10 @@ use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_core::{
     BoxBody, BoxError,
     body::LocalBody,
+    error::RouteNotFound,
     ext::{DownstreamTls, RouteDecision},
+    reply::LocalReply,
+    request::is_grpc,
 };
 use pin_project_lite::pin_project;
 use tower::{ServiceExt, util::BoxCloneSyncService};
@@ -23,13 +26,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{table::TableHandle, timeout::RouteTimeoutSetting};
-use crate::{
-    error::RouteNotFound,
-    policy::{
-        RouteOutcome,
-        action::{Action, Cors, HeaderOpsSide, RouteRule, Target},
-        matching::RequestInfo,
-    },
+use crate::policy::{
+    RouteOutcome,
+    action::{Action, Cors, HeaderOpsSide, RouteRule, Target},
+    matching::RequestInfo,
 };
 
 /// Where mirrored copies go: a stack that takes a request with a [`Target`] in its
@@ -156,6 +156,7 @@ where
             RouteOutcome::Matched(_, route, block) => (route, block),
         };
         let matched_prefix = block.and_then(|b| b.uri_prefix.as_deref());
+        let grpc = is_grpc(&req);
         let mut decision = RouteDecision {
             virtual_service: route.virtual_service.clone(),
             route_index: route.index,
@@ -166,24 +167,30 @@ where
         if let Some(cors) = &route.cors {
             match cors.preflight(info.method, info.headers) {
                 Some(Ok(headers)) => {
-                    return RouteFuture::ready(Ok(local(StatusCode::OK, Bytes::new(), headers, decision)));
+                    return RouteFuture::ready(Ok(local(
+                        LocalReply::direct(StatusCode::OK, Bytes::new(), headers),
+                        grpc,
+                        decision,
+                    )));
                 }
                 Some(Err(false)) => {
-                    return RouteFuture::ready(Ok(local(StatusCode::OK, Bytes::new(), HeaderMap::new(), decision)));
+                    let reply = LocalReply::direct(StatusCode::OK, Bytes::new(), HeaderMap::new());
+                    return RouteFuture::ready(Ok(local(reply, grpc, decision)));
                 }
                 Some(Err(true)) | None => {}
             }
         }
         let targets = match &route.action {
             Action::Redirect(r) => {
-                let mut headers = HeaderMap::new();
-                if let Ok(v) = HeaderValue::from_str(&r.location(&info, matched_prefix)) {
-                    headers.insert(header::LOCATION, v);
-                }
-                return RouteFuture::ready(Ok(local(r.status, Bytes::new(), headers, decision)));
+                let reply = match HeaderValue::from_str(&r.location(&info, matched_prefix)) {
+                    Ok(location) => LocalReply::redirect(r.status, location),
+                    Err(_) => LocalReply::direct(r.status, Bytes::new(), HeaderMap::new()),
+                };
+                return RouteFuture::ready(Ok(local(reply, grpc, decision)));
             }
             Action::DirectResponse(d) => {
-                return RouteFuture::ready(Ok(local(d.status, d.body.clone(), HeaderMap::new(), decision)));
+                let reply = LocalReply::direct(d.status, d.body.clone(), HeaderMap::new());
+                return RouteFuture::ready(Ok(local(reply, grpc, decision)));
             }
             Action::Forward(targets) => targets,
         };
@@ -192,7 +199,8 @@ where
             // A Gateway API rule with no backend weight left, or whose pick fell on an
             // invalid backendRef: the spec's 500, a configured outcome.
             if targets.answers_500() {
-                let rsp = local(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), HeaderMap::new(), decision);
+                let reply = LocalReply::direct(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), HeaderMap::new());
+                let rsp = local(reply, grpc, decision);
                 return RouteFuture::ready(Ok(rsp));
             }
             let err = RouteNotFound { authority: info.authority.to_string() };
@@ -255,10 +263,10 @@ where
     }
 }
 
-fn local<B: LocalBody>(status: StatusCode, body: Bytes, headers: HeaderMap, decision: RouteDecision) -> Response<B> {
-    let mut rsp = Response::new(B::from_bytes(body));
-    *rsp.status_mut() = status;
-    *rsp.headers_mut() = headers;
+/// A configured outcome (a redirect, a direct response, a CORS preflight), with the decision
+/// that made it for telemetry.
+fn local<B: LocalBody>(reply: LocalReply, grpc: bool, decision: RouteDecision) -> Response<B> {
+    let mut rsp = reply.into_response(grpc);
     rsp.extensions_mut().insert(decision);
     rsp
 }

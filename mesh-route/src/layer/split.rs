@@ -6,8 +6,9 @@
 //! with a weight are polled in turn, so one slow backend never holds the split up while
 //! another can take the request. `call` sends to the one chosen. A clone has chosen
 //! nothing: it becomes ready on its own. A weight of 0 is never chosen; a split whose
-//! weights are all 0 fails readiness with [`NoWeightedBackend`] (the router answers that
-//! case with 500, as Envoy does for a cluster with no weight).
+//! weights are all 0 fails readiness with [`NoWeightedBackend`], which the edge answers
+//! 503 `NC` (no cluster to send to; the router answers Gateway API backendRefs that leave
+//! no weight with the spec's 500 itself).
 //!
 //! ```
 //! # use std::convert::Infallible;
@@ -31,15 +32,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use mesh_core::BoxError;
 use mesh_core::roll::{Roll, ThreadRoll};
+use mesh_core::{BoxError, error::NoWeightedBackend};
 use pin_project_lite::pin_project;
 use tower_service::Service;
-
-/// No backend has a weight above 0.
-#[derive(Clone, Copy, Debug, Default, thiserror::Error)]
-#[error("no backend has a weight above 0")]
-pub struct NoWeightedBackend;
 
 /// See the module docs.
 #[derive(Debug)]

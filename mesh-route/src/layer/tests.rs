@@ -30,10 +30,22 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_test::mock;
 
 use super::*;
-use crate::{
-    error::{NoCluster, NoHealthyUpstream, Overflow, RouteNotFound, RouteTimeout},
-    policy::{ProxyContext, RouteTable, action::Target, retry::RetryPolicy},
-};
+use crate::policy::{ProxyContext, RouteTable, action::Target, retry::RetryPolicy};
+use mesh_core::error::NoCluster;
+
+/// The edge as mesh-proxy applies it above these layers (`mesh_proxy::edge`): a failure
+/// becomes its local reply, so a test reads the status a caller would see.
+fn edge<S, Req, B>(svc: S) -> impl Service<Req, Response = Response<B>, Error = BoxError, Future: Send> + Clone
+where
+    S: Service<Req, Response = Response<B>, Future: Send> + Clone,
+    S::Error: Into<BoxError>,
+    BoxError: From<S::Error>,
+    B: mesh_core::body::LocalBody,
+{
+    tower::util::MapResult::new(svc, |r: Result<Response<B>, S::Error>| -> Result<Response<B>, BoxError> {
+        Ok(r.unwrap_or_else(|e| mesh_core::reply::LocalReply::for_error(&*e.into()).into_response(false)))
+    })
+}
 
 fn flags<B>(rsp: &Response<B>) -> String {
     rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string()
@@ -59,7 +71,7 @@ fn request_with<T: Clone + Send + Sync + 'static>(ext: T) -> Request<Full<Bytes>
 #[tokio::test(start_paused = true)]
 async fn route_timeout_fires_and_is_504_ut() {
     let (svc, mut handle) = mock::pair::<Request<()>, Response<BoxBody>>();
-    let mut svc = RescueLayer::new().layer(TimeoutLayer::per_route().layer(svc));
+    let mut svc = edge(TimeoutLayer::per_route().layer(svc));
     handle.allow(1);
     let mut req = Request::new(());
     req.extensions_mut().insert(RouteTimeoutSetting(Duration::from_millis(500)));
@@ -78,7 +90,7 @@ async fn route_timeout_fires_and_is_504_ut() {
 #[tokio::test(start_paused = true)]
 async fn a_fixed_timeout_alone_and_the_routes_before_it() {
     let (svc, mut handle) = mock::pair::<Request<()>, Response<BoxBody>>();
-    let mut svc = RescueLayer::new().layer(TimeoutLayer::new(Duration::from_secs(2)).layer(svc));
+    let mut svc = edge(TimeoutLayer::new(Duration::from_secs(2)).layer(svc));
     handle.allow(2);
     // No route setting: the layer's own 2 s.
     let mut fut = task::spawn(svc.ready().await.unwrap().call(Request::new(())));
@@ -193,7 +205,7 @@ async fn per_try_timeout_is_retried_under_5xx_only() {
     assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (200, 2));
 
     calls.store(0, Ordering::SeqCst);
-    let svc = RescueLayer::new().layer(RetryLayer::per_route().layer(upstream));
+    let svc = edge(RetryLayer::per_route().layer(upstream));
     let rsp: Response<BoxBody> = svc
         .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "connect-failure"}"#)))
         .await
@@ -292,7 +304,7 @@ fn table() -> TableHandle {
 }
 
 /// The stack above the client, with an echoing upstream that reports where it was sent.
-fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = Infallible> + Clone {
+fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone {
     let upstream = service_fn(|req: Request<RetryBody<Full<Bytes>>>| async move {
         let text = format!(
             "{} {} host={} x-route={} x-drop={}",
@@ -305,7 +317,7 @@ fn stack() -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, E
         Ok::<_, BoxError>(Response::new(mesh_core::body::full(text)))
     });
     tower::ServiceBuilder::new()
-        .layer(RescueLayer::new())
+        .layer(tower::layer::layer_fn(edge))
         .layer(RouterLayer::new(table()))
         .layer(mesh_fault::FaultLayer::per_route())
         .layer(TimeoutLayer::per_route())
@@ -407,36 +419,9 @@ async fn local_replies_for_failures() {
 }
 
 #[tokio::test]
-async fn rescue_maps_every_error() {
-    let cases: Vec<(BoxError, u16, &str, &str)> = vec![
-        (Box::new(RouteNotFound { authority: "a".into() }), 404, "NR", ""),
-        (Box::new(NoCluster { cluster: "c".into() }), 503, "NC", ""),
-        (Box::new(NoHealthyUpstream { cluster: "c".into() }), 503, "UH", "no healthy upstream"),
-        (
-            Box::new(Overflow { cluster: "c".into() }),
-            503,
-            "UO",
-            "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-        ),
-        (Box::new(RouteTimeout), 504, "UT", "upstream request timeout"),
-    ];
-    for (err, status, flag, body) in cases {
-        let rsp: Response<BoxBody> = local_reply(&*err, false);
-        assert_eq!((rsp.status().as_u16(), flags(&rsp)), (status, flag.to_string()));
-        if flag == "UO" {
-            assert_eq!(rsp.headers()["x-envoy-overloaded"], "true");
-        }
-        assert_eq!(text(rsp).await, body);
-        let grpc: Response<BoxBody> = local_reply(&*err, true);
-        assert_eq!(grpc.status(), 200);
-        assert_eq!(grpc.headers()["grpc-status"], if status == 404 { "12" } else { "14" });
-    }
-}
-
-#[tokio::test]
 async fn connection_pool_overflow_is_503_uo() {
     let (inner, mut handle) = mock::pair::<Request<Full<Bytes>>, Response<BoxBody>>();
-    let mut svc = RescueLayer::new().layer(RouterLayer::new(table()).layer(BalanceLayer::new().layer(inner)));
+    let mut svc = edge(RouterLayer::new(table()).layer(BalanceLayer::new().layer(inner)));
     handle.allow(2);
     let mut first = task::spawn(svc.ready().await.unwrap().call(get("/api")));
     assert_pending!(first.poll());
@@ -525,9 +510,9 @@ fn pool_stack(
     policy: &str,
     bad: bool,
     balance: BalanceLayer,
-) -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = Infallible> + Clone {
+) -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone {
     tower::ServiceBuilder::new()
-        .layer(RescueLayer::new())
+        .layer(tower::layer::layer_fn(edge))
         .layer(RouterLayer::new(cluster_table(policy)))
         .layer(RetryLayer::per_route())
         .layer(balance)
@@ -544,7 +529,7 @@ fn pool_get(headers: &[(&'static str, &'static str)], path: &str) -> Request<Ful
 
 async fn endpoint_of<S>(svc: &S, req: Request<Full<Bytes>>) -> String
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = Infallible> + Clone,
+    S: Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone,
 {
     let rsp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(rsp.headers()["x-dest-rsp"], "yes", "destination-level response headers");
@@ -582,7 +567,7 @@ async fn least_request_avoids_the_busy_endpoint() {
     // Endpoint .1 holds requests; the others answer at once.
     let (inner, mut handle) = mock::pair::<Request<RetryBody<Full<Bytes>>>, Response<BoxBody>>();
     let svc =
-        RescueLayer::new().layer(RouterLayer::new(cluster_table("{}")).layer(
+        edge(RouterLayer::new(cluster_table("{}")).layer(
             RetryLayer::per_route().layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(5))).layer(inner)),
         ));
     handle.allow(1000);
@@ -722,7 +707,7 @@ spec:
         Ok::<_, BoxError>(Response::new(mesh_core::body::full(format!("{} {target}", req.uri().path()))))
     });
     let svc = tower::ServiceBuilder::new()
-        .layer(RescueLayer::new())
+        .layer(tower::layer::layer_fn(edge))
         .layer(RouterLayer::new(table).with_mirror(sink))
         .service(upstream);
     let req =

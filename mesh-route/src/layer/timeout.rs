@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::RouteTimeout;
+use mesh_core::error::RouteTimeout;
 
 /// The route's timeout, put in the request extensions by the router.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

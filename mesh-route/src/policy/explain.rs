@@ -7,7 +7,7 @@ use super::{
     action::{Action, RouteRule},
     matching::RequestInfo,
 };
-use mesh_fault::{AbortKind, grpc_name};
+use mesh_fault::AbortKind;
 
 /// The decision for one request.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -161,7 +161,7 @@ impl Explanation {
                 abort: f.abort.map(|a| {
                     let (http_status, grpc_status) = match a.kind {
                         AbortKind::Http(s) => (Some(s.as_u16()), None),
-                        AbortKind::Grpc(c) => (None, Some(grpc_name(c).map_or_else(|| c.to_string(), str::to_string))),
+                        AbortKind::Grpc(c) => (None, Some(c.name().to_string())),
                     };
                     ExplainedAbort { http_status, grpc_status, percent: a.percent.get() }
                 }),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use mesh_config::api::HttpRetry;
+use mesh_core::grpc::Code;
 
 /// Conditions under which a try is retried (Envoy's `x-envoy-retry-on` names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct RetryOn {
     /// Statuses from `retriable-status-codes` and numeric entries.
     pub status_codes: Vec<u16>,
     /// gRPC status codes (`cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`).
-    pub grpc_codes: Vec<u16>,
+    pub grpc_codes: Vec<Code>,
     /// `envoy-ratelimited`: a response carrying `x-envoy-ratelimited`.
     pub envoy_ratelimited: bool,
     /// `retriable-headers`: a response carrying a header the request named in
@@ -71,11 +72,9 @@ impl RetryOn {
             "envoy-ratelimited" => r.envoy_ratelimited = true,
             "retriable-headers" => r.retriable_headers = true,
             "http3-post-connect-failure" => r.http3_post_connect_failure = true,
-            "cancelled" => r.grpc_codes.push(1),
-            "deadline-exceeded" => r.grpc_codes.push(4),
-            "resource-exhausted" => r.grpc_codes.push(8),
-            "internal" => r.grpc_codes.push(13),
-            "unavailable" => r.grpc_codes.push(14),
+            g @ ("cancelled" | "deadline-exceeded" | "resource-exhausted" | "internal" | "unavailable") => {
+                r.grpc_codes.extend(Code::ALL.iter().copied().find(|c| c.retry_on_name() == g));
+            }
             other => match other.parse::<u16>() {
                 Ok(code) if (100..=599).contains(&code) => r.status_codes.push(code),
                 _ => return false,
@@ -91,7 +90,7 @@ impl RetryOn {
             || (self.gateway_error && matches!(status, 502..=504))
             || (self.retriable_4xx && status == 409)
             || self.status_codes.contains(&status)
-            || grpc_status.is_some_and(|g| self.grpc_codes.contains(&g))
+            || grpc_status.and_then(Code::from_u16).is_some_and(|g| self.grpc_codes.contains(&g))
     }
 
     /// Whether an upstream response is retried for its headers (`envoy-ratelimited`,

@@ -1,6 +1,5 @@
-//! The client stack against real hyper servers on loopback.
-// The loader and route table need the default feature `config`.
-#![cfg(feature = "config")]
+//! The client stack (mesh-route's layers as mesh-proxy composes them) against real hyper
+//! servers on loopback.
 
 use std::sync::LazyLock;
 
@@ -28,12 +27,13 @@ use mesh_config::{
 use mesh_core::roll::SeededRoll;
 use mesh_core::{BoxBody, ext::ResponseFlags};
 use mesh_fault::FaultLayer;
+use mesh_proxy::client::{ClientBuilder, MeshClient};
 use mesh_route::{
-    layer::*,
+    layer::{BalanceLayer, RouterLayer, TableHandle, follow},
     policy::{ProxyContext, RouteTable},
 };
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 /// An upstream that answers `name` (and counts requests); `fail_every` > 0 makes every
 /// n-th request a 503.
@@ -101,6 +101,11 @@ fn get(url: &str, user: Option<&str>) -> Request<BoxBody> {
     b.body(mesh_core::body::empty()).unwrap()
 }
 
+/// The client stack over pooled plaintext connections.
+fn mesh_client(table: TableHandle) -> MeshClient {
+    MeshClient::new(ClientBuilder::new(table).http())
+}
+
 async fn send(svc: &MeshClient, req: Request<BoxBody>) -> (u16, String, String) {
     let rsp = svc.clone().oneshot(req).await.unwrap();
     let flags = rsp.extensions().get::<ResponseFlags>().copied().unwrap_or_default().to_string();
@@ -112,14 +117,10 @@ async fn send(svc: &MeshClient, req: Request<BoxBody>) -> (u16, String, String) 
 /// The client stack, with seeded randomness.
 fn seeded_stack(table: TableHandle, seed: u64) -> MeshClient {
     MeshClient::new(
-        ServiceBuilder::new()
-            .layer(RescueLayer::new())
-            .layer(RouterLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
-            .layer(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
-            .layer(TimeoutLayer::per_route())
-            .layer(RetryLayer::per_route())
-            .layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
-            .service(HttpClient::new()),
+        ClientBuilder::with_router(RouterLayer::new(table).with_rng(Arc::new(SeededRoll::new(seed))))
+            .fault(FaultLayer::per_route().with_rng(Arc::new(SeededRoll::new(seed + 1))))
+            .balance(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(seed + 2))))
+            .http(),
     )
 }
 
@@ -135,7 +136,7 @@ async fn routing_by_end_user_header() {
         "/../examples/bookinfo/config/tutorial/networking/virtual-service-reviews-test-v2.yaml"
     ))
     .unwrap();
-    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    let client = mesh_client(table(&format!("{DR}---\n{vs}"), &locator));
     for _ in 0..3 {
         assert_eq!(
             send(&client, get("http://reviews:9080/reviews/0", Some("jason"))).await,
@@ -183,7 +184,7 @@ async fn retry_over_a_flaky_upstream() {
     let (v1, hits) = upstream("reviews-v1", 200, 2).await;
     let locator = Locator::new().with("default", "reviews-v1", v1);
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 3, retryOn: 5xx}\n";
-    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    let client = mesh_client(table(&format!("{DR}---\n{vs}"), &locator));
     for _ in 0..10 {
         assert_eq!(send(&client, get("http://reviews:9080/", None)).await.0, 200);
     }
@@ -192,7 +193,7 @@ async fn retry_over_a_flaky_upstream() {
     // Istio's default policy does not retry 503.
     let (v1, _) = upstream("reviews-v1", 200, 2).await;
     let locator = Locator::new().with("default", "reviews-v1", v1);
-    let client = client_stack(table("", &locator));
+    let client = mesh_client(table("", &locator));
     let statuses: Vec<u16> = futures(&client, 4).await;
     assert_eq!(statuses, [503, 200, 503, 200]);
 }
@@ -212,16 +213,7 @@ async fn outlier_detection_ejects_a_failing_endpoint() {
     let locator = Locator::new().with("default", "ratings-v1", good).with("default", "ratings-v1-bad", bad);
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings}\nspec:\n  host: ratings\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n";
     let balance = BalanceLayer::new();
-    let client = MeshClient::new(
-        ServiceBuilder::new()
-            .layer(RescueLayer::new())
-            .layer(RouterLayer::new(table(dr, &locator)))
-            .layer(FaultLayer::per_route())
-            .layer(TimeoutLayer::per_route())
-            .layer(RetryLayer::per_route())
-            .layer(balance.clone())
-            .service(HttpClient::new()),
-    );
+    let client = MeshClient::new(ClientBuilder::new(table(dr, &locator)).balance(balance.clone()).http());
     let mut codes = Vec::new();
     for _ in 0..20 {
         codes.push(send(&client, get("http://ratings:9080/ratings/0", None)).await.0);
@@ -243,7 +235,7 @@ async fn abort_500_for_jason_never_reaches_ratings() {
         "/../examples/bookinfo/config/tutorial/networking/virtual-service-ratings-test-abort.yaml"
     ))
     .unwrap();
-    let client = client_stack(table(&format!("{dr}---\n{vs}"), &locator));
+    let client = mesh_client(table(&format!("{dr}---\n{vs}"), &locator));
     assert_eq!(
         send(&client, get("http://ratings:9080/ratings/0", Some("jason"))).await,
         (500, "fault filter abort".into(), "FI".into())
@@ -263,7 +255,7 @@ async fn seven_second_delay_with_paused_time() {
         "/../examples/bookinfo/config/tutorial/networking/virtual-service-ratings-test-delay.yaml"
     ))
     .unwrap();
-    let client = client_stack(table(&format!("{dr}---\n{vs}"), &locator));
+    let client = mesh_client(table(&format!("{dr}---\n{vs}"), &locator));
     let start = tokio::time::Instant::now();
     let (status, body, flags) = send(&client, get("http://ratings:9080/ratings/0", Some("jason"))).await;
     assert_eq!((status, body.as_str(), flags.as_str()), (200, "ratings-v1 /ratings/0 jason", "DI"));
@@ -276,7 +268,7 @@ async fn connect_failure_is_503_uf_after_retries() {
     // A port nothing listens on.
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let locator = Locator::new().with("default", "reviews-v1", dead);
-    let client = client_stack(table("", &locator));
+    let client = mesh_client(table("", &locator));
     let (status, body, flags) = send(&client, get("http://reviews:9080/", None)).await;
     assert_eq!(status, 503);
     assert_eq!(flags, "UF,URX");
@@ -313,7 +305,7 @@ async fn a_new_snapshot_applies_to_new_requests_without_dropping_in_flight_ones(
     let (tx, rx) = tokio::sync::watch::channel(snapshot("v1"));
     let ctx = ProxyContext::sidecar("default", Default::default());
     let handle = follow(rx, locator, ctx);
-    let client = client_stack(handle.clone());
+    let client = mesh_client(handle.clone());
 
     let in_flight = tokio::spawn({
         let client = client.clone();
@@ -361,7 +353,7 @@ async fn mirror_sends_a_shadow_copy() {
     });
     let locator = Locator::new().with("default", "reviews-v1", v1).with("default", "reviews-v2", shadow_addr);
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n";
-    let client = client_stack(table(&format!("{DR}---\n{vs}"), &locator));
+    let client = mesh_client(table(&format!("{DR}---\n{vs}"), &locator));
     let start = std::time::SystemTime::now();
     assert_eq!(send(&client, get("http://reviews:9080/x", None)).await.0, 200);
     assert!(start.elapsed().unwrap() < Duration::from_millis(200), "the mirror must not delay the response");
@@ -390,7 +382,7 @@ async fn consistent_hash_keeps_a_user_on_one_endpoint() {
     let (b, hits_b) = upstream("b", 200, 0).await;
     let locator = Locator::new().with("default", "reviews-v1", a).with("default", "reviews-v2", b);
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: end-user}}\n";
-    let client = client_stack(table(dr, &locator));
+    let client = mesh_client(table(dr, &locator));
     let mut by_user = std::collections::BTreeMap::new();
     // Each key lands on either endpoint with even odds (rendezvous hashing over the
     // endpoints' addresses, which the OS picks): with 40 users, all on one endpoint is a
@@ -416,7 +408,7 @@ async fn cors_preflight_and_response_headers() {
     let (v1, hits) = upstream("reviews-v1", 200, 0).await;
     let locator = Locator::new().with("default", "reviews-v1", v1);
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    corsPolicy:\n      allowOrigins: [{exact: \"https://bookinfo.example\"}, {regex: \"https://.*\\\\.test\"}]\n      allowMethods: [GET, POST]\n      allowHeaders: [x-user]\n      exposeHeaders: [x-trace]\n      maxAge: 24h\n      allowCredentials: true\n";
-    let client = client_stack(table(vs, &locator));
+    let client = mesh_client(table(vs, &locator));
     let preflight = Request::builder()
         .method("OPTIONS")
         .uri("http://reviews:9080/")
