@@ -101,6 +101,22 @@ async fn a_denial_never_reaches_the_inner_service() {
 }
 
 #[tokio::test]
+async fn a_grpc_caller_is_denied_as_envoy_denies_it() {
+    let (svc, _handle) = mock::pair::<Request<BoxBody>, Response<BoxBody>>();
+    let svc = tower::Layer::layer(&layer(), svc);
+    let req = Request::post("/admin/users")
+        .header("content-type", "application/grpc")
+        .body(mesh_core::body::empty())
+        .unwrap();
+    let rsp = svc.oneshot(req).await.unwrap();
+    // Trailers-only: HTTP 200, PERMISSION_DENIED, the RBAC text as the message.
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["content-type"], "application/grpc");
+    assert_eq!(rsp.headers()["grpc-status"], "7");
+    assert_eq!(rsp.headers()["grpc-message"], "RBAC: access denied");
+}
+
+#[tokio::test]
 async fn an_allowed_request_goes_on_with_its_path_normalised_and_inner_errors_pass() {
     let (svc, mut handle) = mock::pair::<Request<BoxBody>, Response<BoxBody>>();
     let mut svc = tower::Layer::layer(&layer(), svc);

@@ -8,10 +8,11 @@
 mod tests {
     use std::mem::size_of;
 
+    use crate::client::HttpClient;
     use http::Request;
     use mesh_core::BoxBody;
     use mesh_mtls::connector::MeshConnector;
-    use mesh_route::layer::{HttpClient, RetryBody};
+    use mesh_route::layer::RetryBody;
     use tower::Service;
 
     type Client = crate::client::HttpClientStack<MeshConnector>;

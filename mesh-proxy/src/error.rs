@@ -28,6 +28,22 @@ pub enum MeshError {
     /// TLS could not be set up with the workload certificate.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The gateway's listeners could not be planned from `--gateway`, `--listen` and the
+    /// Gateway's servers (no server on a port, a credential that cannot be read).
+    #[error("{0}")]
+    Gateway(String),
+    /// A flag asks for what this build does not carry (`--kube` without the feature `k8s`).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start {what}: {source}")]
+    Runtime {
+        /// Which thread.
+        what: String,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -39,10 +55,4 @@ pub enum MeshError {
         #[source]
         source: std::io::Error,
     },
-}
-
-impl From<MeshError> for String {
-    fn from(e: MeshError) -> Self {
-        e.to_string()
-    }
 }

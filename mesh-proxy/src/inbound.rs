@@ -12,11 +12,11 @@ use http::{Request, Response, uri::Authority};
 use hyper::body::Incoming;
 use mesh_authz::layer::{AuthnLayer, AuthzLayer};
 use mesh_core::{BoxBody, BoxError, body::boxed};
-use mesh_route::layer::HttpClient;
+
 use mesh_telemetry::layer::TelemetryLayer;
 use tower::{Service, ServiceBuilder, util::BoxCloneSyncService};
 
-use crate::{compiled::CompiledConfig, edge::RescueLayer, guard::GuardLayer};
+use crate::{client::HttpClient, compiled::CompiledConfig, edge::RescueLayer, guard::GuardLayer};
 
 /// The inbound stack as one service, over the listener's request body.
 pub(crate) type Inbound<B = Incoming> = BoxCloneSyncService<Request<B>, Response<BoxBody>, std::convert::Infallible>;

@@ -17,7 +17,10 @@ use mesh_mtls::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::conn::{Gate, serve_http, within};
+use crate::{
+    MeshError,
+    conn::{Gate, serve_http, within},
+};
 
 /// How connections are accepted.
 #[derive(Clone)]
@@ -179,7 +182,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Bind, naming the address in the error.
-pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+/// Bind, naming the listener and the address in the error.
+pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, MeshError> {
+    TcpListener::bind(addr).await.map_err(|source| MeshError::Bind { what: what.into(), addr, source })
 }

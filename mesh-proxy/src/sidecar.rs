@@ -8,14 +8,16 @@ use std::{
 };
 
 use mesh_authz::layer::AuthzLayer;
-use mesh_route::layer::RouterLayer;
+use mesh_mtls::connector::MeshConnector;
+use mesh_route::layer::{BalanceLayer, RouterLayer};
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
     layer::Reporter,
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
+    MeshError,
     admin::{self, Admin, Role},
     conn, gateway, guard, inbound, outbound,
     serve::{self as listeners, Accept, bind, serve},
@@ -84,7 +86,7 @@ pub fn main_with(args: impl IntoIterator<Item = String>) -> std::process::ExitCo
 }
 
 /// `--kube` and its options as a config source.
-fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
+fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, MeshError> {
     #[cfg(feature = "k8s")]
     {
         Ok(ConfigFrom::Kube {
@@ -99,7 +101,7 @@ fn kube_config(args: &Args) -> Result<ConfigFrom<'_>, String> {
     #[cfg(not(feature = "k8s"))]
     {
         let _ = args;
-        Err("--kube needs mesh-sidecar built with the feature `k8s`".into())
+        Err(MeshError::Unsupported("--kube needs mesh-sidecar built with the feature `k8s`".into()))
     }
 }
 
@@ -123,87 +125,73 @@ async fn wait_for_gateway(source: &dyn mesh_config::ConfigSource, gateway: &str)
     }
 }
 
-/// The mesh CA for a cluster's sidecars on `addr` (`--ca-listen`).
-#[cfg(feature = "k8s")]
-async fn start_ca(args: &Args, addr: std::net::SocketAddr) -> Result<tokio::task::JoinHandle<()>, String> {
-    use mesh_k8s::ReviewError;
-    use mesh_mtls::remote::{AUDIENCE, AuthError, Authenticate, CaService, ServiceAccount};
+/// The mesh CA for a cluster's sidecars, when `--ca-listen` asks for it.
+async fn start_ca(args: &Args) -> Result<Option<JoinHandle<()>>, MeshError> {
+    let Some(addr) = args.ca_listen else { return Ok(None) };
+    #[cfg(feature = "k8s")]
+    {
+        use mesh_k8s::ReviewError;
+        use mesh_mtls::remote::{AUDIENCE, AuthError, Authenticate, CaService, ServiceAccount};
 
-    /// TokenReview with the API server.
-    struct Reviewer(mesh_k8s::TokenReviewer);
-    impl Authenticate for Reviewer {
-        fn authenticate(
-            &self,
-            token: String,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ServiceAccount, AuthError>> + Send>> {
-            let reviewer = self.0.clone();
-            Box::pin(async move {
-                match reviewer.review(&token).await {
-                    Ok((namespace, name)) => Ok(ServiceAccount { namespace, name }),
-                    Err(ReviewError::Rejected(e)) => Err(AuthError::Rejected(e)),
-                    Err(ReviewError::Unavailable(e)) => Err(AuthError::Unavailable(e)),
-                }
-            })
+        /// TokenReview with the API server.
+        struct Reviewer(mesh_k8s::TokenReviewer);
+        impl Authenticate for Reviewer {
+            fn authenticate(
+                &self,
+                token: String,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ServiceAccount, AuthError>> + Send>>
+            {
+                let reviewer = self.0.clone();
+                Box::pin(async move {
+                    match reviewer.review(&token).await {
+                        Ok((namespace, name)) => Ok(ServiceAccount { namespace, name }),
+                        Err(ReviewError::Rejected(e)) => Err(AuthError::Rejected(e)),
+                        Err(ReviewError::Unavailable(e)) => Err(AuthError::Unavailable(e)),
+                    }
+                })
+            }
         }
-    }
 
-    let client = mesh_k8s::client().await.map_err(|e| e.to_string())?;
-    let reviewer = Reviewer(mesh_k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
-    let ca = mesh_mtls::ca::CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
-        .map_err(|e| format!("mesh CA in {}: {e}", args.ca_dir.display()))?;
-    let service = CaService::new(Arc::new(ca), Arc::new(reviewer));
-    let names = if args.ca_server_names.is_empty() {
-        ["mesh-ca.mesh-system.svc", "mesh-ca.mesh-system.svc.cluster.local", "localhost", "127.0.0.1"]
-            .map(String::from)
-            .to_vec()
-    } else {
-        args.ca_server_names.clone()
-    };
-    let tls = service.tls_config(&names).map_err(|e| format!("CA endpoint: {e}"))?;
-    let listener = bind("ca", addr).await?;
-    announce("ca", listener.local_addr().map_err(|e| format!("CA listener: {e}"))?);
-    Ok(tokio::spawn(service.serve(listener, tls)))
+        let ca_error = |location: String| move |e: String| MeshError::Ca { location: location.clone(), message: e };
+        let client = mesh_k8s::client().await.map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
+        let reviewer = Reviewer(mesh_k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
+        let ca = mesh_mtls::ca::CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
+            .map_err(|e| ca_error(args.ca_dir.display().to_string())(e.to_string()))?;
+        let service = CaService::new(Arc::new(ca), Arc::new(reviewer));
+        let names = if args.ca_server_names.is_empty() {
+            ["mesh-ca.mesh-system.svc", "mesh-ca.mesh-system.svc.cluster.local", "localhost", "127.0.0.1"]
+                .map(String::from)
+                .to_vec()
+        } else {
+            args.ca_server_names.clone()
+        };
+        let tls = service.tls_config(&names).map_err(|e| ca_error(format!("endpoint {addr}"))(e.to_string()))?;
+        let listener = bind("ca", addr).await?;
+        announce("ca", listener.local_addr().unwrap_or(addr));
+        Ok(Some(tokio::spawn(service.serve(listener, tls))))
+    }
+    #[cfg(not(feature = "k8s"))]
+    {
+        let _ = addr;
+        Err(MeshError::Unsupported("--ca-listen needs mesh-sidecar built with the feature `k8s`".into()))
+    }
 }
 
-/// Serve what `args` asks for until SIGTERM or Ctrl-C, then drain. `log` is how the admin
-/// endpoint's `/logging` changes the log filter.
-pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
-    let fd_limit = conn::raise_fd_limit();
-    let limits = args.limits(fd_limit);
-    tracing::debug!(fd_limit, ?limits, "connection limits");
-    #[cfg(feature = "k8s")]
-    let ca_task = match args.ca_listen {
-        Some(addr) => Some(start_ca(&args, addr).await?),
-        None => None,
-    };
-    #[cfg(not(feature = "k8s"))]
-    let ca_task: Option<tokio::task::JoinHandle<()>> = match args.ca_listen {
-        Some(_) => return Err("--ca-listen needs mesh-sidecar built with the feature `k8s`".into()),
-        None => None,
-    };
-    if args.outbound.is_none() && args.gateway.is_none() {
-        // Only the CA.
-        if let Some(admin) = args.admin {
-            tracing::warn!(%admin, "--admin is not served by a CA-only process (probe the CA's port instead)");
-        }
-        shutdown_signal().await;
-        if let Some(t) = ca_task {
-            t.abort();
-        }
-        return Ok(());
-    }
+/// The workload's mesh from the flags: its certificate (from a cluster's CA when
+/// `--ca-address` says so), its config (files or the API server) and what is compiled of it.
+async fn start_core(args: &Args) -> Result<WorkloadMesh, MeshError> {
     let remote = match (&args.ca_address, &args.ca_token_file, &args.ca_root_file) {
         (Some(address), Some(token), Some(root)) => Some(state::RemoteCert::obtain(address, token, root).await?),
         _ => None,
     };
-    let from = if args.kube { kube_config(&args)? } else { ConfigFrom::Files(&args.config) };
+    let from = if args.kube { kube_config(args)? } else { ConfigFrom::Files(&args.config) };
     let source = from.open().await?;
     if args.kube
         && let Some(gw) = &args.gateway
     {
         wait_for_gateway(source.as_ref(), gw).await;
     }
-    let core = WorkloadMesh::start(
+    WorkloadMesh::start(
         &WorkloadOptions {
             namespace: args.namespace.as_deref(),
             labels: args.workload_labels.as_ref(),
@@ -220,10 +208,185 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
             access_log: args.access_log != AccessLogFormat::Off,
         },
         source,
-    )?;
-    let WorkloadMesh { source, control, metrics, store, roots, .. } = &core;
-    let (control, metrics, store, roots) = (control.clone(), metrics.clone(), store.clone(), roots.clone());
-    let gate = |name| conn::Gate::new(name, limits, &metrics.proxy.listeners);
+    )
+}
+
+/// What every listener of the process shares: the workload's mesh, the worker threads, the
+/// limits, the edge guard, the access log, the outbound balancer and connector, and the
+/// signal that starts the drain.
+struct Process<'a> {
+    args: &'a Args,
+    core: WorkloadMesh,
+    workers: workers::Workers,
+    limits: conn::Limits,
+    guard: guard::GuardLayer,
+    access_log: Option<AccessLog>,
+    balance: BalanceLayer,
+    connector: MeshConnector,
+    stop: watch::Receiver<bool>,
+}
+
+/// A started listener's tasks, done when it has drained.
+type Tasks = Vec<JoinHandle<()>>;
+
+impl Process<'_> {
+    fn gate(&self, name: &'static str) -> Arc<conn::Gate> {
+        conn::Gate::new(name, self.limits, &self.core.metrics.proxy.listeners)
+    }
+
+    fn telemetry(&self, reporter: Reporter) -> mesh_telemetry::layer::TelemetryLayer {
+        self.core.telemetry(reporter, self.access_log.as_ref())
+    }
+
+    /// The outbound stack over a router (the sidecar's, or a gateway port's).
+    fn outbound(&self, route: RouterLayer) -> outbound::Outbound {
+        let client = self.core.client_unboxed(route, &self.connector, &self.balance);
+        outbound::stack(self.guard, self.telemetry(Reporter::Source), client)
+    }
+
+    /// `--outbound`: what the app calls, by Host or as an HTTP proxy.
+    async fn start_outbound(&self) -> Result<Tasks, MeshError> {
+        let Some(addr) = self.args.outbound else { return Ok(Vec::new()) };
+        let gate = self.gate("outbound");
+        let (bound, tasks) = self
+            .workers
+            .listen("outbound", addr, || {
+                let svc = self.outbound(RouterLayer::new(self.core.control.table.clone()));
+                let (gate, stop) = (gate.clone(), self.stop.clone());
+                move |l| serve("outbound", l, Accept::Plain, svc, None, gate, stop)
+            })
+            .await?;
+        announce("outbound", bound);
+        Ok(tasks)
+    }
+
+    /// `--tcp`: plain TCP for the app, one listener per forward.
+    async fn start_tcp(&self) -> Result<Tasks, MeshError> {
+        let core = &self.core;
+        let tcp_out = Arc::new(tcp::Outbound {
+            control: core.control.clone(),
+            connector: self.connector.clone(),
+            metrics: core.metrics.clone(),
+            balance: self.balance.clone(),
+        });
+        let mut all = Vec::new();
+        for f in &self.args.tcp {
+            let name = format!("tcp {}:{}", f.host, f.port);
+            let gate = self.gate("tcp");
+            let (bound, tasks) = self
+                .workers
+                .listen(&name, f.listen, || {
+                    let (out, f, gate, stop) = (tcp_out.clone(), f.clone(), gate.clone(), self.stop.clone());
+                    move |l| out.serve(l, f, gate, stop)
+                })
+                .await?;
+            announce(&name, bound);
+            all.extend(tasks);
+        }
+        Ok(all)
+    }
+
+    /// `--gateway`: one listener per `--listen`, routing by its Gateway server port; its TLS
+    /// and httpsRedirect follow the Gateway as it changes.
+    async fn start_gateway(&self) -> Result<Tasks, MeshError> {
+        let Some(gw) = &self.args.gateway else { return Ok(Vec::new()) };
+        let core = &self.core;
+        let creds = gateway::Credentials {
+            dir: self.args.credential_dir.clone(),
+            mesh: Some((core.store.clone(), core.roots.clone())),
+        };
+        let snapshot = core.control.snapshot.load_full();
+        let plans = gateway::plan(&snapshot, gw, &self.args.listen, &creds).map_err(MeshError::Gateway)?;
+        let live = Arc::new(gateway::LiveListeners::new(&snapshot, gw, creds, &plans));
+        let mut all = Vec::new();
+        for (index, plan) in plans.iter().enumerate() {
+            let name = format!("gateway {}", plan.port);
+            let gate = self.gate("gateway");
+            let serving = live.serving(index);
+            let accept = {
+                let serving = serving.clone();
+                Accept::Live(Arc::new(move || serving.load().accept.clone()))
+            };
+            let (bound, tasks) = self
+                .workers
+                .listen(&name, plan.addr, || {
+                    let route = RouterLayer::new(core.control.table.clone())
+                        .with_listener_port(plan.port)
+                        .with_connection_scheme();
+                    let svc = gateway::RedirectOr::new(serving.clone(), self.outbound(route));
+                    let (accept, gate, stop) = (accept.clone(), gate.clone(), self.stop.clone());
+                    move |l| serve("gateway", l, accept, svc, None, gate, stop)
+                })
+                .await?;
+            announce(&name, bound);
+            all.extend(tasks);
+        }
+        // Ends when the config source does.
+        live.follow(core.source.snapshots());
+        Ok(all)
+    }
+
+    /// `--inbound` in front of `--app`: mTLS per PeerAuthentication, JWT, authorization,
+    /// telemetry; opaque TCP spliced as the app's port protocol says.
+    async fn start_inbound(&self) -> Result<Tasks, MeshError> {
+        let (Some(addr), Some(app)) = (self.args.inbound, self.args.app) else { return Ok(Vec::new()) };
+        let core = &self.core;
+        let control = &core.control;
+        let app_port = app.port();
+        let accept = core.inbound_accept(app_port)?;
+        let tcp_control = control.clone();
+        let opaque = listeners::Opaque {
+            when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
+            splice: Arc::new(tcp::inbound(control.clone(), core.metrics.clone(), app)),
+        };
+        let gate = self.gate("inbound");
+        let (bound, tasks) = self
+            .workers
+            .listen("inbound", addr, || {
+                let authz =
+                    AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(core.metrics.proxy.authz_hook());
+                let svc = inbound::stack(control, self.guard, self.telemetry(Reporter::Destination), app, authz);
+                let (accept, opaque, gate, stop) = (accept.clone(), opaque.clone(), gate.clone(), self.stop.clone());
+                move |l| serve("inbound", l, accept, svc, Some(opaque), gate, stop)
+            })
+            .await?;
+        announce("inbound", bound);
+        Ok(tasks)
+    }
+
+    /// `--admin`: serves until `stop` (after the drain).
+    async fn start_admin(
+        &self,
+        state: Arc<Admin>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Option<JoinHandle<()>>, MeshError> {
+        let Some(addr) = self.args.admin else { return Ok(None) };
+        let listener = bind("admin", addr).await?;
+        announce("admin", listener.local_addr().unwrap_or(addr));
+        let service = admin::service(state);
+        Ok(Some(tokio::spawn(serve("admin", listener, Accept::Plain, service, None, self.gate("admin"), stop))))
+    }
+}
+
+/// Serve what `args` asks for until SIGTERM or Ctrl-C, then drain. `log` is how the admin
+/// endpoint's `/logging` changes the log filter.
+pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
+    let fd_limit = conn::raise_fd_limit();
+    let limits = args.limits(fd_limit);
+    tracing::debug!(fd_limit, ?limits, "connection limits");
+    let ca_task = start_ca(&args).await?;
+    if args.outbound.is_none() && args.gateway.is_none() {
+        // Only the CA.
+        if let Some(admin) = args.admin {
+            tracing::warn!(%admin, "--admin is not served by a CA-only process (probe the CA's port instead)");
+        }
+        shutdown_signal().await;
+        if let Some(t) = ca_task {
+            t.abort();
+        }
+        return Ok(());
+    }
+    let core = start_core(&args).await?;
     let stdout = |format| match args.access_log_flush_interval {
         d if d.is_zero() => AccessLog::stdout(format),
         d => AccessLog::stdout_every(format, d),
@@ -234,139 +397,33 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
         AccessLogFormat::Json => Format::Json,
         AccessLogFormat::Text | AccessLogFormat::Off => Format::Text,
     }));
-    let telemetry = |reporter| core.telemetry(reporter, access_log.as_ref());
-
-    let guard = guard::GuardLayer { max_body: args.max_request_bytes };
     let (stop_tx, stop) = watch::channel(false);
-    let mut servers = Vec::new();
-
-    // Outbound.
-    let balance = core.balance();
-    let connector = core.connector();
-    let client = |route: RouterLayer| core.client_unboxed(route, &connector, &balance);
-    let workers = workers::Workers::start(args.concurrency)?;
-    if let Some(addr) = args.outbound {
-        let gate = gate("outbound");
-        let (bound, tasks) = workers
-            .listen("outbound", addr, || {
-                let svc = outbound::stack(
-                    guard,
-                    telemetry(Reporter::Source),
-                    client(RouterLayer::new(control.table.clone())),
-                );
-                let (gate, stop) = (gate.clone(), stop.clone());
-                move |l| serve("outbound", l, Accept::Plain, svc, None, gate, stop)
-            })
-            .await?;
-        announce("outbound", bound);
-        servers.extend(tasks);
-    }
-
-    // Plain TCP for the app.
-    let tcp_out = Arc::new(tcp::Outbound {
-        control: control.clone(),
-        connector: connector.clone(),
-        metrics: metrics.clone(),
-        balance: balance.clone(),
-    });
-    for f in &args.tcp {
-        let name = format!("tcp {}:{}", f.host, f.port);
-        let gate = gate("tcp");
-        let (bound, tasks) = workers
-            .listen(&name, f.listen, || {
-                let (out, f, gate, stop) = (tcp_out.clone(), f.clone(), gate.clone(), stop.clone());
-                move |l| out.serve(l, f, gate, stop)
-            })
-            .await?;
-        announce(&name, bound);
-        servers.extend(tasks);
-    }
-
-    // Gateway: one listener per `--listen`, routing by its Gateway server port; its TLS and
-    // httpsRedirect follow the Gateway as it changes.
-    if let Some(gw) = &args.gateway {
-        let creds =
-            gateway::Credentials { dir: args.credential_dir.clone(), mesh: Some((store.clone(), roots.clone())) };
-        let snapshot = control.snapshot.load_full();
-        let plans = gateway::plan(&snapshot, gw, &args.listen, &creds)?;
-        let live = Arc::new(gateway::LiveListeners::new(&snapshot, gw, creds, &plans));
-        for (index, plan) in plans.iter().enumerate() {
-            let name = format!("gateway {}", plan.port);
-            let gate = gate("gateway");
-            let serving = live.serving(index);
-            let accept = {
-                let serving = serving.clone();
-                Accept::Live(Arc::new(move || serving.load().accept.clone()))
-            };
-            let (bound, tasks) = workers
-                .listen(&name, plan.addr, || {
-                    let route =
-                        RouterLayer::new(control.table.clone()).with_listener_port(plan.port).with_connection_scheme();
-                    let svc = gateway::RedirectOr::new(
-                        serving.clone(),
-                        outbound::stack(guard, telemetry(Reporter::Source), client(route)),
-                    );
-                    let (accept, gate, stop) = (accept.clone(), gate.clone(), stop.clone());
-                    move |l| serve("gateway", l, accept, svc, None, gate, stop)
-                })
-                .await?;
-            announce(&name, bound);
-            servers.extend(tasks);
-        }
-        // Ends when the config source does.
-        live.follow(source.snapshots());
-    }
-
-    // Inbound.
-    if let (Some(addr), Some(app)) = (args.inbound, args.app) {
-        let app_port = app.port();
-        let accept = core.inbound_accept(app_port)?;
-        let tcp_control = control.clone();
-        let opaque = listeners::Opaque {
-            when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
-            splice: Arc::new(tcp::inbound(control.clone(), metrics.clone(), app)),
-        };
-        let gate = gate("inbound");
-        let (bound, tasks) = workers
-            .listen("inbound", addr, || {
-                let authz =
-                    AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(metrics.proxy.authz_hook());
-                let svc = inbound::stack(&control, guard, telemetry(Reporter::Destination), app, authz);
-                let (accept, opaque, gate, stop) = (accept.clone(), opaque.clone(), gate.clone(), stop.clone());
-                move |l| serve("inbound", l, accept, svc, Some(opaque), gate, stop)
-            })
-            .await?;
-        announce("inbound", bound);
-        servers.extend(tasks);
-    }
-
-    // Admin: serves until the drain is over.
+    let process = Process {
+        args: &args,
+        balance: core.balance(),
+        connector: core.connector(),
+        workers: workers::Workers::start(args.concurrency)?,
+        core,
+        limits,
+        guard: guard::GuardLayer { max_body: args.max_request_bytes },
+        access_log,
+        stop,
+    };
+    let mut servers = process.start_outbound().await?;
+    servers.extend(process.start_tcp().await?);
+    servers.extend(process.start_gateway().await?);
+    servers.extend(process.start_inbound().await?);
     let admin_state = Arc::new(Admin {
         role: if args.gateway.is_some() { Role::Gateway } else { Role::Sidecar },
-        control: control.clone(),
-        metrics: metrics.clone(),
-        balance,
-        status: source.status(),
+        control: process.core.control.clone(),
+        metrics: process.core.metrics.clone(),
+        balance: process.balance.clone(),
+        status: process.core.source.status(),
         log,
         ready: AtomicBool::new(true),
     });
     let (admin_stop_tx, admin_stop) = watch::channel(false);
-    let admin_task = match args.admin {
-        Some(addr) => {
-            let listener = bind("admin", addr).await?;
-            announce("admin", listener.local_addr().map_err(|e| format!("admin listener: {e}"))?);
-            Some(tokio::spawn(serve(
-                "admin",
-                listener,
-                Accept::Plain,
-                admin::service(admin_state.clone()),
-                None,
-                gate("admin"),
-                admin_stop,
-            )))
-        }
-        None => None,
-    };
+    let admin_task = process.start_admin(admin_state.clone(), admin_stop).await?;
 
     shutdown_signal().await;
     tracing::info!(timeout = ?args.drain_timeout, "draining");
@@ -385,6 +442,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), String> {
     if let Some(t) = admin_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
+    let Process { workers, core, access_log, .. } = process;
     drop(workers);
     drop(core);
     if let Some(log) = &access_log {

@@ -14,6 +14,8 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::MeshError;
+
 /// The worker runtimes; dropping this stops them.
 #[derive(Debug)]
 pub(crate) struct Workers {
@@ -23,13 +25,13 @@ pub(crate) struct Workers {
 
 impl Workers {
     /// Start `n` worker threads.
-    pub(crate) fn start(n: usize) -> Result<Self, String> {
+    pub(crate) fn start(n: usize) -> Result<Self, MeshError> {
         let (mut handles, mut stops) = (Vec::new(), Vec::new());
         for i in 0..n.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start worker {i}: {e}"))?;
+                .map_err(|source| MeshError::Runtime { what: format!("worker {i}"), source })?;
             handles.push(runtime.handle().clone());
             let (tx, rx) = oneshot::channel::<()>();
             stops.push(tx);
@@ -39,7 +41,7 @@ impl Workers {
                     // Runs the tasks spawned through the handle until the sender is dropped.
                     let _ = runtime.block_on(rx);
                 })
-                .map_err(|e| format!("cannot start worker {i}: {e}"))?;
+                .map_err(|source| MeshError::Runtime { what: format!("worker {i}"), source })?;
         }
         Ok(Self { handles, _stop: stops })
     }
@@ -52,13 +54,13 @@ impl Workers {
         what: &str,
         addr: SocketAddr,
         mut serve: F,
-    ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), String>
+    ) -> Result<(SocketAddr, Vec<JoinHandle<()>>), MeshError>
     where
         F: FnMut() -> G,
         G: FnOnce(TcpListener) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let fail = |e: std::io::Error| format!("cannot listen on {addr} ({what}): {e}");
+        let fail = |source: std::io::Error| MeshError::Bind { what: what.into(), addr, source };
         let mut bound = addr;
         let mut tasks = Vec::new();
         for (i, handle) in self.handles.iter().enumerate() {

@@ -269,7 +269,7 @@ async fn run(command: Command) -> Result<(), String> {
                     for (ns, workload, addr) in endpoints {
                         mesh = mesh.endpoint(ns, workload, addr);
                     }
-                    Some(mesh.start().await?)
+                    Some(mesh.start().await.map_err(|e| e.to_string())?)
                 }
                 None => None,
             };
@@ -357,7 +357,7 @@ async fn run(command: Command) -> Result<(), String> {
                         }
                     });
                     let svc = tower::ServiceBuilder::new().layer(mesh.server_layer(9080)).service(app);
-                    mesh.serve(listener, 9080, svc, stopped(stop)).await?;
+                    mesh.serve(listener, 9080, svc, stopped(stop)).await.map_err(|e| e.to_string())?;
                 }
             }
             Ok(())

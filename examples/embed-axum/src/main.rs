@@ -52,7 +52,7 @@ async fn hello(State((client, upstream)): State<(Client, http::Uri)>) -> Result<
 }
 
 #[tokio::main]
-async fn main() -> Result<(), String> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let (listener, admin) = (bind(args.listen).await?, bind(args.admin).await?);
     let mut builder = Mesh::builder().config(&args.config).ca_dir(&args.ca_dir);
@@ -68,7 +68,7 @@ async fn main() -> Result<(), String> {
         .layer(mesh.server_layer(args.listen.port()));
     let admin_mesh = mesh.clone();
     tokio::spawn(async move { admin_mesh.serve_admin(admin, shutdown()).await });
-    eprintln!("embed-axum: serving on {} as {}", listener.local_addr().map_err(|e| e.to_string())?, mesh.identity());
+    eprintln!("embed-axum: serving on {} as {}", listener.local_addr()?, mesh.identity());
     mesh.serve(listener, args.listen.port(), app, shutdown()).await?;
     Ok(())
 }

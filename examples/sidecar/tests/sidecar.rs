@@ -905,3 +905,22 @@ spec:
     })
     .await;
 }
+
+/// A start-up failure names what failed and exits 1: here the outbound port is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_named_start_up_failure() {
+    let mesh = Mesh::new(&standard());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+        .arg("--config")
+        .arg(mesh.config())
+        .arg("--ca-dir")
+        .arg(mesh.ca())
+        .args(["--outbound", &addr.to_string(), "--workload-labels", "app=productpage,version=v1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("mesh-sidecar: cannot listen on {addr} (outbound): ")), "{stderr}");
+}

@@ -1,14 +1,14 @@
-//! The routing layers, outermost first: [`RouterLayer`] (match, decide, rewrite), the fault layer (`mesh-fault`), [`TimeoutLayer`]
-//! (route timeout), [`RetryLayer`] (retries, per-try timeout, body replay, budget),
-//! [`BalanceLayer`] (endpoint choice, outlier ejection, pool limits), and [`HttpClient`]
-//! (pooled hyper client).
+//! The routing layers, outermost first as mesh-proxy's `client::ClientBuilder` stacks them:
+//! [`RouterLayer`] (match, decide, rewrite), the fault layer (`mesh-fault`), [`TimeoutLayer`]
+//! (route timeout), [`RetryLayer`] (retries, per-try timeout, body replay, budget), and
+//! [`BalanceLayer`] (endpoint choice, outlier ejection, pool limits), over any client that
+//! sends a request to the absolute URI the balancer set (mesh-proxy's pooled `HttpClient`).
 //!
 //! Per-request policy travels from the router to the layers below it in the request
 //! extensions: the route's `Arc<FaultPolicy>`, [`RouteTimeoutSetting`], `Arc<RetryPolicy>`
 //! and the chosen [`Target`](crate::policy::action::Target).
 
 mod balance;
-mod client;
 mod retry;
 #[cfg(feature = "config")]
 mod router;
@@ -18,7 +18,6 @@ mod table;
 mod timeout;
 
 pub use balance::{Balance, BalanceLayer, ClientAddr, ConnectionPick, TriedHosts};
-pub use client::HttpClient;
 pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
 #[cfg(feature = "config")]
 pub use router::{MirrorSink, Router, RouterLayer};

@@ -21,7 +21,7 @@ use hyper_util::{
 };
 use mesh_core::{BoxBody, BoxError, body::boxed};
 use pin_project_lite::pin_project;
-use tower_service::Service;
+use tower::Service;
 
 use mesh_core::error::ConnectFailure;
 use mesh_core::request::is_grpc;

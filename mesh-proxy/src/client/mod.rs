@@ -30,12 +30,16 @@ use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use mesh_core::BoxBody;
 use mesh_fault::{Fault, FaultLayer};
 use mesh_route::layer::{
-    Balance, BalanceLayer, HttpClient, MirrorSink, Retry, RetryBody, RetryLayer, Router, RouterLayer, TableHandle,
-    Timeout, TimeoutLayer,
+    Balance, BalanceLayer, MirrorSink, Retry, RetryBody, RetryLayer, Router, RouterLayer, TableHandle, Timeout,
+    TimeoutLayer,
 };
 use tower::{ServiceBuilder, util::BoxCloneSyncService};
 
 use crate::edge::{Rescue, RescueLayer};
+
+mod pool;
+
+pub use pool::HttpClient;
 
 /// The client stack over the innermost client `S`, unboxed: for a caller that erases the type
 /// once at its own edge (the sidecar's outbound stack) rather than box inside a box.
