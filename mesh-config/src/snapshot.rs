@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::api::{Kind, Labels, Resource, WorkloadMode};
+use crate::api::{Kind, Labels, Resource};
 
 /// Identifies a resource: kind, namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,121 +174,6 @@ impl Snapshot {
     }
 }
 
-/// How one side of a proxy traces, as Telemetry resources set it; `None`: not set, the
-/// mesh config's default applies (`defaultConfig.tracing.sampling`, spans reported).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SideTracing {
-    /// `randomSamplingPercentage`.
-    pub sampling: Option<f64>,
-    /// The opposite of `disableSpanReporting`.
-    pub report_spans: Option<bool>,
-}
-
-/// A workload's tracing, per side.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct WorkloadTracing {
-    /// Outbound (the client side; a gateway's requests).
-    pub client: SideTracing,
-    /// Inbound (the server side).
-    pub server: SideTracing,
-}
-
-/// How one side of a proxy writes access logs, as Telemetry resources set it; `enabled`
-/// `None`: not set, the proxy's `--access-log` decides (Istio's `meshConfig.accessLogFile`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SideAccessLog {
-    /// On or off.
-    pub enabled: Option<bool>,
-    /// Only requests this CEL expression holds for (validated at load).
-    pub filter: Option<String>,
-}
-
-/// A workload's access logging, per side.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkloadAccessLog {
-    /// Outbound (the client side; a gateway's requests).
-    pub client: SideAccessLog,
-    /// Inbound (the server side).
-    pub server: SideAccessLog,
-}
-
-impl Snapshot {
-    /// The Telemetry resources that apply to a workload in `namespace` with `labels`, least
-    /// specific first, as Istio merges them: the root namespace's resource without a
-    /// selector (the mesh), the namespace's without a selector, one whose selector matches
-    /// the workload. Several in one scope: the first by name (Istio leaves it to the oldest).
-    fn telemetry_scopes<'a>(
-        &'a self,
-        namespace: &'a str,
-        labels: &'a Labels,
-    ) -> impl Iterator<Item = &'a crate::api::TelemetrySpec> + 'a {
-        let in_ns = move |ns: &str, selector: bool| {
-            self.in_namespace(Kind::Telemetry, ns).find_map(move |r| match &**r {
-                Resource::Telemetry(t) => match &t.spec.selector {
-                    None if !selector => Some(&t.spec),
-                    Some(sel) if selector && labels_match(&sel.match_labels, labels) => Some(&t.spec),
-                    _ => None,
-                },
-                _ => None,
-            })
-        };
-        let root = in_ns(crate::ROOT_NAMESPACE, false);
-        let own = (namespace != crate::ROOT_NAMESPACE).then(|| in_ns(namespace, false)).flatten();
-        let workload = in_ns(namespace, true);
-        [root, own, workload].into_iter().flatten()
-    }
-
-    /// The tracing the Telemetry resources give a workload in `namespace` with `labels`
-    /// ([`Snapshot::telemetry_scopes`]): each field set by a more specific one overrides.
-    /// In one resource, the `tracing` entries whose `match.mode` covers a side apply in
-    /// order.
-    pub fn tracing_for(&self, namespace: &str, labels: &Labels) -> WorkloadTracing {
-        let mut out = WorkloadTracing::default();
-        for t in self.telemetry_scopes(namespace, labels) {
-            for tr in &t.tracing {
-                let mode = tr.match_.and_then(|m| m.mode).unwrap_or_default();
-                for side in sides(mode, &mut out.client, &mut out.server) {
-                    if let Some(p) = tr.random_sampling_percentage {
-                        side.sampling = Some(p);
-                    }
-                    if let Some(d) = tr.disable_span_reporting {
-                        side.report_spans = Some(!d);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The access logging the Telemetry resources give a workload, merged as
-    /// [`Snapshot::tracing_for`]: an `accessLogging` entry covering a side replaces what a
-    /// less specific one set there: on unless `disabled`, with its `filter` or none.
-    pub fn access_log_for(&self, namespace: &str, labels: &Labels) -> WorkloadAccessLog {
-        let mut out = WorkloadAccessLog::default();
-        for t in self.telemetry_scopes(namespace, labels) {
-            for al in &t.access_logging {
-                let mode = al.match_.and_then(|m| m.mode).unwrap_or_default();
-                for side in sides(mode, &mut out.client, &mut out.server) {
-                    *side = SideAccessLog {
-                        enabled: Some(!al.disabled.unwrap_or(false)),
-                        filter: al.filter.as_ref().map(|f| f.expression.clone()),
-                    };
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The sides a `match.mode` covers.
-fn sides<'a, T>(mode: WorkloadMode, client: &'a mut T, server: &'a mut T) -> Vec<&'a mut T> {
-    match mode {
-        WorkloadMode::ClientAndServer => vec![client, server],
-        WorkloadMode::Client => vec![client],
-        WorkloadMode::Server => vec![server],
-    }
-}
-
 impl Snapshot {
     /// Whether a ReferenceGrant in `to_ns` lets a Gateway API `from_kind` in `from_ns` refer
     /// to the core-group `to_kind` (Service, Secret) named `to_name`.
@@ -328,67 +213,6 @@ fn policy_selector(r: &Resource) -> Option<&Labels> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn telemetry_tracing_merges_mesh_namespace_and_workload_per_side() {
-        use crate::test_util::Manifest;
-        use mesh_core::test_util::labels;
-        let telemetry = |ns: &str, name: &str, body: &str| {
-            format!(
-                "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}"
-            )
-        };
-        let s = Manifest::new()
-            .doc(&telemetry("istio-system", "mesh-default", "  tracing: [{randomSamplingPercentage: 10}]"))
-            .doc(&telemetry("shop", "ns", "  tracing: [{randomSamplingPercentage: 50, match: {mode: SERVER}}]"))
-            .doc(&telemetry(
-                "shop",
-                "reviews",
-                "  selector: {matchLabels: {app: reviews}}\n  tracing: [{disableSpanReporting: true, match: {mode: CLIENT}}]",
-            ))
-            .snapshot();
-        let reviews = s.tracing_for("shop", &labels(&[("app", "reviews")]));
-        assert_eq!(reviews.client, SideTracing { sampling: Some(10.0), report_spans: Some(false) });
-        assert_eq!(reviews.server, SideTracing { sampling: Some(50.0), report_spans: None });
-        let ratings = s.tracing_for("shop", &labels(&[("app", "ratings")]));
-        assert_eq!(ratings.client, SideTracing { sampling: Some(10.0), report_spans: None });
-        let elsewhere = s.tracing_for("default", &labels(&[("app", "reviews")]));
-        assert_eq!(elsewhere.server.sampling, Some(10.0), "the mesh's default, not shop's");
-        assert_eq!(Snapshot::default().tracing_for("shop", &labels(&[])), WorkloadTracing::default());
-    }
-
-    #[test]
-    fn telemetry_access_logging_replaces_per_side_from_mesh_to_workload() {
-        use crate::test_util::Manifest;
-        use mesh_core::test_util::labels;
-        let telemetry = |ns: &str, name: &str, body: &str| {
-            format!(
-                "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{body}"
-            )
-        };
-        let s = Manifest::new()
-            .doc(&telemetry("istio-system", "mesh-default", "  accessLogging: [{providers: [{name: envoy}]}]"))
-            .doc(&telemetry(
-                "shop",
-                "ns",
-                "  accessLogging: [{filter: {expression: 'response.code >= 400'}, match: {mode: SERVER}}]",
-            ))
-            .doc(&telemetry(
-                "shop",
-                "reviews",
-                "  selector: {matchLabels: {app: reviews}}\n  accessLogging: [{disabled: true, match: {mode: CLIENT}}]",
-            ))
-            .snapshot();
-        let on = SideAccessLog { enabled: Some(true), filter: None };
-        let errors = SideAccessLog { enabled: Some(true), filter: Some("response.code >= 400".into()) };
-        let reviews = s.access_log_for("shop", &labels(&[("app", "reviews")]));
-        assert_eq!(reviews.client, SideAccessLog { enabled: Some(false), filter: None });
-        assert_eq!(reviews.server, errors);
-        let ratings = s.access_log_for("shop", &labels(&[("app", "ratings")]));
-        assert_eq!((ratings.client, ratings.server), (on.clone(), errors));
-        assert_eq!(s.access_log_for("default", &labels(&[])).server, on, "the mesh's, not shop's");
-        assert_eq!(Snapshot::default().access_log_for("shop", &labels(&[])), WorkloadAccessLog::default());
-    }
 
     #[test]
     fn the_version_follows_the_content_not_the_order_of_the_files() {

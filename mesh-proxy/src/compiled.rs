@@ -13,7 +13,7 @@ use mesh_config::{
     Snapshot,
     api::{Kind, Resource},
     registry::{LocalWorkload, Locator, Registry},
-    snapshot::{SideAccessLog, SideTracing, WorkloadAccessLog, WorkloadTracing, labels_match},
+    snapshot::labels_match,
 };
 use mesh_core::{Identity, hash::FxHashSet};
 use mesh_mtls::{
@@ -24,10 +24,7 @@ use mesh_route::{
     layer::TableHandle,
     policy::{ProxyContext, RouteTable},
 };
-use mesh_telemetry::{
-    access_log::{LogControl, LogRule},
-    trace::TraceControl,
-};
+use mesh_telemetry::{access_log::LogControl, policy::TelemetryPolicy, trace::TraceControl};
 use tokio::sync::watch;
 
 /// The compiled state, swapped whole on every snapshot.
@@ -78,8 +75,7 @@ struct Compiled {
     plaintext: FxHashSet<SocketAddr>,
     inbound_service: Option<String>,
     inbound_tcp: bool,
-    tracing: WorkloadTracing,
-    access_log: WorkloadAccessLog,
+    telemetry: TelemetryPolicy,
 }
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
@@ -114,30 +110,8 @@ fn compile(snapshot: &Snapshot, me: &LocalWorkload, locator: &Locator, ctx: &Pro
         plaintext: peer_auth::plaintext_endpoints(snapshot, &registry),
         inbound_service: inbound.0,
         inbound_tcp: inbound.1,
-        tracing: snapshot.tracing_for(&me.namespace, &me.labels),
-        access_log: snapshot.access_log_for(&me.namespace, &me.labels),
+        telemetry: TelemetryPolicy::compile(snapshot, &me.namespace, &me.labels),
         registry,
-    }
-}
-
-/// A side's tracing in force: what the Telemetry resources set, else the defaults.
-fn side(t: SideTracing, default_sampling: f64) -> (f64, bool) {
-    (t.sampling.unwrap_or(default_sampling), t.report_spans.unwrap_or(true))
-}
-
-/// A side's access logging in force: what the Telemetry resources set, else the default.
-/// The filter was checked when its file was loaded; one that does not parse here writes
-/// nothing, as Envoy writes no line when its expression fails.
-fn log_rule(side: &SideAccessLog, default_on: bool) -> LogRule {
-    let filter = side.filter.as_deref().map(|e| {
-        mesh_core::cel::Expr::parse(e).map(Arc::new).map_err(|err| {
-            tracing::warn!("accessLogging filter {e:?}: {err}; no access log lines are written");
-        })
-    });
-    match filter {
-        Some(Err(())) => LogRule { on: false, filter: None },
-        Some(Ok(f)) => LogRule { on: side.enabled.unwrap_or(default_on), filter: Some(f) },
-        None => LogRule { on: side.enabled.unwrap_or(default_on), filter: None },
     }
 }
 
@@ -151,16 +125,17 @@ impl CompiledConfig {
         default_log: bool,
     ) -> Arc<Self> {
         let c = compile(&snapshot, &me, &locator, &ctx);
-        let control = |t| {
-            let (sampling, report) = side(t, default_sampling);
+        let control = |t: mesh_telemetry::policy::SideTracing| {
+            let (sampling, report) = t.in_force(default_sampling);
             Arc::new(TraceControl::new(sampling, report))
         };
+        let (tracing, log) = (&c.telemetry.tracing, &c.telemetry.access_log);
         Arc::new(Self {
-            trace_client: control(c.tracing.client),
-            trace_server: control(c.tracing.server),
+            trace_client: control(tracing.client),
+            trace_server: control(tracing.server),
             default_sampling,
-            log_client: Arc::new(LogControl::new(log_rule(&c.access_log.client, default_log))),
-            log_server: Arc::new(LogControl::new(log_rule(&c.access_log.server, default_log))),
+            log_client: Arc::new(LogControl::new(log.client.rule(default_log))),
+            log_server: Arc::new(LogControl::new(log.server.rule(default_log))),
             default_log,
             me,
             locator,
@@ -187,12 +162,13 @@ impl CompiledConfig {
         self.plaintext.store(Arc::new(c.plaintext));
         self.inbound_service.store(Arc::new(c.inbound_service));
         self.inbound_tcp.store(c.inbound_tcp, std::sync::atomic::Ordering::Relaxed);
-        for (control, t) in [(&self.trace_client, c.tracing.client), (&self.trace_server, c.tracing.server)] {
-            let (sampling, report) = side(t, self.default_sampling);
+        let (tracing, log) = (&c.telemetry.tracing, &c.telemetry.access_log);
+        for (control, t) in [(&self.trace_client, tracing.client), (&self.trace_server, tracing.server)] {
+            let (sampling, report) = t.in_force(self.default_sampling);
             control.set(sampling, report);
         }
-        self.log_client.set(log_rule(&c.access_log.client, self.default_log));
-        self.log_server.set(log_rule(&c.access_log.server, self.default_log));
+        self.log_client.set(log.client.rule(self.default_log));
+        self.log_server.set(log.server.rule(self.default_log));
         self.registry.store(Arc::new(c.registry));
         self.peer.store(Arc::new(c.peer));
         self.jwt.store(Arc::new(c.jwt));

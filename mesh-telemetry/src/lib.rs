@@ -45,4 +45,6 @@ pub mod layer;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otlp;
+#[cfg(feature = "config")]
+pub mod policy;
 pub mod trace;
