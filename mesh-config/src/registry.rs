@@ -212,6 +212,9 @@ pub struct Service {
     pub endpoints: BTreeMap<u16, Arc<[Endpoint]>>,
     /// Outside the mesh (ServiceEntry MESH_EXTERNAL): no sidecar, no mTLS.
     pub mesh_external: bool,
+    /// The Kubernetes Service's `spec.selector` (empty: selects no workload; ServiceEntries
+    /// have none).
+    pub selector: Labels,
 }
 
 impl Service {
@@ -508,6 +511,7 @@ impl Registry {
                 ports,
                 endpoints,
                 mesh_external: false,
+                selector: s.spec.selector.clone(),
             };
             reg.services.insert(svc.hostname.clone(), Arc::new(svc));
         }
@@ -577,6 +581,7 @@ impl Registry {
                     ports: ports.clone(),
                     endpoints: endpoints.clone(),
                     mesh_external: !matches!(se.spec.location, Some(ServiceEntryLocation::MeshInternal)),
+                    selector: Labels::new(),
                 };
                 reg.services.entry(svc.hostname.clone()).or_insert_with(|| Arc::new(svc));
             }
@@ -592,6 +597,18 @@ impl Registry {
     /// Every service.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values()
+    }
+
+    /// The Services that select a workload in `namespace` with `labels` (by their
+    /// `spec.selector`), by name: what the workload serves.
+    pub fn services_selecting<'a>(
+        &'a self,
+        namespace: &'a str,
+        labels: &'a Labels,
+    ) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.namespace == namespace && !s.selector.is_empty() && labels_match(&s.selector, labels))
     }
 
     /// A workload by namespace and name.
@@ -635,6 +652,36 @@ mod tests {
 
     use super::*;
     use crate::load::{LoadOptions, load_str};
+
+    #[test]
+    fn the_services_selecting_a_workload_are_the_registrys_answer() {
+        let svc = |name: &str, ns: &str, selector: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {selector}, ports: [{{port: 9080, name: http}}]}}\n---\n"
+            )
+        };
+        let yaml = [
+            svc("reviews", "default", "{app: reviews}"),
+            svc("all-of-them", "default", "{}"),
+            svc("reviews-v2", "default", "{app: reviews, version: v2}"),
+            svc("reviews", "other", "{app: reviews}"),
+        ]
+        .concat();
+        let loaded = load_str("s.yaml", &yaml, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        let reg = Registry::build(&loaded.into_snapshot(), &Locator::new());
+        let names = |labels: &[(&str, &str)]| {
+            let labels = mesh_core::test_util::labels(labels);
+            reg.services_selecting("default", &labels).map(|s| s.hostname.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&[("app", "reviews"), ("version", "v1")]), ["reviews.default.svc.cluster.local"]);
+        assert_eq!(
+            names(&[("app", "reviews"), ("version", "v2")]),
+            ["reviews-v2.default.svc.cluster.local", "reviews.default.svc.cluster.local"],
+            "an empty selector selects nothing; another namespace's Service is not this workload's"
+        );
+        assert!(names(&[("app", "ratings")]).is_empty());
+    }
 
     #[test]
     fn a_pods_workload_is_its_deployment_else_its_controller_else_itself() {

@@ -11,9 +11,7 @@ use mesh_authz::{
 };
 use mesh_config::{
     Snapshot,
-    api::{Kind, Resource},
     registry::{LocalWorkload, Locator, Registry},
-    snapshot::labels_match,
 };
 use mesh_core::{Identity, hash::FxHashSet};
 use mesh_mtls::{
@@ -80,16 +78,8 @@ struct Compiled {
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
 /// ports are non-HTTP.
-fn inbound_protocol(snapshot: &Snapshot, registry: &Registry, me: &LocalWorkload) -> (Option<String>, bool) {
-    let services: Vec<_> = snapshot
-        .in_namespace(Kind::Service, &me.namespace)
-        .filter_map(|r| match &**r {
-            Resource::Service(s) if !s.spec.selector.is_empty() && labels_match(&s.spec.selector, &me.labels) => {
-                registry.service(&mesh_config::snapshot::resolve_host(&s.metadata.name, &me.namespace)).cloned()
-            }
-            _ => None,
-        })
-        .collect();
+fn inbound_protocol(registry: &Registry, me: &LocalWorkload) -> (Option<String>, bool) {
+    let services: Vec<_> = registry.services_selecting(&me.namespace, &me.labels).collect();
     let tcp = !services.is_empty() && services.iter().flat_map(|s| &s.ports).all(|p| p.protocol.is_opaque());
     (services.first().map(|s| s.hostname.clone()), tcp)
 }
@@ -100,7 +90,7 @@ fn compile(snapshot: &Snapshot, me: &LocalWorkload, locator: &Locator, ctx: &Pro
     for w in &table.warnings {
         tracing::warn!("{w}");
     }
-    let inbound = inbound_protocol(snapshot, &registry, me);
+    let inbound = inbound_protocol(&registry, me);
     Compiled {
         table,
         authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Protocol::Http),

@@ -10,11 +10,12 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use mesh_config::{
     Snapshot,
-    api::{Kind, Resource, Server},
+    api::{Kind, Server},
 };
 use mesh_core::{BoxBody, reply::LocalReply};
 pub(crate) use mesh_mtls::gateway::Credentials;
 use mesh_mtls::peer_auth::Mode;
+use mesh_route::policy::gateway_servers;
 use tokio::sync::watch;
 
 use crate::serve::Accept;
@@ -83,7 +84,7 @@ pub(crate) fn plan(
     creds: &Credentials,
 ) -> Result<Vec<Plan>, String> {
     let (ns, name) = split(gateway)?;
-    let all_servers = servers(snapshot, ns, name)?;
+    let all_servers = gateway_servers(snapshot, ns, name)?;
     let ports: Vec<u16> = {
         let mut p: Vec<u16> = all_servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
         p.sort_unstable();
@@ -166,7 +167,7 @@ impl LiveListeners {
     /// For the plans `plan` made from `snapshot`; [`LiveListeners::serving`] gives each
     /// listener what it reads.
     pub(crate) fn new(snapshot: &Snapshot, gateway: &str, creds: Credentials, plans: &[Plan]) -> Self {
-        let applied = split(gateway).ok().and_then(|(ns, name)| servers(snapshot, ns, name).ok());
+        let applied = split(gateway).ok().and_then(|(ns, name)| gateway_servers(snapshot, ns, name).ok());
         Self {
             gateway: gateway.to_string(),
             creds,
@@ -183,7 +184,7 @@ impl LiveListeners {
     /// Put `snapshot`'s servers in force; whether anything changed.
     pub(crate) fn update(&self, snapshot: &Snapshot) -> Result<bool, String> {
         let (ns, name) = split(&self.gateway)?;
-        let all_servers = match servers(snapshot, ns, name) {
+        let all_servers = match gateway_servers(snapshot, ns, name) {
             Ok(s) => s,
             // Deleted: Envoy is left with no listeners.
             Err(_)
@@ -264,74 +265,6 @@ where
         } else {
             futures_util::future::Either::Right(self.inner.call(req))
         }
-    }
-}
-
-/// The servers of the gateway `ns/name`: an Istio Gateway's as written, or a Gateway API
-/// Gateway's HTTP and HTTPS listeners as the servers Istio's controller makes of them (an
-/// HTTPS listener's first certificateRef is the `credentialName`: a Secret of the Gateway's
-/// namespace is `--credential-dir/NAME`, another namespace's, which needs a ReferenceGrant,
-/// `--credential-dir/NS/NAME`). The two kinds under one name are refused.
-pub(crate) fn servers(snapshot: &Snapshot, ns: &str, name: &str) -> Result<Vec<Server>, String> {
-    let istio = snapshot.get(Kind::Gateway, ns, name);
-    let api = snapshot.get(Kind::KubernetesGateway, ns, name);
-    match (istio.map(|r| &**r), api.map(|r| &**r)) {
-        (Some(_), Some(_)) => Err(format!(
-            "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
-        )),
-        (Some(Resource::Gateway(gw)), None) => Ok(gw.spec.servers.clone()),
-        (None, Some(Resource::KubernetesGateway(gw))) => {
-            mesh_route::policy::class_accepted(snapshot, &gw.spec.gateway_class_name)
-                .map_err(|e| format!("Gateway {ns}/{name}: {e}"))?;
-            let mut out = Vec::new();
-            for l in &gw.spec.listeners {
-                let tls = match (l.protocol.as_str(), &l.tls) {
-                    ("HTTP", _) => None,
-                    ("HTTPS", Some(tls)) => {
-                        let Some(cert) = tls.certificate_refs.first() else {
-                            return Err(format!(
-                                "Gateway {ns}/{name} listener {:?}: HTTPS needs certificateRefs",
-                                l.name
-                            ));
-                        };
-                        // More than one is a load-time warning (validation).
-                        let credential = match cert.namespace.as_deref() {
-                            None => cert.name.clone(),
-                            Some(cns) if cns == ns => cert.name.clone(),
-                            Some(cns) => {
-                                if !snapshot.reference_granted("Gateway", ns, cns, "Secret", &cert.name) {
-                                    return Err(format!(
-                                        "Gateway {ns}/{name} listener {:?}: Secret {cns}/{} is in another namespace and no ReferenceGrant in {cns} allows Gateways from {ns}",
-                                        l.name, cert.name
-                                    ));
-                                }
-                                format!("{cns}/{}", cert.name)
-                            }
-                        };
-                        Some(mesh_config::api::ServerTlsSettings {
-                            mode: Some(mesh_config::api::ServerTlsMode::Simple),
-                            credential_name: Some(credential),
-                            ..Default::default()
-                        })
-                    }
-                    _ => continue, // refused at --listen time, reported by the route table
-                };
-                out.push(Server {
-                    port: mesh_config::api::GatewayPort {
-                        number: l.port,
-                        protocol: l.protocol.clone(),
-                        name: l.name.clone(),
-                        ..Default::default()
-                    },
-                    hosts: vec![l.hostname.clone().unwrap_or_else(|| "*".into())],
-                    tls,
-                    name: Some(l.name.clone()),
-                    ..Default::default()
-                });
-            }
-            Ok(out)
-        }
-        _ => Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
     }
 }
 
@@ -422,56 +355,6 @@ spec:
         assert_eq!(live.update(&first), Ok(true));
         assert_eq!(live.update(&Snapshot::default()), Ok(true));
         assert_eq!(now(), "Serving { accept: \"closed\", https_redirect: false }");
-    }
-
-    const API_GATEWAY: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: infra}
-spec:
-  gatewayClassName: istio
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-  - name: https
-    port: 443
-    protocol: HTTPS
-    hostname: secure.example.com
-    tls: {certificateRefs: [{name: cert, namespace: certs}]}
-"#;
-
-    const GRANT: &str = r#"
-apiVersion: gateway.networking.k8s.io/v1beta1
-kind: ReferenceGrant
-metadata: {name: gateways-may-read, namespace: certs}
-spec:
-  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
-  to: [{group: "", kind: Secret, name: cert}]
-"#;
-
-    #[test]
-    fn a_gateway_api_gateway_s_listeners_are_servers_and_a_secret_elsewhere_needs_a_grant() {
-        let load = |yaml: &str| {
-            let loaded = load_str("gw.yaml", yaml, &LoadOptions::default());
-            assert!(!loaded.has_errors(), "{}", loaded.report());
-            loaded.into_snapshot()
-        };
-        let err = servers(&load(API_GATEWAY), "infra", "web").unwrap_err();
-        assert!(err.contains("Secret certs/cert is in another namespace and no ReferenceGrant in certs"), "{err}");
-        let got = servers(&load(&format!("{API_GATEWAY}---{GRANT}")), "infra", "web").unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            (got[0].port.number, got[0].hosts.as_slice(), got[0].tls.is_none()),
-            (80, &["*".to_string()][..], true)
-        );
-        let tls = got[1].tls.as_ref().unwrap();
-        assert_eq!(
-            (got[1].hosts[0].as_str(), tls.credential_name.as_deref()),
-            ("secure.example.com", Some("certs/cert"))
-        );
-        // Another controller's class is not ours to serve.
-        let theirs = API_GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: nginx");
-        let err = servers(&load(&theirs), "infra", "web").unwrap_err();
-        assert!(err.contains("GatewayClass \"nginx\" is not defined"), "{err}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::{
 use mesh_config::api::{
     FromNamespaces, GROUP, GrpcRouteMatch, GrpcRouteRule, HeaderOperations, Headers, HttpBackendRef, HttpHeaderFilter,
     HttpRouteFilter, HttpRouteMatch, HttpRouteRule, Kind, KubernetesGatewaySpec, Listener, ObjectMeta, ParentReference,
-    PathMatchType, Resource,
+    PathMatchType, Resource, Server,
 };
 use mesh_core::request::host_matches;
 
@@ -696,6 +696,73 @@ pub fn class_accepted(snapshot: &mesh_config::Snapshot, class: &str) -> Result<(
     }
 }
 
+/// The servers of the gateway `ns/name` (what `--gateway` serves): an Istio Gateway's as written, or a Gateway API
+/// Gateway's HTTP and HTTPS listeners as the servers Istio's controller makes of them (an
+/// HTTPS listener's first certificateRef is the `credentialName`: a Secret of the Gateway's
+/// namespace is `--credential-dir/NAME`, another namespace's, which needs a ReferenceGrant,
+/// `--credential-dir/NS/NAME`). The two kinds under one name are refused.
+pub fn gateway_servers(snapshot: &mesh_config::Snapshot, ns: &str, name: &str) -> Result<Vec<Server>, String> {
+    let istio = snapshot.get(Kind::Gateway, ns, name);
+    let api = snapshot.get(Kind::KubernetesGateway, ns, name);
+    match (istio.map(|r| &**r), api.map(|r| &**r)) {
+        (Some(_), Some(_)) => Err(format!(
+            "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
+        )),
+        (Some(Resource::Gateway(gw)), None) => Ok(gw.spec.servers.clone()),
+        (None, Some(Resource::KubernetesGateway(gw))) => {
+            class_accepted(snapshot, &gw.spec.gateway_class_name).map_err(|e| format!("Gateway {ns}/{name}: {e}"))?;
+            let mut out = Vec::new();
+            for l in &gw.spec.listeners {
+                let tls = match (l.protocol.as_str(), &l.tls) {
+                    ("HTTP", _) => None,
+                    ("HTTPS", Some(tls)) => {
+                        let Some(cert) = tls.certificate_refs.first() else {
+                            return Err(format!(
+                                "Gateway {ns}/{name} listener {:?}: HTTPS needs certificateRefs",
+                                l.name
+                            ));
+                        };
+                        // More than one is a load-time warning (validation).
+                        let credential = match cert.namespace.as_deref() {
+                            None => cert.name.clone(),
+                            Some(cns) if cns == ns => cert.name.clone(),
+                            Some(cns) => {
+                                if !snapshot.reference_granted("Gateway", ns, cns, "Secret", &cert.name) {
+                                    return Err(format!(
+                                        "Gateway {ns}/{name} listener {:?}: Secret {cns}/{} is in another namespace and no ReferenceGrant in {cns} allows Gateways from {ns}",
+                                        l.name, cert.name
+                                    ));
+                                }
+                                format!("{cns}/{}", cert.name)
+                            }
+                        };
+                        Some(mesh_config::api::ServerTlsSettings {
+                            mode: Some(mesh_config::api::ServerTlsMode::Simple),
+                            credential_name: Some(credential),
+                            ..Default::default()
+                        })
+                    }
+                    _ => continue, // refused at --listen time, reported by the route table
+                };
+                out.push(Server {
+                    port: mesh_config::api::GatewayPort {
+                        number: l.port,
+                        protocol: l.protocol.clone(),
+                        name: l.name.clone(),
+                        ..Default::default()
+                    },
+                    hosts: vec![l.hostname.clone().unwrap_or_else(|| "*".into())],
+                    tls,
+                    name: Some(l.name.clone()),
+                    ..Default::default()
+                });
+            }
+            Ok(out)
+        }
+        _ => Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,6 +774,56 @@ mod tests {
     use mesh_core::Labels;
 
     const SERVICES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: apps}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: apps}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+    const API_GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: cert, namespace: certs}]}
+"#;
+
+    const SECRET_GRANT: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-may-read, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret, name: cert}]
+"#;
+
+    #[test]
+    fn a_gateway_api_gateway_s_listeners_are_servers_and_a_secret_elsewhere_needs_a_grant() {
+        let load = |yaml: &str| {
+            let loaded = load_str("gw.yaml", yaml, &LoadOptions::default());
+            assert!(!loaded.has_errors(), "{}", loaded.report());
+            loaded.into_snapshot()
+        };
+        let err = gateway_servers(&load(API_GATEWAY), "infra", "web").unwrap_err();
+        assert!(err.contains("Secret certs/cert is in another namespace and no ReferenceGrant in certs"), "{err}");
+        let got = gateway_servers(&load(&format!("{API_GATEWAY}---{SECRET_GRANT}")), "infra", "web").unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].port.number, got[0].hosts.as_slice(), got[0].tls.is_none()),
+            (80, &["*".to_string()][..], true)
+        );
+        let tls = got[1].tls.as_ref().unwrap();
+        assert_eq!(
+            (got[1].hosts[0].as_str(), tls.credential_name.as_deref()),
+            ("secure.example.com", Some("certs/cert"))
+        );
+        // Another controller's class is not ours to serve.
+        let theirs = API_GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: nginx");
+        let err = gateway_servers(&load(&theirs), "infra", "web").unwrap_err();
+        assert!(err.contains("GatewayClass \"nginx\" is not defined"), "{err}");
+    }
 
     fn table(yaml: &str, ctx: &ProxyContext) -> RouteTable {
         let loaded = load_str("t.yaml", &format!("{SERVICES}---\n{yaml}"), &LoadOptions::default());
