@@ -368,6 +368,12 @@ where
 /// client that always is), so the stack is not cloned per request, as hyper-util's
 /// `TowerToHyperService` does; a service that is not ready gets the request through a
 /// clone that waits for readiness (`oneshot`), as there.
+///
+/// The invariant, asserted by `the_mesh_stacks_are_ready_at_once`: the connection's own
+/// service is polled with a no-op waker, so a service that can be pending (a buffer, a
+/// concurrency limit) keeps what that poll reserved (a queued permit) parked until the
+/// connection's next request polls it again. The mesh's stacks are never pending; an
+/// embedded app that is gets correct answers through the clone, at that cost.
 struct ReadyFirst<S> {
     svc: std::cell::RefCell<S>,
 }
@@ -749,6 +755,72 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// ReadyFirst's fast path rests on this invariant: a stack the mesh serves is ready at
+    /// once (its layers forward readiness down to the pooled client, which always is), so a
+    /// request never leaves a readiness reservation parked in the connection's own service.
+    /// A layer that can be pending (a buffer, a concurrency limit) breaks it: this fails.
+    #[tokio::test]
+    async fn the_mesh_stacks_are_ready_at_once() {
+        use mesh_config::registry::{Locator, Registry};
+        use mesh_route::{
+            layer::TableHandle,
+            policy::{ProxyContext, RouteTable},
+        };
+        use mesh_telemetry::layer::{Reporter, TelemetryLayer, WorkloadInfo};
+        let snapshot = mesh_config::Snapshot::default();
+        let ctx = ProxyContext::sidecar("default", mesh_core::Labels::new());
+        let table =
+            TableHandle::new(RouteTable::compile(&snapshot, &Registry::build(&snapshot, &Locator::new()), &ctx));
+        let workload = WorkloadInfo::new("w", "default", &mesh_core::Labels::new(), None);
+        let telemetry =
+            TelemetryLayer::new(Arc::new(mesh_telemetry::metrics::MeshMetrics::new()), Reporter::Source, workload);
+        let client = crate::client::ClientBuilder::new(table).http();
+        let mut svc: crate::outbound::Outbound<BoxBody> =
+            crate::outbound::stack(crate::guard::GuardLayer::new(0), telemetry, client);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..2 {
+            assert!(matches!(tower::Service::poll_ready(&mut svc, &mut cx), Poll::Ready(Ok(()))));
+            // No route: a local reply, and the stack is ready again at once.
+            let rsp = tower::Service::call(&mut svc, Request::new(mesh_core::body::empty())).await.unwrap();
+            assert_eq!(rsp.status(), 404);
+        }
+    }
+
+    /// A service that is not ready at once (an app behind a concurrency limit, embedded) gets
+    /// its request through a clone that waits for readiness.
+    #[tokio::test]
+    async fn a_service_not_ready_at_once_is_called_through_a_clone() {
+        #[derive(Clone)]
+        struct Later(Arc<std::sync::atomic::AtomicBool>);
+        impl tower::Service<Request<BoxBody>> for Later {
+            type Response = Response<BoxBody>;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Response<BoxBody>, std::convert::Infallible>>;
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                if self.0.load(Ordering::SeqCst) {
+                    return Poll::Ready(Ok(()));
+                }
+                // Asks to be polled again (a concurrency limit would park a waiter here).
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            fn call(&mut self, _: Request<BoxBody>) -> Self::Future {
+                assert!(self.0.load(Ordering::SeqCst), "called only when ready");
+                std::future::ready(Ok(Response::new(mesh_core::body::full("late"))))
+            }
+        }
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let svc = ReadyFirst::new(Later(ready.clone()));
+        let fut = hyper::service::Service::call(&svc, Request::new(mesh_core::body::empty()));
+        let task = tokio::spawn(fut);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished(), "waits for readiness");
+        ready.store(true, Ordering::SeqCst);
+        assert_eq!(task.await.unwrap().unwrap().status(), 200);
+    }
 
     fn limits() -> Limits {
         Limits {
