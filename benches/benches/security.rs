@@ -4,7 +4,7 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use mesh_authz::policy::{AuthzPolicy, AuthzRequest, Protocol};
+use mesh_authz::policy::{AuthzPolicy, AuthzRequest, Traffic};
 use mesh_config::load::{LoadOptions, load_paths};
 use mesh_core::Identity;
 use mesh_mtls::{ca::CertificateAuthority, config, store::CertStore};
@@ -24,12 +24,8 @@ fn authz(c: &mut Criterion) {
     .map(|f| dir.join(f))
     .collect();
     let snapshot = load_paths(&files, &LoadOptions::default()).into_snapshot();
-    let policy = AuthzPolicy::compile(
-        &snapshot,
-        "default",
-        &[("app".to_string(), "reviews".to_string())].into(),
-        Protocol::Http,
-    );
+    let policy =
+        AuthzPolicy::compile(&snapshot, "default", &[("app".to_string(), "reviews".to_string())].into(), Traffic::Http);
     let productpage: Identity = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage".parse().unwrap();
     let ratings: Identity = "spiffe://cluster.local/ns/default/sa/bookinfo-ratings".parse().unwrap();
     let headers = HeaderMap::new();

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use mesh_authz::{
     jwt::JwtPolicy,
     layer::{AuthnLayer, AuthzLayer, ExtAuthzHttp},
-    policy::{AuthzPolicy, Protocol, RequestAuth},
+    policy::{AuthzPolicy, RequestAuth, Traffic},
 };
 use mesh_config::load::{LoadOptions, load_str};
 use mesh_core::test_util::identity as id;
@@ -59,7 +59,7 @@ async fn start(config_yaml: &str, mode: Mode, providers: Vec<ExtAuthzHttp>) -> S
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let snapshot = loaded.into_snapshot();
     let labels = [("app".to_string(), "reviews".to_string())].into();
-    let policy = Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &labels, Protocol::Http)));
+    let policy = Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &labels, Traffic::Http)));
     let jwt = Arc::new(ArcSwap::from_pointee(JwtPolicy::compile(&snapshot, "default", &labels)));
 
     let ca = Arc::new(CertificateAuthority::generate("cluster.local").unwrap());
@@ -72,7 +72,7 @@ async fn start(config_yaml: &str, mode: Mode, providers: Vec<ExtAuthzHttp>) -> S
     let decisions = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = decisions.clone();
     let authz = AuthzLayer::with_providers(policy, 9080, providers, 0)
-        .with_on_decision(mesh_core::ext::Hook::new(move |d| sink.lock().unwrap().push(d)));
+        .with_on_decision(mesh_core::ext::Hook::new(move |d| sink.lock().unwrap().push(d.name())));
     let svc = ServiceBuilder::new().layer(AuthnLayer::new(jwt)).layer(authz.clone()).service(service_fn(app));
     let svc =
         tower::util::BoxCloneSyncService::new(ServiceBuilder::new().map_err(|e: mesh_core::BoxError| e).service(svc));

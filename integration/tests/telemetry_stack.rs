@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mesh_authz::{
     layer::AuthzLayer,
-    policy::{AuthzPolicy, Protocol},
+    policy::{AuthzPolicy, Traffic},
 };
 use mesh_config::test_util::Manifest;
 use mesh_config::{
@@ -116,7 +116,7 @@ async fn mesh() -> Mesh {
         Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok")))
     });
     let policy =
-        Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &reviews_labels, Protocol::Http)));
+        Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &reviews_labels, Traffic::Http)));
     let server_stack = ServiceBuilder::new()
         .map_response(|r: Response<_>| r.map(mesh_core::body::boxed))
         .layer(

@@ -425,7 +425,7 @@ impl State {
     fn custom_denied(&self) {
         self.stats.custom_denied.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.on_decision {
-            h.call("custom_deny");
+            h.call(mesh_core::ext::Event::AuthzCustomDeny);
         }
     }
 
@@ -433,7 +433,7 @@ impl State {
         let counter = if d.allowed { &self.stats.allowed } else { &self.stats.denied };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(h) = &self.on_decision {
-            h.call(if d.allowed { "allow" } else { "deny" });
+            h.call(if d.allowed { mesh_core::ext::Event::AuthzAllow } else { mesh_core::ext::Event::AuthzDeny });
         }
         if !d.dry_run.is_empty() {
             self.stats.dry_run.fetch_add(1, Ordering::Relaxed);

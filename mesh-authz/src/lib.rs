@@ -10,7 +10,7 @@
 //!
 //! ```
 //! # use std::convert::Infallible;
-//! use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+//! use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Traffic}};
 //! use mesh_config::api::{AuthorizationAction, AuthorizationPolicySpec, Object, ObjectMeta, Operation, Rule, RuleTo};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -30,7 +30,7 @@
 //!     ..Default::default()
 //! };
 //! let labels = [("app".to_string(), "reviews".to_string())].into();
-//! let policy = AuthzPolicy::from_policies([get_only], "default", &labels, Protocol::Http).unwrap();
+//! let policy = AuthzPolicy::from_policies([get_only], "default", &labels, Traffic::Http).unwrap();
 //! let svc = ServiceBuilder::new().layer(AuthzLayer::from_policy(policy, 9080)).service_fn(
 //!     |_req: http::Request<mesh_core::BoxBody>| async { Ok::<_, Infallible>(http::Response::new(mesh_core::body::empty())) },
 //! );

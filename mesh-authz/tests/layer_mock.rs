@@ -7,7 +7,7 @@
 use http::{Request, Response};
 use mesh_authz::{
     layer::AuthzLayer,
-    policy::{AuthzPolicy, Protocol},
+    policy::{AuthzPolicy, Traffic},
 };
 use mesh_config::api::{AuthorizationPolicySpec, Labels, Object};
 use mesh_core::BoxBody;
@@ -35,7 +35,7 @@ fn reviews() -> Labels {
 
 fn layer() -> AuthzLayer {
     AuthzLayer::from_policy(
-        AuthzPolicy::from_policies([deny_admin()], "default", &reviews(), Protocol::Http).unwrap(),
+        AuthzPolicy::from_policies([deny_admin()], "default", &reviews(), Traffic::Http).unwrap(),
         9080,
     )
 }
@@ -48,23 +48,23 @@ fn typed_policies_apply_by_namespace_and_selector_and_invalid_ones_are_errors() 
     other_app.spec.selector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "ratings"}})).unwrap();
     let mut mine = deny_admin();
     mine.spec.selector = serde_json::from_value(serde_json::json!({"matchLabels": {"app": "reviews"}})).unwrap();
-    let none = AuthzPolicy::from_policies([other_ns, other_app], "default", &reviews(), Protocol::Http).unwrap();
+    let none = AuthzPolicy::from_policies([other_ns, other_app], "default", &reviews(), Traffic::Http).unwrap();
     assert!(none.is_empty(), "{none:?}");
-    let p = AuthzPolicy::from_policies([mine], "default", &reviews(), Protocol::Http).unwrap();
+    let p = AuthzPolicy::from_policies([mine], "default", &reviews(), Traffic::Http).unwrap();
     assert!(!p.is_empty(), "{p:?}");
 
     // `kind` and `apiVersion` may be left out of a typed policy; another kind is an error.
     let mut bare = deny_admin();
     (bare.kind, bare.api_version) = (String::new(), String::new());
-    assert!(!AuthzPolicy::from_policies([bare.clone()], "default", &reviews(), Protocol::Http).unwrap().is_empty());
+    assert!(!AuthzPolicy::from_policies([bare.clone()], "default", &reviews(), Traffic::Http).unwrap().is_empty());
     bare.kind = "PeerAuthentication".into();
-    let err = AuthzPolicy::from_policies([bare], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    let err = AuthzPolicy::from_policies([bare], "default", &reviews(), Traffic::Http).unwrap_err().to_string();
     assert!(err.contains("PeerAuthentication"), "{err}");
 
     // A DENY policy without rules would never match: Istio rejects it, so do we.
     let mut no_rules = deny_admin();
     no_rules.spec.rules.clear();
-    let err = AuthzPolicy::from_policies([no_rules], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    let err = AuthzPolicy::from_policies([no_rules], "default", &reviews(), Traffic::Http).unwrap_err().to_string();
     assert!(err.contains("rules"), "{err}");
     // A rule whose values do not hold is an error, not skipped.
     let bad_ip = policy(serde_json::json!({
@@ -72,7 +72,7 @@ fn typed_policies_apply_by_namespace_and_selector_and_invalid_ones_are_errors() 
         "metadata": {"name": "bad", "namespace": "default"},
         "spec": {"action": "DENY", "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/99"]}}]}]},
     }));
-    let err = AuthzPolicy::from_policies([bad_ip], "default", &reviews(), Protocol::Http).unwrap_err().to_string();
+    let err = AuthzPolicy::from_policies([bad_ip], "default", &reviews(), Traffic::Http).unwrap_err().to_string();
     assert!(err.contains("ipBlocks") || err.contains("10.0.0.0/99"), "{err}");
 }
 

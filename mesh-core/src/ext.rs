@@ -179,20 +179,49 @@ impl DownstreamTls {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamEndpoint(pub crate::endpoint::Endpoint);
 
-/// A callback a layer runs when something worth counting happens (a retry, an ejection,
-/// an authorization decision); telemetry provides it, so layers need no metrics library.
+/// Something worth counting that a layer saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The retry layer sent another try.
+    Retry,
+    /// The balancer ejected an endpoint (outlier detection).
+    Ejection,
+    /// An AuthorizationPolicy allowed a request.
+    AuthzAllow,
+    /// An AuthorizationPolicy denied a request.
+    AuthzDeny,
+    /// The external authorizer (CUSTOM) denied a request, or its provider does not exist.
+    AuthzCustomDeny,
+}
+
+impl Event {
+    /// Its name as the metrics label it (`mesh_authz_decisions_total{decision="allow"}`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Event::Retry => "retry",
+            Event::Ejection => "ejection",
+            Event::AuthzAllow => "allow",
+            Event::AuthzDeny => "deny",
+            Event::AuthzCustomDeny => "custom_deny",
+        }
+    }
+}
+
+/// A callback a layer runs when something worth counting happens ([`Event`]: a retry, an
+/// ejection, an authorization decision); telemetry provides it, so layers need no metrics
+/// library.
 #[derive(Clone)]
-pub struct Hook(Arc<dyn Fn(&'static str) + Send + Sync>);
+pub struct Hook(Arc<dyn Fn(Event) + Send + Sync>);
 
 impl Hook {
-    /// Wrap a callback; its argument names what happened (`retry`, `ejection`, `allow`...).
-    pub fn new(f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
+    /// Wrap a callback.
+    pub fn new(f: impl Fn(Event) + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }
 
     /// Run it.
-    pub fn call(&self, what: &'static str) {
-        (self.0)(what);
+    pub fn call(&self, event: Event) {
+        (self.0)(event);
     }
 }
 

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 use arc_swap::ArcSwap;
 use mesh_authz::{
     jwt::JwtPolicy,
-    policy::{AuthzPolicy, Protocol},
+    policy::{AuthzPolicy, Traffic},
 };
 use mesh_config::{
     Snapshot,
@@ -93,7 +93,7 @@ fn compile(snapshot: &Snapshot, me: &LocalWorkload, locator: &Locator, ctx: &Pro
     let inbound = inbound_protocol(&registry, me);
     Compiled {
         table,
-        authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Protocol::Http),
+        authz: AuthzPolicy::compile(snapshot, &me.namespace, &me.labels, Traffic::Http),
         jwt: JwtPolicy::compile(snapshot, &me.namespace, &me.labels),
         peer: PeerAuthn::compile(snapshot, &me.namespace, &me.labels),
         naming: secure_naming(&registry),

@@ -308,6 +308,47 @@ impl ConnState {
     }
 }
 
+/// The connections open on one listener, so that its drain waits for the last to close
+/// (woken when it does, not polled).
+#[derive(Debug, Default)]
+pub(crate) struct OpenConnections {
+    count: AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+/// One open connection of [`OpenConnections`]; dropped when it closes.
+pub(crate) struct OpenConnection(Arc<OpenConnections>);
+
+impl OpenConnections {
+    /// A connection opens.
+    pub(crate) fn open(self: &Arc<Self>) -> OpenConnection {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(self.clone())
+    }
+
+    /// When no connection is open.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let last = self.closed.notified();
+            tokio::pin!(last);
+            // Registered before the count is read: a close in between still wakes us.
+            last.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            last.await;
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
 /// One open request; dropped with its response body (or its future).
 #[derive(Debug)]
 struct InFlight(Arc<ConnState>);
@@ -755,6 +796,23 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_is_woken_by_the_last_connection_closing() {
+        let open = Arc::new(OpenConnections::default());
+        open.closed().await; // none open: at once
+        let (a, b) = (open.open(), open.open());
+        let waiting = tokio::spawn({
+            let open = open.clone();
+            async move { open.closed().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one is still open");
+        drop(b);
+        // Woken, with no timer to advance.
+        tokio::time::timeout(Duration::from_millis(1), waiting).await.expect("woken").unwrap();
+    }
 
     /// ReadyFirst's fast path rests on this invariant: a stack the mesh serves is ready at
     /// once (its layers forward readiness down to the pooled client, which always is), so a

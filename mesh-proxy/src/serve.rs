@@ -19,7 +19,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     MeshError,
-    conn::{Gate, serve_http, within},
+    conn::{Gate, OpenConnections, serve_http, within},
 };
 
 /// How connections are accepted.
@@ -100,7 +100,7 @@ pub(crate) async fn serve<S>(
     };
     gate.bound(local);
     let builder = Arc::new(builder());
-    let active = Arc::new(crate::tcp::Active::default());
+    let open = Arc::new(OpenConnections::default());
     // Past the cap a connection is closed at once, so the descriptors of established
     // clients and of the upstream pools are never starved.
     while let Some((tcp, client, permit)) = gate.next(&listener, &mut stop).await {
@@ -108,7 +108,7 @@ pub(crate) async fn serve<S>(
         let (accept, service, builder, gate, stop) =
             (accept.clone(), service.clone(), builder.clone(), gate.clone(), stop.clone());
         let opaque = opaque.clone().filter(|o| (o.when)());
-        let guard = active.enter();
+        let guard = open.open();
         tokio::spawn(async move {
             let _held = (guard, permit);
             let first_byte = gate.limits().first_byte;
@@ -150,7 +150,7 @@ pub(crate) async fn serve<S>(
     }
     drop(listener);
     tracing::info!(listener = name, "draining");
-    active.idle().await;
+    open.closed().await;
 }
 
 /// The TLS handshake of an accepted connection, within the first-byte timer; `None` (logged,

@@ -9,15 +9,7 @@
 //! non-HTTP ports gets its mTLS connections spliced to the app as they are.
 //! `istio_tcp_*` metrics are kept on both sides.
 
-use std::{
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, pin::Pin, sync::Arc};
 
 use http::Uri;
 use hyper_util::rt::TokioIo;
@@ -40,7 +32,7 @@ use tokio::{
 };
 use tower::Service;
 
-use crate::compiled::CompiledConfig;
+use crate::{compiled::CompiledConfig, conn::OpenConnections};
 
 /// `--tcp ADDR=HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,32 +60,6 @@ impl std::str::FromStr for Forward {
     }
 }
 
-/// Connections in flight, so a drain can wait for them.
-#[derive(Debug, Default)]
-pub(crate) struct Active(AtomicUsize);
-
-pub(crate) struct ActiveGuard(Arc<Active>);
-
-impl Active {
-    pub(crate) fn enter(self: &Arc<Self>) -> ActiveGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        ActiveGuard(self.clone())
-    }
-
-    /// Wait until no connection is open.
-    pub(crate) async fn idle(&self) {
-        while self.0.load(Ordering::SeqCst) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// The outbound TCP side.
 pub(crate) struct Outbound {
     pub(crate) control: Arc<CompiledConfig>,
@@ -115,18 +81,18 @@ impl Outbound {
         if let Ok(local) = listener.local_addr() {
             gate.bound(local);
         }
-        let active = Arc::new(Active::default());
+        let open = Arc::new(OpenConnections::default());
         // The connection cap; no timers: a TCP protocol may be server-first or idle.
         while let Some((tcp, peer, permit)) = gate.next(&listener, &mut stop).await {
             let _ = tcp.set_nodelay(true);
-            let (me, forward, guard) = (self.clone(), forward.clone(), active.enter());
+            let (me, forward, guard) = (self.clone(), forward.clone(), open.open());
             tokio::spawn(async move {
                 me.proxy(tcp, peer, &forward).await;
                 drop((guard, permit));
             });
         }
         drop(listener);
-        active.idle().await;
+        open.closed().await;
     }
 
     fn labels(&self, cluster: &Cluster, endpoint: Option<&Endpoint>, flags: ResponseFlags) -> TcpLabels {

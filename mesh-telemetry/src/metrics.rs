@@ -339,16 +339,18 @@ impl ProxyMetrics {
     /// The counters of the decisions the authz layer reports are resolved here, once, so a
     /// request neither allocates nor locks the family.
     pub fn authz_hook(self: &Arc<Self>) -> mesh_core::ext::Hook {
-        let counter = |d: &str| self.authz_decisions.get_or_create_owned(&DecisionLabels { decision: d.to_string() });
-        let known = [("allow", counter("allow")), ("deny", counter("deny")), ("custom_deny", counter("custom_deny"))];
-        let me = self.clone();
-        mesh_core::ext::Hook::new(move |decision| match known.iter().find(|(d, _)| *d == decision) {
-            Some((_, c)) => {
-                c.inc();
-            }
-            None => {
-                me.authz_decisions.get_or_create(&DecisionLabels { decision: decision.to_string() }).inc();
-            }
+        use mesh_core::ext::Event;
+        let counter =
+            |e: Event| self.authz_decisions.get_or_create_owned(&DecisionLabels { decision: e.name().to_string() });
+        let (allow, deny, custom_deny) =
+            (counter(Event::AuthzAllow), counter(Event::AuthzDeny), counter(Event::AuthzCustomDeny));
+        mesh_core::ext::Hook::new(move |event| {
+            match event {
+                Event::AuthzAllow => allow.inc(),
+                Event::AuthzDeny => deny.inc(),
+                Event::AuthzCustomDeny => custom_deny.inc(),
+                Event::Retry | Event::Ejection => return,
+            };
         })
     }
 

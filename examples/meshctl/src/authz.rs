@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use mesh_authz::policy::{
-    Action, AuthzPolicy, AuthzRequest, Protocol, RequestAuth, method_case_variant, path::normalize,
+    Action, AuthzPolicy, AuthzRequest, RequestAuth, Traffic, method_case_variant, path::normalize,
 };
 use mesh_core::Identity;
 use serde::Serialize;
@@ -111,7 +111,7 @@ pub(crate) fn run(args: &AuthzArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let auth = args.request_principal.as_ref().map(|p| RequestAuth { principal: p.clone(), ..RequestAuth::default() });
-    let policy = AuthzPolicy::compile(&snapshot, &args.namespace, &labels, Protocol::Http);
+    let policy = AuthzPolicy::compile(&snapshot, &args.namespace, &labels, Traffic::Http);
     for w in &policy.warnings {
         eprintln!("warning: {w}");
     }

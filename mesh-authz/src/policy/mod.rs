@@ -75,7 +75,7 @@ pub struct AuthzRequest<'a> {
 /// Traffic the policy is compiled for: HTTP, or TCP where HTTP-only conditions cannot be
 /// evaluated (ALLOW rules using them vanish; DENY and AUDIT rules lose those conditions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub enum Traffic {
     /// HTTP requests.
     Http,
     /// TCP connections.
@@ -303,9 +303,9 @@ fn compile_rule(
     r: &mesh_config::api::Rule,
     policy_ns: &str,
     action: AuthorizationAction,
-    protocol: Protocol,
+    protocol: Traffic,
 ) -> Result<Option<Rule>, String> {
-    let tcp = protocol == Protocol::Tcp;
+    let tcp = protocol == Traffic::Tcp;
     let mut uses_http = false;
     let mut from = Vec::with_capacity(r.from.len());
     for f in &r.from {
@@ -396,7 +396,7 @@ impl AuthzPolicy {
     ///
     /// ```
     /// # use std::convert::Infallible;
-    /// use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Protocol}};
+    /// use mesh_authz::{layer::AuthzLayer, policy::{AuthzPolicy, Traffic}};
     /// use tower::{ServiceBuilder, ServiceExt};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -409,7 +409,7 @@ impl AuthzPolicy {
     ///   rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
     /// "#;
     /// let labels = [("app".to_string(), "reviews".to_string())].into();
-    /// let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+    /// let policy = AuthzPolicy::from_yaml(yaml, "default", &labels, Traffic::Http).unwrap();
     /// let svc = ServiceBuilder::new()
     ///     .layer(AuthzLayer::from_policy(policy, 9080))
     ///     .service_fn(|_req: http::Request<mesh_core::BoxBody>| async {
@@ -421,12 +421,7 @@ impl AuthzPolicy {
     /// # }
     /// ```
     #[cfg(feature = "config")]
-    pub fn from_yaml(
-        yaml: &str,
-        namespace: &str,
-        labels: &Labels,
-        protocol: Protocol,
-    ) -> Result<Self, InvalidPolicies> {
+    pub fn from_yaml(yaml: &str, namespace: &str, labels: &Labels, protocol: Traffic) -> Result<Self, InvalidPolicies> {
         let loaded = mesh_config::load::load_str("policy.yaml", yaml, &mesh_config::load::LoadOptions::default());
         if loaded.has_errors() {
             return Err(InvalidPolicies(loaded.report()));
@@ -443,7 +438,7 @@ impl AuthzPolicy {
         policies: impl IntoIterator<Item = Object<AuthorizationPolicySpec>>,
         namespace: &str,
         labels: &Labels,
-        protocol: Protocol,
+        protocol: Traffic,
     ) -> Result<Self, InvalidPolicies> {
         // As the loader reads a document: `kind` and `apiVersion` may be left out of a typed
         // policy, an absent namespace is `default`; another kind is an error, not ignored.
@@ -499,7 +494,7 @@ impl AuthzPolicy {
     /// namespace's and its own namespace's, without a selector or with a matching one.
     /// Policies attached with `targetRefs` apply to gateways and waypoints, not here.
     #[cfg(feature = "config")]
-    pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels, protocol: Protocol) -> Self {
+    pub fn compile(snapshot: &Snapshot, namespace: &str, labels: &Labels, protocol: Traffic) -> Self {
         let policies =
             snapshot.policies_for_workload(Kind::AuthorizationPolicy, namespace, labels).filter_map(|r| match &**r {
                 Resource::AuthorizationPolicy(ap) => Some(ap),
@@ -516,7 +511,7 @@ impl AuthzPolicy {
     /// with the rules that failed translation as errors.
     fn compile_objects<'a>(
         policies: impl Iterator<Item = &'a Object<AuthorizationPolicySpec>>,
-        protocol: Protocol,
+        protocol: Traffic,
     ) -> (Self, Vec<String>) {
         let mut out = Self::default();
         let mut errors = Vec::new();

@@ -50,7 +50,7 @@ fn eval(policies: &str, r: &Req) -> Outcome {
     assert!(!loaded.has_errors(), "{}", loaded.report());
     let snapshot = loaded.into_snapshot();
     let labels: Labels = r.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let protocol = if r.tcp { Protocol::Tcp } else { Protocol::Http };
+    let protocol = if r.tcp { Traffic::Tcp } else { Traffic::Http };
     let policy = AuthzPolicy::compile(&snapshot, r.ns, &labels, protocol);
     let peer: Option<Identity> = r.peer.map(|p| format!("spiffe://{p}").parse().unwrap());
     let mut headers = HeaderMap::new();
@@ -289,7 +289,7 @@ spec:
   action: DENY
   rules: [{}]
 "#;
-    let p = AuthzPolicy::from_yaml(yaml, "default", &labels, Protocol::Http).unwrap();
+    let p = AuthzPolicy::from_yaml(yaml, "default", &labels, Traffic::Http).unwrap();
     // Only the policy selecting ratings applies.
     assert_eq!((p.allow.len(), p.deny.len()), (1, 0), "{p:?}");
     // The same as typed objects.
@@ -298,11 +298,11 @@ spec:
         mesh_config::api::Resource::AuthorizationPolicy(ap) => Some(ap.clone()),
         _ => None,
     });
-    let t = AuthzPolicy::from_policies(typed, "default", &labels, Protocol::Http).unwrap();
+    let t = AuthzPolicy::from_policies(typed, "default", &labels, Traffic::Http).unwrap();
     assert_eq!(format!("{t:?}"), format!("{p:?}"));
     // An invalid document is an error with its line and field, not skipped.
     let bad =
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec:\n  action: DENY\n";
-    let err = AuthzPolicy::from_yaml(bad, "default", &labels, Protocol::Http).unwrap_err().to_string();
+    let err = AuthzPolicy::from_yaml(bad, "default", &labels, Traffic::Http).unwrap_err().to_string();
     assert!(err.contains("policy.yaml:") && err.contains("rules"), "{err}");
 }

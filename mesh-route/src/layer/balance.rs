@@ -293,7 +293,7 @@ impl BalanceLayer {
         caller: Caller<'_, B>,
         tried: &[SocketAddr],
         set_cookie: &mut Option<HeaderValue>,
-    ) -> Result<(InFlight, bool), BoxError> {
+    ) -> Result<(Outstanding, bool), BoxError> {
         let state = self.cluster_state(&cluster.name);
         let pool = &cluster.pool;
         let active = state.active.load(Ordering::Acquire);
@@ -316,7 +316,7 @@ impl BalanceLayer {
         let ep_state = state.endpoint(address);
         ep_state.outstanding.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight {
+        let guard = Outstanding {
             fault: None,
             cluster: cluster.clone(),
             state,
@@ -350,7 +350,7 @@ impl BalanceLayer {
 /// connection pool's limits. Tell it how the connect went, for outlier detection.
 pub struct ConnectionPick {
     tls: bool,
-    guard: InFlight,
+    guard: Outstanding,
 }
 
 impl std::fmt::Debug for ConnectionPick {
@@ -481,7 +481,9 @@ fn cookie<'r, B>(req: &'r Request<B>, name: &str) -> Option<&'r str> {
         })
 }
 
-struct InFlight {
+/// A request outstanding at the endpoint the balancer chose: counted against the endpoint
+/// and the pool limits, and fed to outlier detection when it ends.
+struct Outstanding {
     /// The request's body fault: a failure the client caused is never the endpoint's.
     fault: Option<BodyFault>,
     on_ejection: Option<mesh_core::ext::Hook>,
@@ -493,7 +495,7 @@ struct InFlight {
     set_cookie: Option<HeaderValue>,
 }
 
-impl Drop for InFlight {
+impl Drop for Outstanding {
     fn drop(&mut self) {
         self.endpoint.outstanding.fetch_sub(1, Ordering::AcqRel);
         self.state.active.fetch_sub(1, Ordering::AcqRel);
@@ -506,7 +508,7 @@ enum Outcome {
     LocalFailure,
 }
 
-impl InFlight {
+impl Outstanding {
     fn record(&self, outcome: Outcome) {
         let Some(policy) = &self.cluster.outlier else { return };
         let e = &self.endpoint;
@@ -557,7 +559,7 @@ impl InFlight {
         }
         tracing::info!(cluster = %self.cluster.name, endpoint = %self.address, ?duration, "outlier ejected");
         if let Some(hook) = &self.on_ejection {
-            hook.call("ejection");
+            hook.call(mesh_core::ext::Event::Ejection);
         }
     }
 }
@@ -574,7 +576,7 @@ pin_project! {
     #[project = BalanceStateProj]
     enum BalanceState<S, Req> where S: Service<Req> {
         Error { error: Option<BoxError> },
-        Call { #[pin] fut: S::Future, guard: Option<InFlight> },
+        Call { #[pin] fut: S::Future, guard: Option<Outstanding> },
     }
 }
 

@@ -23,7 +23,7 @@ pub use retry::{DEFAULT_MAX_REPLAY_BYTES, Retry, RetryBody, RetryLayer};
 pub use router::{MirrorSink, Router, RouterLayer};
 pub use split::{Split, SplitFuture};
 #[cfg(feature = "config")]
-pub use table::{TableHandle, follow};
+pub use table::TableHandle;
 pub use timeout::{RouteTimeoutSetting, Timeout, TimeoutLayer};
 
 use http::{Request, Response};

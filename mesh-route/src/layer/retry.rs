@@ -206,16 +206,17 @@ impl Drop for BudgetGuard {
     }
 }
 
-struct Active(Arc<Budget>);
+/// A request the retry budget counts as active (its `minRetryConcurrency` share), while it lives.
+struct ActiveRequest(Arc<Budget>);
 
-impl Active {
+impl ActiveRequest {
     fn new(b: &Arc<Budget>) -> Self {
         b.active.fetch_add(1, Ordering::AcqRel);
         Self(b.clone())
     }
 }
 
-impl Drop for Active {
+impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
@@ -474,7 +475,7 @@ where
         // What a later try needs: the head and a replay of the body. The ready service
         // takes the first try; a clone waits for readiness for the next.
         let budget = self.layer.budget_for(&req);
-        let active = budget.as_ref().map(|(b, _)| Active::new(b));
+        let active = budget.as_ref().map(|(b, _)| ActiveRequest::new(b));
         let (parts, body) = req.into_parts();
         let mut head = Request::new(());
         *head.method_mut() = parts.method.clone();
@@ -517,7 +518,7 @@ struct Tries<S, B> {
     rng: Arc<dyn Roll>,
     on_retry: Option<mesh_core::ext::Hook>,
     budget: Option<(Arc<Budget>, Limit)>,
-    _active: Option<Active>,
+    _active: Option<ActiveRequest>,
     /// Held while a retry is in flight; the budget counts it until its result is known.
     retrying: Option<BudgetGuard>,
     tried: Vec<std::net::SocketAddr>,
@@ -572,7 +573,7 @@ impl<S, B> Tries<S, B> {
         self.n += 1;
         self.retrying = guard;
         if let Some(hook) = &self.on_retry {
-            hook.call("retry");
+            hook.call(mesh_core::ext::Event::Retry);
         }
         Ok(Box::pin(tokio::time::sleep(policy.backoff(self.n, self.rng.roll() / 100.0))))
     }

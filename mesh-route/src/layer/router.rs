@@ -28,7 +28,7 @@ use tower_service::Service;
 use super::{table::TableHandle, timeout::RouteTimeoutSetting};
 use crate::policy::{
     RouteOutcome,
-    action::{Action, Cors, HeaderOpsSide, RouteRule, Target},
+    action::{Action, Cors, HeaderOpsSide, Preflight, RouteRule, Target},
     matching::RequestInfo,
 };
 
@@ -166,18 +166,18 @@ where
 
         if let Some(cors) = &route.cors {
             match cors.preflight(info.method, info.headers) {
-                Some(Ok(headers)) => {
+                Preflight::Answer(headers) => {
                     return RouteFuture::ready(Ok(local(
                         LocalReply::direct(StatusCode::OK, Bytes::new(), headers),
                         grpc,
                         decision,
                     )));
                 }
-                Some(Err(false)) => {
+                Preflight::Stop => {
                     let reply = LocalReply::direct(StatusCode::OK, Bytes::new(), HeaderMap::new());
                     return RouteFuture::ready(Ok(local(reply, grpc, decision)));
                 }
-                Some(Err(true)) | None => {}
+                Preflight::Forward | Preflight::NotOne => {}
             }
         }
         let targets = match &route.action {

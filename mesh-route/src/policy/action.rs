@@ -581,17 +581,19 @@ impl Cors {
         self.origins.iter().any(|m| m.matches(s)).then_some(origin)
     }
 
-    /// For a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`): the
-    /// answer's headers when the origin is allowed; `Err(true)` to forward it upstream,
-    /// `Err(false)` to stop it; `None` when the request is not a preflight.
-    pub fn preflight(&self, method: &str, headers: &HeaderMap) -> Option<Result<HeaderMap, bool>> {
+    /// What the policy makes of a request: a preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) is answered here when its origin is allowed, and
+    /// otherwise forwarded or stopped as `unmatchedPreflights` says.
+    pub fn preflight(&self, method: &str, headers: &HeaderMap) -> Preflight {
         if method != "OPTIONS"
             || !headers.contains_key(header::ORIGIN)
             || !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
         {
-            return None;
+            return Preflight::NotOne;
         }
-        let Some(origin) = self.allowed(headers) else { return Some(Err(self.forward_unmatched_preflights)) };
+        let Some(origin) = self.allowed(headers) else {
+            return if self.forward_unmatched_preflights { Preflight::Forward } else { Preflight::Stop };
+        };
         let mut out = HeaderMap::new();
         out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         for (name, value) in [
@@ -606,7 +608,7 @@ impl Cors {
         if self.allow_credentials {
             out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
-        Some(Ok(out))
+        Preflight::Answer(out)
     }
 
     /// Headers to add to a normal response for a request from an allowed origin.
@@ -620,6 +622,21 @@ impl Cors {
             response.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
     }
+}
+
+/// What a CORS policy makes of a request ([`Cors::preflight`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// Not a preflight: routed as any request.
+    NotOne,
+    /// An allowed origin's preflight: answered 200 here, with these headers.
+    Answer(HeaderMap),
+    /// A preflight whose origin is not allowed, forwarded upstream (`unmatchedPreflights:
+    /// FORWARD`, the default).
+    Forward,
+    /// A preflight whose origin is not allowed, answered 200 without CORS headers
+    /// (`unmatchedPreflights: IGNORE`).
+    Stop,
 }
 
 /// A route that cannot be compiled (mesh-core validation rejects these first).
