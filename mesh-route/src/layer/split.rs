@@ -71,18 +71,9 @@ impl<S> Split<S> {
 
     /// The backend a draw of `roll` in `[0, 100)` lands on, by weight.
     fn draw(&self, roll: f64) -> usize {
-        // `roll / 100 * total`, below `total`; then the backend whose cumulative weight
-        // passes it.
-        let point = ((roll / 100.0) * self.total as f64) as u64;
-        let point = point.min(self.total.saturating_sub(1));
-        let mut acc = 0u64;
-        for (i, (w, _)) in self.backends.iter().enumerate() {
-            acc += u64::from(*w);
-            if point < acc {
-                return i;
-            }
-        }
-        self.backends.len() - 1
+        // A roll is in [0, 100); past the weights only by rounding at the top.
+        crate::policy::weights::pick(self.backends.iter().map(|(w, _)| *w), self.total, roll / 100.0)
+            .unwrap_or(self.backends.len() - 1)
     }
 }
 

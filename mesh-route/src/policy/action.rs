@@ -146,17 +146,12 @@ impl WeightedTargets {
         if self.targets.len() <= 1 && self.refused == 0 {
             return self.targets.first();
         }
-        let mut point = (sample * (self.total + self.refused) as f64) as u64;
-        for t in &self.targets {
-            if point < u64::from(t.weight) {
-                return Some(t);
-            }
-            point -= u64::from(t.weight);
+        match super::weights::pick(self.targets.iter().map(|t| t.weight), self.total + self.refused, sample) {
+            Some(i) => self.targets.get(i),
+            // Past the weights: the refused share, or a rounding at the top.
+            None if self.refused > 0 => None,
+            None => self.targets.last(),
         }
-        if self.refused > 0 {
-            return None;
-        }
-        self.targets.last()
     }
 
     /// Each destination's share in percent (with the refused share, they sum to 100).

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod retry;
 mod target;
+pub mod weights;
 
 #[cfg(feature = "config")]
 pub mod action;
