@@ -723,3 +723,239 @@ mod tests {
         assert!(!balance.clone().with_auto_mtls(true).pick_connection(&cluster, None, &[]).unwrap().tls());
     }
 }
+
+/// Load balancing and outlier detection through the router, over a compiled table of a
+/// cluster of four endpoints.
+#[cfg(all(test, feature = "config"))]
+mod tests_over_a_route_table {
+
+    use std::{sync::Arc, time::Duration};
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use mesh_config::{
+        load::{LoadOptions, load_str},
+        registry::{Locator, Registry},
+    };
+    use mesh_core::roll::SeededRoll;
+    use mesh_core::{BoxBody, BoxError};
+    use tokio_test::{assert_pending, assert_ready_ok, task};
+    use tower::{Layer, Service, ServiceExt, service_fn};
+    use tower_test::mock;
+
+    use crate::layer::{test_support::*, *};
+    use crate::policy::{ProxyContext, RouteTable};
+
+    fn cluster_table(traffic_policy: &str) -> TableHandle {
+        let yaml = format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: pool}}
+spec:
+  hosts: [pool.internal]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}, {{address: 127.0.0.2}}, {{address: 127.0.0.3}}, {{address: 127.0.0.4}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: pool}}
+spec:
+  host: pool.internal
+  trafficPolicy: {traffic_policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: pool}}
+spec:
+  hosts: [pool.internal]
+  http:
+  - route: [{{destination: {{host: pool.internal}}, headers: {{request: {{set: {{x-dest: pool}}}}, response: {{set: {{x-dest-rsp: yes}}}}}}}}]
+    rewrite: {{authority: pool.example}}
+"#
+        );
+        let loaded = load_str("p.yaml", &yaml, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        let s = loaded.into_snapshot();
+        TableHandle::new(RouteTable::compile(
+            &s,
+            &Registry::build(&s, &Locator::new()),
+            &ProxyContext::sidecar("default", Default::default()),
+        ))
+    }
+
+    /// Upstream: answers with the endpoint it was sent to; `.4` fails with 500 when `bad`.
+    fn endpoint_echo(
+        bad: bool,
+    ) -> impl Service<
+        Request<RetryBody<Full<Bytes>>>,
+        Response = Response<BoxBody>,
+        Error = BoxError,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        service_fn(move |req: Request<RetryBody<Full<Bytes>>>| async move {
+            let host = req.uri().host().unwrap_or("").to_string();
+            assert_eq!(req.headers()["host"], "pool.example", "authority rewrite");
+            assert_eq!(req.headers()["x-dest"], "pool", "destination-level request headers");
+            let mut rsp = Response::new(mesh_core::body::full(host.clone()));
+            if bad && host == "127.0.0.4" {
+                *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            Ok::<_, BoxError>(rsp)
+        })
+    }
+
+    fn pool_stack(
+        policy: &str,
+        bad: bool,
+        balance: BalanceLayer,
+    ) -> impl Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone {
+        tower::ServiceBuilder::new()
+            .layer(tower::layer::layer_fn(edge))
+            .layer(RouterLayer::new(cluster_table(policy)))
+            .layer(RetryLayer::per_route())
+            .layer(balance)
+            .service(endpoint_echo(bad))
+    }
+
+    fn pool_get(headers: &[(&'static str, &'static str)], path: &str) -> Request<Full<Bytes>> {
+        let mut b = Request::builder().uri(format!("http://pool.internal{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    }
+
+    async fn endpoint_of<S>(svc: &S, req: Request<Full<Bytes>>) -> String
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<BoxBody>, Error = BoxError> + Clone,
+    {
+        let rsp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(rsp.headers()["x-dest-rsp"], "yes", "destination-level response headers");
+        text(rsp).await
+    }
+
+    #[tokio::test]
+    async fn round_robin_and_random_spread_over_every_endpoint() {
+        let rr = pool_stack("{loadBalancer: {simple: ROUND_ROBIN}}", false, BalanceLayer::new());
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            seen.push(endpoint_of(&rr, pool_get(&[], "/")).await);
+        }
+        assert_eq!(seen[..4], seen[4..], "a fixed rotation");
+        let mut distinct = seen.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4);
+
+        let random = pool_stack(
+            "{loadBalancer: {simple: RANDOM}}",
+            false,
+            BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(9))),
+        );
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..400 {
+            *counts.entry(endpoint_of(&random, pool_get(&[], "/")).await).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|n| (60..=140).contains(n)), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn least_request_avoids_the_busy_endpoint() {
+        // Endpoint .1 holds requests; the others answer at once.
+        let (inner, mut handle) = mock::pair::<Request<RetryBody<Full<Bytes>>>, Response<BoxBody>>();
+        let svc = edge(RouterLayer::new(cluster_table("{}")).layer(
+            RetryLayer::per_route().layer(BalanceLayer::new().with_rng(Arc::new(SeededRoll::new(5))).layer(inner)),
+        ));
+        handle.allow(1000);
+        let mut pending = Vec::new();
+        // Send 40 requests; answer all but those sent to .1.
+        for _ in 0..40 {
+            let mut fut = task::spawn(svc.clone().oneshot(pool_get(&[], "/")));
+            assert_pending!(fut.poll());
+            let (req, send) = handle.next_request().await.unwrap();
+            if req.uri().host() == Some("127.0.0.1") {
+                pending.push((fut, send));
+            } else {
+                send.send_response(Response::new(mesh_core::body::empty()));
+                assert_ready_ok!(fut.poll());
+            }
+        }
+        // With power of two choices on outstanding requests, the busy endpoint is picked only
+        // when both samples land on it: far fewer than a quarter of the requests.
+        assert!(pending.len() <= 6, "{} requests went to the busy endpoint", pending.len());
+    }
+
+    #[tokio::test]
+    async fn consistent_hash_by_cookie_query_and_source_ip() {
+        for (policy, key) in [
+            ("{loadBalancer: {consistentHash: {httpQueryParameterName: user}}}", "query"),
+            ("{loadBalancer: {consistentHash: {httpCookie: {name: session, ttl: 60s}}}}", "cookie"),
+            ("{loadBalancer: {consistentHash: {useSourceIp: true}}}", "ip"),
+        ] {
+            let svc = pool_stack(policy, false, BalanceLayer::new());
+            let mut firsts = std::collections::BTreeSet::new();
+            for user in 0..12u16 {
+                let make = || {
+                    let mut req = match key {
+                        "query" => pool_get(&[], &format!("/?user=u{user}")),
+                        "cookie" => {
+                            let mut r = pool_get(&[], "/");
+                            r.headers_mut().insert("cookie", format!("a=b; session=s{user}").parse().unwrap());
+                            r
+                        }
+                        _ => pool_get(&[], "/"),
+                    };
+                    req.extensions_mut().insert(ClientAddr(format!("10.0.0.{user}:5000").parse().unwrap()));
+                    req
+                };
+                let first = endpoint_of(&svc, make()).await;
+                for _ in 0..3 {
+                    assert_eq!(endpoint_of(&svc, make()).await, first, "{key} {user}");
+                }
+                firsts.insert(first);
+            }
+            assert!(firsts.len() >= 2, "{key}: every key on one endpoint");
+        }
+        // Without the cookie and with a ttl, one is generated.
+        let svc = pool_stack(
+            "{loadBalancer: {consistentHash: {httpCookie: {name: session, path: /, ttl: 60s}}}}",
+            false,
+            BalanceLayer::new(),
+        );
+        let rsp = svc.oneshot(pool_get(&[], "/")).await.unwrap();
+        let set = rsp.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(set.starts_with("session=\"") && set.ends_with("; Max-Age=60; Path=/"), "{set}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_grows_with_each_ejection() {
+        let balance = BalanceLayer::new();
+        let policy = "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 10s, maxEjectionPercent: 25}}";
+        let svc = pool_stack(policy, true, balance.clone());
+        let cluster = "outbound|80||pool.internal";
+        let drive = |n: usize| {
+            let svc = svc.clone();
+            async move {
+                for _ in 0..n {
+                    let _ = svc.clone().oneshot(pool_get(&[], "/")).await.unwrap();
+                }
+            }
+        };
+        drive(4).await;
+        assert_eq!(balance.ejected(cluster), ["127.0.0.4:80".parse().unwrap()]);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(balance.ejected(cluster).is_empty(), "first ejection: 10 s");
+        drive(4).await;
+        assert_eq!(balance.ejected(cluster).len(), 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(balance.ejected(cluster).len(), 1, "second ejection: 20 s");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(balance.ejected(cluster).is_empty());
+    }
+}

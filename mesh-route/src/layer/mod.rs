@@ -42,5 +42,7 @@ where
     S: tower_service::Service<Request<B>, Response = Response<BoxBody>>,
 {
 }
+#[cfg(test)]
+mod test_support;
 #[cfg(all(test, feature = "config"))]
 mod tests;

@@ -410,8 +410,14 @@ mod tests {
     use mesh_core::{BoxBody, test_util::MockBody};
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
+    use std::{convert::Infallible, time::Duration};
+
+    use http::StatusCode;
+    use http_body_util::Full;
+    use mesh_core::roll::SeededRoll;
+
     use super::*;
-    use crate::policy::retry::RetryOn;
+    use crate::{layer::test_support::*, policy::retry::RetryOn};
 
     /// What each try's body delivered, as the inner service read it.
     type Seen = Arc<StdMutex<Vec<String>>>;
@@ -539,5 +545,128 @@ mod tests {
     async fn an_empty_body_is_retried_without_a_replay_buffer() {
         let (status, seen) = send(1, Some(1), mesh_core::body::empty(), RetryLayer::new(policy())).await;
         assert_eq!((status, seen), (200, vec![String::new(), String::new()]));
+    }
+
+    // Over mocks, with paused time: statuses, per-try timeouts, the cap, the budget.
+
+    /// An upstream answering the given statuses in order, counting calls.
+    fn scripted(
+        statuses: &'static [u16],
+        calls: Arc<AtomicUsize>,
+    ) -> impl Service<Request<RetryBody<Full<Bytes>>>, Response = Response<()>, Error = Infallible, Future = impl Send>
+    + Clone
+    + Send
+    + 'static {
+        service_fn(move |req: Request<RetryBody<Full<Bytes>>>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let calls = calls.clone();
+            async move {
+                // The replayed body arrives whole on every try.
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                assert!(body.is_empty() || body == "payload", "{body:?}");
+                let _ = calls;
+                let mut rsp = Response::new(());
+                *rsp.status_mut() = StatusCode::from_u16(statuses[n.min(statuses.len() - 1)]).unwrap();
+                Ok(rsp)
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_on_5xx_then_succeeds() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = RetryLayer::per_route()
+            .with_rng(Arc::new(SeededRoll::new(1)))
+            .layer(scripted(&[503, 503, 200], calls.clone()));
+        let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
+        *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
+        let rsp = svc.oneshot(req).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(flags(&rsp), "-");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_default_policy_does_not_retry_503_and_exhaustion_sets_urx() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = RetryLayer::per_route().layer(scripted(&[503], calls.clone()));
+        let rsp = svc.clone().oneshot(request_with(Arc::new(RetryPolicy::istio_default()))).await.unwrap();
+        assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 1));
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = RetryLayer::per_route().layer(scripted(&[503], calls.clone()));
+        let rsp =
+            svc.oneshot(request_with(retry_policy(r#"{"attempts": 2, "retryOn": "gateway-error"}"#))).await.unwrap();
+        assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 3));
+        assert_eq!(flags(&rsp), "URX");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_over_the_cap_are_not_retried() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = RetryLayer::per_route().with_max_replay_bytes(4).layer(scripted(&[503, 200], calls.clone()));
+        let mut req = request_with(retry_policy(r#"{"attempts": 3, "retryOn": "5xx"}"#));
+        *req.body_mut() = Full::new(Bytes::from_static(b"payload"));
+        let rsp = svc.oneshot(req).await.unwrap();
+        assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (503, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_try_timeout_is_retried_under_5xx_only() {
+        // The first try hangs; the second answers.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let upstream = service_fn(move |_: Request<RetryBody<Full<Bytes>>>| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        });
+        let svc = RetryLayer::per_route().layer(upstream.clone());
+        let rsp = svc
+            .oneshot(request_with(retry_policy(r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "5xx"}"#)))
+            .await
+            .unwrap();
+        assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (200, 2));
+
+        calls.store(0, Ordering::SeqCst);
+        let svc = edge(RetryLayer::per_route().layer(upstream));
+        let rsp: Response<BoxBody> = svc
+            .oneshot(request_with(retry_policy(
+                r#"{"attempts": 1, "perTryTimeout": "1s", "retryOn": "connect-failure"}"#,
+            )))
+            .await
+            .map(|r| r.map(|()| mesh_core::body::empty()))
+            .unwrap();
+        assert_eq!((rsp.status().as_u16(), calls.load(Ordering::SeqCst)), (504, 1));
+        assert_eq!(flags(&rsp), "UT");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_caps_concurrent_retries() {
+        // Budget: 0 % of active requests, at least 1 retry at a time.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let upstream = service_fn(move |_: Request<RetryBody<Full<Bytes>>>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut r = Response::new(());
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let svc = RetryLayer::per_route().with_budget(0, 1).layer(upstream);
+        let policy = retry_policy(r#"{"attempts": 1, "retryOn": "503"}"#);
+        let handles: Vec<_> = (0..4).map(|_| tokio::spawn(svc.clone().oneshot(request_with(policy.clone())))).collect();
+        for h in handles {
+            assert_eq!(h.await.unwrap().unwrap().status(), 503);
+        }
+        // Four first tries fail together; the budget (at least 1 retry at a time, 0 % of
+        // active requests) lets one of them retry; the others answer with their 503.
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 }
