@@ -1,127 +1,19 @@
-//! Load-time validation, as Istio's webhook and `istioctl analyze` do it.
-//!
-//! [`validate`] checks one resource (errors reject it; warnings do not);
-//! [`validate_set`] checks what can only be seen across resources (a route to a subset no
-//! DestinationRule defines, the same object defined twice). Findings name the field path;
-//! the loader places them on a line.
+//! Checks of the `networking.istio.io` kinds: VirtualService, DestinationRule, Gateway,
+//! ServiceEntry, WorkloadEntry, Sidecar.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-mod gateway_api;
-
+use super::*;
 use crate::{
     api::*,
-    diag::{FieldPath, Finding},
-    load::LoadedResource,
+    diag::FieldPath,
     registry::Protocol,
-    snapshot::{ResourceKey, host_matches, resolve_host},
     string_match::{StringMatcher, compile_full_match},
 };
 
-/// Findings about one resource.
-pub fn validate(resource: &Resource) -> Vec<Finding> {
-    let mut v = Findings::default();
-    let spec = FieldPath::root().key("spec");
-    match resource {
-        Resource::VirtualService(o) => virtual_service(&mut v, &spec, &o.spec),
-        Resource::DestinationRule(o) => destination_rule(&mut v, &spec, &o.spec),
-        Resource::Gateway(o) => gateway(&mut v, &spec, &o.spec),
-        Resource::ServiceEntry(o) => service_entry(&mut v, &spec, &o.spec),
-        Resource::WorkloadEntry(o) => workload_entry(&mut v, &spec, &o.spec),
-        Resource::Sidecar(o) => sidecar(&mut v, &spec, &o.spec),
-        Resource::PeerAuthentication(o) => peer_authentication(&mut v, &spec, &o.spec, &o.metadata),
-        Resource::AuthorizationPolicy(o) => authorization_policy(&mut v, &spec, &o.spec, &o.metadata),
-        Resource::RequestAuthentication(o) => request_authentication(&mut v, &spec, &o.spec),
-        Resource::Telemetry(o) => telemetry(&mut v, &spec, &o.spec),
-        Resource::Service(o) => service(&mut v, &spec, &o.spec),
-        Resource::ServiceAccount(_) | Resource::Pod(_) | Resource::EndpointSlice(_) | Resource::Namespace(_) => {}
-        Resource::Deployment(o) => deployment(&mut v, &spec, &o.spec),
-        Resource::GatewayClass(o) => gateway_api::gateway_class(&mut v, &spec, &o.spec),
-        Resource::KubernetesGateway(o) => gateway_api::kubernetes_gateway(&mut v, &spec, &o.spec),
-        Resource::HttpRoute(o) => gateway_api::http_route(&mut v, &spec, &o.spec),
-        Resource::GrpcRoute(o) => gateway_api::grpc_route(&mut v, &spec, &o.spec),
-        Resource::ReferenceGrant(o) => gateway_api::reference_grant(&mut v, &spec, &o.spec),
-    }
-    v.0
-}
-
-#[derive(Default)]
-struct Findings(Vec<Finding>);
-
-impl Findings {
-    fn error(&mut self, path: FieldPath, msg: impl Into<String>) {
-        self.0.push(Finding::error(path, msg));
-    }
-    fn warning(&mut self, path: FieldPath, msg: impl Into<String>) {
-        self.0.push(Finding::warning(path, msg));
-    }
-}
-
-// === shared checks ===
-
-fn regex(v: &mut Findings, path: FieldPath, pattern: &str) {
-    if let Err(e) = compile_full_match(pattern) {
-        v.error(path, e.to_string());
-    }
-}
-
-fn percent(v: &mut Findings, path: FieldPath, p: &Percent) {
-    if !(0.0..=100.0).contains(&p.value) || p.value.is_nan() {
-        v.error(path.key("value"), format!("percentage must be within 0..=100, got {}", p.value));
-    }
-}
-
-/// Istio's duration rule: at least 1 ms, millisecond precision.
-fn min_duration(v: &mut Findings, path: FieldPath, d: &mesh_core::Duration) {
-    let d = d.get();
-    if d < std::time::Duration::from_millis(1) {
-        v.error(path, format!("duration must be at least 1ms, got {}", mesh_core::Duration(d)));
-    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        v.error(path, format!("only durations to ms precision are supported, got {}", mesh_core::Duration(d)));
-    }
-}
-
-fn port_number(v: &mut Findings, path: FieldPath, n: u32) {
-    if !(1..=65535).contains(&n) {
-        v.error(path, format!("port number {n} must be within 1..=65535"));
-    }
-}
-
-fn non_negative(v: &mut Findings, path: FieldPath, n: Option<i32>) {
-    if let Some(n) = n.filter(|n| *n < 0) {
-        v.error(path, format!("must not be negative, got {n}"));
-    }
-}
-
-fn dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// A host as VS/DR/SE write it: a DNS name, optionally starting with `*.`, or `*`.
-fn host_name(v: &mut Findings, path: FieldPath, host: &str) {
-    if host.is_empty() {
-        v.error(path, "host must not be empty");
-        return;
-    }
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    if host == "*" {
-        return;
-    }
-    let ok = name.split('.').all(|l| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if !ok || name.contains('*') {
-        v.error(path, format!("invalid host {host:?}: a DNS name, optionally starting with \"*.\", or \"*\""));
-    }
-}
-
 // === VirtualService ===
 
-fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualServiceSpec) {
+pub(super) fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualServiceSpec) {
     if vs.hosts.is_empty() {
         v.error(spec.key("hosts"), "at least one host is required");
     }
@@ -172,11 +64,11 @@ fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualServiceSpec) 
 }
 
 /// Istio drops everything after a route that matches every request.
-pub fn is_catch_all(route: &HttpRoute) -> bool {
+pub(super) fn is_catch_all(route: &HttpRoute) -> bool {
     route.matches.is_empty() || route.matches.iter().any(is_catch_all_block)
 }
 
-fn is_catch_all_block(m: &HttpMatchRequest) -> bool {
+pub(super) fn is_catch_all_block(m: &HttpMatchRequest) -> bool {
     let uri_all = match &m.uri {
         None => true,
         Some(u) => StringMatcher::try_from(u).is_ok_and(|u| u.is_catch_all_uri()),
@@ -194,7 +86,7 @@ fn is_catch_all_block(m: &HttpMatchRequest) -> bool {
         && m.source_namespace.is_none()
 }
 
-fn string_match(v: &mut Findings, path: FieldPath, m: &StringMatch, allow_empty_prefix: bool) {
+pub(super) fn string_match(v: &mut Findings, path: FieldPath, m: &StringMatch, allow_empty_prefix: bool) {
     match m {
         StringMatch::Regex(r) => regex(v, path.key("regex"), r),
         StringMatch::Prefix(p) if p.is_empty() && !allow_empty_prefix => {
@@ -204,7 +96,7 @@ fn string_match(v: &mut Findings, path: FieldPath, m: &StringMatch, allow_empty_
     }
 }
 
-fn header_conditions(
+pub(super) fn header_conditions(
     v: &mut Findings,
     path: FieldPath,
     map: &std::collections::BTreeMap<String, ValueMatch>,
@@ -229,7 +121,7 @@ fn header_conditions(
     }
 }
 
-fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
+pub(super) fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
     for (j, m) in r.matches.iter().enumerate() {
         let mp = path.key("match").index(j);
         if let Some(u) = &m.uri {
@@ -366,12 +258,12 @@ fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
 }
 
 /// Check a regex's syntax without anchoring it (for substitutions).
-fn regex_syntax_only(pattern: &str) -> Result<(), String> {
+pub(super) fn regex_syntax_only(pattern: &str) -> Result<(), String> {
     compile_full_match(pattern).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Header operations; returns how many of them rewrite the authority.
-fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
+pub(super) fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
     let mut authority = 0;
     for (side, ops) in [("request", &h.request), ("response", &h.response)] {
         let Some(ops) = ops else { continue };
@@ -398,7 +290,7 @@ fn headers(v: &mut Findings, path: &FieldPath, h: &Headers) -> usize {
     authority
 }
 
-fn destination(v: &mut Findings, path: FieldPath, d: &Destination) {
+pub(super) fn destination(v: &mut Findings, path: FieldPath, d: &Destination) {
     if d.host.is_empty() {
         v.error(path.key("host"), "destination host is required");
     } else {
@@ -418,11 +310,11 @@ fn destination(v: &mut Findings, path: FieldPath, d: &Destination) {
     }
 }
 
-fn http_destinations(v: &mut Findings, path: &FieldPath, route: &[HttpRouteDestination]) {
+pub(super) fn http_destinations(v: &mut Findings, path: &FieldPath, route: &[HttpRouteDestination]) {
     l4_destinations(v, path, route.iter().map(|d| (&d.destination, d.weight)));
 }
 
-fn l4_destinations<'a>(
+pub(super) fn l4_destinations<'a>(
     v: &mut Findings,
     path: &FieldPath,
     dests: impl Iterator<Item = (&'a Destination, Option<i32>)>,
@@ -445,7 +337,7 @@ fn l4_destinations<'a>(
     }
 }
 
-fn redirect(v: &mut Findings, p: &FieldPath, rd: &HttpRedirect, route: &HttpRoute) {
+pub(super) fn redirect(v: &mut Findings, p: &FieldPath, rd: &HttpRedirect, route: &HttpRoute) {
     if !matches!(rd.code(), 301 | 302 | 303 | 307 | 308) {
         v.error(
             p.key("redirectCode"),
@@ -501,7 +393,7 @@ pub const RETRY_ON_POLICIES: &[&str] = &[
     "unavailable",
 ];
 
-fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
+pub(super) fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
     if r.attempts < 0 {
         v.error(p.key("attempts"), format!("attempts must not be negative, got {}", r.attempts));
     }
@@ -532,7 +424,7 @@ fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
     }
 }
 
-fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
+pub(super) fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {
         v.error(p.clone(), "fault needs at least one of delay or abort");
     }
@@ -578,7 +470,7 @@ fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
 
 // === DestinationRule ===
 
-fn destination_rule(v: &mut Findings, spec: &FieldPath, dr: &DestinationRuleSpec) {
+pub(super) fn destination_rule(v: &mut Findings, spec: &FieldPath, dr: &DestinationRuleSpec) {
     if dr.host.is_empty() {
         v.error(spec.key("host"), "host is required");
     } else {
@@ -604,7 +496,7 @@ fn destination_rule(v: &mut Findings, spec: &FieldPath, dr: &DestinationRuleSpec
     }
 }
 
-fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
+pub(super) fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
     policy_blocks(
         v,
         p,
@@ -641,7 +533,7 @@ fn traffic_policy(v: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
     }
 }
 
-fn policy_blocks(
+pub(super) fn policy_blocks(
     v: &mut Findings,
     p: &FieldPath,
     lb: Option<&LoadBalancerSettings>,
@@ -741,7 +633,7 @@ fn policy_blocks(
 
 // === Gateway ===
 
-fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
+pub(super) fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
     if gw.servers.is_empty() {
         v.error(spec.key("servers"), "at least one server is required");
     }
@@ -796,7 +688,7 @@ fn gateway(v: &mut Findings, spec: &FieldPath, gw: &GatewaySpec) {
 
 // === ServiceEntry, WorkloadEntry, Sidecar ===
 
-fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntrySpec) {
+pub(super) fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntrySpec) {
     if se.hosts.is_empty() {
         v.error(spec.key("hosts"), "at least one host is required");
     }
@@ -836,7 +728,7 @@ fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntrySpec) {
     }
 }
 
-fn workload_entry(v: &mut Findings, p: &FieldPath, we: &WorkloadEntrySpec) {
+pub(super) fn workload_entry(v: &mut Findings, p: &FieldPath, we: &WorkloadEntrySpec) {
     if we.address.is_empty() {
         v.error(p.key("address"), "address is required");
     }
@@ -845,7 +737,7 @@ fn workload_entry(v: &mut Findings, p: &FieldPath, we: &WorkloadEntrySpec) {
     }
 }
 
-fn sidecar(v: &mut Findings, spec: &FieldPath, sc: &SidecarSpec) {
+pub(super) fn sidecar(v: &mut Findings, spec: &FieldPath, sc: &SidecarSpec) {
     for (i, e) in sc.egress.iter().enumerate() {
         let p = spec.key("egress").index(i);
         if e.hosts.is_empty() {
@@ -871,484 +763,4 @@ fn sidecar(v: &mut Findings, spec: &FieldPath, sc: &SidecarSpec) {
             None => v.error(p.key("port"), "port is required"),
         }
     }
-}
-
-// === PeerAuthentication ===
-
-fn peer_authentication(v: &mut Findings, spec: &FieldPath, pa: &PeerAuthenticationSpec, meta: &ObjectMeta) {
-    if !pa.port_level_mtls.is_empty() && pa.selector.is_none() {
-        v.error(spec.key("portLevelMtls"), "portLevelMtls needs a workload selector");
-    }
-    for port in pa.port_level_mtls.keys() {
-        port_number(v, spec.key("portLevelMtls").key(port.to_string()), *port);
-    }
-    if pa.selector.is_some() && meta.namespace == crate::ROOT_NAMESPACE {
-        v.warning(
-            spec.key("selector"),
-            "a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace",
-        );
-    }
-    if let Some(sel) = &pa.selector
-        && sel.match_labels.is_empty()
-    {
-        v.error(
-            spec.key("selector").key("matchLabels"),
-            "an empty selector is not allowed; remove the selector to select every workload",
-        );
-    }
-}
-
-// === AuthorizationPolicy ===
-
-fn targets(
-    v: &mut Findings,
-    spec: &FieldPath,
-    selector: bool,
-    target_ref: bool,
-    target_refs: &[PolicyTargetReference],
-) {
-    if selector && (target_ref || !target_refs.is_empty()) {
-        let field = if target_ref { "targetRef" } else { "targetRefs" };
-        v.error(spec.key(field), "selector and targetRef/targetRefs cannot both be set");
-    }
-    if target_ref && !target_refs.is_empty() {
-        v.error(spec.key("targetRefs"), "targetRef and targetRefs cannot both be set");
-    }
-    for (i, t) in target_refs.iter().enumerate() {
-        if t.kind.is_empty() || t.name.is_empty() {
-            v.error(spec.key("targetRefs").index(i), "kind and name are required");
-        }
-    }
-}
-
-fn authorization_policy(v: &mut Findings, spec: &FieldPath, ap: &AuthorizationPolicySpec, meta: &ObjectMeta) {
-    targets(v, spec, ap.selector.is_some(), ap.target_ref.is_some(), &ap.target_refs);
-    for (field, message) in ap.action_errors() {
-        let path = field.split('.').fold(spec.clone(), |p, k| p.key(k));
-        v.error(path, message);
-    }
-    if let Some(dry) = meta.annotations.get("istio.io/dry-run")
-        && !matches!(dry.as_str(), "true" | "false")
-    {
-        v.error(
-            FieldPath::root().key("metadata").key("annotations").key("istio.io/dry-run"),
-            format!("must be \"true\" or \"false\", got {dry:?}"),
-        );
-    }
-    for (i, rule) in ap.rules.iter().enumerate() {
-        let rp = spec.key("rules").index(i);
-        for (j, from) in rule.from.iter().enumerate() {
-            source(v, &rp.key("from").index(j).key("source"), &from.source);
-        }
-        for (j, to) in rule.to.iter().enumerate() {
-            operation(v, &rp.key("to").index(j).key("operation"), &to.operation);
-        }
-        for (j, c) in rule.when.iter().enumerate() {
-            condition(v, &rp.key("when").index(j), c);
-        }
-    }
-}
-
-/// `abc`, `abc*`, `*abc` or `*`: no other wildcard positions.
-fn wildcard_values(v: &mut Findings, path: FieldPath, values: &[String]) {
-    for (i, s) in values.iter().enumerate() {
-        if s.is_empty() {
-            v.error(path.index(i), "empty values are not allowed");
-            continue;
-        }
-        let stars = s.matches('*').count();
-        let ok = stars == 0 || s == "*" || (stars == 1 && (s.starts_with('*') || s.ends_with('*')));
-        if !ok {
-            v.error(
-                path.index(i),
-                format!("invalid value {s:?}: '*' is only allowed as the whole value, or at its start or end"),
-            );
-        }
-    }
-}
-
-fn paths(v: &mut Findings, path: FieldPath, values: &[String]) {
-    for (i, s) in values.iter().enumerate() {
-        if !s.contains('{') {
-            wildcard_values(v, path.clone(), std::slice::from_ref(s));
-            if !s.is_empty() && !s.starts_with('/') && !s.starts_with('*') {
-                v.warning(path.index(i), format!("path {s:?} does not start with '/' and can never match"));
-            }
-            continue;
-        }
-        // A URI template: `{*}` is one segment, `{**}` any number and must be last.
-        let segments: Vec<&str> = s.split('/').collect();
-        let last = segments.len() - 1;
-        for (k, seg) in segments.iter().enumerate() {
-            let bad = match *seg {
-                "{*}" => false,
-                "{**}" => k != last,
-                seg => seg.contains(['{', '}', '*']),
-            };
-            if bad {
-                v.error(path.index(i), format!("invalid path template {s:?}: use whole segments {{*}} or {{**}} (last only), without other wildcards"));
-                break;
-            }
-        }
-        if !s.starts_with('/') {
-            v.error(path.index(i), format!("path template {s:?} must start with '/'"));
-        }
-    }
-}
-
-fn ip_blocks(v: &mut Findings, path: FieldPath, values: &[String]) {
-    for (i, s) in values.iter().enumerate() {
-        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
-        let ip = addr.parse::<std::net::IpAddr>();
-        let max = if matches!(ip, Ok(std::net::IpAddr::V6(_))) { 128 } else { 32 };
-        let prefix_ok = prefix.is_empty() || prefix.parse::<u8>().is_ok_and(|p| p <= max);
-        if ip.is_err() || !prefix_ok {
-            v.error(path.index(i), format!("invalid IP address or CIDR {s:?}"));
-        }
-    }
-}
-
-fn source(v: &mut Findings, p: &FieldPath, s: &Source) {
-    for (field, values) in [
-        ("principals", &s.principals),
-        ("notPrincipals", &s.not_principals),
-        ("requestPrincipals", &s.request_principals),
-        ("notRequestPrincipals", &s.not_request_principals),
-        ("trustDomains", &s.trust_domains),
-        ("notTrustDomains", &s.not_trust_domains),
-    ] {
-        wildcard_values(v, p.key(field), values);
-    }
-    for (field, values) in [("principals", &s.principals), ("notPrincipals", &s.not_principals)] {
-        for (i, value) in values.iter().enumerate() {
-            if let Some(bare) = value.strip_prefix("spiffe://") {
-                v.warning(p.key(field).index(i), format!("principals are written without \"spiffe://\": use {bare:?}"));
-            }
-        }
-    }
-    for (field, values) in [("namespaces", &s.namespaces), ("notNamespaces", &s.not_namespaces)] {
-        for (i, value) in values.iter().enumerate() {
-            if value.is_empty() {
-                v.error(p.key(field).index(i), "empty values are not allowed");
-            }
-        }
-    }
-    let has_sa = !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty();
-    let has_pn = !s.principals.is_empty()
-        || !s.not_principals.is_empty()
-        || !s.namespaces.is_empty()
-        || !s.not_namespaces.is_empty();
-    if has_sa && has_pn {
-        v.error(p.key("serviceAccounts"), "serviceAccounts cannot be combined with principals or namespaces");
-    }
-    for (field, values) in [("serviceAccounts", &s.service_accounts), ("notServiceAccounts", &s.not_service_accounts)] {
-        if values.len() > 16 {
-            v.error(p.key(field), format!("at most 16 service accounts, got {}", values.len()));
-        }
-        for (i, value) in values.iter().enumerate() {
-            if value.is_empty() || value.contains('*') || value.matches('/').count() > 1 {
-                v.error(
-                    p.key(field).index(i),
-                    format!("invalid service account {value:?}: use SA or NAMESPACE/SA, without wildcards"),
-                );
-            }
-        }
-    }
-    for (field, values) in [
-        ("ipBlocks", &s.ip_blocks),
-        ("notIpBlocks", &s.not_ip_blocks),
-        ("remoteIpBlocks", &s.remote_ip_blocks),
-        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
-    ] {
-        ip_blocks(v, p.key(field), values);
-    }
-}
-
-fn operation(v: &mut Findings, p: &FieldPath, o: &Operation) {
-    for (field, values) in
-        [("hosts", &o.hosts), ("notHosts", &o.not_hosts), ("methods", &o.methods), ("notMethods", &o.not_methods)]
-    {
-        wildcard_values(v, p.key(field), values);
-    }
-    for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
-        paths(v, p.key(field), values);
-    }
-    for (field, values) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
-        for (i, port) in values.iter().enumerate() {
-            if !port.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
-                v.error(p.key(field).index(i), format!("invalid port {port:?}: a number within 1..=65535"));
-            }
-        }
-    }
-}
-
-/// `when` keys Istio accepts (exact names and prefixes of bracketed forms).
-const CONDITION_KEYS: &[&str] = &[
-    "source.ip",
-    "remote.ip",
-    "source.namespace",
-    "source.principal",
-    "source.serviceAccount",
-    "source.trustDomain",
-    "request.auth.principal",
-    "request.auth.audiences",
-    "request.auth.presenter",
-    "destination.ip",
-    "destination.port",
-    "connection.sni",
-];
-
-fn condition(v: &mut Findings, p: &FieldPath, c: &Condition) {
-    let key = c.key.as_str();
-    let bracketed = |prefix: &str| {
-        key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
-    };
-    let known = CONDITION_KEYS.contains(&key)
-        || bracketed("request.headers")
-        || bracketed("request.auth.claims")
-        || key.starts_with("experimental.envoy.filters.");
-    if key.is_empty() {
-        v.error(p.key("key"), "key is required");
-    } else if !known {
-        v.error(p.key("key"), format!("unknown attribute {key:?}"));
-    }
-    if c.values.is_empty() && c.not_values.is_empty() {
-        v.error(p.clone(), "at least one of values or notValues is required");
-    }
-    match key {
-        "source.ip" | "remote.ip" | "destination.ip" => {
-            ip_blocks(v, p.key("values"), &c.values);
-            ip_blocks(v, p.key("notValues"), &c.not_values);
-        }
-        "destination.port" => {
-            for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
-                for (i, port) in values.iter().enumerate() {
-                    if !port.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
-                        v.error(p.key(field).index(i), format!("invalid port {port:?}"));
-                    }
-                }
-            }
-        }
-        "source.namespace" => {}
-        _ => {
-            wildcard_values(v, p.key("values"), &c.values);
-            wildcard_values(v, p.key("notValues"), &c.not_values);
-        }
-    }
-}
-
-// === RequestAuthentication ===
-
-fn request_authentication(v: &mut Findings, spec: &FieldPath, ra: &RequestAuthenticationSpec) {
-    targets(v, spec, ra.selector.is_some(), ra.target_ref.is_some(), &ra.target_refs);
-    let mut issuers = HashSet::new();
-    for (i, rule) in ra.jwt_rules.iter().enumerate() {
-        let p = spec.key("jwtRules").index(i);
-        if rule.issuer.is_empty() {
-            v.error(p.key("issuer"), "issuer is required");
-        } else if !issuers.insert(rule.issuer.as_str()) {
-            v.error(p.key("issuer"), format!("issuer {:?} appears in more than one rule", rule.issuer));
-        }
-        if let Some(uri) = &rule.jwks_uri
-            && !(uri.starts_with("http://") || uri.starts_with("https://"))
-        {
-            v.error(p.key("jwksUri"), format!("jwksUri must be an http or https URL, got {uri:?}"));
-        }
-        if let Some(jwks) = &rule.jwks
-            && !serde_json::from_str::<serde_json::Value>(jwks).map(|j| j.get("keys").is_some()).unwrap_or(false)
-        {
-            v.error(p.key("jwks"), "jwks must be a JSON Web Key Set (a JSON object with \"keys\")");
-        }
-        for (j, h) in rule.from_headers.iter().enumerate() {
-            if h.name.is_empty() {
-                v.error(p.key("fromHeaders").index(j).key("name"), "header name is required");
-            }
-        }
-    }
-}
-
-// === Telemetry ===
-
-fn telemetry(v: &mut Findings, spec: &FieldPath, t: &TelemetrySpec) {
-    targets(v, spec, t.selector.is_some(), t.target_ref.is_some(), &t.target_refs);
-    for (i, tr) in t.tracing.iter().enumerate() {
-        let p = spec.key("tracing").index(i);
-        if let Some(pct) = tr.random_sampling_percentage
-            && !(0.0..=100.0).contains(&pct)
-        {
-            v.error(p.key("randomSamplingPercentage"), format!("percentage must be within 0..=100, got {pct}"));
-        }
-        for (j, provider) in tr.providers.iter().enumerate() {
-            if provider.name.is_empty() {
-                v.error(p.key("providers").index(j).key("name"), "provider name is required");
-            }
-        }
-        if tr.providers.len() > 1 {
-            v.warning(
-                p.key("providers"),
-                "only one tracing provider is supported (as in Istio); the proxy's --otlp-endpoint receives the spans",
-            );
-        }
-        if tr.custom_tags.is_some() {
-            v.warning(
-                p.key("customTags"),
-                "custom span tags are not applied by this mesh yet; the spans carry Istio's standard tags",
-            );
-        }
-    }
-    if !t.metrics.is_empty() {
-        v.warning(
-            spec.key("metrics"),
-            "metric overrides are not applied by this mesh yet: Istio's standard metrics stay as they are",
-        );
-    }
-    for (i, al) in t.access_logging.iter().enumerate() {
-        let p = spec.key("accessLogging").index(i);
-        for (j, provider) in al.providers.iter().enumerate() {
-            match provider.name.as_str() {
-                "" => v.error(p.key("providers").index(j).key("name"), "provider name is required"),
-                "envoy" => {}
-                other => v.warning(
-                    p.key("providers").index(j).key("name"),
-                    format!(
-                        "access log provider {other:?} is not one this mesh has (only `envoy`, Istio's built-in, the proxy's stdout): the lines go to stdout"
-                    ),
-                ),
-            }
-        }
-        if let Some(f) = &al.filter
-            && let Err(e) = mesh_core::cel::Expr::parse(&f.expression)
-        {
-            v.error(p.key("filter").key("expression"), e);
-        }
-    }
-}
-
-// === Kubernetes ===
-
-fn service(v: &mut Findings, spec: &FieldPath, s: &ServiceSpec) {
-    let mut names = HashSet::new();
-    for (i, p) in s.ports.iter().enumerate() {
-        port_number(v, spec.key("ports").index(i).key("port"), p.port);
-        if let Some(IntOrString::Int(t)) = p.target_port {
-            port_number(v, spec.key("ports").index(i).key("targetPort"), t);
-        }
-        if let Some(n) = &p.name
-            && !names.insert(n.as_str())
-        {
-            v.error(spec.key("ports").index(i).key("name"), format!("duplicate port name {n:?}"));
-        }
-    }
-    if s.ports.len() > 1 && s.ports.iter().any(|p| p.name.is_none()) {
-        v.error(spec.key("ports"), "every port needs a name when a Service has several ports");
-    }
-}
-
-fn deployment(v: &mut Findings, spec: &FieldPath, d: &DeploymentSpec) {
-    let labels = &d.template.metadata.labels;
-    if !crate::snapshot::labels_match(&d.selector.match_labels, labels) {
-        v.error(spec.key("selector").key("matchLabels"), "selector does not match the pod template's labels");
-    }
-    for (i, c) in d.template.spec.containers.iter().enumerate() {
-        for (j, p) in c.ports.iter().enumerate() {
-            port_number(
-                v,
-                spec.key("template").key("spec").key("containers").index(i).key("ports").index(j).key("containerPort"),
-                p.container_port,
-            );
-        }
-    }
-}
-
-// === across resources ===
-
-/// Findings that need several resources, as (index into `resources`, finding).
-pub fn validate_set(resources: &[LoadedResource]) -> Vec<(usize, Finding)> {
-    let mut out = Vec::new();
-
-    // The same object twice: the later one replaces the earlier, like `kubectl apply`.
-    let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
-    let name = FieldPath::root().key("metadata").key("name");
-    for (i, r) in resources.iter().enumerate() {
-        if let Some(prev) = seen.insert(ResourceKey::of(&r.resource), i) {
-            let p = &resources[prev];
-            let msg =
-                format!("defined more than once; this definition replaces the one at {}:{}", p.file, p.line_of(&name));
-            out.push((i, Finding::warning(name.clone(), msg)));
-        }
-    }
-    let winners: HashSet<usize> = seen.values().copied().collect();
-
-    // An Istio Gateway and a Gateway API Gateway of one name: `--gateway NS/NAME` cannot
-    // tell which to serve.
-    for (i, r) in resources.iter().enumerate() {
-        if let (true, Resource::KubernetesGateway(g)) = (winners.contains(&i), &*r.resource) {
-            let (ns, n) = (&g.metadata.namespace, &g.metadata.name);
-            let istio = resources.iter().any(|o| matches!(&*o.resource, Resource::Gateway(x) if &x.metadata.namespace == ns && &x.metadata.name == n));
-            if istio {
-                let msg = format!(
-                    "{ns}/{n} is both an Istio Gateway (networking.istio.io) and a Gateway API Gateway (gateway.networking.k8s.io): a gateway proxy given --gateway {ns}/{n} refuses to serve either; rename one"
-                );
-                out.push((i, Finding::warning(name.clone(), msg)));
-            }
-        }
-    }
-
-    out.extend(gateway_api::references(resources, &winners));
-
-    // Subsets each DestinationRule host defines.
-    let mut subsets: Vec<(String, &str)> = Vec::new();
-    for (i, r) in resources.iter().enumerate() {
-        if let (true, Resource::DestinationRule(dr)) = (winners.contains(&i), &*r.resource) {
-            let host = resolve_host(&dr.spec.host, &dr.metadata.namespace);
-            subsets.extend(dr.spec.subsets.iter().map(|s| (host.clone(), s.name.as_str())));
-        }
-    }
-    let defined =
-        |host: &str, subset: &str| subsets.iter().any(|(h, s)| *s == subset && (h == host || host_matches(h, host)));
-
-    for (i, r) in resources.iter().enumerate() {
-        let Resource::VirtualService(vs) = &*r.resource else { continue };
-        if !winners.contains(&i) {
-            continue;
-        }
-        let ns = &vs.metadata.namespace;
-        let mut check = |path: FieldPath, d: &Destination| {
-            if let Some(subset) = &d.subset {
-                let host = resolve_host(&d.host, ns);
-                if !defined(&host, subset) {
-                    out.push((
-                        i,
-                        Finding::warning(
-                            path.key("subset"),
-                            format!("subset {subset:?} is not defined by any DestinationRule for {host}; requests will fail with 503 (NC)"),
-                        ),
-                    ));
-                }
-            }
-        };
-        for (h, route) in vs.spec.http.iter().enumerate() {
-            let rp = FieldPath::root().key("spec").key("http").index(h);
-            for (j, d) in route.route.iter().enumerate() {
-                check(rp.key("route").index(j).key("destination"), &d.destination);
-            }
-            if let Some(m) = &route.mirror {
-                check(rp.key("mirror"), m);
-            }
-        }
-        for (kind, routes) in [
-            ("tcp", vs.spec.tcp.iter().map(|r| &r.route).collect::<Vec<_>>()),
-            ("tls", vs.spec.tls.iter().map(|r| &r.route).collect()),
-        ] {
-            for (h, route) in routes.into_iter().enumerate() {
-                for (j, d) in route.iter().enumerate() {
-                    check(
-                        FieldPath::root().key("spec").key(kind).index(h).key("route").index(j).key("destination"),
-                        &d.destination,
-                    );
-                }
-            }
-        }
-    }
-    out
 }
