@@ -57,6 +57,7 @@
 //! - Policies attached with `targetRefs` apply to gateways and waypoints, which this
 //!   sidecar-side evaluation does not model yet.
 
+pub mod ext_authz;
 pub mod jwt;
 pub mod layer;
 pub mod policy;
