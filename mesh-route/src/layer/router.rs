@@ -156,7 +156,6 @@ where
             RouteOutcome::Matched(_, route, block) => (route, block),
         };
         let matched_prefix = block.and_then(|b| b.uri_prefix.as_deref());
-        let grpc = is_grpc(&req);
         let mut decision = RouteDecision {
             virtual_service: route.virtual_service.clone(),
             route_index: route.index,
@@ -169,13 +168,13 @@ where
                 Preflight::Answer(headers) => {
                     return RouteFuture::ready(Ok(local(
                         LocalReply::direct(StatusCode::OK, Bytes::new(), headers),
-                        grpc,
+                        is_grpc(&req),
                         decision,
                     )));
                 }
                 Preflight::Stop => {
                     let reply = LocalReply::direct(StatusCode::OK, Bytes::new(), HeaderMap::new());
-                    return RouteFuture::ready(Ok(local(reply, grpc, decision)));
+                    return RouteFuture::ready(Ok(local(reply, is_grpc(&req), decision)));
                 }
                 Preflight::Forward | Preflight::NotOne => {}
             }
@@ -186,11 +185,11 @@ where
                     Ok(location) => LocalReply::redirect(r.status, location),
                     Err(_) => LocalReply::direct(r.status, Bytes::new(), HeaderMap::new()),
                 };
-                return RouteFuture::ready(Ok(local(reply, grpc, decision)));
+                return RouteFuture::ready(Ok(local(reply, is_grpc(&req), decision)));
             }
             Action::DirectResponse(d) => {
                 let reply = LocalReply::direct(d.status, d.body.clone(), HeaderMap::new());
-                return RouteFuture::ready(Ok(local(reply, grpc, decision)));
+                return RouteFuture::ready(Ok(local(reply, is_grpc(&req), decision)));
             }
             Action::Forward(targets) => targets,
         };
@@ -200,7 +199,7 @@ where
             // invalid backendRef: the spec's 500, a configured outcome.
             if targets.answers_500() {
                 let reply = LocalReply::direct(StatusCode::INTERNAL_SERVER_ERROR, Bytes::new(), HeaderMap::new());
-                let rsp = local(reply, grpc, decision);
+                let rsp = local(reply, is_grpc(&req), decision);
                 return RouteFuture::ready(Ok(rsp));
             }
             let err = RouteNotFound { authority: info.authority.to_string() };
@@ -264,7 +263,8 @@ where
 }
 
 /// A configured outcome (a redirect, a direct response, a CORS preflight), with the decision
-/// that made it for telemetry.
+/// that made it for telemetry; `grpc`: the caller speaks gRPC (read only when a reply is made,
+/// never on the forwarding path).
 fn local<B: LocalBody>(reply: LocalReply, grpc: bool, decision: RouteDecision) -> Response<B> {
     let mut rsp = reply.into_response(grpc);
     rsp.extensions_mut().insert(decision);
