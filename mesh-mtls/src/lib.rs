@@ -6,7 +6,9 @@
 //!
 //! A server and a client from one CA, as two workloads: the server STRICT, answering with
 //! the caller's identity; the client checking the server's identity against the secure
-//! naming map:
+//! naming map. (`server::serve`, the bare accept loop used here, is behind the feature
+//! `test-util`: it has no connection cap, timers or drain. `MtlsAcceptor` and
+//! `server::WithConnection` are what a server of your own, or mesh-proxy's, builds on.)
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

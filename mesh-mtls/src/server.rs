@@ -3,22 +3,13 @@
 //! address ([`ClientAddr`]), the local address ([`LocalAddr`]) and whether the connection
 //! is TLS ([`DownstreamTls`]).
 
-use std::{future::Future, sync::Arc};
-
 use http::Request;
-use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use mesh_core::{
     Identity,
     ext::{ClientAddr, DownstreamTls, LocalAddr, PeerIdentity},
 };
-use tokio::net::TcpListener;
-
-use crate::{accept::MtlsAcceptor, peer_auth::Mode};
+#[cfg(any(test, feature = "test-util"))]
+pub use bare::{fixed, serve};
 
 /// Adds the connection's facts to each request before `S` sees it.
 #[derive(Clone, Debug)]
@@ -74,56 +65,76 @@ where
     }
 }
 
-/// Accept connections on `listener` under the mode `mode_for_port` gives for the listening
-/// port, and serve `service` on each (HTTP/1.1 or HTTP/2, by ALPN or prior knowledge).
-/// Runs until the listener fails.
-pub fn serve<S, F>(
-    listener: TcpListener,
-    acceptor: MtlsAcceptor,
-    mode_for_port: F,
-    service: S,
-) -> impl Future<Output = std::io::Result<()>> + Send
-where
-    S: tower_service::Service<Request<Incoming>, Response = http::Response<mesh_core::BoxBody>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    F: Fn(u16) -> Mode + Send + Sync + 'static,
-{
-    let mode_for_port = Arc::new(mode_for_port);
-    async move {
-        let local = listener.local_addr()?;
-        loop {
-            let (tcp, client) = listener.accept().await?;
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let service = service.clone();
-            let mode = mode_for_port(local.port());
-            tokio::spawn(async move {
-                let (io, peer) = match acceptor.accept(tcp, mode).await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::debug!(%client, error = %e, "connection refused");
-                        return;
+/// A bare accept loop (feature `test-util`): for tests and examples that need mTLS serving
+/// without the proxy. It has no connection cap, timers or drain; mesh-proxy's serving,
+/// which has them, is what ships.
+#[cfg(any(test, feature = "test-util"))]
+mod bare {
+    use std::{future::Future, sync::Arc};
+
+    use http::Request;
+    use hyper::body::Incoming;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+        service::TowerToHyperService,
+    };
+    use tokio::net::TcpListener;
+
+    use super::WithConnection;
+    use crate::{accept::MtlsAcceptor, peer_auth::Mode};
+
+    /// Accept connections on `listener` under the mode `mode_for_port` gives for the listening
+    /// port, and serve `service` on each (HTTP/1.1 or HTTP/2, by ALPN or prior knowledge).
+    /// Runs until the listener fails.
+    pub fn serve<S, F>(
+        listener: TcpListener,
+        acceptor: MtlsAcceptor,
+        mode_for_port: F,
+        service: S,
+    ) -> impl Future<Output = std::io::Result<()>> + Send
+    where
+        S: tower_service::Service<Request<Incoming>, Response = http::Response<mesh_core::BoxBody>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: Fn(u16) -> Mode + Send + Sync + 'static,
+    {
+        let mode_for_port = Arc::new(mode_for_port);
+        async move {
+            let local = listener.local_addr()?;
+            loop {
+                let (tcp, client) = listener.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = service.clone();
+                let mode = mode_for_port(local.port());
+                tokio::spawn(async move {
+                    let (io, peer) = match acceptor.accept(tcp, mode).await {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::debug!(%client, error = %e, "connection refused");
+                            return;
+                        }
+                    };
+                    let tls = io.is_tls();
+                    let svc = WithConnection::new(service, peer, client, local).with_tls(tls);
+                    let conn = auto::Builder::new(TokioExecutor::new());
+                    if let Err(e) =
+                        conn.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc)).await
+                    {
+                        tracing::debug!(%client, error = %e, "connection ended with an error");
                     }
-                };
-                let tls = io.is_tls();
-                let svc = WithConnection::new(service, peer, client, local).with_tls(tls);
-                let conn = auto::Builder::new(TokioExecutor::new());
-                if let Err(e) =
-                    conn.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc)).await
-                {
-                    tracing::debug!(%client, error = %e, "connection ended with an error");
-                }
-            });
+                });
+            }
         }
     }
-}
 
-/// A mode that is the same on every port.
-pub fn fixed(mode: Mode) -> impl Fn(u16) -> Mode + Send + Sync + 'static {
-    move |_| mode
+    /// A mode that is the same on every port.
+    pub fn fixed(mode: Mode) -> impl Fn(u16) -> Mode + Send + Sync + 'static {
+        move |_| mode
+    }
 }
