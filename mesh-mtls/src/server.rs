@@ -3,13 +3,13 @@
 //! address ([`ClientAddr`]), the local address ([`LocalAddr`]) and whether the connection
 //! is TLS ([`DownstreamTls`]).
 
+#[cfg(any(test, feature = "test-util"))]
+pub use bare::{fixed, serve};
 use http::Request;
 use mesh_core::{
     Identity,
     ext::{ClientAddr, DownstreamTls, LocalAddr, PeerIdentity},
 };
-#[cfg(any(test, feature = "test-util"))]
-pub use bare::{fixed, serve};
 
 /// Adds the connection's facts to each request before `S` sees it.
 #[derive(Clone, Debug)]

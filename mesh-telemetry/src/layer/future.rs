@@ -5,7 +5,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::SystemTime,
 };
 
 use http::Response;
@@ -101,7 +100,7 @@ impl Done {
         }
         #[cfg(feature = "otel")]
         if let Some((exporter, mut span)) = self.span.take() {
-            span.end = SystemTime::now();
+            span.end = std::time::SystemTime::now();
             span.attributes.push(("response_size".into(), response_bytes.to_string()));
             exporter.export(span);
         }
