@@ -152,11 +152,11 @@ async fn start_ca(args: &Args) -> Result<Option<JoinHandle<()>>, MeshError> {
             }
         }
 
-        let ca_error = |location: String| move |e: String| MeshError::Ca { location: location.clone(), message: e };
+        let ca_error = |location: String, e: &dyn std::fmt::Display| MeshError::Ca { location, message: e.to_string() };
         let client = mesh_k8s::client().await.map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
         let reviewer = Reviewer(mesh_k8s::TokenReviewer::new(client, vec![AUDIENCE.to_string()]));
         let ca = mesh_mtls::ca::CertificateAuthority::load_or_create(&args.ca_dir, &args.trust_domain)
-            .map_err(|e| ca_error(args.ca_dir.display().to_string())(e.to_string()))?;
+            .map_err(|e| ca_error(args.ca_dir.display().to_string(), &e))?;
         let service = CaService::new(Arc::new(ca), Arc::new(reviewer));
         let names = if args.ca_server_names.is_empty() {
             ["mesh-ca.mesh-system.svc", "mesh-ca.mesh-system.svc.cluster.local", "localhost", "127.0.0.1"]
@@ -165,7 +165,7 @@ async fn start_ca(args: &Args) -> Result<Option<JoinHandle<()>>, MeshError> {
         } else {
             args.ca_server_names.clone()
         };
-        let tls = service.tls_config(&names).map_err(|e| ca_error(format!("endpoint {addr}"))(e.to_string()))?;
+        let tls = service.tls_config(&names).map_err(|e| ca_error(format!("endpoint {addr}"), &e))?;
         let listener = bind("ca", addr).await?;
         announce("ca", listener.local_addr().unwrap_or(addr));
         Ok(Some(tokio::spawn(service.serve(listener, tls))))
