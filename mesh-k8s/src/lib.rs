@@ -301,7 +301,7 @@ impl KubeSource {
             };
             let mut config = watcher::Config::default();
             let config_kind = target.kind.group().ends_with(".istio.io")
-                || (target.kind.group() == mesh_config::api::GROUP && target.kind.namespaced());
+                || (target.kind.group() == mesh_config::api::gateway_api::GROUP && target.kind.namespaced());
             if config_kind && let Some(selector) = &shared.options.config_selector {
                 config = config.labels(selector);
             }

@@ -6,7 +6,7 @@
 
 use http::HeaderMap;
 use mesh_config::{
-    api::{
+    api::gateway_api::{
         GrpcMethodMatch, GrpcRouteMatch, HttpHeaderMatch, HttpPathMatch, HttpRouteMatch, PathMatchType, ValueMatchType,
     },
     load::{LoadOptions, load_str},

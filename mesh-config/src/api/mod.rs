@@ -10,13 +10,15 @@
 
 use serde::{Deserialize, Serialize};
 
-mod gateway_api;
+/// The Gateway API kinds (`gateway.networking.k8s.io`), under their own path: their
+/// `HttpRoute*` types are not Istio's (`api::HttpRoute` is a VirtualService entry).
+pub mod gateway_api;
 mod kube;
 mod networking;
 mod security;
 mod telemetry;
 
-pub use gateway_api::*;
+use gateway_api::{GROUP, GatewayClassSpec, GrpcRouteSpec, HttpRouteSpec, KubernetesGatewaySpec, ReferenceGrantSpec};
 pub use kube::*;
 pub use networking::*;
 pub use security::*;

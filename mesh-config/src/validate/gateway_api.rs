@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::{Findings, port_number, regex};
 use crate::{
-    api::*,
+    api::{gateway_api::*, *},
     diag::{FieldPath, Finding},
     load::LoadedResource,
 };

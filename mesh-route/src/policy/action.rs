@@ -399,7 +399,7 @@ impl Redirect {
     /// A Gateway API RequestRedirect. `listener_port` is the Gateway listener's port (or,
     /// in the mesh, the Service port) the spec derives the redirect's port from.
     pub fn gateway_api(
-        f: &mesh_config::api::HttpRequestRedirectFilter,
+        f: &mesh_config::api::gateway_api::HttpRequestRedirectFilter,
         path: Option<PathModifier>,
         listener_port: u16,
     ) -> Result<Self, RouteConfigError> {

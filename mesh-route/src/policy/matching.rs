@@ -3,8 +3,8 @@
 use http::{HeaderMap, HeaderName};
 use mesh_config::{
     api::{
-        GrpcRouteMatch, HttpHeaderMatch, HttpMatchRequest, HttpRouteMatch, PathMatchType, StringMatch, ValueMatch,
-        ValueMatchType,
+        HttpMatchRequest, StringMatch, ValueMatch,
+        gateway_api::{GrpcRouteMatch, HttpHeaderMatch, HttpRouteMatch, PathMatchType, ValueMatchType},
     },
     string_match::{InvalidRegex, StringMatcher},
 };

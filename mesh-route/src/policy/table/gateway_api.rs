@@ -42,9 +42,11 @@ use std::{
 };
 
 use mesh_config::api::{
-    FromNamespaces, GROUP, GrpcRouteMatch, GrpcRouteRule, HeaderOperations, Headers, HttpBackendRef, HttpHeaderFilter,
-    HttpRouteFilter, HttpRouteMatch, HttpRouteRule, Kind, KubernetesGatewaySpec, Listener, ObjectMeta, ParentReference,
-    PathMatchType, Resource, Server,
+    HeaderOperations, Headers, Kind, ObjectMeta, Resource, Server,
+    gateway_api::{
+        FromNamespaces, GROUP, GrpcRouteMatch, GrpcRouteRule, HttpBackendRef, HttpHeaderFilter, HttpRouteFilter,
+        HttpRouteMatch, HttpRouteRule, KubernetesGatewaySpec, Listener, ParentReference, PathMatchType,
+    },
 };
 use mesh_core::request::host_matches;
 
@@ -220,7 +222,7 @@ fn claim(listener_host: Option<&str>, host: &str) -> Option<usize> {
 /// namespace.
 /// An `HTTPPathModifier` for the rule's one match (validation made sure there is one, of type
 /// PathPrefix, for `ReplacePrefixMatch`).
-fn path_modifier(m: &mesh_config::api::HttpPathModifier, matched_prefix: &str) -> PathModifier {
+fn path_modifier(m: &mesh_config::api::gateway_api::HttpPathModifier, matched_prefix: &str) -> PathModifier {
     match (&m.replace_full_path, &m.replace_prefix_match) {
         (Some(p), _) => PathModifier::Full(p.clone()),
         (None, r) => {
