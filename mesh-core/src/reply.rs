@@ -323,9 +323,17 @@ impl LocalReply {
             rsp
         };
         let h = rsp.headers_mut();
+        // Every value of every header the reply names (an authorizer's repeated
+        // `set-cookie` too); a gRPC caller keeps `application/grpc`.
+        let mut last: Option<HeaderName> = None;
         for (name, value) in headers {
             if let Some(name) = name {
-                h.insert(name, value);
+                last = Some(name);
+            }
+            if let Some(name) = &last
+                && !(grpc && name == header::CONTENT_TYPE)
+            {
+                h.append(name.clone(), value);
             }
         }
         if !grpc && !text.is_empty() && !h.contains_key(header::CONTENT_TYPE) {
@@ -489,6 +497,18 @@ mod tests {
         assert_eq!(rsp.headers()[header::CONTENT_TYPE], "application/json", "the provider's own content type");
         assert_eq!(rsp.headers()["x-mesh-error"], "UAEX");
         assert_eq!(text(rsp).await, "{}");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        let denied = LocalReply::ext_authz_denied(StatusCode::UNAUTHORIZED, headers, Bytes::from_static(b"no"));
+        let rsp: Response<BoxBody> = denied.clone().into_response(false);
+        assert_eq!(rsp.headers().get_all(header::SET_COOKIE).iter().count(), 2, "every value kept");
+        let rsp: Response<BoxBody> = denied.into_response(true);
+        assert_eq!(rsp.headers()[header::CONTENT_TYPE], "application/grpc", "a gRPC caller keeps its content type");
+        assert_eq!(rsp.headers()["grpc-status"], "16");
+        assert_eq!(rsp.headers().get_all(header::SET_COOKIE).iter().count(), 2);
 
         let rsp: Response<BoxBody> =
             LocalReply::redirect(StatusCode::MOVED_PERMANENTLY, HeaderValue::from_static("https://a/b"))
