@@ -1,9 +1,12 @@
 //! `mesh-proxy`: the mesh's layers composed into a proxy, as a library.
 //!
 //! The feature crates (`mesh-route`, `mesh-fault`, `mesh-authz`, `mesh-mtls`,
-//! `mesh-telemetry`) each give one layer; this crate knows the whole topology: the outbound,
-//! inbound and gateway stacks, the edge guard, the connection limits, the accept loops, the
-//! workload's compiled control state and the admin pages. Two faces:
+//! `mesh-telemetry`) each give one layer and fail with typed leaf errors; this crate knows the
+//! whole topology: the client stack ([`client::ClientBuilder`], the layer order written once,
+//! over the pooled [`client::HttpClient`]), the edge that answers failures once per stack
+//! ([`edge`], with `mesh_core::reply`'s local replies), the outbound, inbound and gateway
+//! stacks, the edge guard, the connection limits, the accept loops, the workload's compiled
+//! control state and the admin pages. Two faces:
 //!
 //! - [`embed`]: the mesh linked into a Rust service, with no proxy hop.
 //! - [`sidecar`]: the `mesh-sidecar` process beside any app, configured by [`sidecar::Args`]
