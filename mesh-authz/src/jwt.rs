@@ -50,6 +50,21 @@ enum Key {
     Ec { curve: &'static signature::EcdsaVerificationAlgorithm, point: Vec<u8>, alg: &'static str },
 }
 
+/// A JWKS document that cannot be used (not JSON, no `keys`, a key that does not decode).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidJwks(String);
+
+/// A `jwtRules` entry that does not hold (an unparsable inline `jwks`, a bad header name).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("jwtRules[{index}]: {message}")]
+pub struct InvalidJwtRule {
+    /// The rule's index in the list.
+    pub index: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
 /// A parsed JSON Web Key Set.
 #[derive(Clone, Debug, Default)]
 pub struct Jwks {
@@ -58,7 +73,11 @@ pub struct Jwks {
 
 impl Jwks {
     /// Parse a JWKS document (RSA and EC P-256/P-384 keys; others are skipped).
-    pub fn parse(json: &str) -> Result<Self, String> {
+    pub fn parse(json: &str) -> Result<Self, InvalidJwks> {
+        Self::parse_keys(json).map_err(InvalidJwks)
+    }
+
+    fn parse_keys(json: &str) -> Result<Self, String> {
         let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
         let keys = v.get("keys").and_then(Value::as_array).ok_or("a JWKS needs \"keys\"")?;
         let b = |k: &Value, f: &str| k.get(f).and_then(Value::as_str).and_then(base64::decode);
@@ -150,7 +169,7 @@ pub struct JwtPolicy {
 
 fn compile_rule(r: &JwtRule) -> Result<Rule, String> {
     let jwks = match &r.jwks {
-        Some(inline) => Jwks::parse(inline)?,
+        Some(inline) => Jwks::parse(inline).map_err(|e| e.to_string())?,
         None => Jwks::default(),
     };
     let mut locations: Vec<Location> = r
@@ -189,10 +208,10 @@ impl JwtPolicy {
     /// A fixed set of `jwtRules` (a RequestAuthentication's), for the layer used alone. A rule
     /// that does not hold (an unparsable inline `jwks`, a bad header name) is an error naming
     /// its index.
-    pub fn from_rules<'a>(rules: impl IntoIterator<Item = &'a JwtRule>) -> Result<Self, String> {
+    pub fn from_rules<'a>(rules: impl IntoIterator<Item = &'a JwtRule>) -> Result<Self, InvalidJwtRule> {
         let mut out = Self::default();
-        for (i, rule) in rules.into_iter().enumerate() {
-            out.rules.push(compile_rule(rule).map_err(|e| format!("jwtRules[{i}]: {e}"))?);
+        for (index, rule) in rules.into_iter().enumerate() {
+            out.rules.push(compile_rule(rule).map_err(|message| InvalidJwtRule { index, message })?);
         }
         Ok(out)
     }
@@ -333,7 +352,7 @@ pub async fn fetch_jwks(uris: &[String]) -> HashMap<String, Jwks> {
         let fetched = async {
             let rsp = client.get(parsed).await.map_err(|e| e.to_string())?;
             let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Jwks::parse(&String::from_utf8_lossy(&body))
+            Jwks::parse(&String::from_utf8_lossy(&body)).map_err(|e| e.to_string())
         };
         match tokio::time::timeout(std::time::Duration::from_secs(5), fetched).await {
             Ok(Ok(jwks)) => {

@@ -143,9 +143,18 @@ impl fmt::Display for Expr {
 /// Deeper nesting than this is refused (a hostile file cannot overflow the stack).
 const MAX_DEPTH: usize = 64;
 
+/// Why an expression does not parse or type-check: what, and at which offset.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
 impl Expr {
     /// Parse and type-check `source`; the error says where and what.
-    pub fn parse(source: &str) -> Result<Expr, String> {
+    pub fn parse(source: &str) -> Result<Expr, ParseError> {
+        Self::parse_checked(source).map_err(ParseError)
+    }
+
+    fn parse_checked(source: &str) -> Result<Expr, String> {
         let tokens = lex(source)?;
         let mut p = Parser { tokens, at: 0, depth: 0 };
         let (root, ty) = p.or()?;
@@ -566,13 +575,13 @@ mod tests {
             ("(true", "unexpected end of the expression"),
             ("response.code == 99999999999999999999", "too large"),
         ] {
-            let err = Expr::parse(e).unwrap_err();
+            let err = Expr::parse(e).unwrap_err().to_string();
             assert!(err.contains(want), "{e}: {err}");
         }
         let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
-        assert!(Expr::parse(&deep).unwrap_err().contains("nests deeper than 64"));
+        assert!(Expr::parse(&deep).unwrap_err().to_string().contains("nests deeper than 64"));
         let nots = format!("{}true", "!".repeat(200));
-        assert!(Expr::parse(&nots).unwrap_err().contains("nests deeper than 64"));
+        assert!(Expr::parse(&nots).unwrap_err().to_string().contains("nests deeper than 64"));
     }
 
     /// A reference model: expressions over `response.code`, a header that may be missing,

@@ -55,7 +55,7 @@ pub(super) fn telemetry(v: &mut Findings, spec: &FieldPath, t: &TelemetrySpec) {
         if let Some(f) = &al.filter
             && let Err(e) = mesh_core::cel::Expr::parse(&f.expression)
         {
-            v.error(p.key("filter").key("expression"), e);
+            v.error(p.key("filter").key("expression"), e.to_string());
         }
     }
 }
