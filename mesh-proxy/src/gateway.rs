@@ -84,7 +84,7 @@ pub(crate) fn plan(
     creds: &Credentials,
 ) -> Result<Vec<Plan>, String> {
     let (ns, name) = split(gateway)?;
-    let all_servers = gateway_servers(snapshot, ns, name)?;
+    let all_servers = gateway_servers(snapshot, ns, name).map_err(|e| e.to_string())?;
     let ports: Vec<u16> = {
         let mut p: Vec<u16> = all_servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
         p.sort_unstable();
@@ -193,7 +193,7 @@ impl LiveListeners {
             {
                 Vec::new()
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         };
         let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if applied.as_ref() == Some(&all_servers) {

@@ -28,7 +28,7 @@ use super::{
 };
 
 mod gateway_api;
-pub use gateway_api::{CONTROLLERS, class_accepted, gateway_servers};
+pub use gateway_api::{CONTROLLERS, ClassRefused, GatewayServersError, class_accepted, gateway_servers};
 
 /// The proxy a table is compiled for.
 #[derive(Clone, Debug, PartialEq, Eq)]

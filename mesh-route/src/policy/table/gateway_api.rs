@@ -680,21 +680,94 @@ fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_conf
     }
 }
 
+/// Why a GatewayClass is not this mesh's to serve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClassRefused {
+    /// It names another controller.
+    #[error("GatewayClass {class} belongs to controller {controller:?}, not to this mesh ({})", CONTROLLERS.join(" or "))]
+    OtherController {
+        /// The class.
+        class: String,
+        /// Its `controllerName`.
+        controller: String,
+    },
+    /// No such GatewayClass (only `istio` needs none).
+    #[error("GatewayClass {0:?} is not defined (class `istio` needs none)")]
+    Undefined(String),
+}
+
+/// Why the servers of a gateway cannot be made ([`gateway_servers`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayServersError {
+    /// An Istio Gateway and a Gateway API Gateway have the name.
+    #[error(
+        "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
+    )]
+    TwoGateways {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+    },
+    /// The Gateway's class is not this mesh's.
+    #[error("Gateway {ns}/{name}: {why}")]
+    Class {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// Why.
+        why: ClassRefused,
+    },
+    /// An HTTPS listener without a certificate.
+    #[error("Gateway {ns}/{name} listener {listener:?}: HTTPS needs certificateRefs")]
+    NoCertificate {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// The listener.
+        listener: String,
+    },
+    /// A certificate Secret in another namespace that no ReferenceGrant allows.
+    #[error(
+        "Gateway {ns}/{name} listener {listener:?}: Secret {secret_ns}/{secret} is in another namespace and no ReferenceGrant in {secret_ns} allows Gateways from {ns}"
+    )]
+    SecretNotGranted {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// The listener.
+        listener: String,
+        /// The Secret's namespace.
+        secret_ns: String,
+        /// The Secret.
+        secret: String,
+    },
+    /// No Gateway of that name.
+    #[error("--gateway {ns}/{name}: no such Gateway in the config")]
+    NoSuchGateway {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+    },
+}
+
 /// Whether Gateways of `class` are this mesh's to serve.
-pub fn class_accepted(snapshot: &mesh_config::Snapshot, class: &str) -> Result<(), String> {
+pub fn class_accepted(snapshot: &mesh_config::Snapshot, class: &str) -> Result<(), ClassRefused> {
     let object = snapshot.of_kind(Kind::GatewayClass).find_map(|r| match &**r {
         Resource::GatewayClass(c) if c.metadata.name == class => Some(c),
         _ => None,
     });
     match object {
         Some(c) if CONTROLLERS.contains(&c.spec.controller_name.as_str()) => Ok(()),
-        Some(c) => Err(format!(
-            "GatewayClass {class} belongs to controller {:?}, not to this mesh ({})",
-            c.spec.controller_name,
-            CONTROLLERS.join(" or ")
-        )),
+        Some(c) => {
+            Err(ClassRefused::OtherController { class: class.into(), controller: c.spec.controller_name.clone() })
+        }
         None if class == "istio" => Ok(()),
-        None => Err(format!("GatewayClass {class:?} is not defined (class `istio` needs none)")),
+        None => Err(ClassRefused::Undefined(class.into())),
     }
 }
 
@@ -703,26 +776,34 @@ pub fn class_accepted(snapshot: &mesh_config::Snapshot, class: &str) -> Result<(
 /// HTTPS listener's first certificateRef is the `credentialName`: a Secret of the Gateway's
 /// namespace is `--credential-dir/NAME`, another namespace's, which needs a ReferenceGrant,
 /// `--credential-dir/NS/NAME`). The two kinds under one name are refused.
-pub fn gateway_servers(snapshot: &mesh_config::Snapshot, ns: &str, name: &str) -> Result<Vec<Server>, String> {
+pub fn gateway_servers(
+    snapshot: &mesh_config::Snapshot,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<Server>, GatewayServersError> {
+    let (gw_ns, gw_name) = (ns.to_string(), name.to_string());
     let istio = snapshot.get(Kind::Gateway, ns, name);
     let api = snapshot.get(Kind::KubernetesGateway, ns, name);
     match (istio.map(|r| &**r), api.map(|r| &**r)) {
-        (Some(_), Some(_)) => Err(format!(
-            "--gateway {ns}/{name} names two Gateways: the Istio Gateway {ns}/{name} (networking.istio.io) and the Gateway API Gateway {ns}/{name} (gateway.networking.k8s.io); rename one"
-        )),
+        (Some(_), Some(_)) => Err(GatewayServersError::TwoGateways { ns: gw_ns, name: gw_name }),
         (Some(Resource::Gateway(gw)), None) => Ok(gw.spec.servers.clone()),
         (None, Some(Resource::KubernetesGateway(gw))) => {
-            class_accepted(snapshot, &gw.spec.gateway_class_name).map_err(|e| format!("Gateway {ns}/{name}: {e}"))?;
+            class_accepted(snapshot, &gw.spec.gateway_class_name).map_err(|why| GatewayServersError::Class {
+                ns: gw_ns.clone(),
+                name: gw_name.clone(),
+                why,
+            })?;
             let mut out = Vec::new();
             for l in &gw.spec.listeners {
                 let tls = match (l.protocol.as_str(), &l.tls) {
                     ("HTTP", _) => None,
                     ("HTTPS", Some(tls)) => {
                         let Some(cert) = tls.certificate_refs.first() else {
-                            return Err(format!(
-                                "Gateway {ns}/{name} listener {:?}: HTTPS needs certificateRefs",
-                                l.name
-                            ));
+                            return Err(GatewayServersError::NoCertificate {
+                                ns: gw_ns,
+                                name: gw_name,
+                                listener: l.name.clone(),
+                            });
                         };
                         // More than one is a load-time warning (validation).
                         let credential = match cert.namespace.as_deref() {
@@ -730,10 +811,13 @@ pub fn gateway_servers(snapshot: &mesh_config::Snapshot, ns: &str, name: &str) -
                             Some(cns) if cns == ns => cert.name.clone(),
                             Some(cns) => {
                                 if !snapshot.reference_granted("Gateway", ns, cns, "Secret", &cert.name) {
-                                    return Err(format!(
-                                        "Gateway {ns}/{name} listener {:?}: Secret {cns}/{} is in another namespace and no ReferenceGrant in {cns} allows Gateways from {ns}",
-                                        l.name, cert.name
-                                    ));
+                                    return Err(GatewayServersError::SecretNotGranted {
+                                        ns: gw_ns,
+                                        name: gw_name,
+                                        listener: l.name.clone(),
+                                        secret_ns: cns.into(),
+                                        secret: cert.name.clone(),
+                                    });
                                 }
                                 format!("{cns}/{}", cert.name)
                             }
@@ -761,7 +845,7 @@ pub fn gateway_servers(snapshot: &mesh_config::Snapshot, ns: &str, name: &str) -
             }
             Ok(out)
         }
-        _ => Err(format!("--gateway {ns}/{name}: no such Gateway in the config")),
+        _ => Err(GatewayServersError::NoSuchGateway { ns: gw_ns, name: gw_name }),
     }
 }
 
@@ -808,7 +892,7 @@ spec:
             assert!(!loaded.has_errors(), "{}", loaded.report());
             loaded.into_snapshot()
         };
-        let err = gateway_servers(&load(API_GATEWAY), "infra", "web").unwrap_err();
+        let err = gateway_servers(&load(API_GATEWAY), "infra", "web").unwrap_err().to_string();
         assert!(err.contains("Secret certs/cert is in another namespace and no ReferenceGrant in certs"), "{err}");
         let got = gateway_servers(&load(&format!("{API_GATEWAY}---{SECRET_GRANT}")), "infra", "web").unwrap();
         assert_eq!(got.len(), 2);
@@ -823,7 +907,7 @@ spec:
         );
         // Another controller's class is not ours to serve.
         let theirs = API_GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: nginx");
-        let err = gateway_servers(&load(&theirs), "infra", "web").unwrap_err();
+        let err = gateway_servers(&load(&theirs), "infra", "web").unwrap_err().to_string();
         assert!(err.contains("GatewayClass \"nginx\" is not defined"), "{err}");
     }
 
