@@ -136,10 +136,9 @@ impl std::fmt::Display for Change {
 }
 
 /// Put `file`'s resources into `dir` (resources naming no namespace are in `default`, as
-/// the mesh loads them). On invalid config, the findings (analyze's format) and nothing
-/// written.
-pub fn apply(file: &Path, dir: &Path) -> Result<Vec<(Id, Change)>, String> {
-    let options = &LoadOptions::default();
+/// the mesh loads them), checked with `options` (its rules: those the proxies load with).
+/// On invalid config, the findings (analyze's format) and nothing written.
+pub fn apply(file: &Path, dir: &Path, options: &LoadOptions) -> Result<Vec<(Id, Change)>, String> {
     let label = file.display().to_string();
     let text = std::fs::read_to_string(file).map_err(|e| format!("{label}: {e}"))?;
     // The file on its own first: its own errors, with its own name and lines.

@@ -38,4 +38,6 @@ mod policy;
 mod tests;
 
 pub use layer::{Fault, FaultLayer, ResponseFuture};
+#[cfg(feature = "config")]
+pub use policy::FaultRules;
 pub use policy::{Abort, AbortKind, Delay, FaultPolicy, InvalidFault, Percent};

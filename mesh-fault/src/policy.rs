@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 #[cfg(feature = "config")]
-use mesh_config::api::HttpFaultInjection;
+use mesh_config::{
+    api::{HttpFaultInjection, Resource},
+    diag::{FieldPath, Finding},
+};
 use mesh_core::{grpc::Code, roll::Roll};
 
 /// What to inject on one route.
@@ -47,24 +50,39 @@ pub enum AbortKind {
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
 pub struct Percent(f64);
 
-/// Why a fault config cannot be used (mesh-core validation rejects these first).
+/// Why a fault config cannot be used: Istio's rules for a `fault` block, each written once
+/// here and asked for by the loader ([`FaultRules`]).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum InvalidFault {
     /// Not within 0..=100.
-    #[error("fault percentage must be within 0..=100, got {0}")]
+    #[error("percentage must be within 0..=100, got {0}")]
     Percent(f64),
     /// Not 200..=599.
-    #[error("abort httpStatus must be within 200..=599, got {0}")]
+    #[error("httpStatus must be within 200..=599, got {0}")]
     Status(i32),
     /// Not a gRPC status name.
-    #[error("unknown grpcStatus {0:?}")]
+    #[error("{0:?} is not a gRPC status name such as UNAVAILABLE")]
     GrpcStatus(String),
-    /// `fixedDelay` missing or below 1 ms.
-    #[error("delay needs a fixedDelay of at least 1ms")]
+    /// A delay without `fixedDelay`.
+    #[error("fixedDelay is required")]
     Delay,
-    /// Neither httpStatus nor grpcStatus.
-    #[error("abort needs httpStatus or grpcStatus")]
+    /// `fixedDelay` breaks Istio's duration rule.
+    #[cfg(feature = "config")]
+    #[error(transparent)]
+    Duration(#[from] mesh_config::validate::InvalidDuration),
+    /// An abort without httpStatus or grpcStatus.
+    #[error("abort needs one of httpStatus or grpcStatus")]
     AbortKind,
+    /// An abort with more than one kind.
+    #[error("only one of httpStatus, grpcStatus or http2Error may be set")]
+    AbortKinds,
+    /// Neither delay nor abort.
+    #[error("fault needs at least one of delay or abort")]
+    Empty,
+    /// A field Istio defines that the mesh does not implement (`exponentialDelay`,
+    /// `http2Error`).
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
 }
 
 impl Percent {
@@ -89,52 +107,123 @@ impl Percent {
     }
 }
 
-/// From Istio's `fault` block (feature `config`).
+/// From Istio's `fault` block (feature `config`): the first of its problems, if any.
 #[cfg(feature = "config")]
 impl TryFrom<&HttpFaultInjection> for FaultPolicy {
     type Error = InvalidFault;
 
     fn try_from(f: &HttpFaultInjection) -> Result<Self, InvalidFault> {
-        let delay = f
-            .delay
-            .as_ref()
-            .map(|d| {
-                let fixed = d
-                    .fixed_delay
-                    .map(|d| d.get())
-                    .filter(|d| *d >= Duration::from_millis(1))
-                    .ok_or(InvalidFault::Delay)?;
-                // `percentage` wins; the deprecated integer `percent` only when it is absent;
-                // neither means no request is delayed.
-                let percent = match (&d.percentage, d.percent) {
-                    (Some(p), _) => Percent::new(p.value)?,
-                    (None, Some(p)) => Percent::new(f64::from(p))?,
-                    (None, None) => Percent::NEVER,
-                };
-                Ok(Delay { fixed, percent })
-            })
-            .transpose()?;
-        let abort = f
-            .abort
-            .as_ref()
-            .map(|a| {
-                let kind = match (a.http_status, &a.grpc_status) {
-                    (Some(s), _) => AbortKind::Http(
-                        u16::try_from(s)
-                            .ok()
-                            .filter(|s| (200..=599).contains(s))
-                            .and_then(|s| StatusCode::from_u16(s).ok())
-                            .ok_or(InvalidFault::Status(s))?,
-                    ),
-                    (None, Some(g)) => {
-                        AbortKind::Grpc(Code::from_name(g).ok_or_else(|| InvalidFault::GrpcStatus(g.clone()))?)
+        let mut first = None;
+        let policy = Self::parse(f, &mut |_, e| {
+            first.get_or_insert(e);
+        });
+        match (policy, first) {
+            (Some(p), None) => Ok(p),
+            (_, Some(e)) => Err(e),
+            (None, None) => Err(InvalidFault::Empty),
+        }
+    }
+}
+
+#[cfg(feature = "config")]
+impl FaultPolicy {
+    /// Istio's `fault` block as a policy, every problem reported to `problem` with its
+    /// field below `fault`; `None` when there was any.
+    pub fn parse(f: &HttpFaultInjection, problem: &mut dyn FnMut(FieldPath, InvalidFault)) -> Option<Self> {
+        let at = FieldPath::root();
+        let mut ok = true;
+        let mut bad = |field: FieldPath, e: InvalidFault| {
+            ok = false;
+            problem(field, e);
+        };
+        if f.delay.is_none() && f.abort.is_none() {
+            bad(at.clone(), InvalidFault::Empty);
+        }
+        let delay = f.delay.as_ref().and_then(|d| {
+            let at = at.key("delay");
+            if d.exponential_delay.is_some() {
+                bad(at.key("exponentialDelay"), InvalidFault::Unsupported("exponentialDelay"));
+            }
+            let fixed = match d.fixed_delay.map(|d| d.get()) {
+                Some(fixed) => match mesh_config::validate::duration(fixed) {
+                    Ok(()) => Some(fixed),
+                    Err(e) => {
+                        bad(at.key("fixedDelay"), e.into());
+                        None
                     }
-                    (None, None) => return Err(InvalidFault::AbortKind),
-                };
-                let percent = a.percentage.as_ref().map_or(Ok(Percent::NEVER), |p| Percent::new(p.value))?;
-                Ok(Abort { kind, percent })
-            })
-            .transpose()?;
-        Ok(Self { delay, abort })
+                },
+                None if d.exponential_delay.is_none() => {
+                    bad(at.key("fixedDelay"), InvalidFault::Delay);
+                    None
+                }
+                None => None,
+            };
+            let percentage =
+                d.percentage.as_ref().map(|p| parse_percent(p.value, at.key("percentage").key("value"), &mut bad));
+            let integer = d.percent.map(|p| parse_percent(f64::from(p), at.key("percent"), &mut bad));
+            // `percentage` wins; the deprecated integer `percent` only when it is absent;
+            // neither means no request is delayed.
+            let percent = percentage.or(integer).unwrap_or(Some(Percent::NEVER));
+            Some(Delay { fixed: fixed?, percent: percent? })
+        });
+        let abort = f.abort.as_ref().and_then(|a| {
+            let at = at.key("abort");
+            let set = [a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()];
+            match set.iter().filter(|s| **s).count() {
+                0 => bad(at.clone(), InvalidFault::AbortKind),
+                1 => {}
+                _ => bad(at.clone(), InvalidFault::AbortKinds),
+            }
+            let http = a.http_status.map(|s| {
+                let status = u16::try_from(s)
+                    .ok()
+                    .filter(|s| (200..=599).contains(s))
+                    .and_then(|s| StatusCode::from_u16(s).ok());
+                if status.is_none() {
+                    bad(at.key("httpStatus"), InvalidFault::Status(s));
+                }
+                status.map(AbortKind::Http)
+            });
+            let grpc = a.grpc_status.as_ref().map(|g| {
+                let code = Code::from_name(g);
+                if code.is_none() {
+                    bad(at.key("grpcStatus"), InvalidFault::GrpcStatus(g.clone()));
+                }
+                code.map(AbortKind::Grpc)
+            });
+            if a.http2_error.is_some() {
+                bad(at.key("http2Error"), InvalidFault::Unsupported("http2Error"));
+            }
+            let percent = a
+                .percentage
+                .as_ref()
+                .map_or(Some(Percent::NEVER), |p| parse_percent(p.value, at.key("percentage").key("value"), &mut bad));
+            Some(Abort { kind: http.or(grpc)??, percent: percent? })
+        });
+        ok.then_some(Self { delay, abort })
+    }
+}
+
+#[cfg(feature = "config")]
+fn parse_percent(v: f64, field: FieldPath, bad: &mut impl FnMut(FieldPath, InvalidFault)) -> Option<Percent> {
+    Percent::new(v).map_err(|e| bad(field, e)).ok()
+}
+
+/// mesh-fault's rules for the loader (feature `config`): every `fault` block of a
+/// VirtualService, reported at its field as [`FaultPolicy::parse`] finds it.
+#[cfg(feature = "config")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultRules;
+
+#[cfg(feature = "config")]
+impl mesh_config::validate::Rule for FaultRules {
+    fn check(&self, resource: &Resource, out: &mut Vec<Finding>) {
+        let Resource::VirtualService(vs) = resource else { return };
+        for (i, route) in vs.spec.http.iter().enumerate() {
+            if let Some(f) = &route.fault {
+                let at = FieldPath::root().key("spec").key("http").index(i).key("fault");
+                FaultPolicy::parse(f, &mut |field, e| out.push(Finding::error(at.join(&field), e.to_string())));
+            }
+        }
     }
 }

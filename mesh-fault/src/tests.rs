@@ -174,6 +174,48 @@ fn config_semantics() {
     assert_eq!(FaultPolicy::try_from(&bad), Err(InvalidFault::Status(99)));
 }
 
+/// The rule the loader asks for is the one `TryFrom` applies: every problem, at its field.
+#[cfg(feature = "config")]
+#[test]
+fn parse_reports_every_problem_at_its_field() {
+    use mesh_config::{api::Resource, validate::Rule};
+
+    let bad = HttpFaultInjection {
+        delay: Some(FaultDelay { percentage: Some(ConfigPercent { value: f64::NAN }), ..Default::default() }),
+        abort: Some(FaultAbort { grpc_status: Some("NOPE".into()), ..Default::default() }),
+    };
+    let mut got = Vec::new();
+    assert_eq!(FaultPolicy::parse(&bad, &mut |field, e| got.push(format!("{field}: {e}"))), None);
+    assert_eq!(
+        got,
+        [
+            "delay.fixedDelay: fixedDelay is required",
+            "delay.percentage.value: percentage must be within 0..=100, got NaN",
+            "abort.grpcStatus: \"NOPE\" is not a gRPC status name such as UNAVAILABLE",
+        ]
+    );
+    assert_eq!(FaultPolicy::try_from(&bad), Err(InvalidFault::Delay));
+    assert_eq!(FaultPolicy::try_from(&HttpFaultInjection::default()), Err(InvalidFault::Empty));
+
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [r]
+  http:
+  - route: [{destination: {host: r}}]
+  - fault: {abort: {httpStatus: 700, percentage: {value: 1}}}
+    route: [{destination: {host: r}}]
+";
+    // mesh-config alone loads it; the rule is mesh-fault's.
+    let loaded = mesh_config::load::load_str("r.yaml", yaml, &Default::default());
+    let vs: &Resource = &loaded.resources[0].resource;
+    let mut findings = Vec::new();
+    FaultRules.check(vs, &mut findings);
+    let findings: Vec<String> = findings.iter().map(|f| format!("{}: {}", f.path, f.message)).collect();
+    assert_eq!(findings, ["spec.http[1].fault.abort.httpStatus: httpStatus must be within 200..=599, got 700"]);
+}
+
 /// The share of faulted requests stays within binomial bounds (seeded, so deterministic).
 #[test]
 fn percentage_follows_binomial_bounds() {

@@ -27,6 +27,7 @@ mod assertions;
 mod cli;
 pub mod client;
 mod compiled;
+pub mod config;
 pub mod conn;
 pub mod edge;
 pub mod embed;

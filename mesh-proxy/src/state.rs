@@ -62,7 +62,11 @@ impl ConfigFrom<'_> {
             ConfigFrom::Kube { options, ready_timeout } => {
                 use mesh_k8s::{KubeSource, client};
                 let client = client().await.map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
-                let source = KubeSource::start(client, options.clone())
+                let mut options = options.clone();
+                if options.load.rules.is_empty() {
+                    options.load.rules = crate::config::rules();
+                }
+                let source = KubeSource::start(client, options)
                     .await
                     .map_err(|e| MeshError::Config(format!("the API server: {e}")))?;
                 if !source.wait_ready(*ready_timeout).await {
@@ -78,7 +82,8 @@ impl ConfigFrom<'_> {
 
 /// Load and watch files and directories.
 pub(crate) fn open_files(paths: &[PathBuf]) -> Result<Box<dyn ConfigSource>, MeshError> {
-    let source = DirectorySource::start(paths.to_vec(), DirectoryOptions::default()).map_err(|e| {
+    let options = DirectoryOptions { load: crate::config::load_options("default"), ..DirectoryOptions::default() };
+    let source = DirectorySource::start(paths.to_vec(), options).map_err(|e| {
         MeshError::Config(match e.downcast_ref::<InitialLoadError>() {
             Some(_) => e.to_string(),
             None => format!("cannot watch the config: {e}"),

@@ -380,7 +380,7 @@ impl Dashboard {
             return json!({"resources": [], "other_findings": [], "error": "no config directory"});
         };
         let loaded = tokio::task::spawn_blocking(move || {
-            mesh_config::load::load_paths(std::slice::from_ref(&*dir), &mesh_config::load::LoadOptions::default())
+            mesh_config::load::load_paths(std::slice::from_ref(&*dir), &mesh_proxy::config::load_options("default"))
         })
         .await;
         let Ok(loaded) = loaded else {

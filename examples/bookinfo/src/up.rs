@@ -13,7 +13,7 @@ use std::{
 
 use mesh_config::{
     api::{Kind, Resource},
-    load::{LoadOptions, load_paths},
+    load::load_paths,
 };
 use tokio::process::{Child, Command};
 
@@ -249,7 +249,7 @@ pub fn seed(dir: &Path, gateway_api: bool) -> Result<bool, String> {
         }
         // Not ours (edited, or another gateway): the user's config decides.
         _ => {
-            let loaded = load_paths(&[dir.to_path_buf()], &LoadOptions::default()).into_snapshot();
+            let loaded = load_paths(&[dir.to_path_buf()], &mesh_proxy::config::load_options("default")).into_snapshot();
             let (kind, flag) = if gateway_api {
                 (Kind::KubernetesGateway, "--gateway-api needs the Gateway API Gateway")
             } else {
@@ -269,7 +269,7 @@ pub fn seed(dir: &Path, gateway_api: bool) -> Result<bool, String> {
 
 /// The Deployments of the `default` namespace that are Bookinfo services, with addresses.
 pub fn workloads(dir: &Path) -> Result<Vec<Workload>, String> {
-    let loaded = load_paths(&[dir.to_path_buf()], &LoadOptions::default());
+    let loaded = load_paths(&[dir.to_path_buf()], &mesh_proxy::config::load_options("default"));
     if loaded.has_errors() {
         return Err(loaded.report());
     }
@@ -702,7 +702,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bookinfo-up-switch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let gateways = |dir: &Path| {
-            let s = load_paths(&[dir.to_path_buf()], &LoadOptions::default()).into_snapshot();
+            let s = load_paths(&[dir.to_path_buf()], &mesh_proxy::config::load_options("default")).into_snapshot();
             (
                 s.get(Kind::Gateway, "default", "bookinfo-gateway").is_some(),
                 s.get(Kind::KubernetesGateway, "default", "bookinfo-gateway").is_some(),

@@ -118,7 +118,8 @@ fn tutorial(file: &str) -> PathBuf {
 
 impl Up {
     fn apply(&self, file: &str) {
-        mesh_config::store::apply(&tutorial(file), &self.config).unwrap_or_else(|e| panic!("apply {file}: {e}"));
+        mesh_config::store::apply(&tutorial(file), &self.config, &mesh_proxy::config::load_options("default"))
+            .unwrap_or_else(|e| panic!("apply {file}: {e}"));
     }
 
     fn delete(&self, file: &str) {

@@ -2,10 +2,7 @@
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
-use mesh_config::{
-    Severity,
-    load::{LoadOptions, load_paths},
-};
+use mesh_config::{Severity, load::load_paths};
 
 /// `meshctl analyze --kube`: the findings on what the cluster holds, as the sidecars see it
 /// (files are `k8s://<api path>`).
@@ -34,7 +31,7 @@ pub(crate) fn run_kube(quiet: bool) -> ExitCode {
 }
 
 pub(crate) fn run(paths: &[PathBuf], namespace: &str, quiet: bool) -> ExitCode {
-    let options = LoadOptions { default_namespace: namespace.to_string(), ..LoadOptions::default() };
+    let options = mesh_proxy::config::load_options(namespace);
     let loaded = load_paths(paths, &options);
     let mut out = std::io::stdout().lock();
     let count = |s| loaded.diagnostics.iter().filter(|d| d.severity == s).count();

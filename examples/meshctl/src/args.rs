@@ -4,10 +4,7 @@
 use std::path::PathBuf;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use mesh_config::{
-    load::{LoadOptions, load_paths},
-    snapshot::Snapshot,
-};
+use mesh_config::{load::load_paths, snapshot::Snapshot};
 
 /// Load `paths` with `namespace` for resources that name none (on an error, the findings
 /// go to stderr, `FILE:LINE: ...`, and the caller fails), or with `kube` what the cluster
@@ -22,7 +19,7 @@ pub(crate) fn load_snapshot(paths: &[PathBuf], kube: bool, namespace: &str) -> R
         }
         return Ok(snapshot);
     }
-    let options = LoadOptions { default_namespace: namespace.to_string(), ..LoadOptions::default() };
+    let options = mesh_proxy::config::load_options(namespace);
     let loaded = load_paths(paths, &options);
     if loaded.has_errors() {
         for d in loaded.errors() {
@@ -63,8 +60,12 @@ pub(crate) fn from_cluster() -> Result<(Snapshot, mesh_config::source::SourceSta
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
         let client = mesh_k8s::client().await.map_err(|e| e.to_string())?;
-        let source =
-            mesh_k8s::KubeSource::start(client, mesh_k8s::KubeOptions::default()).await.map_err(|e| e.to_string())?;
+        let source = mesh_k8s::KubeSource::start(
+            client,
+            mesh_k8s::KubeOptions { load: mesh_proxy::config::load_options("default"), ..Default::default() },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         if !source.wait_ready(std::time::Duration::from_secs(30)).await {
             return Err("the API server did not list everything within 30 s".to_string());
         }

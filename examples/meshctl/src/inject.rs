@@ -16,7 +16,7 @@
 use std::{io::Read, path::Path, process::ExitCode};
 
 use mesh_config::{
-    load::{LoadOptions, Node, load_str, parse_documents},
+    load::{Node, load_str, parse_documents},
     registry::INBOUND_PORT_ANNOTATION,
     store::split_documents,
 };
@@ -95,7 +95,7 @@ pub(crate) fn run(args: &InjectArgs) -> ExitCode {
 pub(crate) fn inject(label: &str, text: &str, args: &InjectArgs) -> Result<String, String> {
     // The loader's findings for the Deployments (errors only: other kinds are the
     // platform's business).
-    let loaded = load_str(label, text, &LoadOptions::default());
+    let loaded = load_str(label, text, &mesh_proxy::config::load_options("default"));
     if let Some(e) = loaded.errors().find(|d| d.object == "-" || d.object.starts_with("Deployment ")) {
         return Err(e.to_string());
     }

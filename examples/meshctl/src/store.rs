@@ -5,13 +5,12 @@ use std::{path::Path, process::ExitCode};
 
 use mesh_config::{
     api::{Kind, Resource},
-    load::LoadOptions,
     store,
 };
 
 /// `meshctl apply -f FILE`.
 pub(crate) fn apply(file: &Path, dir: &Path) -> ExitCode {
-    match store::apply(file, dir) {
+    match store::apply(file, dir, &mesh_proxy::config::load_options("default")) {
         Ok(changes) => {
             for (id, change) in changes {
                 println!("{} {change}", store::display(&id));
@@ -54,7 +53,7 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
         );
         return ExitCode::from(1);
     };
-    let loaded = mesh_config::load::load_paths(&[dir], &LoadOptions::default());
+    let loaded = mesh_config::load::load_paths(&[dir], &mesh_proxy::config::load_options("default"));
     if !dir.is_dir() {
         eprintln!("error: {}: no such config directory", dir.display());
         return ExitCode::from(1);

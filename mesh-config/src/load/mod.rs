@@ -31,11 +31,14 @@ pub struct LoadOptions {
     pub default_namespace: String,
     /// Limits for untrusted input.
     pub limits: Limits,
+    /// The feature crates' rules, run on each resource after mesh-config's (none by default;
+    /// `mesh_proxy::config::rules()` has every feature's).
+    pub rules: Vec<Arc<dyn validate::Rule>>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { default_namespace: "default".into(), limits: Limits::default() }
+        Self { default_namespace: "default".into(), limits: Limits::default(), rules: Vec::new() }
     }
 }
 
@@ -336,7 +339,10 @@ fn load_object(
     resource.meta_mut().namespace = namespace.to_string();
 
     let loaded = LoadedResource { resource: Arc::new(resource), file: file.clone(), node: doc.clone(), prefix };
-    let findings = validate::validate(&loaded.resource);
+    let mut findings = validate::validate(&loaded.resource);
+    for rule in &options.rules {
+        rule.check(&loaded.resource, &mut findings);
+    }
     let rejected = findings.iter().any(|f| f.severity == Severity::Error);
     let mut diagnostics: Vec<Diagnostic> = findings.into_iter().map(|f| loaded.diagnostic(f)).collect();
     diagnostics.sort_by_key(|d| d.line);

@@ -4,6 +4,13 @@
 //! [`validate_set`] checks what can only be seen across resources (a route to a subset no
 //! DestinationRule defines, the same object defined twice). Findings name the field path;
 //! the loader places them on a line.
+//!
+//! The rules of a field that a feature crate compiles (a `fault` block's ranges, a route
+//! that matches every request) are written once, in that feature, as a [`Rule`]; the
+//! composition hands them to the loader in [`LoadOptions::rules`](crate::load::LoadOptions),
+//! so `meshctl analyze`, the sidecar and the webhook report them at file:line:field like
+//! mesh-config's own. Loaded without them, such a field is checked when the feature compiles
+//! it, and a bad one is skipped with a warning.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +33,36 @@ use crate::{
     snapshot::{ResourceKey, host_matches, resolve_host},
     string_match::compile_full_match,
 };
+
+/// A feature's own rules for the fields it compiles, asked by the loader after
+/// mesh-config's. Findings name the field from the resource's root (`spec.http[0].fault`).
+pub trait Rule: Send + Sync + std::fmt::Debug {
+    /// Add the findings about one resource to `out`.
+    fn check(&self, resource: &Resource, out: &mut Vec<Finding>);
+}
+
+/// Istio's rule for a duration (`fixedDelay`, `timeout`, ...): at least 1 ms, to the
+/// millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDuration {
+    /// Shorter than 1 ms.
+    #[error("duration must be at least 1ms, got {}", mesh_core::Duration(*.0))]
+    TooShort(std::time::Duration),
+    /// Finer than a millisecond.
+    #[error("only durations to ms precision are supported, got {}", mesh_core::Duration(*.0))]
+    Precision(std::time::Duration),
+}
+
+/// Check a duration by [Istio's rule](InvalidDuration).
+pub fn duration(d: std::time::Duration) -> Result<(), InvalidDuration> {
+    if d < std::time::Duration::from_millis(1) {
+        Err(InvalidDuration::TooShort(d))
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        Err(InvalidDuration::Precision(d))
+    } else {
+        Ok(())
+    }
+}
 
 /// Findings about one resource.
 pub fn validate(resource: &Resource) -> Vec<Finding> {
@@ -82,11 +119,8 @@ fn percent(v: &mut Findings, path: FieldPath, p: &Percent) {
 
 /// Istio's duration rule: at least 1 ms, millisecond precision.
 fn min_duration(v: &mut Findings, path: FieldPath, d: &mesh_core::Duration) {
-    let d = d.get();
-    if d < std::time::Duration::from_millis(1) {
-        v.error(path, format!("duration must be at least 1ms, got {}", mesh_core::Duration(d)));
-    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        v.error(path, format!("only durations to ms precision are supported, got {}", mesh_core::Duration(d)));
+    if let Err(e) = duration(d.get()) {
+        v.error(path, e.to_string());
     }
 }
 

@@ -4,12 +4,7 @@
 use std::collections::HashSet;
 
 use super::*;
-use crate::{
-    api::*,
-    diag::FieldPath,
-    registry::Protocol,
-    string_match::{StringMatcher, compile_full_match},
-};
+use crate::{api::*, diag::FieldPath, registry::Protocol, string_match::compile_full_match};
 
 // === VirtualService ===
 
@@ -35,16 +30,9 @@ pub(super) fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualSe
     if vs.http.is_empty() && vs.tcp.is_empty() && vs.tls.is_empty() {
         v.error(spec.clone(), "at least one of http, tcp or tls routes is required");
     }
-    let last = vs.http.len().saturating_sub(1);
+    // A route that matches every request before the last one: mesh-route's rule.
     for (i, route) in vs.http.iter().enumerate() {
-        let path = spec.key("http").index(i);
-        http_route(v, &path, route);
-        if i < last && is_catch_all(route) {
-            v.warning(
-                path,
-                "this route matches every request but is not the last one; the routes after it are never used",
-            );
-        }
+        http_route(v, &spec.key("http").index(i), route);
     }
     for (i, r) in vs.tcp.iter().enumerate() {
         l4_destinations(v, &spec.key("tcp").index(i).key("route"), r.route.iter().map(|d| (&d.destination, d.weight)));
@@ -61,29 +49,6 @@ pub(super) fn virtual_service(v: &mut Findings, spec: &FieldPath, vs: &VirtualSe
         }
         l4_destinations(v, &path.key("route"), r.route.iter().map(|d| (&d.destination, d.weight)));
     }
-}
-
-/// Istio drops everything after a route that matches every request.
-pub(super) fn is_catch_all(route: &HttpRoute) -> bool {
-    route.matches.is_empty() || route.matches.iter().any(is_catch_all_block)
-}
-
-pub(super) fn is_catch_all_block(m: &HttpMatchRequest) -> bool {
-    let uri_all = match &m.uri {
-        None => true,
-        Some(u) => StringMatcher::try_from(u).is_ok_and(|u| u.is_catch_all_uri()),
-    };
-    uri_all
-        && m.scheme.is_none()
-        && m.method.is_none()
-        && m.authority.is_none()
-        && m.headers.is_empty()
-        && m.query_params.is_empty()
-        && m.without_headers.is_empty()
-        && m.port.is_none()
-        && m.source_labels.is_empty()
-        && m.gateways.is_empty()
-        && m.source_namespace.is_none()
 }
 
 pub(super) fn string_match(v: &mut Findings, path: FieldPath, m: &StringMatch, allow_empty_prefix: bool) {
@@ -216,9 +181,7 @@ pub(super) fn http_route(v: &mut Findings, path: &FieldPath, r: &HttpRoute) {
     if let Some(rt) = &r.retries {
         retries(v, &path.key("retries"), rt);
     }
-    if let Some(f) = &r.fault {
-        fault(v, &path.key("fault"), f);
-    }
+    // `fault`: mesh-fault's rule.
     if r.mirror.is_some() && !r.mirrors.is_empty() {
         v.error(path.key("mirrors"), "mirror and mirrors cannot both be set");
     }
@@ -420,50 +383,6 @@ pub(super) fn retries(v: &mut Findings, p: &FieldPath, r: &HttpRetry) {
             if !is_code && !RETRY_ON_POLICIES.contains(&item) {
                 v.error(p.key("retryOn"), format!("{item:?} is not a valid retryOn policy or HTTP status code"));
             }
-        }
-    }
-}
-
-pub(super) fn fault(v: &mut Findings, p: &FieldPath, f: &HttpFaultInjection) {
-    if f.delay.is_none() && f.abort.is_none() {
-        v.error(p.clone(), "fault needs at least one of delay or abort");
-    }
-    if let Some(d) = &f.delay {
-        let dp = p.key("delay");
-        if d.exponential_delay.is_some() {
-            v.error(dp.key("exponentialDelay"), "exponentialDelay is not supported");
-        }
-        match &d.fixed_delay {
-            Some(fd) => min_duration(v, dp.key("fixedDelay"), fd),
-            None if d.exponential_delay.is_none() => v.error(dp.key("fixedDelay"), "fixedDelay is required"),
-            None => {}
-        }
-        if let Some(pc) = &d.percentage {
-            percent(v, dp.key("percentage"), pc);
-        }
-        if let Some(pc) = d.percent.filter(|pc| !(0..=100).contains(pc)) {
-            v.error(dp.key("percent"), format!("percentage must be within 0..=100, got {pc}"));
-        }
-    }
-    if let Some(a) = &f.abort {
-        let ap = p.key("abort");
-        let set = [a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()];
-        match set.iter().filter(|s| **s).count() {
-            0 => v.error(ap.clone(), "abort needs one of httpStatus or grpcStatus"),
-            1 => {}
-            _ => v.error(ap.clone(), "only one of httpStatus, grpcStatus or http2Error may be set"),
-        }
-        if let Some(s) = a.http_status.filter(|s| !(200..=599).contains(s)) {
-            v.error(ap.key("httpStatus"), format!("httpStatus must be within 200..=599, got {s}"));
-        }
-        if let Some(g) = a.grpc_status.as_deref().filter(|g| mesh_core::grpc::Code::from_name(g).is_none()) {
-            v.error(ap.key("grpcStatus"), format!("{g:?} is not a gRPC status name such as UNAVAILABLE"));
-        }
-        if a.http2_error.is_some() {
-            v.error(ap.key("http2Error"), "http2Error is not supported");
-        }
-        if let Some(pc) = &a.percentage {
-            percent(v, ap.key("percentage"), pc);
         }
     }
 }

@@ -18,6 +18,8 @@ pub mod explain;
 #[cfg(feature = "config")]
 pub mod matching;
 #[cfg(feature = "config")]
+pub mod rules;
+#[cfg(feature = "config")]
 mod table;
 #[cfg(all(test, feature = "config"))]
 mod tests;
