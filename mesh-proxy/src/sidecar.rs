@@ -268,6 +268,7 @@ impl Process<'_> {
             connector: self.connector.clone(),
             metrics: core.metrics.clone(),
             balance: self.balance.clone(),
+            connect: mesh_route::policy::retry::RetryPolicy::tcp_connect(),
         });
         let mut all = Vec::new();
         for f in &self.args.tcp {

@@ -20,7 +20,11 @@ use mesh_core::roll::{Roll, ThreadRoll};
 use mesh_mtls::{accept::ServerIo, connector::MeshConnector};
 use mesh_route::{
     layer::BalanceLayer,
-    policy::{Target, cluster::Cluster},
+    policy::{
+        Target,
+        cluster::Cluster,
+        retry::{RetryPolicy, TryFailure},
+    },
 };
 use mesh_telemetry::{
     layer::WorkloadInfo,
@@ -67,6 +71,8 @@ pub(crate) struct Outbound {
     pub(crate) metrics: Arc<MeshMetrics>,
     /// The outbound HTTP stack's balancer: one state per cluster for both.
     pub(crate) balance: BalanceLayer,
+    /// When a failed connect is tried again ([`RetryPolicy::tcp_connect`]).
+    pub(crate) connect: RetryPolicy,
 }
 
 impl Outbound {
@@ -112,11 +118,12 @@ impl Outbound {
                 return;
             }
         };
-        // The HTTP balancer's endpoint choice, state and mTLS rule; a refused connect moves
-        // on to another endpoint, up to three tries, and counts for outlier detection.
+        // The HTTP balancer's endpoint choice, state and mTLS rule; a refused connect counts
+        // for outlier detection and is retried on another endpoint as mesh-route's
+        // `RetryPolicy::tcp_connect` says (URX when its retries run out).
         let mut tried = Vec::new();
         let mut flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
-        while tried.len() < 3 {
+        loop {
             let pick = match self.balance.pick_connection(&cluster, Some(peer.ip()), &tried) {
                 Ok(pick) => pick,
                 Err(e) => {
@@ -129,16 +136,23 @@ impl Outbound {
                 break; // every healthy endpoint was tried
             }
             tried.push(address);
-            let uri: Uri = match format!("{}://{address}", if pick.tls() { "https" } else { "http" }).parse() {
-                Ok(u) => u,
-                Err(_) => continue,
+            let retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
+            let connected = match format!("{}://{address}", if pick.tls() { "https" } else { "http" }).parse::<Uri>() {
+                Ok(uri) => self.connector.clone().call(uri).await,
+                Err(e) => Err(e.into()),
             };
-            let upstream = match self.connector.clone().call(uri).await {
+            let upstream = match connected {
                 Ok(io) => io,
-                Err(err) => {
-                    tracing::debug!(endpoint = %address, error = %err, "tcp: connect failed");
+                Err(e) => {
+                    tracing::debug!(endpoint = %address, error = %e, "tcp: connect failed");
                     pick.failed();
-                    continue;
+                    if self.connect.retries_after(retries, TryFailure::ConnectFailure) {
+                        continue;
+                    }
+                    if !self.connect.may_retry(retries) && retries > 0 {
+                        flags = flags | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+                    }
+                    break;
                 }
             };
             pick.connected();

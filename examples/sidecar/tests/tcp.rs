@@ -241,3 +241,70 @@ spec:
         assert_eq!(first, want, "{listener}: first byte on the wire {first:#x}");
     }
 }
+
+/// A refused connect is tried again on another endpoint, as mesh-route's
+/// `RetryPolicy::tcp_connect` says (two retries): with two dead endpoints of three the
+/// connection still reaches the live one. With all three dead, the connection is closed and
+/// counted `UF,URX` (Envoy's TCP proxy: connect attempts exhausted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_retried_on_another_endpoint_then_urx() {
+    let config = Manifest::new()
+        .service_port("tcp-echo", "tcp", 9000)
+        .deployment("tcp-echo", "v1", Some("tcp-echo"))
+        .deployment("tcp-echo", "v2", Some("tcp-echo"))
+        .deployment("tcp-echo", "v3", Some("tcp-echo"))
+        .doc(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleep}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
+"#,
+        )
+        .to_string();
+    let mesh = Mesh::new(&[("tcp-echo.yaml", config.as_str())]);
+    let dead = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap() // closed when `l` drops: connects are refused
+    };
+    let (dead1, dead2, dead3) = (dead(), dead(), dead());
+    let v3 = Sidecar::start(&mesh, Spec::server("app=tcp-echo,version=v3", echo("three").await));
+    let live = Sidecar::start(
+        &mesh,
+        Spec::client("app=sleep")
+            .endpoint("tcp-echo-v1", dead1)
+            .endpoint("tcp-echo-v2", dead2)
+            .endpoint("tcp-echo-v3", v3.inbound())
+            .tcp("tcp-echo:9000"),
+    );
+    let local = live.listeners["tcp tcp-echo:9000"];
+    for i in 0..20 {
+        assert_eq!(say(local, &format!("hi {i}\n")).await, format!("three hi {i}\n"));
+    }
+
+    let all_dead = Sidecar::start(
+        &mesh,
+        Spec::client("app=sleep")
+            .endpoint("tcp-echo-v1", dead1)
+            .endpoint("tcp-echo-v2", dead2)
+            .endpoint("tcp-echo-v3", dead3)
+            .tcp("tcp-echo:9000"),
+    );
+    let local = all_dead.listeners["tcp tcp-echo:9000"];
+    for _ in 0..3 {
+        let mut tcp = TcpStream::connect(local).await.unwrap();
+        let _ = tcp.write_all(b"anyone?\n").await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0, "a dead service answered: {:?}", &buf[..n]);
+    }
+    eventually("connections counted UF,URX", async || {
+        let text = all_dead.admin_get("/stats/prometheus").await.body;
+        total(&text, "istio_tcp_connections_opened_total", &[("response_flags", "UF,URX")]) == 3.0
+    })
+    .await;
+    let text = live.admin_get("/stats/prometheus").await.body;
+    assert_eq!(total(&text, "istio_tcp_connections_opened_total", &[("response_flags", "-")]), 20.0, "{text}");
+}

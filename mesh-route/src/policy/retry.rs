@@ -161,6 +161,22 @@ impl RetryPolicy {
         }
     }
 
+    /// A TCP connection's connects: the mesh default's two retries, on `connect-failure`,
+    /// each to another endpoint, at once (Envoy's TCP proxy has no backoff unless told).
+    pub fn tcp_connect() -> Self {
+        Self { retry_on: RetryOn::parse("connect-failure"), backoff_base: Duration::ZERO, ..Self::istio_default() }
+    }
+
+    /// Whether a try that failed with `failure`, after `retries` retries, is tried again.
+    pub fn retries_after(&self, retries: u32, failure: TryFailure) -> bool {
+        self.may_retry(retries) && self.retry_on.on_failure(failure)
+    }
+
+    /// Whether `retries` retries leave another.
+    pub fn may_retry(&self, retries: u32) -> bool {
+        retries < self.attempts
+    }
+
     /// The route's policy: absent means the default; `attempts: 0` disables retries.
     pub fn for_route(config: Option<&HttpRetry>) -> Option<Self> {
         let Some(c) = config else { return Some(Self::istio_default()) };
@@ -189,6 +205,15 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tcp_connect_is_tried_three_times_on_connect_failure_only() {
+        let p = RetryPolicy::tcp_connect();
+        assert!(p.retries_after(0, TryFailure::ConnectFailure) && p.retries_after(1, TryFailure::ConnectFailure));
+        assert!(!p.retries_after(2, TryFailure::ConnectFailure), "three tries in all");
+        assert!(!p.retries_after(0, TryFailure::Reset), "bytes may have gone: never again");
+        assert_eq!(p.backoff(1, 0.9), Duration::ZERO);
+    }
 
     #[test]
     fn default_policy_does_not_retry_503() {

@@ -267,7 +267,7 @@ impl<S, B> Tries<S, B> {
         if !retriable {
             return Err(result);
         }
-        let last_try = self.n >= policy.attempts;
+        let last_try = !policy.may_retry(self.n);
         // A body past the cap, or one an earlier try still holds, cannot be sent again.
         let replayable = self.replay.as_ref().is_none_or(ReplayBody::can_replay);
         let guard = match &self.budget {
