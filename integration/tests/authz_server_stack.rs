@@ -225,6 +225,7 @@ async fn custom_asks_the_external_authorizer() {
         "extensionProviders:\n- name: ext-authz\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: {}\n    includeRequestHeadersInCheck: [x-ext-allow]\n    headersToUpstreamOnAllow: [x-ext-user]\n    headersToDownstreamOnDeny: [x-ext-reason]\n- name: dead\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: 1\n    timeout: 1s\n- name: dead-open\n  envoyExtAuthzHttp: {{service: 127.0.0.1, port: 1, failOpen: true}}\n",
         ext.port()
     );
+    let mesh_config = mesh_config::load::mesh_config("mesh.yaml", &mesh_config, &Default::default()).unwrap();
     let providers = ExtAuthzHttp::from_mesh_config(&mesh_config).unwrap();
     assert_eq!(providers.len(), 3);
     let policies = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext}\nspec:\n  action: CUSTOM\n  provider: {name: ext-authz}\n  rules: [{to: [{operation: {paths: [\"/ext/*\"]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: dead}\nspec:\n  action: CUSTOM\n  provider: {name: dead}\n  rules: [{to: [{operation: {paths: [\"/dead/*\"]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: dead-open}\nspec:\n  action: CUSTOM\n  provider: {name: dead-open}\n  rules: [{to: [{operation: {paths: [\"/open/*\"]}}]}]\n";

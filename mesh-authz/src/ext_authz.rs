@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
+use mesh_config::api::mesh::MeshConfig;
 
 /// Istio's mesh config `extensionProviders[].envoyExtAuthzHttp`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,60 +33,60 @@ pub struct ExtAuthzHttp {
     pub status_on_error: u16,
 }
 
+/// Why a mesh config's provider cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidProvider {
+    /// `extensionProviders[i]` without a name.
+    #[error("extensionProviders[{0}]: an extension provider needs a name")]
+    Unnamed(usize),
+    /// No `service`.
+    #[error("extensionProviders[{0}] ({1}): envoyExtAuthzHttp needs service")]
+    NoService(usize, String),
+    /// `port` missing or not in 1..=65535.
+    #[error("extensionProviders[{0}] ({1}): envoyExtAuthzHttp needs a port within 1..=65535, got {2}")]
+    Port(usize, String, u32),
+    /// `statusOnError` not an HTTP status.
+    #[error("extensionProviders[{0}] ({1}): statusOnError {2:?} is not an HTTP status")]
+    StatusOnError(usize, String, String),
+}
+
 impl ExtAuthzHttp {
-    /// The `envoyExtAuthzHttp` providers of a mesh config (YAML or JSON), e.g.
+    /// The `envoyExtAuthzHttp` providers of a mesh config, e.g.
     /// `extensionProviders: [{name: ext-authz, envoyExtAuthzHttp: {service: ..., port: ...}}]`.
-    #[cfg(feature = "config")]
-    pub fn from_mesh_config(text: &str) -> Result<Vec<Self>, String> {
-        let docs = mesh_config::load::parse_documents(text, &mesh_config::load::Limits::default())
-            .map_err(|e| format!("line {}: {}", e.line, e.message))?;
+    pub fn from_mesh_config(mesh: &MeshConfig) -> Result<Vec<Self>, InvalidProvider> {
         let mut out = Vec::new();
-        for doc in docs {
-            let v = doc.to_json();
-            let Some(providers) = v.get("extensionProviders").and_then(|p| p.as_array()) else { continue };
-            for p in providers {
-                let Some(e) = p.get("envoyExtAuthzHttp") else { continue };
-                let strings = |k: &str| -> Vec<String> {
-                    e.get(k)
-                        .and_then(|v| v.as_array())
-                        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-                        .unwrap_or_default()
-                };
-                let timeout = e
-                    .get("timeout")
-                    .and_then(|t| t.as_str())
-                    .map(|t| t.parse::<mesh_core::Duration>().map(|d| d.get()))
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
-                out.push(Self {
-                    name: p
-                        .get("name")
-                        .and_then(|n| n.as_str())
-                        .ok_or("an extension provider needs a name")?
-                        .to_string(),
-                    service: e
-                        .get("service")
-                        .and_then(|s| s.as_str())
-                        .ok_or("envoyExtAuthzHttp needs service")?
-                        .to_string(),
-                    port: e
-                        .get("port")
-                        .and_then(|p| p.as_u64())
-                        .and_then(|p| u16::try_from(p).ok())
-                        .ok_or("envoyExtAuthzHttp needs port")?,
-                    path_prefix: e.get("pathPrefix").and_then(|s| s.as_str()).unwrap_or("").to_string(),
-                    include_request_headers_in_check: strings("includeRequestHeadersInCheck"),
-                    headers_to_upstream_on_allow: strings("headersToUpstreamOnAllow"),
-                    headers_to_downstream_on_deny: strings("headersToDownstreamOnDeny"),
-                    fail_open: e.get("failOpen").and_then(|f| f.as_bool()).unwrap_or(false),
-                    timeout: timeout.unwrap_or(Duration::from_secs(600)),
-                    status_on_error: e
-                        .get("statusOnError")
-                        .and_then(|s| s.as_str())
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(403),
-                });
+        for (i, p) in mesh.extension_providers.iter().enumerate() {
+            let Some(e) = &p.envoy_ext_authz_http else { continue };
+            if p.name.is_empty() {
+                return Err(InvalidProvider::Unnamed(i));
             }
+            let name = || p.name.clone();
+            if e.service.is_empty() {
+                return Err(InvalidProvider::NoService(i, name()));
+            }
+            let port = u16::try_from(e.port).ok().filter(|p| *p > 0).ok_or(InvalidProvider::Port(i, name(), e.port))?;
+            let status_on_error = match e.status_on_error.as_deref() {
+                None => 403,
+                Some(s) => s
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| StatusCode::from_u16(*s).is_ok())
+                    .ok_or_else(|| InvalidProvider::StatusOnError(i, name(), s.to_string()))?,
+            };
+            let mut include = e.include_request_headers_in_check.clone();
+            include.extend(e.include_headers_in_check.iter().cloned());
+            out.push(Self {
+                name: name(),
+                service: e.service.clone(),
+                port,
+                path_prefix: e.path_prefix.clone().unwrap_or_default(),
+                include_request_headers_in_check: include,
+                headers_to_upstream_on_allow: e.headers_to_upstream_on_allow.clone(),
+                headers_to_downstream_on_deny: e.headers_to_downstream_on_deny.clone(),
+                fail_open: e.fail_open,
+                timeout: e.timeout.map_or(Duration::from_secs(600), |d| d.get()),
+                status_on_error,
+            });
         }
         Ok(out)
     }
@@ -165,5 +166,42 @@ pub(crate) async fn check(
             }
             Verdict::Deny(out)
         }
+    }
+}
+
+#[cfg(all(test, feature = "config"))]
+mod tests {
+    use mesh_config::load::{Limits, mesh_config};
+
+    use super::*;
+
+    fn providers(text: &str) -> Result<Vec<ExtAuthzHttp>, InvalidProvider> {
+        ExtAuthzHttp::from_mesh_config(&mesh_config("mesh.yaml", text, &Limits::default()).unwrap())
+    }
+
+    #[test]
+    fn http_providers_come_from_the_typed_mesh_config() {
+        let p = providers(
+            "extensionProviders:\n- name: a\n  envoyExtAuthzHttp:\n    service: authz\n    port: 9000\n    statusOnError: \"503\"\n    includeHeadersInCheck: [x-old]\n    includeRequestHeadersInCheck: [x-new]\n- name: otel\n  opentelemetry: {service: otel, port: 4317}\n",
+        )
+        .unwrap();
+        assert_eq!(p.len(), 1, "only envoyExtAuthzHttp providers");
+        assert_eq!((p[0].name.as_str(), p[0].service.as_str(), p[0].port), ("a", "authz", 9000));
+        assert_eq!((p[0].status_on_error, p[0].timeout), (503, Duration::from_secs(600)));
+        assert_eq!(p[0].include_request_headers_in_check, ["x-new", "x-old"]);
+        assert_eq!(
+            providers("extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: authz, port: 70000}\n"),
+            Err(InvalidProvider::Port(0, "a".into(), 70000))
+        );
+        assert_eq!(
+            providers(
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: authz, port: 1, statusOnError: x}\n"
+            ),
+            Err(InvalidProvider::StatusOnError(0, "a".into(), "x".into()))
+        );
+        assert_eq!(
+            providers("extensionProviders:\n- envoyExtAuthzHttp: {service: authz, port: 1}\n"),
+            Err(InvalidProvider::Unnamed(0))
+        );
     }
 }

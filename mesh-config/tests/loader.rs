@@ -120,3 +120,56 @@ fn snapshot_indexes() {
     let other = [("app".to_string(), "ratings".to_string())].into();
     assert_eq!(snap.policies_for_workload(Kind::AuthorizationPolicy, "default", &other).count(), 1);
 }
+
+/// Istio's mesh config loads into the typed model; an error names the line and field, and
+/// fields the model does not type are kept, not dropped.
+#[test]
+fn the_mesh_config_is_typed_and_its_errors_name_the_line_and_field() {
+    use mesh_config::{
+        api::mesh::{AccessLogEncoding, OutboundTrafficMode},
+        load::{Limits, mesh_config},
+    };
+
+    let text = r#"trustDomain: example.org
+trustDomainAliases: [old.example.org]
+outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+accessLogFile: /dev/stdout
+accessLogEncoding: JSON
+defaultConfig:
+  tracing: {sampling: 10, zipkin: {address: zipkin:9411}}
+  holdApplicationUntilProxyStarts: true
+extensionProviders:
+- name: ext-authz
+  envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 8000, timeout: 2s}
+- name: otel
+  opentelemetry: {service: otel.observability, port: 4317}
+- name: zipkin
+  zipkin: {service: zipkin.istio-system, port: 9411}
+enableTracing: true
+"#;
+    let mesh = mesh_config("mesh.yaml", text, &Limits::default()).unwrap();
+    assert_eq!(mesh.trust_domain.as_deref(), Some("example.org"));
+    assert_eq!(mesh.trust_domain_aliases, ["old.example.org"]);
+    assert_eq!(mesh.outbound_traffic_policy.unwrap().mode, OutboundTrafficMode::RegistryOnly);
+    assert_eq!(mesh.access_log_encoding, Some(AccessLogEncoding::Json));
+    let tracing = mesh.default_config.as_ref().unwrap().tracing.as_ref().unwrap();
+    assert_eq!(tracing.sampling, Some(10.0));
+    assert!(tracing.other.contains_key("zipkin"));
+    assert!(mesh.default_config.as_ref().unwrap().other.contains_key("holdApplicationUntilProxyStarts"));
+    let ext = mesh.provider("ext-authz").unwrap().envoy_ext_authz_http.as_ref().unwrap();
+    assert_eq!((ext.port, ext.timeout.map(|t| t.get())), (8000, Some(std::time::Duration::from_secs(2))));
+    assert_eq!(mesh.provider("otel").unwrap().opentelemetry.as_ref().unwrap().port, 4317);
+    assert!(mesh.provider("zipkin").unwrap().other.contains_key("zipkin"));
+    assert!(mesh.other.contains_key("enableTracing"));
+    assert_eq!(mesh_config("empty.yaml", "", &Limits::default()).unwrap(), Default::default());
+
+    let typo = "extensionProviders:\n- name: ext-authz\n  envoyExtAuthzHttp:\n    service: a\n    prot: 8000\n";
+    let e = mesh_config("mesh.yaml", typo, &Limits::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "mesh.yaml:5: error: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.prot: unknown field `prot` (did you mean `port`?)"
+    );
+    let mode = "outboundTrafficPolicy:\n  mode: SOMETIMES\n";
+    let e = mesh_config("mesh.yaml", mode, &Limits::default()).unwrap_err();
+    assert_eq!((e.line, e.field.to_string().as_str()), (2, "outboundTrafficPolicy.mode"), "{e}");
+}

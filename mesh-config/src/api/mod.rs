@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 /// `HttpRoute*` types are not Istio's (`api::HttpRoute` is a VirtualService entry).
 pub mod gateway_api;
 mod kube;
+/// Istio's mesh config (`MeshConfig`), under its own path.
+pub mod mesh;
 mod networking;
 mod security;
 mod telemetry;

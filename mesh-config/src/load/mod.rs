@@ -16,7 +16,7 @@ use std::{
 };
 
 use crate::{
-    api::{Kind, KubeObject, Object, Resource},
+    api::{Kind, KubeObject, Object, Resource, mesh::MeshConfig},
     diag::{Diagnostic, FieldPath, Finding, Seg, Severity},
     snapshot::Snapshot,
     validate,
@@ -171,6 +171,27 @@ fn finish(out: &mut Loaded) {
     for (index, finding) in findings {
         let d = out.resources[index].diagnostic(finding);
         out.diagnostics.push(d);
+    }
+}
+
+/// Istio's mesh config (a file, or the `mesh` key of the `istio` ConfigMap) as the typed
+/// model; `label` names it in the error, which gives the line and field. An empty text is the
+/// default config.
+pub fn mesh_config(label: &str, text: &str, limits: &Limits) -> Result<MeshConfig, Diagnostic> {
+    let fail = |line: u32, field: FieldPath, message: String| Diagnostic {
+        file: label.to_string(),
+        line,
+        severity: Severity::Error,
+        object: "MeshConfig".into(),
+        field,
+        message,
+    };
+    let docs = parse_documents(text, limits).map_err(|e| fail(e.line, FieldPath::root(), e.message))?;
+    match docs.as_slice() {
+        [] => Ok(MeshConfig::default()),
+        [doc] if matches!(doc.value, Value::Null) => Ok(MeshConfig::default()),
+        [doc] => de(doc.to_json()).map_err(|(field, message)| fail(doc.line_of(&field), field, message)),
+        [_, second, ..] => Err(fail(second.line, FieldPath::root(), "a mesh config is one YAML document".into())),
     }
 }
 
@@ -352,36 +373,38 @@ fn load_object(
     }
 }
 
-fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPath, String)> {
-    fn de<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> Result<T, (FieldPath, String)> {
-        serde_path_to_error::deserialize(json).map_err(|e| {
-            let mut path = FieldPath::from_segments(
-                e.path()
-                    .iter()
-                    .filter_map(|s| match s {
-                        serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-                        serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
-                        serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
-                    })
-                    .collect(),
-            );
-            let message = e.into_inner().to_string();
-            let message = match unknown_field(&message) {
-                Some((field, expected)) => {
-                    // Point at the unknown key itself.
-                    if path.segments().last() != Some(&Seg::Key(field.clone())) {
-                        path = path.key(field.clone());
-                    }
-                    match closest(&field, &expected) {
-                        Some(s) => format!("unknown field `{field}` (did you mean `{s}`?)"),
-                        None => format!("unknown field `{field}`; known fields: {}", expected.join(", ")),
-                    }
+/// `json` as a `T`, a failure at its field (an unknown field with the closest known one).
+fn de<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> Result<T, (FieldPath, String)> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let mut path = FieldPath::from_segments(
+            e.path()
+                .iter()
+                .filter_map(|s| match s {
+                    serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                    serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                    serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect(),
+        );
+        let message = e.into_inner().to_string();
+        let message = match unknown_field(&message) {
+            Some((field, expected)) => {
+                // Point at the unknown key itself.
+                if path.segments().last() != Some(&Seg::Key(field.clone())) {
+                    path = path.key(field.clone());
                 }
-                None => message,
-            };
-            (path, message)
-        })
-    }
+                match closest(&field, &expected) {
+                    Some(s) => format!("unknown field `{field}` (did you mean `{s}`?)"),
+                    None => format!("unknown field `{field}`; known fields: {}", expected.join(", ")),
+                }
+            }
+            None => message,
+        };
+        (path, message)
+    })
+}
+
+fn deserialize(kind: Kind, json: serde_json::Value) -> Result<Resource, (FieldPath, String)> {
     Ok(match kind {
         Kind::VirtualService => Resource::VirtualService(de::<Object<_>>(json)?),
         Kind::DestinationRule => Resource::DestinationRule(de::<Object<_>>(json)?),
