@@ -57,12 +57,12 @@ pub struct InvalidJwks(String);
 
 /// A `jwtRules` entry that does not hold (an unparsable inline `jwks`, a bad header name).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("jwtRules[{index}]: {message}")]
+#[error("jwtRules[{index}]: {source}")]
 pub struct InvalidJwtRule {
     /// The rule's index in the list.
     pub index: usize,
-    /// What is wrong with it.
-    pub message: String,
+    /// What is wrong with it: its inline `jwks`.
+    pub source: InvalidJwks,
 }
 
 /// A parsed JSON Web Key Set.
@@ -167,9 +167,9 @@ pub struct JwtPolicy {
     pub warnings: Vec<String>,
 }
 
-fn compile_rule(r: &JwtRule) -> Result<Rule, String> {
+fn compile_rule(r: &JwtRule) -> Result<Rule, InvalidJwks> {
     let jwks = match &r.jwks {
-        Some(inline) => Jwks::parse(inline).map_err(|e| e.to_string())?,
+        Some(inline) => Jwks::parse(inline)?,
         None => Jwks::default(),
     };
     let mut locations: Vec<Location> = r
@@ -211,7 +211,7 @@ impl JwtPolicy {
     pub fn from_rules<'a>(rules: impl IntoIterator<Item = &'a JwtRule>) -> Result<Self, InvalidJwtRule> {
         let mut out = Self::default();
         for (index, rule) in rules.into_iter().enumerate() {
-            out.rules.push(compile_rule(rule).map_err(|message| InvalidJwtRule { index, message })?);
+            out.rules.push(compile_rule(rule).map_err(|source| InvalidJwtRule { index, source })?);
         }
         Ok(out)
     }

@@ -267,7 +267,7 @@ impl LocalWorkload {
         service_account: Option<&str>,
         default_service_account: &str,
         trust_domain: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UnnamableWorkload> {
         // The named Deployment, else the one whose pod labels include all of `labels`
         // (when several do, only an exact match is taken).
         let deployments: Vec<_> = snapshot
@@ -305,9 +305,21 @@ impl LocalWorkload {
             .unwrap_or_else(|| default_service_account.into());
         let identity = format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
             .parse()
-            .map_err(|e| format!("service account `{sa}` in namespace `{namespace}`: {e}"))?;
+            .map_err(|source| UnnamableWorkload { service_account: sa.clone(), namespace: namespace.into(), source })?;
         Ok(Self { namespace: namespace.into(), labels: labels.clone(), workload: name, service_account: sa, identity })
     }
+}
+
+/// A workload whose service account and namespace make no SPIFFE identity.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("service account `{service_account}` in namespace `{namespace}`: {source}")]
+pub struct UnnamableWorkload {
+    /// The service account.
+    pub service_account: String,
+    /// The namespace.
+    pub namespace: String,
+    /// Why the identity does not parse.
+    pub source: mesh_core::identity::InvalidIdentity,
 }
 
 /// The pod annotation (set by `meshctl kube-inject`) that says a pod runs the mesh sidecar

@@ -25,6 +25,12 @@ pub enum InvalidDuration {
     /// Beyond the largest duration Istio's API server accepts.
     #[error("duration {0:?} is too large: the largest Istio accepts is 2562047h47m16.854775807s (about 292 years)")]
     Overflow(String),
+    /// Shorter than 1 ms, where Istio's field rule wants more ([`Duration::check_field`]).
+    #[error("duration must be at least 1ms, got {0}")]
+    TooShort(Duration),
+    /// Finer than a millisecond ([`Duration::check_field`]).
+    #[error("only durations to ms precision are supported, got {0}")]
+    Precision(Duration),
 }
 
 /// The largest duration, in nanoseconds: Go's `time.Duration` and CEL's `duration()`, which
@@ -52,6 +58,18 @@ impl Duration {
     /// The std duration.
     pub const fn get(self) -> std::time::Duration {
         self.0
+    }
+
+    /// Istio's rule for a duration field (`timeout`, `fixedDelay`, `perTryTimeout`, ...): at
+    /// least 1 ms, to the millisecond.
+    pub fn check_field(self) -> Result<Self, InvalidDuration> {
+        if self.0 < std::time::Duration::from_millis(1) {
+            Err(InvalidDuration::TooShort(self))
+        } else if !self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            Err(InvalidDuration::Precision(self))
+        } else {
+            Ok(self)
+        }
     }
 }
 

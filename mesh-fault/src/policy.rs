@@ -67,9 +67,8 @@ pub enum InvalidFault {
     #[error("fixedDelay is required")]
     Delay,
     /// `fixedDelay` breaks Istio's duration rule.
-    #[cfg(feature = "config")]
     #[error(transparent)]
-    Duration(#[from] mesh_config::validate::InvalidDuration),
+    Duration(#[from] mesh_core::duration::InvalidDuration),
     /// An abort without httpStatus or grpcStatus.
     #[error("abort needs one of httpStatus or grpcStatus")]
     AbortKind,
@@ -144,9 +143,9 @@ impl FaultPolicy {
             if d.exponential_delay.is_some() {
                 bad(at.key("exponentialDelay"), InvalidFault::Unsupported("exponentialDelay"));
             }
-            let fixed = match d.fixed_delay.map(|d| d.get()) {
-                Some(fixed) => match mesh_config::validate::duration(fixed) {
-                    Ok(()) => Some(fixed),
+            let fixed = match d.fixed_delay {
+                Some(fixed) => match fixed.check_field() {
+                    Ok(fixed) => Some(fixed.get()),
                     Err(e) => {
                         bad(at.key("fixedDelay"), e.into());
                         None

@@ -30,10 +30,80 @@ pub struct Credentials {
     pub mesh: Option<(Arc<CertStore>, Arc<RootCertStore>)>,
 }
 
+/// Why a Gateway server's `tls` block cannot be served: the port (`context`) and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {reason}")]
+pub struct GatewayTlsError {
+    /// The port, as the caller named it.
+    pub context: String,
+    /// What is wrong.
+    pub reason: Box<TlsProblem>,
+}
+
+/// What is wrong with a Gateway server's `tls` block.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsProblem {
+    /// A plaintext server on a port with TLS servers.
+    #[error("server {0:?} has no TLS settings but shares the port with TLS servers")]
+    MixedServers(Vec<String>),
+    /// PASSTHROUGH or AUTO_PASSTHROUGH.
+    #[error(
+        "tls.mode {0:?} (TLS passthrough by SNI) is not supported by this gateway; terminate with SIMPLE or MUTUAL"
+    )]
+    Passthrough(ServerTlsMode),
+    /// ISTIO_MUTUAL without the mesh's certificate.
+    #[error("ISTIO_MUTUAL needs the mesh CA")]
+    NoMeshCa,
+    /// No `credentialName` and no file for `field`.
+    #[error("tls.mode {0:?} needs tls.credentialName or tls.{1}")]
+    NoFile(ServerTlsMode, &'static str),
+    /// MUTUAL without client CAs.
+    #[error("tls.mode {0:?} needs client CA certificates (tls.caCertificates or ca.crt)")]
+    NoClientCa(ServerTlsMode),
+    /// A file that cannot be read.
+    #[error("{what} {}: {source}", path.display())]
+    Read {
+        /// `certificate`, `private key`, `CA certificates`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file that is not what it should hold.
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A PEM file without a certificate.
+    #[error("{} holds no certificate", .0.display())]
+    NoCertificate(PathBuf),
+    /// The pair cannot be served.
+    #[error("{} and {}: {source}", cert.display(), key.display())]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        source: crate::store::StoreError,
+    },
+    /// rustls refused the configuration.
+    #[error("{0}")]
+    Tls(String),
+}
+
 /// The TLS acceptor for the Gateway `servers` sharing one port (`None` when they terminate
 /// no TLS): one configuration when they agree, else one per server picked by the client's
 /// SNI among its hosts. `context` names the port in errors.
-pub fn acceptor(servers: &[&Server], creds: &Credentials, context: &str) -> Result<Option<MtlsAcceptor>, String> {
+pub fn acceptor(
+    servers: &[&Server],
+    creds: &Credentials,
+    context: &str,
+) -> Result<Option<MtlsAcceptor>, GatewayTlsError> {
     let Some(first) = servers.first() else { return Ok(None) };
     Ok(match first.tls.as_ref().filter(|t| t.mode.is_some()) {
         Some(t) if servers.iter().all(|s| s.tls == first.tls) => {
@@ -45,10 +115,7 @@ pub fn acceptor(servers: &[&Server], creds: &Credentials, context: &str) -> Resu
             let mut choices = Vec::new();
             for s in servers {
                 let Some(st) = s.tls.as_ref().filter(|st| st.mode.is_some()) else {
-                    return Err(format!(
-                        "{context}: server {:?} has no TLS settings but shares the port with TLS servers",
-                        s.hosts
-                    ));
+                    return Err(fail(context, TlsProblem::MixedServers(s.hosts.clone())));
                 };
                 // `ns/host` and `./host` name a host; the namespace part is the routes'.
                 let hosts = s
@@ -66,39 +133,46 @@ pub fn acceptor(servers: &[&Server], creds: &Credentials, context: &str) -> Resu
     })
 }
 
-fn read(path: &Path, context: &str, field: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{context}: {field} {}: {e}", path.display()))
+fn fail(context: &str, reason: TlsProblem) -> GatewayTlsError {
+    GatewayTlsError { context: context.to_string(), reason: Box::new(reason) }
 }
 
-fn certs(pem: &[u8], path: &Path, context: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{context}: {}: {e}", path.display()))?;
+fn invalid(context: &str, path: &Path, message: impl ToString) -> GatewayTlsError {
+    fail(context, TlsProblem::Invalid { path: path.to_path_buf(), message: message.to_string() })
+}
+
+fn read(path: &Path, context: &str, what: &'static str) -> Result<Vec<u8>, GatewayTlsError> {
+    std::fs::read(path).map_err(|source| fail(context, TlsProblem::Read { what, path: path.to_path_buf(), source }))
+}
+
+fn certs(pem: &[u8], path: &Path, context: &str) -> Result<Vec<CertificateDer<'static>>, GatewayTlsError> {
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| invalid(context, path, e))?;
     if certs.is_empty() {
-        return Err(format!("{context}: {} holds no certificate", path.display()));
+        return Err(fail(context, TlsProblem::NoCertificate(path.to_path_buf())));
     }
     Ok(certs)
 }
 
 /// The rustls configuration for a server's `tls` block.
-pub fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> Result<Arc<ServerConfig>, String> {
+pub fn server_tls(
+    t: &ServerTlsSettings,
+    creds: &Credentials,
+    context: &str,
+) -> Result<Arc<ServerConfig>, GatewayTlsError> {
+    let tls = |e: &dyn std::fmt::Display| fail(context, TlsProblem::Tls(e.to_string()));
     let provider = crate::store::provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("{context}: {e}"))?;
+        .map_err(|e| tls(&e))?;
     let mode = t.mode.unwrap_or(ServerTlsMode::Simple);
     let mut config = match mode {
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
-            return Err(format!(
-                "{context}: tls.mode {mode:?} (TLS passthrough by SNI) is not supported by this gateway; terminate with SIMPLE or MUTUAL"
-            ));
+            return Err(fail(context, TlsProblem::Passthrough(mode)));
         }
         ServerTlsMode::IstioMutual => {
-            let (store, roots) =
-                creds.mesh.clone().ok_or_else(|| format!("{context}: ISTIO_MUTUAL needs the mesh CA"))?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .map_err(|e| format!("{context}: {e}"))?;
+            let (store, roots) = creds.mesh.clone().ok_or_else(|| fail(context, TlsProblem::NoMeshCa))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider).build().map_err(|e| tls(&e))?;
             builder.with_client_cert_verifier(verifier).with_cert_resolver(store)
         }
         ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
@@ -111,10 +185,8 @@ pub fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> 
                     (d.join("tls.crt"), d.join("tls.key"), ca)
                 }
                 None => {
-                    let field = |v: &Option<String>, f: &str| {
-                        v.as_deref()
-                            .map(PathBuf::from)
-                            .ok_or_else(|| format!("{context}: tls.mode {mode:?} needs tls.credentialName or tls.{f}"))
+                    let field = |v: &Option<String>, f: &'static str| {
+                        v.as_deref().map(PathBuf::from).ok_or_else(|| fail(context, TlsProblem::NoFile(mode, f)))
                     };
                     (
                         field(&t.server_certificate, "serverCertificate")?,
@@ -127,16 +199,15 @@ pub fn server_tls(t: &ServerTlsSettings, creds: &Credentials, context: &str) -> 
             // a rotated pair replaces the served one, as Istio's gateways get it over SDS.
             certs(&read(&cert_path, context, "certificate")?, &cert_path, context)?;
             PrivateKeyDer::from_pem_slice(&read(&key_path, context, "private key")?)
-                .map_err(|e| format!("{context}: {}: {e}", key_path.display()))?;
-            let store = CertStore::from_files(&cert_path, &key_path)
-                .map_err(|e| format!("{context}: {} and {}: {e}", cert_path.display(), key_path.display()))?;
+                .map_err(|e| invalid(context, &key_path, e))?;
+            let store = CertStore::from_files(&cert_path, &key_path).map_err(|source| {
+                fail(context, TlsProblem::Pair { cert: cert_path.clone(), key: key_path.clone(), source })
+            })?;
             store.watch_files(cert_path.clone(), key_path.clone(), CREDENTIAL_POLL);
             let builder = if mode == ServerTlsMode::Simple {
                 builder.with_no_client_auth()
             } else {
-                let ca_path = ca_path.ok_or_else(|| {
-                    format!("{context}: tls.mode {mode:?} needs client CA certificates (tls.caCertificates or ca.crt)")
-                })?;
+                let ca_path = ca_path.ok_or_else(|| fail(context, TlsProblem::NoClientCa(mode)))?;
                 let optional = mode == ServerTlsMode::OptionalMutual;
                 let first = client_verifier(&ca_path, optional, &provider, context)?;
                 let verifier = Arc::new(ReloadingVerifier { current: std::sync::RwLock::new(first) });
@@ -156,14 +227,14 @@ fn client_verifier(
     optional: bool,
     provider: &Arc<rustls::crypto::CryptoProvider>,
     context: &str,
-) -> Result<Arc<dyn ClientCertVerifier>, String> {
+) -> Result<Arc<dyn ClientCertVerifier>, GatewayTlsError> {
     let mut roots = RootCertStore::empty();
     for c in certs(&read(path, context, "CA certificates")?, path, context)? {
-        roots.add(c).map_err(|e| format!("{context}: {}: {e}", path.display()))?;
+        roots.add(c).map_err(|e| invalid(context, path, e))?;
     }
     let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     let v = if optional { v.allow_unauthenticated() } else { v };
-    v.build().map_err(|e| format!("{context}: {e}"))
+    v.build().map_err(|e| fail(context, TlsProblem::Tls(e.to_string())))
 }
 
 /// A client-certificate check whose CAs are re-read when their file changes (a rotated
@@ -298,22 +369,24 @@ mod tests {
         assert!(acceptor(&[&a, &b], &creds, "port 443").unwrap().is_some());
         // A missing secret names its file; a TLS port shared with a plaintext server is refused.
         let missing = acceptor(&[&https("x.example", "nope")], &creds, "port 443").unwrap_err();
+        assert!(matches!(&*missing.reason, TlsProblem::Read { what: "certificate", .. }), "{missing}");
+        let missing = missing.to_string();
         assert!(missing.contains("port 443") && missing.contains("nope/tls.crt"), "{missing}");
-        let mixed = acceptor(&[&a, &plain], &creds, "port 443").unwrap_err();
+        let mixed = acceptor(&[&a, &plain], &creds, "port 443").unwrap_err().to_string();
         assert!(mixed.contains("no TLS settings"), "{mixed}");
         // Not supported here, or missing what it needs: said so.
         let pass = server(serde_json::json!({
             "port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": ["*"], "tls": {"mode": "PASSTHROUGH"},
         }));
-        assert!(acceptor(&[&pass], &creds, "p").unwrap_err().contains("passthrough"));
+        assert!(acceptor(&[&pass], &creds, "p").unwrap_err().to_string().contains("passthrough"));
         let istio = server(serde_json::json!({
             "port": {"number": 15443, "name": "tls", "protocol": "TLS"}, "hosts": ["*"], "tls": {"mode": "ISTIO_MUTUAL"},
         }));
-        assert!(acceptor(&[&istio], &creds, "p").unwrap_err().contains("ISTIO_MUTUAL needs the mesh CA"));
+        assert!(acceptor(&[&istio], &creds, "p").unwrap_err().to_string().contains("ISTIO_MUTUAL needs the mesh CA"));
         let mutual = server(serde_json::json!({
             "port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
             "tls": {"mode": "MUTUAL", "credentialName": "bookinfo-cert"},
         }));
-        assert!(acceptor(&[&mutual], &creds, "p").unwrap_err().contains("needs client CA certificates"));
+        assert!(acceptor(&[&mutual], &creds, "p").unwrap_err().to_string().contains("needs client CA certificates"));
     }
 }

@@ -25,10 +25,10 @@ use mesh_telemetry::metrics::MeshMetrics;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::compiled::CompiledConfig;
+use crate::{BoxError, compiled::CompiledConfig};
 
 /// Puts a log filter in force, or says why it is invalid.
-type SetFilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+type SetFilter = Box<dyn Fn(&str) -> Result<(), BoxError> + Send + Sync>;
 
 /// Changes the log filter at run time (the admin endpoint's `POST /logging?level=...`).
 pub struct LogControl {
@@ -44,7 +44,7 @@ impl std::fmt::Debug for LogControl {
 
 impl LogControl {
     /// The filter in force is `initial`; `set` puts a new one in force or says why not.
-    pub fn new(initial: &str, set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(initial: &str, set: impl Fn(&str) -> Result<(), BoxError> + Send + Sync + 'static) -> Self {
         Self { current: Mutex::new(initial.into()), set: Box::new(set) }
     }
 
@@ -52,7 +52,7 @@ impl LogControl {
         self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn set(&self, filter: &str) -> Result<(), String> {
+    fn set(&self, filter: &str) -> Result<(), BoxError> {
         (self.set)(filter)?;
         *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = filter.into();
         Ok(())

@@ -229,30 +229,87 @@ pub enum AccessLogFormat {
     Off,
 }
 
-/// `NS/WORKLOAD=ADDR`: where a workload runs.
-pub fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), String> {
-    let (who, addr) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NS/WORKLOAD=ADDR"))?;
-    let (ns, workload) = who.split_once('/').ok_or_else(|| format!("`{who}` is not NS/WORKLOAD"))?;
-    if ns.is_empty() || workload.is_empty() {
-        return Err(format!("`{who}` is not NS/WORKLOAD"));
+/// A flag's value that does not parse: the value as given, and what it should be.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidArg {
+    /// Not of the flag's shape (`NS/WORKLOAD=ADDR`, `ADDR=HOST:PORT`, `HOST:PORT`, ...).
+    #[error("`{value}` is not {shape}")]
+    Shape {
+        /// The value, or the part of it that is wrong.
+        value: String,
+        /// What it should look like.
+        shape: &'static str,
+    },
+    /// A socket address that does not parse.
+    #[error("`{value}`: {source}")]
+    Addr {
+        /// The value.
+        value: String,
+        /// Why.
+        source: std::net::AddrParseError,
+    },
+    /// A port that does not parse.
+    #[error("`{value}` is not a port: {source}")]
+    Port {
+        /// The value.
+        value: String,
+        /// Why.
+        source: std::num::ParseIntError,
+    },
+    /// `HOST:PORT` without the host.
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    /// A duration that does not parse.
+    #[error("`{value}`: {source}")]
+    Duration {
+        /// The value.
+        value: String,
+        /// Why.
+        source: mesh_core::duration::InvalidDuration,
+    },
+    /// A certificate lifetime under a second.
+    #[error("`{0}`: a certificate must live at least 1s")]
+    CertTtl(String),
+}
+
+impl InvalidArg {
+    pub(crate) fn shape(value: &str, shape: &'static str) -> Self {
+        Self::Shape { value: value.to_string(), shape }
     }
-    let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+
+    pub(crate) fn addr(value: &str, source: std::net::AddrParseError) -> Self {
+        Self::Addr { value: value.to_string(), source }
+    }
+
+    pub(crate) fn port(value: &str, source: std::num::ParseIntError) -> Self {
+        Self::Port { value: value.to_string(), source }
+    }
+}
+
+/// `NS/WORKLOAD=ADDR`: where a workload runs.
+pub fn parse_endpoint(s: &str) -> Result<(String, String, SocketAddr), InvalidArg> {
+    let (who, addr) = s.split_once('=').ok_or_else(|| InvalidArg::shape(s, "NS/WORKLOAD=ADDR"))?;
+    let (ns, workload) = who.split_once('/').ok_or_else(|| InvalidArg::shape(who, "NS/WORKLOAD"))?;
+    if ns.is_empty() || workload.is_empty() {
+        return Err(InvalidArg::shape(who, "NS/WORKLOAD"));
+    }
+    let addr = addr.parse().map_err(|e| InvalidArg::addr(addr, e))?;
     Ok((ns.to_string(), workload.to_string(), addr))
 }
 
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, InvalidArg> {
     s.parse::<mesh_core::duration::Duration>()
         .map(mesh_core::duration::Duration::get)
-        .map_err(|e| format!("`{s}`: {e}"))
+        .map_err(|source| InvalidArg::Duration { value: s.to_string(), source })
 }
 
 /// A certificate lifetime: at least a second (it is re-issued after two thirds of it).
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
-fn parse_cert_ttl(s: &str) -> Result<Duration, String> {
+fn parse_cert_ttl(s: &str) -> Result<Duration, InvalidArg> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {
-        return Err(format!("`{s}`: a certificate must live at least 1s"));
+        return Err(InvalidArg::CertTtl(s.to_string()));
     }
     Ok(d)
 }

@@ -352,7 +352,7 @@ impl Mesh {
             metrics: self.core.metrics.clone(),
             balance: self.balance.clone(),
             status: self.core.source.status(),
-            log: LogControl::new("(the host's)", |_| Err("the log level is the host program's".to_string())),
+            log: LogControl::new("(the host's)", |_| Err("the log level is the host program's".into())),
             ready: AtomicBool::new(true),
         }))
     }

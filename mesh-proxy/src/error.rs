@@ -30,8 +30,8 @@ pub enum MeshError {
     Tls(String),
     /// The gateway's listeners could not be planned from `--gateway`, `--listen` and the
     /// Gateway's servers (no server on a port, a credential that cannot be read).
-    #[error("{0}")]
-    Gateway(String),
+    #[error(transparent)]
+    Gateway(#[from] crate::GatewayError),
     /// A flag asks for what this build does not carry (`--kube` without the feature `k8s`).
     #[error("{0}")]
     Unsupported(String),

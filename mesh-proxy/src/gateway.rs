@@ -14,11 +14,12 @@ use mesh_config::{
 };
 use mesh_core::{BoxBody, reply::LocalReply};
 pub(crate) use mesh_mtls::gateway::Credentials;
+use mesh_mtls::gateway::GatewayTlsError;
 use mesh_mtls::peer_auth::Mode;
-use mesh_route::policy::gateway_servers;
+use mesh_route::policy::{GatewayServersError, gateway_servers};
 use tokio::sync::watch;
 
-use crate::serve::Accept;
+use crate::{cli::InvalidArg, serve::Accept};
 
 /// `--listen [PORT=]ADDR`: where a Gateway server's port is served on this machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,16 +32,65 @@ pub struct Listen {
 }
 
 impl std::str::FromStr for Listen {
-    type Err = String;
+    type Err = InvalidArg;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, InvalidArg> {
         let (port, addr) = match s.split_once('=') {
-            Some((p, a)) => (Some(p.parse::<u16>().map_err(|e| format!("`{p}` is not a port: {e}"))?), a),
+            Some((p, a)) => (Some(p.parse::<u16>().map_err(|e| InvalidArg::port(p, e))?), a),
             None => (None, s),
         };
-        let addr = addr.parse().map_err(|e| format!("`{addr}`: {e}"))?;
+        let addr = addr.parse().map_err(|e| InvalidArg::addr(addr, e))?;
         Ok(Self { port, addr })
     }
+}
+
+/// Why the gateway cannot serve as `--gateway`, `--listen` and its Gateway say.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `--gateway` is not `NS/NAME`.
+    #[error("--gateway `{0}` is not NS/NAME")]
+    Name(String),
+    /// The Gateway's servers cannot be had (no such Gateway, another controller's class...).
+    #[error(transparent)]
+    Servers(#[from] GatewayServersError),
+    /// A `--listen` address whose port is none of the Gateway's, with several to choose.
+    #[error("--listen {addr}: Gateway {gateway} has servers on ports {ports:?}; say which with --listen PORT={addr}")]
+    WhichPort {
+        /// The address.
+        addr: SocketAddr,
+        /// `NS/NAME`.
+        gateway: String,
+        /// The Gateway's server ports.
+        ports: Vec<u16>,
+    },
+    /// `--listen PORT=ADDR` for a port the Gateway has no server on.
+    #[error("--listen {port}={addr}: Gateway {gateway} has no server on port {port}")]
+    NoServer {
+        /// The port.
+        port: u16,
+        /// The address.
+        addr: SocketAddr,
+        /// `NS/NAME`.
+        gateway: String,
+    },
+    /// A server protocol the gateway does not serve.
+    #[error(
+        "Gateway {gateway} port {port}: protocol {protocol} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)"
+    )]
+    Protocol {
+        /// `NS/NAME`.
+        gateway: String,
+        /// The port.
+        port: u16,
+        /// The protocol, upper case.
+        protocol: String,
+    },
+    /// An HTTPS server without `tls`.
+    #[error("{0}: HTTPS needs tls settings")]
+    NoTls(String),
+    /// The servers' TLS cannot be served.
+    #[error(transparent)]
+    Tls(#[from] GatewayTlsError),
 }
 
 /// One listener of the gateway.
@@ -82,9 +132,9 @@ pub(crate) fn plan(
     gateway: &str,
     listens: &[Listen],
     creds: &Credentials,
-) -> Result<Vec<Plan>, String> {
+) -> Result<Vec<Plan>, GatewayError> {
     let (ns, name) = split(gateway)?;
-    let all_servers = gateway_servers(snapshot, ns, name).map_err(|e| e.to_string())?;
+    let all_servers = gateway_servers(snapshot, ns, name)?;
     let ports: Vec<u16> = {
         let mut p: Vec<u16> = all_servers.iter().filter_map(|s| u16::try_from(s.port.number).ok()).collect();
         p.sort_unstable();
@@ -97,28 +147,29 @@ pub(crate) fn plan(
             Some(p) => p,
             None if ports.contains(&l.addr.port()) => l.addr.port(),
             None if ports.len() == 1 => ports[0],
-            None => {
-                return Err(format!(
-                    "--listen {}: Gateway {ns}/{name} has servers on ports {ports:?}; say which with --listen PORT={}",
-                    l.addr, l.addr
-                ));
-            }
+            None => return Err(GatewayError::WhichPort { addr: l.addr, gateway: gateway.to_string(), ports }),
         };
         let serving = serving(&all_servers, port, creds, ns, name)?;
         if serving.accept.is_none() {
-            return Err(format!("--listen {port}={}: Gateway {ns}/{name} has no server on port {port}", l.addr));
+            return Err(GatewayError::NoServer { port, addr: l.addr, gateway: gateway.to_string() });
         }
         plans.push(Plan { port, addr: l.addr, serving });
     }
     Ok(plans)
 }
 
-fn split(gateway: &str) -> Result<(&str, &str), String> {
-    gateway.split_once('/').ok_or_else(|| format!("--gateway `{gateway}` is not NS/NAME"))
+fn split(gateway: &str) -> Result<(&str, &str), GatewayError> {
+    gateway.split_once('/').ok_or_else(|| GatewayError::Name(gateway.to_string()))
 }
 
 /// How `port` is served by the Gateway `ns/name` whose servers are `all_servers`.
-fn serving(all_servers: &[Server], port: u16, creds: &Credentials, ns: &str, name: &str) -> Result<Serving, String> {
+fn serving(
+    all_servers: &[Server],
+    port: u16,
+    creds: &Credentials,
+    ns: &str,
+    name: &str,
+) -> Result<Serving, GatewayError> {
     let servers: Vec<&Server> = all_servers.iter().filter(|s| s.port.number == u32::from(port)).collect();
     let Some(first) = servers.first() else {
         return Ok(Serving { accept: None, https_redirect: false });
@@ -126,15 +177,16 @@ fn serving(all_servers: &[Server], port: u16, creds: &Credentials, ns: &str, nam
     use mesh_config::registry::Protocol;
     let protocol = Protocol::parse(&first.port.protocol);
     if !matches!(protocol, Some(Protocol::Http | Protocol::Https | Protocol::Http2 | Protocol::Grpc)) {
-        return Err(format!(
-            "Gateway {ns}/{name} port {port}: protocol {} is not served by this gateway (HTTP, HTTPS, HTTP2, GRPC are)",
-            first.port.protocol.to_ascii_uppercase()
-        ));
+        return Err(GatewayError::Protocol {
+            gateway: format!("{ns}/{name}"),
+            port,
+            protocol: first.port.protocol.to_ascii_uppercase(),
+        });
     }
     let context = format!("Gateway {ns}/{name} port {port} ({})", first.port.name);
     let tls = mesh_mtls::gateway::acceptor(&servers, creds, &context)?;
     if tls.is_none() && protocol == Some(Protocol::Https) {
-        return Err(format!("{context}: HTTPS needs tls settings"));
+        return Err(GatewayError::NoTls(context));
     }
     let redirect = |s: &Server| s.tls.as_ref().and_then(|t| t.https_redirect).unwrap_or(false);
     if servers.iter().skip(1).any(|s| redirect(s) != redirect(first)) {
@@ -182,7 +234,7 @@ impl LiveListeners {
     }
 
     /// Put `snapshot`'s servers in force; whether anything changed.
-    pub(crate) fn update(&self, snapshot: &Snapshot) -> Result<bool, String> {
+    pub(crate) fn update(&self, snapshot: &Snapshot) -> Result<bool, GatewayError> {
         let (ns, name) = split(&self.gateway)?;
         let all_servers = match gateway_servers(snapshot, ns, name) {
             Ok(s) => s,
@@ -193,7 +245,7 @@ impl LiveListeners {
             {
                 Vec::new()
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let mut applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if applied.as_ref() == Some(&all_servers) {
@@ -316,7 +368,7 @@ spec:
         let l = |s: &str| s.parse::<Listen>().unwrap();
         let plans = plan(&snapshot(), "default/gw", &[l("127.0.0.1:80"), l("80=127.0.0.1:8080")], &creds()).unwrap();
         assert_eq!(plans.iter().map(|p| p.port).collect::<Vec<_>>(), [80, 80]);
-        let err = plan(&snapshot(), "default/gw", &[l("127.0.0.1:9999")], &creds()).unwrap_err();
+        let err = plan(&snapshot(), "default/gw", &[l("127.0.0.1:9999")], &creds()).unwrap_err().to_string();
         assert!(err.contains("say which with --listen PORT=127.0.0.1:9999"), "{err}");
         assert!("x=1.2.3.4:5".parse::<Listen>().is_err());
     }
@@ -341,30 +393,30 @@ spec:
         let live = LiveListeners::new(&first, "default/gw", creds(), &plans);
         let now = || format!("{:?}", live.serving(0).load());
         assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: false }");
-        assert_eq!(live.update(&first), Ok(false), "the same servers change nothing");
+        assert!(matches!(live.update(&first), Ok(false)), "the same servers change nothing");
 
-        assert_eq!(live.update(&load(redirect)), Ok(true));
+        assert!(matches!(live.update(&load(redirect)), Ok(true)));
         assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: true }");
-        let err = live.update(&load(broken)).unwrap_err();
+        let err = live.update(&load(broken)).unwrap_err().to_string();
         assert!(err.contains("port 80") && err.contains("/nonexistent/missing/tls.crt"), "{err}");
         assert_eq!(now(), "Serving { accept: \"plaintext\", https_redirect: true }", "the last good one serves");
         // Another port only: this one closes. The Gateway deleted: the same.
         let elsewhere = "  - {port: {number: 81, name: http, protocol: HTTP}, hosts: ['*']}\n";
-        assert_eq!(live.update(&load(elsewhere)), Ok(true));
+        assert!(matches!(live.update(&load(elsewhere)), Ok(true)));
         assert_eq!(now(), "Serving { accept: \"closed\", https_redirect: false }");
-        assert_eq!(live.update(&first), Ok(true));
-        assert_eq!(live.update(&Snapshot::default()), Ok(true));
+        assert!(matches!(live.update(&first), Ok(true)));
+        assert!(matches!(live.update(&Snapshot::default()), Ok(true)));
         assert_eq!(now(), "Serving { accept: \"closed\", https_redirect: false }");
     }
 
     #[test]
     fn what_cannot_be_served_is_refused_with_the_reason() {
         let l = |s: &str| s.parse::<Listen>().unwrap();
-        let err = plan(&snapshot(), "default/gw", &[l("443=127.0.0.1:0")], &creds()).unwrap_err();
+        let err = plan(&snapshot(), "default/gw", &[l("443=127.0.0.1:0")], &creds()).unwrap_err().to_string();
         assert!(err.contains("port 443") && err.contains("/nonexistent/missing/tls.crt"), "{err}");
-        let err = plan(&snapshot(), "default/gw", &[l("8443=127.0.0.1:0")], &creds()).unwrap_err();
+        let err = plan(&snapshot(), "default/gw", &[l("8443=127.0.0.1:0")], &creds()).unwrap_err().to_string();
         assert!(err.contains("protocol TLS"), "{err}");
-        let err = plan(&snapshot(), "default/nope", &[], &creds()).unwrap_err();
+        let err = plan(&snapshot(), "default/nope", &[], &creds()).unwrap_err().to_string();
         assert!(err.contains("no such Gateway"), "{err}");
     }
 }

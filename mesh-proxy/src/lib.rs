@@ -43,6 +43,7 @@ mod state;
 mod tcp;
 mod workers;
 
-pub use cli::parse_endpoint;
+pub use cli::{InvalidArg, parse_endpoint};
 pub use error::MeshError;
+pub use gateway::GatewayError;
 pub use mesh_core::{BoxBody, BoxError};

@@ -62,8 +62,8 @@ pub fn main_with(args: impl IntoIterator<Item = String>) -> std::process::ExitCo
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
         .try_init();
     let log = LogControl::new(&args.log_level, move |f| {
-        let new = EnvFilter::try_new(f).map_err(|e| e.to_string())?;
-        handle.reload(new).map_err(|e| e.to_string())
+        handle.reload(EnvFilter::try_new(f)?)?;
+        Ok(())
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.concurrency.max(1))

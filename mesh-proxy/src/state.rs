@@ -283,7 +283,7 @@ impl WorkloadMesh {
             gateway_defaults.as_ref().map_or("default", |(_, _, sa, _)| sa.as_str()),
             o.trust_domain,
         )
-        .map_err(MeshError::Workload)?;
+        .map_err(|e| MeshError::Workload(e.to_string()))?;
         let mut locator = Locator::new().with_trust_domain(o.trust_domain);
         for (ns, workload, addr) in o.endpoints {
             locator.insert(ns, workload, *addr);

@@ -36,7 +36,7 @@ use tokio::{
 };
 use tower::Service;
 
-use crate::{compiled::CompiledConfig, conn::OpenConnections};
+use crate::{cli::InvalidArg, compiled::CompiledConfig, conn::OpenConnections};
 
 /// `--tcp ADDR=HOST:PORT`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,15 +50,15 @@ pub struct Forward {
 }
 
 impl std::str::FromStr for Forward {
-    type Err = String;
+    type Err = InvalidArg;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (listen, target) = s.split_once('=').ok_or_else(|| format!("`{s}` is not ADDR=HOST:PORT"))?;
-        let listen = listen.parse().map_err(|e| format!("`{listen}`: {e}"))?;
-        let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("`{target}` is not HOST:PORT"))?;
-        let port = port.parse().map_err(|e| format!("`{port}` is not a port: {e}"))?;
+    fn from_str(s: &str) -> Result<Self, InvalidArg> {
+        let (listen, target) = s.split_once('=').ok_or_else(|| InvalidArg::shape(s, "ADDR=HOST:PORT"))?;
+        let listen = listen.parse().map_err(|e| InvalidArg::addr(listen, e))?;
+        let (host, port) = target.rsplit_once(':').ok_or_else(|| InvalidArg::shape(target, "HOST:PORT"))?;
+        let port = port.parse().map_err(|e| InvalidArg::port(port, e))?;
         if host.is_empty() {
-            return Err(format!("`{target}` has no host"));
+            return Err(InvalidArg::NoHost(target.to_string()));
         }
         Ok(Self { listen, host: host.to_string(), port })
     }
@@ -209,8 +209,8 @@ mod tests {
     fn forwards_parse_and_bad_ones_say_why() {
         let f: Forward = "127.0.0.1:27017=mongodb.default:27017".parse().unwrap();
         assert_eq!((f.host.as_str(), f.port), ("mongodb.default", 27017));
-        assert!("127.0.0.1:1=mongodb".parse::<Forward>().unwrap_err().contains("HOST:PORT"));
-        assert!("nope=mongodb:1".parse::<Forward>().unwrap_err().contains("`nope`"));
-        assert!("127.0.0.1:1=:5".parse::<Forward>().unwrap_err().contains("no host"));
+        assert!("127.0.0.1:1=mongodb".parse::<Forward>().unwrap_err().to_string().contains("HOST:PORT"));
+        assert!("nope=mongodb:1".parse::<Forward>().unwrap_err().to_string().contains("`nope`"));
+        assert!("127.0.0.1:1=:5".parse::<Forward>().unwrap_err().to_string().contains("no host"));
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn apply(file: &Path, dir: &Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
@@ -33,7 +33,7 @@ pub(crate) fn delete(file: &Path, dir: &Path) -> ExitCode {
             }
             if missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 

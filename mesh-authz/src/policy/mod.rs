@@ -150,14 +150,29 @@ impl Field {
     }
 }
 
+/// Why a rule cannot be compiled; a value that would widen its field is never dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum InvalidRule {
+    /// Not an address or CIDR (it would make the field "any address").
+    #[error("{field}: {value:?} is not an IP address or CIDR")]
+    Cidr { field: String, value: String },
+    /// Not a port number (it would make the field "any port").
+    #[error("{field}: {value:?} is not a port number")]
+    Port { field: &'static str, value: String },
+    /// A `when` key the mesh does not know.
+    #[error("unknown attribute {0:?}")]
+    Attribute(String),
+}
+
 #[derive(Clone, Debug, Default)]
 struct Blocks(Vec<Cidr>);
 
 impl Blocks {
     /// Every value must be an address or CIDR: one that is not would turn the field into
     /// "any address", so it is an error naming the field.
-    fn parse(values: &[String], field: &str) -> Result<Self, String> {
-        let parse = |v: &String| Cidr::parse(v).ok_or_else(|| format!("{field}: {v:?} is not an IP address or CIDR"));
+    fn parse(values: &[String], field: &str) -> Result<Self, InvalidRule> {
+        let parse =
+            |v: &String| Cidr::parse(v).ok_or_else(|| InvalidRule::Cidr { field: field.to_string(), value: v.clone() });
         values.iter().map(parse).collect::<Result<_, _>>().map(Self)
     }
     fn any(&self, ip: Option<IpAddr>) -> bool {
@@ -304,7 +319,7 @@ fn compile_rule(
     policy_ns: &str,
     action: AuthorizationAction,
     protocol: Traffic,
-) -> Result<Option<Rule>, String> {
+) -> Result<Option<Rule>, InvalidRule> {
     let tcp = protocol == Traffic::Tcp;
     let mut uses_http = false;
     let mut from = Vec::with_capacity(r.from.len());
@@ -330,8 +345,8 @@ fn compile_rule(
         });
     }
     // A port that is not a number would turn the field into "any port": an error.
-    let ports = |v: &[String], field: &str| -> Result<Vec<u16>, String> {
-        v.iter().map(|p| p.parse().map_err(|_| format!("{field}: {p:?} is not a port number"))).collect()
+    let ports = |v: &[String], field: &'static str| -> Result<Vec<u16>, InvalidRule> {
+        v.iter().map(|p| p.parse().map_err(|_| InvalidRule::Port { field, value: p.clone() })).collect()
     };
     let mut to = Vec::with_capacity(r.to.len());
     for t in &r.to {
@@ -353,7 +368,7 @@ fn compile_rule(
     }
     let mut when = Vec::new();
     for c in &r.when {
-        let key = parse_key(&c.key).ok_or_else(|| format!("unknown attribute {:?}", c.key))?;
+        let key = parse_key(&c.key).ok_or_else(|| InvalidRule::Attribute(c.key.clone()))?;
         if key.http_only() {
             uses_http = true;
             if tcp {

@@ -28,13 +28,25 @@ pub use telemetry::*;
 
 pub use mesh_core::Labels;
 
+/// A label that is not `key=value` ([`parse_labels`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidLabel(pub String);
+
+impl std::fmt::Display for InvalidLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid label {:?}: use key=value", self.0)
+    }
+}
+
+impl std::error::Error for InvalidLabel {}
+
 /// `k=v,k=v` (as command lines take pod labels) into labels.
-pub fn parse_labels(s: &str) -> Result<Labels, String> {
+pub fn parse_labels(s: &str) -> Result<Labels, InvalidLabel> {
     s.split(',')
         .filter(|kv| !kv.trim().is_empty())
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(format!("invalid label {kv:?}: use key=value")),
+            _ => Err(InvalidLabel(kv.to_string())),
         })
         .collect()
 }

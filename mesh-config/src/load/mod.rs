@@ -127,7 +127,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], options: &LoadOptions) -> Loaded 
                     }
                 }
             }
-            Err(e) => out.diagnostics.push(file_error(&path.display().to_string(), 0, e)),
+            Err(e) => out.diagnostics.push(file_error(&path.display().to_string(), 0, e.to_string())),
         }
     }
     finish(&mut out);
@@ -195,16 +195,32 @@ pub fn mesh_config(label: &str, text: &str, limits: &Limits) -> Result<MeshConfi
     }
 }
 
+/// A path the loader cannot walk.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    /// The path named.
+    #[error("cannot read: {0}")]
+    Path(#[source] std::io::Error),
+    /// A directory under it.
+    #[error("cannot read directory {}: {source}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// The config files under `path`, in a stable order.
-pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn collect_files(path: &Path) -> Result<Vec<PathBuf>, Unreadable> {
+    let meta = std::fs::metadata(path).map_err(Unreadable::Path)?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut files = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| Unreadable::Dir { dir: dir.clone(), source })?;
         for entry in entries.flatten() {
             let p = entry.path();
             if entry.file_name().to_string_lossy().starts_with('.') {

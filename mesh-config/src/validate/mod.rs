@@ -41,29 +41,6 @@ pub trait Rule: Send + Sync + std::fmt::Debug {
     fn check(&self, resource: &Resource, out: &mut Vec<Finding>);
 }
 
-/// Istio's rule for a duration (`fixedDelay`, `timeout`, ...): at least 1 ms, to the
-/// millisecond.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidDuration {
-    /// Shorter than 1 ms.
-    #[error("duration must be at least 1ms, got {}", mesh_core::Duration(*.0))]
-    TooShort(std::time::Duration),
-    /// Finer than a millisecond.
-    #[error("only durations to ms precision are supported, got {}", mesh_core::Duration(*.0))]
-    Precision(std::time::Duration),
-}
-
-/// Check a duration by [Istio's rule](InvalidDuration).
-pub fn duration(d: std::time::Duration) -> Result<(), InvalidDuration> {
-    if d < std::time::Duration::from_millis(1) {
-        Err(InvalidDuration::TooShort(d))
-    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        Err(InvalidDuration::Precision(d))
-    } else {
-        Ok(())
-    }
-}
-
 /// Findings about one resource.
 pub fn validate(resource: &Resource) -> Vec<Finding> {
     let mut v = Findings::default();
@@ -119,7 +96,7 @@ fn percent(v: &mut Findings, path: FieldPath, p: &Percent) {
 
 /// Istio's duration rule: at least 1 ms, millisecond precision.
 fn min_duration(v: &mut Findings, path: FieldPath, d: &mesh_core::Duration) {
-    if let Err(e) = duration(d.get()) {
+    if let Err(e) = d.check_field() {
         v.error(path, e.to_string());
     }
 }

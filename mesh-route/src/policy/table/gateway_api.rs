@@ -54,8 +54,8 @@ use super::{Compiler, RouteTable, VirtualHost, age_key};
 use crate::policy::{
     Target,
     action::{
-        Action, BackendFilters, HeaderOps, Mirror, PathModifier, Redirect, Rewrite, RouteRule, WeightedTarget,
-        WeightedTargets,
+        Action, BackendFilters, HeaderOps, InvalidHeader, Mirror, PathModifier, Redirect, Rewrite, RouteConfigError,
+        RouteRule, WeightedTarget, WeightedTargets,
     },
     matching::MatchBlock,
     retry::RetryPolicy,
@@ -231,13 +231,58 @@ fn path_modifier(m: &mesh_config::api::gateway_api::HttpPathModifier, matched_pr
     }
 }
 
-fn header_ops(req: Option<&HttpHeaderFilter>, rsp: Option<&HttpHeaderFilter>) -> Result<HeaderOps, String> {
+/// Why a backendRef is not used (Gateway API's `ResolvedRefs` reasons: `InvalidKind`,
+/// `RefNotPermitted`, `BackendNotFound`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidBackend {
+    /// Not a core Service.
+    #[error("backend kind {kind:?} (group {group:?}) is not supported: only Services are")]
+    Kind { group: String, kind: String },
+    /// In another namespace, and no ReferenceGrant allows it.
+    #[error(
+        "Service {ns}/{name} is in another namespace and no ReferenceGrant in {ns} allows {route_kind} from {route_ns}"
+    )]
+    NotGranted { ns: String, name: String, route_kind: &'static str, route_ns: String },
+    /// No `port`.
+    #[error("Service {0}: no port")]
+    NoPort(String),
+    /// No such Service.
+    #[error("Service {0} does not exist")]
+    NotFound(String),
+    /// The Service has no such port.
+    #[error("Service {0} has no port {1}")]
+    NoSuchPort(String, u16),
+}
+
+/// Why a rule entry cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+enum InvalidRule {
+    #[error(transparent)]
+    Match(#[from] crate::policy::matching::InvalidMatch),
+    #[error(transparent)]
+    Header(#[from] InvalidHeader),
+    #[error(transparent)]
+    Filter(#[from] RouteConfigError),
+}
+
+/// Why a listener does not let a route attach (Gateway API's `NotAllowedByListeners`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum NotAllowed {
+    #[error("{0} is not among its allowedRoutes.kinds")]
+    Kind(&'static str),
+    #[error("routes must be in the Gateway's namespace {gateway} (from: Same), not {route}")]
+    Namespace { gateway: String, route: String },
+    #[error("namespace {0} is not selected by allowedRoutes.namespaces.selector")]
+    Selector(String),
+}
+
+fn header_ops(req: Option<&HttpHeaderFilter>, rsp: Option<&HttpHeaderFilter>) -> Result<HeaderOps, InvalidHeader> {
     let ops = |f: &HttpHeaderFilter| HeaderOperations {
         set: f.set.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
         add: f.add.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect(),
         remove: f.remove.clone(),
     };
-    HeaderOps::compile(Some(&Headers { request: req.map(ops), response: rsp.map(ops) })).map_err(|e| e.to_string())
+    HeaderOps::compile(Some(&Headers { request: req.map(ops), response: rsp.map(ops) }))
 }
 
 impl<'a> Compiler<'a> {
@@ -283,26 +328,28 @@ impl<'a> Compiler<'a> {
         name: &str,
         namespace: Option<&str>,
         port: Option<u32>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, InvalidBackend> {
         if (group, kind) != ("", "Service") {
-            return Err(format!("backend kind {kind:?} (group {group:?}) is not supported: only Services are"));
+            return Err(InvalidBackend::Kind { group: group.to_string(), kind: kind.to_string() });
         }
         let route_ns = &route.meta.namespace;
         let ns = namespace.unwrap_or(route_ns);
         if ns != route_ns && !self.snapshot.reference_granted(route.kind(), route_ns, ns, "Service", name) {
-            return Err(format!(
-                "Service {ns}/{name} is in another namespace and no ReferenceGrant in {ns} allows {} from {route_ns}",
-                route.kind()
-            ));
+            return Err(InvalidBackend::NotGranted {
+                ns: ns.to_string(),
+                name: name.to_string(),
+                route_kind: route.kind(),
+                route_ns: route_ns.clone(),
+            });
         }
         let fqdn = format!("{name}.{ns}.svc.{}", mesh_core::DEFAULT_DOMAIN_SUFFIX);
         let Some(port) = port.and_then(|p| u16::try_from(p).ok()) else {
-            return Err(format!("Service {ns}/{name}: no port"));
+            return Err(InvalidBackend::NoPort(format!("{ns}/{name}")));
         };
         match self.registry.service(&fqdn) {
-            None => return Err(format!("Service {ns}/{name} does not exist")),
+            None => return Err(InvalidBackend::NotFound(format!("{ns}/{name}"))),
             Some(svc) if !svc.ports.iter().any(|p| p.number == port) => {
-                return Err(format!("Service {ns}/{name} has no port {port}"));
+                return Err(InvalidBackend::NoSuchPort(format!("{ns}/{name}"), port));
             }
             Some(_) => {}
         }
@@ -315,7 +362,7 @@ impl<'a> Compiler<'a> {
         route: &ApiRoute<'_>,
         filters: &'f [HttpRouteFilter],
         matched_prefix: &str,
-    ) -> Result<ApiFilters<'f>, String> {
+    ) -> Result<ApiFilters<'f>, InvalidRule> {
         let find = |ty: &str| filters.iter().find(|f| f.filter_type == ty);
         let headers = header_ops(
             find("RequestHeaderModifier").and_then(|f| f.request_header_modifier.as_ref()),
@@ -334,21 +381,18 @@ impl<'a> Compiler<'a> {
         }
         let modifier = |m| path_modifier(m, matched_prefix);
         let rewrite = match find("URLRewrite").and_then(|f| f.url_rewrite.as_ref()) {
-            Some(r) => Some(
-                Rewrite::gateway_api(r.hostname.as_deref(), r.path.as_ref().map(modifier))
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(r) => Some(Rewrite::gateway_api(r.hostname.as_deref(), r.path.as_ref().map(modifier))?),
             None => None,
         };
         Ok(ApiFilters { headers, mirrors, redirect: find("RequestRedirect"), rewrite })
     }
 
     /// One entry as a route rule. `listener_port` is what a redirect derives its port from.
-    fn api_rule(&mut self, e: &Entry<'_>, listener_port: u16) -> Result<RouteRule, String> {
+    fn api_rule(&mut self, e: &Entry<'_>, listener_port: u16) -> Result<RouteRule, InvalidRule> {
         let route = e.route;
         let (matches, matched_prefix) = match e.m {
-            MatchRef::Http(m) => (vec![MatchBlock::from_http_route_match(m).map_err(|x| x.to_string())?], m.path().1),
-            MatchRef::Grpc(m) => (vec![MatchBlock::from_grpc_route_match(m).map_err(|x| x.to_string())?], "/"),
+            MatchRef::Http(m) => (vec![MatchBlock::from_http_route_match(m)?], m.path().1),
+            MatchRef::Grpc(m) => (vec![MatchBlock::from_grpc_route_match(m)?], "/"),
             MatchRef::All => (Vec::new(), "/"),
         };
         let (name, filters, backends, timeouts): (_, &[HttpRouteFilter], &[HttpBackendRef], _) = match e.rule {
@@ -359,7 +403,7 @@ impl<'a> Compiler<'a> {
         let action = match redirect.and_then(|f| f.request_redirect.as_ref()) {
             Some(rd) => {
                 let path = rd.path.as_ref().map(|m| path_modifier(m, matched_prefix));
-                Action::Redirect(Redirect::gateway_api(rd, path, listener_port).map_err(|x| x.to_string())?)
+                Action::Redirect(Redirect::gateway_api(rd, path, listener_port)?)
             }
             None => {
                 let mut targets = Vec::new();
@@ -657,24 +701,27 @@ impl MeshRoutes<'_> {
 }
 
 /// Whether a listener lets `route` attach.
-fn allowed(l: &Listener, route: &ApiRoute<'_>, gw_ns: &str, snapshot: &mesh_config::Snapshot) -> Result<(), String> {
+fn allowed(
+    l: &Listener,
+    route: &ApiRoute<'_>,
+    gw_ns: &str,
+    snapshot: &mesh_config::Snapshot,
+) -> Result<(), NotAllowed> {
     if !l.allows_kind(Some(GROUP), route.kind()) {
-        return Err(format!("{} is not among its allowedRoutes.kinds", route.kind()));
+        return Err(NotAllowed::Kind(route.kind()));
     }
     let ns = &route.meta.namespace;
     let from = l.allowed_routes.as_ref().and_then(|a| a.namespaces.as_ref());
     match from.and_then(|f| f.from).unwrap_or_default() {
         FromNamespaces::All => Ok(()),
         FromNamespaces::Same if ns == gw_ns => Ok(()),
-        FromNamespaces::Same => {
-            Err(format!("routes must be in the Gateway's namespace {gw_ns} (from: Same), not {ns}"))
-        }
+        FromNamespaces::Same => Err(NotAllowed::Namespace { gateway: gw_ns.to_string(), route: ns.clone() }),
         FromNamespaces::Selector => {
             let sel = from.and_then(|f| f.selector.as_ref());
             if sel.is_some_and(|s| s.matches(&snapshot.namespace_labels(ns))) {
                 Ok(())
             } else {
-                Err(format!("namespace {ns} is not selected by allowedRoutes.namespaces.selector"))
+                Err(NotAllowed::Selector(ns.clone()))
             }
         }
     }
