@@ -1,10 +1,12 @@
-//! The server-side stack over real sockets: mTLS accept, peer identity, JWT, authorization,
-//! and an external authorizer.
+//! The server side as the mesh ships it, over real sockets: `mesh_proxy::embed::Mesh`'s
+//! accept loop (mTLS per PeerAuthentication) and server layer (peer identity, JWT,
+//! authorization, an external authorizer from the mesh config).
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{Arc, atomic::Ordering},
+    path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -14,17 +16,17 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use mesh_authz::{
-    jwt::JwtPolicy,
-    layer::{AuthnLayer, AuthzLayer, ExtAuthzHttp},
-    policy::{AuthzPolicy, RequestAuth, Traffic},
+use mesh_authz::{jwt::JwtPolicy, policy::RequestAuth};
+use mesh_config::{
+    load::{LoadOptions, load_str},
+    test_util::Manifest,
 };
-use mesh_config::load::{LoadOptions, load_str};
 use mesh_core::test_util::identity as id;
 use mesh_core::{BoxBody, ext::PeerIdentity};
-use mesh_mtls::{accept::MtlsAcceptor, ca::CertificateAuthority, config, peer_auth::Mode, server, store::CertStore};
+use mesh_mtls::{ca::CertificateAuthority, config, store::CertStore};
+use mesh_proxy::embed::Mesh;
 use tokio::net::{TcpListener, TcpStream};
-use tower::{ServiceBuilder, service_fn};
+use tower::{Layer, service_fn};
 
 const DAY: Duration = Duration::from_secs(86400);
 
@@ -35,7 +37,7 @@ fn now() -> i64 {
 }
 
 /// The application: answers who it saw.
-async fn app(req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn app<B>(req: Request<B>) -> Result<Response<BoxBody>, Infallible> {
     let peer = req.extensions().get::<PeerIdentity>().map_or("plaintext".to_string(), |p| p.0.to_string());
     let user = req.extensions().get::<RequestAuth>().map_or("-".to_string(), |a| a.principal.clone());
     let authz_header = req.headers().get("authorization").is_some();
@@ -49,35 +51,55 @@ async fn app(req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
 struct Stack {
     addr: SocketAddr,
     ca: Arc<CertificateAuthority>,
-    authz: AuthzLayer,
-    /// What the decision hook was called with, in order.
-    decisions: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    mesh: Arc<Mesh>,
+    _dir: tempfile::TempDir,
 }
 
-async fn start(config_yaml: &str, mode: Mode, providers: Vec<ExtAuthzHttp>) -> Stack {
-    let loaded = load_str("p.yaml", config_yaml, &LoadOptions::default());
-    assert!(!loaded.has_errors(), "{}", loaded.report());
-    let snapshot = loaded.into_snapshot();
-    let labels = [("app".to_string(), "reviews".to_string())].into();
-    let policy = Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &labels, Traffic::Http)));
-    let jwt = Arc::new(ArcSwap::from_pointee(JwtPolicy::compile(&snapshot, "default", &labels)));
+impl Stack {
+    /// `mesh_authz_decisions_total{decision}` of the workload's mesh.
+    fn decisions(&self, decision: &str) -> u64 {
+        let text = self.mesh.metrics().encode();
+        let line = format!("mesh_authz_decisions_total{{decision=\"{decision}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |v| v.parse().unwrap())
+    }
+}
 
-    let ca = Arc::new(CertificateAuthority::generate("cluster.local").unwrap());
-    let store = CertStore::new(&ca.issue(&id("bookinfo-reviews"), DAY).unwrap()).unwrap();
-    let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()]).unwrap()).unwrap());
+/// reviews-v1 (service account `bookinfo-reviews`) meshed in-process with `config_yaml`,
+/// its PeerAuthentication `mode`, and `mesh_config` as Istio's mesh config.
+async fn start(config_yaml: &str, mode: &str, mesh_config: &str) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let manifest = Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .doc(&format!(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+        ))
+        .to_string();
+    std::fs::write(config.join("manifest.yaml"), manifest).unwrap();
+    std::fs::write(config.join("policies.yaml"), config_yaml).unwrap();
+    let mesh_file: PathBuf = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh_file, mesh_config).unwrap();
+    let ca_dir = dir.path().join("ca");
+    let mesh = Arc::new(
+        Mesh::builder()
+            .config(&config)
+            .ca_dir(&ca_dir)
+            .mesh_config(&mesh_file)
+            .label("app", "reviews")
+            .label("version", "v1")
+            .start()
+            .await
+            .unwrap(),
+    );
+    let ca = Arc::new(CertificateAuthority::load_or_create(&ca_dir, "cluster.local").unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-
-    // The server-side stack: JWT, then authorization, then the app.
-    let decisions = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = decisions.clone();
-    let authz = AuthzLayer::with_providers(policy, 9080, providers, 0)
-        .with_on_decision(mesh_core::ext::Hook::new(move |d| sink.lock().unwrap().push(d.name())));
-    let svc = ServiceBuilder::new().layer(AuthnLayer::new(jwt)).layer(authz.clone()).service(service_fn(app));
-    let svc =
-        tower::util::BoxCloneSyncService::new(ServiceBuilder::new().map_err(|e: mesh_core::BoxError| e).service(svc));
-    tokio::spawn(server::serve(listener, acceptor, server::fixed(mode), svc));
-    Stack { addr, ca, authz, decisions }
+    let svc = mesh.server_layer(9080).layer(service_fn(app));
+    let serving = mesh.clone();
+    tokio::spawn(async move { serving.serve(listener, 9080, svc, std::future::pending()).await.unwrap() });
+    Stack { addr, ca, mesh, _dir: dir }
 }
 
 /// An HTTP/1.1 request over plaintext or mTLS as `client` (None: plaintext).
@@ -123,7 +145,7 @@ const REVIEWS_VIEWER: &str = "apiVersion: security.istio.io/v1\nkind: Authorizat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_identity_reaches_authorization() {
-    let stack = start(REVIEWS_VIEWER, Mode::Permissive, vec![]).await;
+    let stack = start(REVIEWS_VIEWER, "PERMISSIVE", "").await;
     assert_eq!(
         send(&stack, Some("bookinfo-productpage"), "GET", "/reviews/0", &[]).await,
         (200, "/reviews/0 peer=spiffe://cluster.local/ns/default/sa/bookinfo-productpage user=- token-forwarded=false ext-user=-".into())
@@ -144,15 +166,8 @@ async fn mtls_identity_reaches_authorization() {
         Some("/reviews/0")
     );
     assert_eq!(send(&stack, Some("bookinfo-productpage"), "GET", "/a%00", &[]).await.0, 400);
-    let stats = stack.authz.stats();
-    assert_eq!(
-        (
-            stats.allowed.load(Ordering::Relaxed),
-            stats.denied.load(Ordering::Relaxed),
-            stats.bad_path.load(Ordering::Relaxed)
-        ),
-        (2, 3, 1)
-    );
+    // The decisions the mesh counted: the bad path never reached one.
+    assert_eq!((stack.decisions("allow"), stack.decisions("deny")), (2, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +177,7 @@ async fn jwt_with_keys_minted_in_the_test() {
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  jwtRules:\n  - issuer: https://issuer.test\n    audiences: [bookinfo]\n    jwks: '{}'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: require-jwt}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  rules:\n  - from: [{{source: {{requestPrincipals: [\"https://issuer.test/*\"]}}}}]\n",
         issuer.jwks
     );
-    let stack = start(&config, Mode::Permissive, vec![]).await;
+    let stack = start(&config, "PERMISSIVE", "").await;
     let bearer = |t: String| vec![("authorization", format!("Bearer {t}"))];
     let good = issuer.token(
         &serde_json::json!({"iss": "https://issuer.test", "sub": "jason", "aud": "bookinfo", "exp": now() + 600}),
@@ -225,11 +240,8 @@ async fn custom_asks_the_external_authorizer() {
         "extensionProviders:\n- name: ext-authz\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: {}\n    includeRequestHeadersInCheck: [x-ext-allow]\n    headersToUpstreamOnAllow: [x-ext-user]\n    headersToDownstreamOnDeny: [x-ext-reason]\n- name: dead\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: 1\n    timeout: 1s\n- name: dead-open\n  envoyExtAuthzHttp: {{service: 127.0.0.1, port: 1, failOpen: true}}\n",
         ext.port()
     );
-    let mesh_config = mesh_config::load::mesh_config("mesh.yaml", &mesh_config, &Default::default()).unwrap();
-    let providers = ExtAuthzHttp::from_mesh_config(&mesh_config).unwrap();
-    assert_eq!(providers.len(), 3);
     let policies = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext}\nspec:\n  action: CUSTOM\n  provider: {name: ext-authz}\n  rules: [{to: [{operation: {paths: [\"/ext/*\"]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: dead}\nspec:\n  action: CUSTOM\n  provider: {name: dead}\n  rules: [{to: [{operation: {paths: [\"/dead/*\"]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: dead-open}\nspec:\n  action: CUSTOM\n  provider: {name: dead-open}\n  rules: [{to: [{operation: {paths: [\"/open/*\"]}}]}]\n";
-    let stack = start(policies, Mode::Permissive, providers).await;
+    let stack = start(policies, "PERMISSIVE", &mesh_config).await;
     let allow = vec![("x-ext-allow", "yes".to_string())];
     assert_eq!(
         send(&stack, None, "GET", "/ext/a", &allow).await,
@@ -241,14 +253,12 @@ async fn custom_asks_the_external_authorizer() {
     // Unreachable: denied, unless failOpen.
     assert_eq!(send(&stack, None, "GET", "/dead/x", &allow).await.0, 403);
     assert_eq!(send(&stack, None, "GET", "/open/x", &[]).await.0, 200);
-    assert_eq!(stack.authz.stats().custom_denied.load(Ordering::Relaxed), 2);
-    let decisions = stack.decisions.lock().unwrap();
-    assert_eq!(decisions.iter().filter(|d| **d == "custom_deny").count(), 2, "{decisions:?}");
+    assert_eq!(stack.decisions("custom_deny"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_refuses_plaintext_at_the_stack() {
-    let stack = start(REVIEWS_VIEWER, Mode::Strict, vec![]).await;
+    let stack = start(REVIEWS_VIEWER, "STRICT", "").await;
     let tcp = TcpStream::connect(stack.addr).await.unwrap();
     let (mut s, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);

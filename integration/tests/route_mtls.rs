@@ -1,12 +1,12 @@
 //! The client stack over mTLS: auto mTLS toward a STRICT server, secure naming, and
-//! `tls: DISABLE` toward STRICT failing as Istio's does.
+//! `tls: DISABLE` toward STRICT failing as Istio's does. The servers are workloads meshed
+//! as the mesh ships it (`mesh_proxy::embed::Mesh`, mTLS per their PeerAuthentication).
 
 use std::{collections::HashMap, convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use mesh_config::test_util::Manifest;
 use mesh_config::{
     load::{LoadOptions, load_str},
@@ -18,20 +18,20 @@ use mesh_core::{
 };
 use mesh_core::{test_util::identity as id, test_util::labels};
 use mesh_mtls::{
-    accept::MtlsAcceptor,
     ca::CertificateAuthority,
     config,
     connector::{MeshConnector, secure_naming},
-    peer_auth::Mode,
-    server,
     store::CertStore,
 };
-use mesh_proxy::client::{ClientBuilder, MeshClient};
+use mesh_proxy::{
+    client::{ClientBuilder, MeshClient},
+    embed::Mesh,
+};
 use mesh_route::{
     layer::{BalanceLayer, RetryLayer, TableHandle},
     policy::{ProxyContext, RouteTable},
 };
-use tower::{ServiceExt, service_fn, util::BoxCloneSyncService};
+use tower::{Layer, ServiceExt, service_fn};
 
 const DAY: Duration = Duration::from_secs(86400);
 
@@ -45,21 +45,50 @@ fn client_stack_with(
     MeshClient::new(ClientBuilder::new(table).balance(balance).retry(retry).connect(connector.clone(), connector))
 }
 
-async fn strict_server(ca: &CertificateAuthority) -> SocketAddr {
-    server_with(ca, Mode::Strict).await
+/// reviews-v1 (`bookinfo-reviews`) meshed in-process, mTLS as its PeerAuthentication with
+/// `mode` says; it answers the peer identity it saw. `ca` is its mesh CA, for the clients.
+struct Server {
+    addr: SocketAddr,
+    ca: CertificateAuthority,
+    _mesh: Arc<Mesh>,
+    _dir: tempfile::TempDir,
 }
 
-async fn server_with(ca: &CertificateAuthority, mode: Mode) -> SocketAddr {
-    let store = CertStore::new(&ca.issue(&id("bookinfo-reviews"), DAY).unwrap()).unwrap();
-    let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()]).unwrap()).unwrap());
+async fn strict_server() -> Server {
+    server_with("STRICT").await
+}
+
+async fn server_with(mode: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, ca_dir) = (dir.path().join("config"), dir.path().join("ca"));
+    std::fs::create_dir_all(&config).unwrap();
+    let manifest = Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .doc(&format!("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default}}\nspec: {{mtls: {{mode: {mode}}}}}"))
+        .to_string();
+    std::fs::write(config.join("mesh.yaml"), manifest).unwrap();
+    let mesh = Arc::new(
+        Mesh::builder()
+            .config(&config)
+            .ca_dir(&ca_dir)
+            .label("app", "reviews")
+            .label("version", "v1")
+            .start()
+            .await
+            .unwrap(),
+    );
+    let ca = CertificateAuthority::load_or_create(&ca_dir, "cluster.local").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = service_fn(|req: Request<Incoming>| async move {
+    let app = service_fn(|req: Request<BoxBody>| async move {
         let peer = req.extensions().get::<PeerIdentity>().map_or("plaintext".to_string(), |p| p.0.to_string());
         Ok::<_, Infallible>(Response::new(mesh_core::body::full(format!("peer={peer}"))))
     });
-    tokio::spawn(server::serve(listener, acceptor, server::fixed(mode), BoxCloneSyncService::new(app)));
-    addr
+    let svc = mesh.server_layer(9080).layer(app);
+    let serving = mesh.clone();
+    tokio::spawn(async move { serving.serve(listener, 9080, svc, std::future::pending()).await.unwrap() });
+    Server { addr, ca, _mesh: mesh, _dir: dir }
 }
 
 fn setup(addr: SocketAddr, dr_tls: &str) -> (TableHandle, Registry) {
@@ -89,14 +118,14 @@ fn connector(ca: &CertificateAuthority, naming: HashMap<SocketAddr, Vec<Identity
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mtls_with_secure_naming() {
-    let ca = CertificateAuthority::generate("cluster.local").unwrap();
-    let addr = strict_server(&ca).await;
+    let server = strict_server().await;
+    let (ca, addr) = (&server.ca, server.addr);
     let (table, registry) = setup(addr, "");
     let naming = secure_naming(&registry);
     assert_eq!(naming[&addr], [id("bookinfo-reviews")]);
     let client = client_stack_with(
         table,
-        connector(&ca, naming),
+        connector(ca, naming),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );
@@ -108,14 +137,14 @@ async fn auto_mtls_with_secure_naming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_the_wrong_identity_is_refused() {
-    let ca = CertificateAuthority::generate("cluster.local").unwrap();
-    let addr = strict_server(&ca).await;
+    let server = strict_server().await;
+    let (ca, addr) = (&server.ca, server.addr);
     let (table, _) = setup(addr, "");
     // The registry says this address is ratings: the reviews certificate does not fit.
     let naming = HashMap::from([(addr, vec![id("bookinfo-ratings")])]);
     let client = client_stack_with(
         table,
-        connector(&ca, naming),
+        connector(ca, naming),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );
@@ -126,12 +155,12 @@ async fn a_server_with_the_wrong_identity_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_disable_toward_strict_fails() {
-    let ca = CertificateAuthority::generate("cluster.local").unwrap();
-    let addr = strict_server(&ca).await;
+    let server = strict_server().await;
+    let (ca, addr) = (&server.ca, server.addr);
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: DISABLE}}");
     let client = client_stack_with(
         table,
-        connector(&ca, secure_naming(&registry)),
+        connector(ca, secure_naming(&registry)),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );
@@ -140,12 +169,8 @@ async fn tls_disable_toward_strict_fails() {
     assert!(flags.starts_with("UC") || flags.starts_with("UF"), "{flags}");
     // ISTIO_MUTUAL spelled out works as auto mTLS does.
     let (table, registry) = setup(addr, ", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}");
-    let client = client_stack_with(
-        table,
-        connector(&ca, secure_naming(&registry)),
-        BalanceLayer::new(),
-        RetryLayer::per_route(),
-    );
+    let client =
+        client_stack_with(table, connector(ca, secure_naming(&registry)), BalanceLayer::new(), RetryLayer::per_route());
     assert_eq!(get(&client).await.0, 200);
 }
 
@@ -228,8 +253,8 @@ async fn simple_tls_origination_to_an_external_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
-    let ca = CertificateAuthority::generate("cluster.local").unwrap();
-    let addr = server_with(&ca, Mode::Disable).await;
+    let server = server_with("DISABLE").await;
+    let (ca, addr) = (&server.ca, server.addr);
     let s = Manifest::new()
         .service("reviews", 9080)
         .deployment("reviews", "v1", Some("bookinfo-reviews"))
@@ -243,12 +268,12 @@ async fn auto_mtls_sends_plaintext_to_workloads_that_disable_mtls() {
     let balance =
         BalanceLayer::new().with_auto_mtls(true).with_plaintext_endpoints(Arc::new(ArcSwap::from_pointee(plaintext)));
     let client =
-        client_stack_with(table.clone(), connector(&ca, secure_naming(&registry)), balance, RetryLayer::per_route());
+        client_stack_with(table.clone(), connector(ca, secure_naming(&registry)), balance, RetryLayer::per_route());
     assert_eq!(get(&client).await, (200, "peer=plaintext".into(), "-".into()));
     // Without that knowledge auto mTLS would speak TLS to a plaintext server, and fail.
     let blind = client_stack_with(
         table,
-        connector(&ca, secure_naming(&registry)),
+        connector(ca, secure_naming(&registry)),
         BalanceLayer::new().with_auto_mtls(true),
         RetryLayer::per_route(),
     );

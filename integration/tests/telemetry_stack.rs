@@ -1,5 +1,6 @@
-//! The telemetry layers in a running mesh on loopback: label correctness for every outcome,
-//! trace context across two hops, and a real Prometheus scraping the admin endpoint.
+//! Telemetry in the mesh as it ships, on loopback: two workloads meshed in-process
+//! (`mesh_proxy::embed::Mesh`), label correctness for every outcome, trace context across
+//! two hops, and a real Prometheus scraping the admin endpoint.
 
 use std::sync::LazyLock;
 
@@ -11,45 +12,21 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use mesh_authz::{
-    layer::AuthzLayer,
-    policy::{AuthzPolicy, Traffic},
-};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use mesh_config::test_util::Manifest;
-use mesh_config::{
-    load::{LoadOptions, load_str},
-    registry::{Locator, Registry},
-};
 use mesh_core::BoxBody;
-use mesh_core::{test_util::identity as id, test_util::labels};
-use mesh_mtls::{
-    accept::MtlsAcceptor,
-    ca::CertificateAuthority,
-    config,
-    connector::{MeshConnector, secure_naming},
-    peer_auth::Mode,
-    server,
-    store::CertStore,
-};
-use mesh_proxy::client::{ClientBuilder, MeshClient};
-use mesh_route::{
-    layer::{BalanceLayer, RetryLayer, TableHandle},
-    policy::{ProxyContext, RouteTable},
-};
+use mesh_core::test_util::labels;
+use mesh_proxy::embed::{Client, Mesh as Workload};
 use mesh_telemetry::{
     access_log::{AccessLog, Format},
-    admin::MetricsService,
     layer::{Reporter, TelemetryLayer, WorkloadInfo},
     metrics::MeshMetrics,
 };
-use tokio::net::TcpListener;
-use tower::{Layer, ServiceBuilder, ServiceExt, service_fn, util::BoxCloneSyncService};
-
-const DAY: Duration = Duration::from_secs(86400);
+use tokio::net::{TcpListener, TcpStream};
+use tower::{Layer, ServiceExt, service_fn};
 
 static CONFIG: LazyLock<String> = LazyLock::new(|| {
     Manifest::new()
@@ -57,6 +34,7 @@ static CONFIG: LazyLock<String> = LazyLock::new(|| {
         .deployment("reviews", "v1", Some("bookinfo-reviews"))
         .service("ratings", 9080)
         .deployment("ratings", "v1", Some("bookinfo-ratings"))
+        .deployment("productpage", "v1", Some("bookinfo-productpage"))
         .doc(
             r#"
 apiVersion: networking.istio.io/v1
@@ -89,98 +67,71 @@ spec:
 });
 
 struct Mesh {
-    metrics: Arc<MeshMetrics>,
-    mtls_client: MeshClient,
-    plain_client: MeshClient,
+    reviews: Arc<Workload>,
+    productpage: Workload,
+    reviews_addr: SocketAddr,
     access_log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
 }
 
-/// reviews-v1 behind its server stack (telemetry as destination, authz); ratings-v1 is
-/// down; productpage's client stacks (telemetry as source), with and without mTLS.
-async fn mesh() -> Mesh {
-    let loaded = load_str("c.yaml", CONFIG.as_str(), &LoadOptions::default());
-    assert!(!loaded.has_errors(), "{}", loaded.report());
-    let snapshot = loaded.into_snapshot();
-    let metrics = Arc::new(MeshMetrics::new());
-    let ca = CertificateAuthority::generate("cluster.local").unwrap();
+impl Mesh {
+    /// Both workloads' metrics, as two scrapes.
+    fn encode(&self) -> String {
+        format!("{}{}", self.productpage.metrics().encode(), self.reviews.metrics().encode())
+    }
 
-    let reviews_labels = labels(&[("app", "reviews"), ("version", "v1")]);
-    let store = CertStore::new(&ca.issue(&id("bookinfo-reviews"), DAY).unwrap()).unwrap();
-    let acceptor = MtlsAcceptor::new(config::server_config(store, config::roots([ca.root()]).unwrap()).unwrap());
+    fn client(&self) -> Client {
+        self.productpage.client()
+    }
+
+    /// A caller outside the mesh: plaintext straight to reviews' port (PERMISSIVE).
+    async fn plain_get(&self, path: &str) -> u16 {
+        let tcp = TcpStream::connect(self.reviews_addr).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(path).header("host", "reviews:9080").body(Full::new(Bytes::new())).unwrap();
+        let rsp = s.send_request(req).await.unwrap();
+        let status = rsp.status().as_u16();
+        let _ = rsp.into_body().collect().await;
+        status
+    }
+}
+
+/// reviews-v1 served by its embedded mesh (telemetry as destination, authz); ratings-v1
+/// is down; productpage-v1's embedded mesh calls them (telemetry as source, access log).
+async fn mesh() -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, ca) = (dir.path().join("config"), dir.path().join("ca"));
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("mesh.yaml"), CONFIG.as_str()).unwrap();
+    let workload = |app: &str| Workload::builder().config(&config).ca_dir(&ca).label("app", app).label("version", "v1");
+    let reviews = Arc::new(workload("reviews").start().await.unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reviews_addr = listener.local_addr().unwrap();
-    let app = service_fn(|req: Request<Incoming>| async move {
+    let app = service_fn(|req: Request<BoxBody>| async move {
         if req.uri().path().starts_with("/slow") {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         Ok::<_, Infallible>(Response::new(mesh_core::body::full("ok")))
     });
-    let policy =
-        Arc::new(ArcSwap::from_pointee(AuthzPolicy::compile(&snapshot, "default", &reviews_labels, Traffic::Http)));
-    let server_stack = ServiceBuilder::new()
-        .map_response(|r: Response<_>| r.map(mesh_core::body::boxed))
-        .layer(
-            TelemetryLayer::new(
-                metrics.clone(),
-                Reporter::Destination,
-                WorkloadInfo::new("reviews-v1", "default", &reviews_labels, Some(id("bookinfo-reviews").to_string())),
-            )
-            .with_service("reviews.default.svc.cluster.local"),
-        )
-        .layer(AuthzLayer::new(policy, 9080).with_on_decision(metrics.proxy.authz_hook()))
-        .service(app);
-    tokio::spawn(server::serve(
-        listener,
-        acceptor,
-        server::fixed(Mode::Permissive),
-        BoxCloneSyncService::new(server_stack),
-    ));
+    let svc = reviews.server_layer(9080).layer(app);
+    let serving = reviews.clone();
+    tokio::spawn(async move { serving.serve(listener, 9080, svc, std::future::pending()).await.unwrap() });
 
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let locator = Locator::new().with("default", "reviews-v1", reviews_addr).with("default", "ratings-v1", dead);
-    let registry = Registry::build(&snapshot, &locator);
-    let pp_labels = labels(&[("app", "productpage"), ("version", "v1")]);
-    let table = TableHandle::new(RouteTable::compile(
-        &snapshot,
-        &registry,
-        &ProxyContext::sidecar("default", pp_labels.clone()),
-    ));
     let access_log = Arc::new(Mutex::new(Vec::new()));
     let sink = access_log.clone();
-    let source = TelemetryLayer::new(
-        metrics.clone(),
-        Reporter::Source,
-        WorkloadInfo::new("productpage-v1", "default", &pp_labels, Some(id("bookinfo-productpage").to_string())),
-    )
-    .with_access_log(AccessLog::to(Format::Text, move |line| sink.lock().unwrap().push(line.to_string())));
-    let store = CertStore::new(&ca.issue(&id("bookinfo-productpage"), DAY).unwrap()).unwrap();
-    let connector = MeshConnector::mtls(
-        store,
-        config::roots([ca.root()]).unwrap(),
-        Arc::new(ArcSwap::from_pointee(secure_naming(&registry))),
-    );
-    let wrap = |client: MeshClient| -> MeshClient {
-        BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .map_response(|r: Response<_>| r.map(mesh_core::body::boxed))
-                .layer(source.clone())
-                .service(client),
-        )
-    };
-    let client = |table: TableHandle, connector: MeshConnector, balance, retry| {
-        MeshClient::new(ClientBuilder::new(table).balance(balance).retry(retry).connect(connector.clone(), connector))
-    };
-    let mtls_client = wrap(client(
-        table.clone(),
-        connector.clone(),
-        BalanceLayer::new().with_auto_mtls(true).with_on_ejection(metrics.proxy.ejection_hook()),
-        RetryLayer::per_route().with_on_retry(metrics.proxy.retry_hook()),
-    ));
-    let plain_client = wrap(client(table, connector, BalanceLayer::new(), RetryLayer::per_route()));
-    Mesh { metrics, mtls_client, plain_client, access_log }
+    let productpage = workload("productpage")
+        .endpoint("default", "reviews-v1", reviews_addr)
+        .endpoint("default", "ratings-v1", dead)
+        .access_log(AccessLog::to(Format::Text, move |line| sink.lock().unwrap().push(line.to_string())))
+        .start()
+        .await
+        .unwrap();
+    Mesh { reviews, productpage, reviews_addr, access_log, _dir: dir }
 }
 
-async fn get(client: &MeshClient, uri: &str) -> u16 {
+async fn get(client: &Client, uri: &str) -> u16 {
     let rsp =
         client.clone().oneshot(Request::builder().uri(uri).body(mesh_core::body::empty()).unwrap()).await.unwrap();
     let status = rsp.status().as_u16();
@@ -216,16 +167,16 @@ fn find<'s>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_for_every_outcome() {
     let m = mesh().await;
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/reviews/0").await, 200);
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/reviews/1").await, 200);
-    assert_eq!(get(&m.plain_client, "http://reviews:9080/reviews/2").await, 200);
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/fault").await, 500);
-    assert_eq!(get(&m.mtls_client, "http://nowhere:9080/").await, 404);
-    assert_eq!(get(&m.mtls_client, "http://ratings:9080/ratings/0").await, 503);
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/slow").await, 504);
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/forbidden").await, 403);
+    assert_eq!(get(&m.client(), "http://reviews:9080/reviews/0").await, 200);
+    assert_eq!(get(&m.client(), "http://reviews:9080/reviews/1").await, 200);
+    assert_eq!(m.plain_get("/reviews/2").await, 200);
+    assert_eq!(get(&m.client(), "http://reviews:9080/fault").await, 500);
+    assert_eq!(get(&m.client(), "http://nowhere:9080/").await, 404);
+    assert_eq!(get(&m.client(), "http://ratings:9080/ratings/0").await, 503);
+    assert_eq!(get(&m.client(), "http://reviews:9080/slow").await, 504);
+    assert_eq!(get(&m.client(), "http://reviews:9080/forbidden").await, 403);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let all = series(&m.metrics.encode());
+    let all = series(&m.encode());
 
     // A routed request, seen by both proxies.
     let src = find(
@@ -239,7 +190,7 @@ async fn labels_for_every_outcome() {
     );
     assert_eq!(src.len(), 1, "{all:#?}");
     let (l, v) = src[0];
-    assert_eq!(*v, 3.0);
+    assert_eq!(*v, 2.0, "the plaintext caller is outside the mesh: no source report");
     for (k, want) in [
         ("source_app", "productpage"),
         ("source_version", "v1"),
@@ -300,14 +251,14 @@ async fn labels_for_every_outcome() {
 
     // The proxy's own counters: the connect failure was retried twice (Istio's default
     // policy), and reviews' authorization decided the five requests that reached it.
-    let text = m.metrics.encode();
+    let text = m.encode();
     assert!(text.contains("mesh_upstream_retries_total 2"), "{text}");
     assert!(text.contains("mesh_authz_decisions_total{decision=\"allow\"} 4"), "{text}");
     assert!(text.contains("mesh_authz_decisions_total{decision=\"deny\"} 1"), "{text}");
 
     // Access log lines: one per request, with flags, upstream host and trace id.
     let log = m.access_log.lock().unwrap().clone();
-    assert_eq!(log.len(), 8, "{log:#?}");
+    assert_eq!(log.len(), 7, "{log:#?}");
     let fi = log.iter().find(|l| l.contains("\"GET /fault HTTP/1.1\" 500 FI")).expect("fault line");
     assert!(fi.contains("\"reviews:9080\""), "{fi}");
     assert!(log.iter().any(|l| l.contains(" 200 - ") && l.contains("\"127.0.0.1:")), "{log:#?}");
@@ -394,27 +345,16 @@ async fn http_get(addr: SocketAddr, path_and_query: &str) -> Option<String> {
 async fn a_real_prometheus_scrapes_and_answers() {
     let m = mesh().await;
     for _ in 0..5 {
-        assert_eq!(get(&m.mtls_client, "http://reviews:9080/reviews/0").await, 200);
+        assert_eq!(get(&m.client(), "http://reviews:9080/reviews/0").await, 200);
     }
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/forbidden").await, 403);
-    assert_eq!(get(&m.mtls_client, "http://reviews:9080/forbidden").await, 403);
+    assert_eq!(get(&m.client(), "http://reviews:9080/forbidden").await, 403);
+    assert_eq!(get(&m.client(), "http://reviews:9080/forbidden").await, 403);
 
     // The admin endpoint.
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
-    let svc = MetricsService::new(m.metrics.clone());
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = admin.accept().await.unwrap();
-            let svc = svc.clone();
-            tokio::spawn(async move {
-                let svc = hyper_util::service::TowerToHyperService::new(svc);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
+    let reviews = m.reviews.clone();
+    tokio::spawn(async move { reviews.serve_admin(admin, std::future::pending()).await });
     assert!(http_get(admin_addr, "/stats/prometheus").await.unwrap().contains("istio_requests_total"));
 
     // Prometheus, scraping it every second.

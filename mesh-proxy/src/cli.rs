@@ -92,6 +92,11 @@ pub struct Args {
     #[cfg_attr(feature = "cli", arg(long, value_name = "NAME"))]
     pub workload: Option<String>,
 
+    /// Istio's mesh config (`MeshConfig` YAML, as the `mesh` key of the `istio` ConfigMap):
+    /// its `extensionProviders` (`envoyExtAuthzHttp`) answer CUSTOM AuthorizationPolicies.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
+    pub mesh_config: Option<PathBuf>,
+
     /// The mesh CA's directory (`root-cert.pem`, `root-key.pem`), created when missing: every
     /// sidecar on this machine issues its workload certificate from it.
     #[cfg_attr(feature = "cli", arg(long, value_name = "DIR", default_value = ".mesh/ca"))]

@@ -90,6 +90,7 @@ pub struct MeshBuilder {
     limits: Limits,
     max_request_bytes: u64,
     access_log: Option<AccessLog>,
+    mesh_config: Option<PathBuf>,
     tracing: TraceOptions,
 }
 
@@ -111,6 +112,7 @@ impl Default for MeshBuilder {
             limits: Limits::with_defaults(),
             max_request_bytes: MAX_REQUEST_BYTES,
             access_log: None,
+            mesh_config: None,
             tracing: TraceOptions::default(),
         }
     }
@@ -158,6 +160,13 @@ impl MeshBuilder {
     /// Where a workload runs on this machine (`mesh-sidecar --endpoint NS/WORKLOAD=ADDR`).
     pub fn endpoint(mut self, namespace: impl Into<String>, workload: impl Into<String>, addr: SocketAddr) -> Self {
         self.endpoints.push((namespace.into(), workload.into(), addr));
+        self
+    }
+
+    /// Istio's mesh config file (`MeshConfig` YAML): its `envoyExtAuthzHttp` providers
+    /// answer CUSTOM AuthorizationPolicies.
+    pub fn mesh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mesh_config = Some(path.into());
         self
     }
 
@@ -246,6 +255,7 @@ impl MeshBuilder {
                 cert_ttl: self.cert_ttl,
                 tracing: &self.tracing,
                 access_log: self.access_log.is_some(),
+                mesh_config: self.mesh_config.as_deref(),
             },
             source,
         )?;
@@ -294,8 +304,7 @@ impl Mesh {
         ServerLayer {
             guard: self.guard,
             telemetry: self.core.telemetry(Reporter::Destination, self.access_log.as_ref()),
-            authz: AuthzLayer::new(control.authz.clone(), app_port)
-                .with_on_decision(self.core.metrics.proxy.authz_hook()),
+            authz: self.core.authz(app_port),
             control: control.clone(),
         }
     }

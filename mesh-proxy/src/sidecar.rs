@@ -7,7 +7,6 @@ use std::{
     time::Duration,
 };
 
-use mesh_authz::layer::AuthzLayer;
 use mesh_mtls::connector::MeshConnector;
 use mesh_route::layer::{BalanceLayer, RouterLayer};
 use mesh_telemetry::{
@@ -206,6 +205,7 @@ async fn start_core(args: &Args) -> Result<WorkloadMesh, MeshError> {
             cert_ttl: args.cert_ttl,
             tracing: &TraceOptions { sampling: args.trace_sampling, otlp_endpoint: args.otlp_endpoint.clone() },
             access_log: args.access_log != AccessLogFormat::Off,
+            mesh_config: args.mesh_config.as_deref(),
         },
         source,
     )
@@ -344,8 +344,7 @@ impl Process<'_> {
         let (bound, tasks) = self
             .workers
             .listen("inbound", addr, || {
-                let authz =
-                    AuthzLayer::new(control.authz.clone(), app_port).with_on_decision(core.metrics.proxy.authz_hook());
+                let authz = core.authz(app_port);
                 let svc = inbound::stack(control, self.guard, self.telemetry(Reporter::Destination), app, authz);
                 let (accept, opaque, gate, stop) = (accept.clone(), opaque.clone(), gate.clone(), self.stop.clone());
                 move |l| serve("inbound", l, accept, svc, Some(opaque), gate, stop)

@@ -8,9 +8,10 @@ use std::{
     time::Duration,
 };
 
+use mesh_authz::layer::{AuthzLayer, ExtAuthzHttp};
 use mesh_config::{
     ConfigSource, DirectorySource,
-    api::Labels,
+    api::{Labels, mesh::MeshConfig},
     registry::{LocalWorkload, Locator},
     source::{DirectoryOptions, InitialLoadError},
 };
@@ -116,6 +117,18 @@ pub(crate) struct WorkloadOptions<'a> {
     /// Access logs where no Telemetry `accessLogging` says otherwise (Istio's
     /// `meshConfig.accessLogFile`).
     pub(crate) access_log: bool,
+    /// Istio's mesh config (`--mesh-config`): its `envoyExtAuthzHttp` providers answer
+    /// CUSTOM AuthorizationPolicies.
+    pub(crate) mesh_config: Option<&'a Path>,
+}
+
+/// Istio's mesh config from `path` ([`mesh_config::load::mesh_config`]), its errors naming
+/// the file, line and field; none: the defaults.
+pub(crate) fn read_mesh_config(path: Option<&Path>) -> Result<MeshConfig, MeshError> {
+    let Some(path) = path else { return Ok(MeshConfig::default()) };
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| MeshError::Config(format!("{label}: {e}")))?;
+    mesh_config::load::mesh_config(&label, &text, &Default::default()).map_err(|d| MeshError::Config(d.to_string()))
 }
 
 /// Tracing as Istio's mesh config sets it: the share of new traces sampled
@@ -210,6 +223,8 @@ pub(crate) struct WorkloadMesh {
     pub(crate) store: Arc<CertStore>,
     pub(crate) roots: Arc<RootCertStore>,
     pub(crate) me: LocalWorkload,
+    /// The mesh config's HTTP external authorizers, by name.
+    ext_authz: Vec<ExtAuthzHttp>,
     #[cfg(feature = "otel")]
     otlp: Option<mesh_telemetry::otlp::OtlpExporter>,
 }
@@ -225,6 +240,9 @@ impl WorkloadMesh {
     /// and issue its certificate. Must run inside a tokio runtime.
     pub(crate) fn start(o: &WorkloadOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
         o.tracing.check()?;
+        let ext_authz = ExtAuthzHttp::from_mesh_config(&read_mesh_config(o.mesh_config)?).map_err(|e| {
+            MeshError::Config(format!("{}: {e}", o.mesh_config.map_or(String::new(), |p| p.display().to_string())))
+        })?;
         for w in &source.status().borrow().warnings {
             tracing::warn!("{w}");
         }
@@ -346,9 +364,17 @@ impl WorkloadMesh {
             store,
             roots,
             me,
+            ext_authz,
             #[cfg(feature = "otel")]
             otlp,
         })
+    }
+
+    /// Authorization for the app on `app_port`: the AuthorizationPolicies in force, CUSTOM
+    /// ones asking the mesh config's providers, each decision counted.
+    pub(crate) fn authz(&self, app_port: u16) -> AuthzLayer {
+        AuthzLayer::with_providers(self.control.authz.clone(), app_port, self.ext_authz.clone(), 0)
+            .with_on_decision(self.metrics.proxy.authz_hook())
     }
 
     /// The telemetry layer of this workload for one reporter.

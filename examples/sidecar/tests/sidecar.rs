@@ -924,3 +924,77 @@ async fn a_taken_port_is_a_named_start_up_failure() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("mesh-sidecar: cannot listen on {addr} (outbound): ")), "{stderr}");
 }
+
+/// CUSTOM authorization in the shipped sidecar: `--mesh-config` names Istio's mesh config,
+/// whose `envoyExtAuthzHttp` provider the reviews sidecar asks before the app; the
+/// authorizer's denial reaches the caller, and an allowed request reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_authorization_asks_the_mesh_configs_provider() {
+    let authorizer = App::start(Arc::new(|req| match req.headers().get("x-ext-allow") {
+        Some(_) => (200, String::new(), Duration::ZERO),
+        None => (403, "denied by ext-authz".into(), Duration::ZERO),
+    }))
+    .await;
+    let policy = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: ext-authz}
+  rules: [{to: [{operation: {paths: ["/reviews/*"]}}]}]
+"#;
+    let mesh = Mesh::new(&[("services.yaml", SERVICES.as_str()), ("routes.yaml", ROUTES), ("ext.yaml", policy)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mesh_config = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "extensionProviders:\n- name: ext-authz\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: {}\n    includeRequestHeadersInCheck: [x-ext-allow]\n",
+            authorizer.addr.port()
+        ),
+    )
+    .unwrap();
+    let app = App::named("reviews-v1").await;
+    let v1 = Sidecar::start(
+        &mesh,
+        Spec::server("app=reviews,version=v1", app.addr).arg("--mesh-config").arg(&mesh_config.display().to_string()),
+    );
+    let productpage =
+        Sidecar::start(&mesh, Spec::client("app=productpage,version=v1").endpoint("reviews-v1", v1.inbound()));
+    let out = productpage.outbound();
+    let allowed = send(out, Req::get("/reviews/0").header("host", "reviews:9080").header("x-ext-allow", "yes")).await;
+    assert_eq!(allowed.as_ref().map(|r| (r.status, r.body.as_str())), Ok((200, "reviews-v1")), "{allowed:?}");
+    let denied = get(out, "reviews:9080", "/reviews/0").await;
+    assert_eq!((denied.status, denied.body.as_str()), (403, "denied by ext-authz"));
+    assert_eq!(app.seen.lock().unwrap().len(), 1, "the denied request never reached the app");
+    let checks: Vec<String> = authorizer.seen.lock().unwrap().iter().map(|p| p.uri.path().to_string()).collect();
+    assert_eq!(checks, ["/reviews/0", "/reviews/0"]);
+    let stats = v1.admin_get("/stats/prometheus").await.body;
+    assert!(stats.contains("mesh_authz_decisions_total{decision=\"custom_deny\"} 1"), "{stats}");
+}
+
+/// A mesh config that does not load stops the sidecar with its file, line and field.
+#[test]
+fn a_bad_mesh_config_stops_the_sidecar_with_its_line_and_field() {
+    let mesh = Mesh::new(&[("services.yaml", SERVICES.as_str())]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("mesh.yaml");
+    std::fs::write(&bad, "extensionProviders:\n- name: ext\n  envoyExtAuthzHttp: {service: a, prot: 1}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-sidecar"))
+        .args(["--config", &mesh.config().display().to_string(), "--ca-dir", &mesh.ca().display().to_string()])
+        .args(["--outbound", "127.0.0.1:0", "--workload-labels", "app=productpage,version=v1"])
+        .args(["--mesh-config", &bad.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: error: MeshConfig: extensionProviders[0].envoyExtAuthzHttp.prot: unknown field `prot` (did you mean `port`?)",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+}
