@@ -81,3 +81,41 @@ impl std::fmt::Display for Manifest {
         f.write_str("\n")
     }
 }
+
+/// A config that must load with exactly these findings: each case is loaded as `case.yaml`
+/// and its errors and warnings (notes aside) compared, in order, with `want`; an error must
+/// reject the resource and a warning must not. See [`check_findings`].
+#[derive(Clone, Copy, Debug)]
+pub struct FindingCase {
+    /// What the case shows.
+    pub name: &'static str,
+    /// The config.
+    pub yaml: &'static str,
+    /// Every finding, as `Diagnostic` prints it.
+    pub want: &'static [&'static str],
+}
+
+/// Load every case with `options`; panics listing every case whose findings differ.
+pub fn check_findings(cases: &[FindingCase], options: &crate::load::LoadOptions) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let loaded = crate::load::load_str("case.yaml", case.yaml, options);
+        let got: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity != crate::Severity::Note)
+            .map(ToString::to_string)
+            .collect();
+        if got != case.want {
+            failures.push(format!("{}:\n  want {:#?}\n  got  {:#?}", case.name, case.want, got));
+        }
+        let has_error = case.want.iter().any(|w| w.contains(": error: "));
+        assert_eq!(
+            loaded.resources.is_empty(),
+            has_error,
+            "{}: an error rejects the resource, a warning does not",
+            case.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

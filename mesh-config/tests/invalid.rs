@@ -3,18 +3,12 @@
 //! the ones listed.
 
 use mesh_config::{
-    Severity,
-    load::{LoadOptions, load_str},
+    load::LoadOptions,
+    test_util::{FindingCase, check_findings},
 };
 
-struct Case {
-    name: &'static str,
-    yaml: &'static str,
-    want: &'static [&'static str],
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[FindingCase] = &[
+    FindingCase {
         name: "Telemetry: a sampling percentage out of range, overrides not applied yet",
         yaml: r#"apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -30,7 +24,7 @@ spec:
             r#"case.yaml:7: warning: Telemetry istio-system/mesh-default: spec.metrics: metric overrides are not applied by this mesh yet: Istio's standard metrics stay as they are"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "Telemetry: an access-log filter outside the CEL the mesh evaluates, a provider it does not have",
         yaml: r#"apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -48,7 +42,7 @@ spec:
             r#"case.yaml:9: error: Telemetry shop/logs: spec.accessLogging[1].filter.expression: unknown attribute `response.flags` at offset 0 (known: request.method, request.path, request.url_path, request.host, request.scheme, request.protocol, request.useragent, request.id, request.size, request.headers['name'], response.code, response.size, upstream.address, connection.mtls)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown spec field, with a suggestion",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -60,7 +54,7 @@ spec:
             r#"case.yaml:5: error: VirtualService default/r: spec.hostss: unknown field `hostss` (did you mean `hosts`?)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown top-level field",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -70,7 +64,7 @@ specs:
 "#,
         want: &[r#"case.yaml:4: error: VirtualService default/r: specs: unknown field `specs` (did you mean `spec`?)"#],
     },
-    Case {
+    FindingCase {
         name: "unknown field inside a StringMatch",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -88,7 +82,7 @@ spec:
             r#"case.yaml:9: error: VirtualService prod/reviews: spec.http[0].match[0].uri.regexp: unknown field `regexp` (did you mean `regex`?)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "regex that does not compile",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -106,7 +100,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].uri.regex: invalid regex: unclosed group"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "regex with lookahead (not RE2)",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -124,7 +118,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid regex: look-around, including look-ahead and look-behind, is not supported"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "two match kinds in one StringMatch",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -141,7 +135,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/reviews: spec.http[0].match[0].uri: only one of exact, prefix or regex may be set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "empty StringMatch for uri",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -158,7 +152,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/reviews: spec.http[0].match[0].uri: one of exact, prefix or regex must be set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "empty prefix outside uri",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -176,7 +170,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.prefix: an empty prefix is only allowed for uri"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "header name not lowercase",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -194,7 +188,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].match[0].headers.End-User: header name "End-User" must be lowercase"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "all weights zero",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -211,7 +205,7 @@ spec:
             r#"case.yaml:7: error: VirtualService default/reviews: spec.http[0].route: total destination weight = 0: with several destinations, give at least one a weight"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "negative weight",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -229,7 +223,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].route[0].weight: weight must not be negative, got -10"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "weight of the wrong type",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -245,7 +239,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].route[0].weight: invalid type: string "fifty", expected i32"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "malformed duration",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -261,7 +255,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: invalid duration "5 seconds": expected a number and a unit (ns, us, ms, s, m, h), e.g. "1.5s" or "100ms""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "negative duration",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -277,7 +271,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: negative duration "-1s" is not allowed"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "duration beyond what the API server accepts",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -293,7 +287,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: duration "18446744073709551615ms" is too large: the largest Istio accepts is 2562047h47m16.854775807s (about 292 years)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "zero timeout (Istio rejects it; omit the field for no timeout)",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -309,7 +303,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/reviews: spec.http[0].timeout: duration must be at least 1ms, got 0s"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "retries disabled but perTryTimeout set",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -327,7 +321,7 @@ spec:
             r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].retries.perTryTimeout: perTryTimeout cannot be set when attempts is 0 (retries disabled)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown retryOn policy",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -345,7 +339,7 @@ spec:
             r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].retries.retryOn: "connect-failures" is not a valid retryOn policy or HTTP status code"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "redirect combined with route",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -361,7 +355,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].route: redirect cannot be combined with route"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unsupported redirect code",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -375,7 +369,7 @@ spec:
             r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0].redirect.redirectCode: redirect code 305 is not supported; use 301, 302, 303, 307 or 308"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "direct response status out of range",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -391,7 +385,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].directResponse.status: status must be within 200..=599, got 700"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "mirror and mirrors together",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -409,7 +403,7 @@ spec:
             r#"case.yaml:10: error: VirtualService default/ratings: spec.http[0].mirrors: mirror and mirrors cannot both be set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "rewrite uri together with uriRegexRewrite",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -427,7 +421,7 @@ spec:
             r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].rewrite.uriRegexRewrite: uriRegexRewrite cannot be combined with uri"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "VirtualService without hosts",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -439,7 +433,7 @@ spec:
 "#,
         want: &[r#"case.yaml:4: error: VirtualService default/ratings: spec.hosts: at least one host is required"#],
     },
-    Case {
+    FindingCase {
         name: "wildcard host bound to the mesh",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -454,7 +448,7 @@ spec:
             r#"case.yaml:5: error: VirtualService default/all: spec.hosts[0]: wildcard host * is not allowed for virtual services bound to the mesh"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "route without any action",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -470,7 +464,7 @@ spec:
             r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0]: a route needs one of route, redirect, directResponse or delegate"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "route to a subset that no DestinationRule defines (warning)",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -485,7 +479,7 @@ spec:
             r#"case.yaml:8: warning: VirtualService default/reviews: spec.http[0].route[0].destination.subset: subset "v9" is not defined by any DestinationRule for reviews.default.svc.cluster.local; requests will fail with 503 (NC)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "duplicate subset names",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -502,7 +496,7 @@ spec:
             r#"case.yaml:9: error: DestinationRule default/reviews: spec.subsets[1].name: duplicate subset name "v1""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "DestinationRule without host",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -514,7 +508,7 @@ spec:
 "#,
         want: &[r#"case.yaml:4: error: DestinationRule default/reviews: spec.host: host is required"#],
     },
-    Case {
+    FindingCase {
         name: "simple and consistentHash together",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -530,7 +524,7 @@ spec:
             r#"case.yaml:7: error: DestinationRule default/reviews: spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown enum value",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -545,7 +539,7 @@ spec:
             r#"case.yaml:8: error: DestinationRule default/reviews: spec.trafficPolicy.loadBalancer.simple: unknown variant `RANDUM`, expected one of `UNSPECIFIED`, `LEAST_CONN`, `RANDOM`, `PASSTHROUGH`, `ROUND_ROBIN`, `LEAST_REQUEST`"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "maxEjectionPercent out of range",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -561,7 +555,7 @@ spec:
             r#"case.yaml:9: error: DestinationRule default/reviews: spec.trafficPolicy.outlierDetection.maxEjectionPercent: percentage must be within 0..=100, got 120"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "portLevelMtls without a selector",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -575,7 +569,7 @@ spec:
             r#"case.yaml:6: error: PeerAuthentication default/default: spec.portLevelMtls: portLevelMtls needs a workload selector"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "selector policy in the root namespace (warning)",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -589,7 +583,7 @@ spec:
             r#"case.yaml:5: warning: PeerAuthentication istio-system/reviews: spec.selector: a PeerAuthentication with a selector in the root namespace is ignored; put it in the workload's namespace"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown mTLS mode",
         yaml: r#"apiVersion: security.istio.io/v1beta1
 kind: PeerAuthentication
@@ -601,7 +595,7 @@ spec:
             r#"case.yaml:5: error: PeerAuthentication default/default: spec.mtls.mode: unknown variant `STRIKT`, expected one of `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "selector together with targetRefs",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -618,7 +612,7 @@ spec:
             r#"case.yaml:7: error: AuthorizationPolicy default/p: spec.targetRefs: selector and targetRef/targetRefs cannot both be set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "DENY policy without rules",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -630,7 +624,7 @@ spec:
             r#"case.yaml:4: error: AuthorizationPolicy default/deny-nothing: spec.rules: a DENY policy needs at least one rule (without rules it would never match)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "CUSTOM policy without rules",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -643,7 +637,7 @@ spec:
             r#"case.yaml:4: error: AuthorizationPolicy default/ext-nothing: spec.rules: a CUSTOM policy needs at least one rule (without rules it would never match)"#,
         ],
     },
-    Case {
+    FindingCase {
         // Istio's validation has no rules check for AUDIT: accepted, audits nothing.
         name: "AUDIT policy without rules is accepted",
         yaml: r#"apiVersion: security.istio.io/v1
@@ -654,7 +648,7 @@ spec:
 "#,
         want: &[],
     },
-    Case {
+    FindingCase {
         name: "wildcard in the middle of a principal",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -669,7 +663,7 @@ spec:
             r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.principals[0]: invalid value "cluster.local/ns/*/sa/reviews": '*' is only allowed as the whole value, or at its start or end"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "principal written with spiffe:// (warning)",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -684,7 +678,7 @@ spec:
             r#"case.yaml:8: warning: AuthorizationPolicy default/p: spec.rules[0].from[0].source.principals[0]: principals are written without "spiffe://": use "cluster.local/ns/default/sa/bookinfo-productpage""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "path template with {**} before the end",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -699,7 +693,7 @@ spec:
             r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].to[0].operation.paths[0]: invalid path template "/api/{**}/details": use whole segments {*} or {**} (last only), without other wildcards"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "port that is not a number",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -714,7 +708,7 @@ spec:
             r#"case.yaml:8: error: AuthorizationPolicy default/p: spec.rules[0].to[0].operation.ports[0]: invalid port "http": a number within 1..=65535"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown when key",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -729,7 +723,7 @@ spec:
             r#"case.yaml:7: error: AuthorizationPolicy default/p: spec.rules[0].when[0].key: unknown attribute "request.header[x-token]""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "CUSTOM without a provider",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -744,7 +738,7 @@ spec:
             r#"case.yaml:4: error: AuthorizationPolicy default/ext: spec.provider: a CUSTOM policy needs a provider"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "serviceAccounts together with principals",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -760,7 +754,7 @@ spec:
             r#"case.yaml:9: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.serviceAccounts: serviceAccounts cannot be combined with principals or namespaces"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "invalid IP block",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -776,7 +770,7 @@ spec:
             r#"case.yaml:9: error: AuthorizationPolicy default/p: spec.rules[0].from[0].source.ipBlocks[0]: invalid IP address or CIDR "10.0.0.0/33""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "Gateway without servers",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -786,7 +780,7 @@ spec:
 "#,
         want: &[r#"case.yaml:4: error: Gateway default/gw: spec.servers: at least one server is required"#],
     },
-    Case {
+    FindingCase {
         name: "Gateway with an unknown protocol",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -801,7 +795,7 @@ spec:
             r#"case.yaml:7: error: Gateway default/gw: spec.servers[0].port.protocol: unknown protocol "HTTP3"; use one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS, REDIS, MYSQL, UDP"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "RequestAuthentication rule without issuer",
         yaml: r#"apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -814,7 +808,7 @@ spec:
             r#"case.yaml:6: error: RequestAuthentication default/jwt: spec.jwtRules[0].issuer: issuer is required"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "Sidecar egress host without a namespace",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -827,7 +821,7 @@ spec:
             r#"case.yaml:6: error: Sidecar default/default: spec.egress[0].hosts[0]: invalid egress host "reviews.default.svc.cluster.local": use NAMESPACE/DNSNAME, e.g. "./*" or "istio-system/*""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "STATIC ServiceEntry with a host name address",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -844,7 +838,7 @@ spec:
             r#"case.yaml:10: error: ServiceEntry default/db: spec.endpoints[0].address: resolution STATIC needs IP addresses, got "db.internal""#,
         ],
     },
-    Case {
+    FindingCase {
         name: "removing the host header",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -862,7 +856,7 @@ spec:
             r#"case.yaml:11: error: VirtualService default/ratings: spec.http[0].headers.request.remove[0]: host cannot be removed"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unsupported apiVersion",
         yaml: r#"apiVersion: networking.istio.io/v2
 kind: VirtualService
@@ -874,7 +868,7 @@ spec:
             r#"case.yaml:1: error: VirtualService default/ratings: apiVersion: unsupported apiVersion "networking.istio.io/v2" for VirtualService; use one of networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "missing kind",
         yaml: r#"apiVersion: networking.istio.io/v1
 metadata: {name: ratings}
@@ -883,7 +877,7 @@ spec:
 "#,
         want: &[r#"case.yaml:1: error: document 1: kind: not a Kubernetes resource: `kind` is missing"#],
     },
-    Case {
+    FindingCase {
         name: "missing metadata.name",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -893,7 +887,7 @@ spec:
 "#,
         want: &[r#"case.yaml:3: error: DestinationRule default/: metadata.name: metadata.name is required"#],
     },
-    Case {
+    FindingCase {
         name: "YAML syntax error",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -905,7 +899,7 @@ spec:
             r#"case.yaml:4: error: -: -: invalid YAML: while parsing a flow mapping, did not find expected ',' or '}'"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "duplicate key",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -916,7 +910,7 @@ spec:
 "#,
         want: &[r#"case.yaml:6: error: -: -: invalid YAML: duplicate mapping key: host"#],
     },
-    Case {
+    FindingCase {
         name: "Deployment selector that does not match its pods",
         yaml: r#"apiVersion: apps/v1
 kind: Deployment
@@ -935,7 +929,7 @@ spec:
             r#"case.yaml:6: error: Deployment default/reviews-v1: spec.selector.matchLabels: selector does not match the pod template's labels"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: a typo in a rule",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -949,7 +943,7 @@ spec:
             r#"case.yaml:7: error: HTTPRoute default/r: spec.rules[0].backendRef: unknown field `backendRef` (did you mean `backendRefs`?)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: paths, methods, a Service without a port",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -975,7 +969,7 @@ spec:
             r#"case.yaml:13: error: HTTPRoute default/r: spec.rules[0].backendRefs[0].port: port is required when referring to a Service"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: filters the spec forbids together, or mis-set",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -1002,7 +996,7 @@ spec:
             r#"case.yaml:15: error: HTTPRoute default/r: spec.rules[0].backendRefs: a rule with a RequestRedirect filter must not have backendRefs"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: experimental fields the mesh does not apply are refused, not dropped",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -1022,7 +1016,7 @@ spec:
             r#"case.yaml:9: error: HTTPRoute default/r: spec.rules[0].backendRefs[0].weight: weight must be within 0..=1000000"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: a header twice in one list of a modifier (across lists is allowed)",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -1041,7 +1035,7 @@ spec:
             r#"case.yaml:10: error: HTTPRoute default/r: spec.rules[0].filters[0].requestHeaderModifier.set[1].name: header "x-a" appears twice in set"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "HTTPRoute: references the set cannot resolve (warnings: the route still loads)",
         yaml: r#"apiVersion: v1
 kind: Service
@@ -1065,7 +1059,7 @@ spec:
             r#"case.yaml:14: warning: HTTPRoute web/r: spec.rules[0].backendRefs[1].name: Service web/details is not defined: its share of requests gets 500"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "Gateway API Gateway: listeners",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -1097,7 +1091,7 @@ spec:
             r#"case.yaml:20: warning: Gateway default/gw: spec.listeners[4].tls.certificateRefs: only the first of 2 certificateRefs is served (one certificate per listener here, not one per key type)"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "GRPCRoute: a method match needs a part; no URLRewrite; v1alpha2 is not served",
         yaml: r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -1125,17 +1119,5 @@ spec: {}
 #[test]
 fn invalid_configs_report_the_exact_finding() {
     assert!(CASES.len() >= 40);
-    let mut failures = Vec::new();
-    for case in CASES {
-        let loaded = load_str("case.yaml", case.yaml, &LoadOptions::default());
-        let got: Vec<String> =
-            loaded.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(ToString::to_string).collect();
-        if got != case.want {
-            failures.push(format!("{}:\n  want {:#?}\n  got  {:#?}", case.name, case.want, got));
-        }
-        // An error rejects the resource; a warning does not.
-        let has_error = case.want.iter().any(|w| w.contains(": error: "));
-        assert_eq!(loaded.resources.is_empty(), has_error, "{}", case.name);
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_findings(CASES, &LoadOptions::default());
 }

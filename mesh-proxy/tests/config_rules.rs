@@ -9,17 +9,12 @@ use std::path::{Path, PathBuf};
 use mesh_config::{
     Severity,
     load::{LoadOptions, collect_files, load_paths, load_str},
+    test_util::{FindingCase, check_findings},
 };
 use mesh_proxy::config::load_options;
 
-struct Case {
-    name: &'static str,
-    yaml: &'static str,
-    want: &'static [&'static str],
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[FindingCase] = &[
+    FindingCase {
         name: "abort percentage above 100",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -38,7 +33,7 @@ spec:
             r#"case.yaml:10: error: VirtualService default/ratings: spec.http[0].fault.abort.percentage.value: percentage must be within 0..=100, got 150"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "fixed delay below 1ms",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -57,7 +52,7 @@ spec:
             r#"case.yaml:9: error: VirtualService default/ratings: spec.http[0].fault.delay.fixedDelay: duration must be at least 1ms, got 0s"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "fault with neither delay nor abort",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -73,7 +68,7 @@ spec:
             r#"case.yaml:7: error: VirtualService default/ratings: spec.http[0].fault: fault needs at least one of delay or abort"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "exponential delay",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -90,7 +85,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.delay.exponentialDelay: exponentialDelay is not supported"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "abort status out of range",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -107,7 +102,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.abort.httpStatus: httpStatus must be within 200..=599, got 99"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "unknown gRPC status",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -124,7 +119,7 @@ spec:
             r#"case.yaml:8: error: VirtualService default/ratings: spec.http[0].fault.abort.grpcStatus: "NOPE" is not a gRPC status name such as UNAVAILABLE"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "catch-all route that is not last (warning)",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -145,7 +140,7 @@ spec:
             r#"case.yaml:7: warning: VirtualService default/reviews: spec.http[0]: this route matches every request but is not the last one; the routes after it are never used"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "every problem of one fault block at its field",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -171,7 +166,7 @@ spec:
             r#"case.yaml:14: error: VirtualService default/ratings: spec.http[0].fault.abort.http2Error: http2Error is not supported"#,
         ],
     },
-    Case {
+    FindingCase {
         name: "a catch-all block behind a config-time selector is not a catch-all",
         yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -192,19 +187,7 @@ spec:
 
 #[test]
 fn feature_rules_report_the_exact_finding() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let loaded = load_str("case.yaml", case.yaml, &load_options("default"));
-        let got: Vec<String> =
-            loaded.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(ToString::to_string).collect();
-        if got != case.want {
-            failures.push(format!("{}:\n  want {:#?}\n  got  {:#?}", case.name, case.want, got));
-        }
-        // An error rejects the resource; a warning does not.
-        let has_error = case.want.iter().any(|w| w.contains(": error: "));
-        assert_eq!(loaded.resources.is_empty(), has_error, "{}", case.name);
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_findings(CASES, &load_options("default"));
 }
 
 #[test]

@@ -10,21 +10,22 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-static CONFIG: LazyLock<String> = LazyLock::new(|| {
-    Manifest::new()
-        .service_port("tcp-echo", "tcp", 9000)
-        .deployment("tcp-echo", "v1", Some("tcp-echo"))
-        .deployment("tcp-echo", "v2", Some("tcp-echo"))
-        .doc(
-            r#"
+/// The task's client, `sleep`, and the `tcp-echo` Service with Deployments of `versions`.
+fn tcp_echo(versions: &[&str]) -> Manifest {
+    let sleep = r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: sleep}
 spec:
   selector: {matchLabels: {app: sleep}}
   template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
-"#,
-        )
+"#;
+    let m = Manifest::new().service_port("tcp-echo", "tcp", 9000).doc(sleep);
+    versions.iter().fold(m, |m, v| m.deployment("tcp-echo", v, Some("tcp-echo")))
+}
+
+static CONFIG: LazyLock<String> = LazyLock::new(|| {
+    tcp_echo(&["v1", "v2"])
         .doc(
             r#"
 apiVersion: networking.istio.io/v1
@@ -248,22 +249,7 @@ spec:
 /// counted `UF,URX` (Envoy's TCP proxy: connect attempts exhausted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connect_is_retried_on_another_endpoint_then_urx() {
-    let config = Manifest::new()
-        .service_port("tcp-echo", "tcp", 9000)
-        .deployment("tcp-echo", "v1", Some("tcp-echo"))
-        .deployment("tcp-echo", "v2", Some("tcp-echo"))
-        .deployment("tcp-echo", "v3", Some("tcp-echo"))
-        .doc(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sleep}
-spec:
-  selector: {matchLabels: {app: sleep}}
-  template: {metadata: {labels: {app: sleep}}, spec: {serviceAccountName: sleep, containers: [{name: s}]}}
-"#,
-        )
-        .to_string();
+    let config = tcp_echo(&["v1", "v2", "v3"]).to_string();
     let mesh = Mesh::new(&[("tcp-echo.yaml", config.as_str())]);
     let dead = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
