@@ -5,7 +5,8 @@
 # Targets: the YAML loader (mutated Bookinfo configs, arbitrary text) and the string
 # matchers against the regex model (mesh-core/tests/fuzz.rs); JWT tokens, JWKS documents
 # and path normalisation (mesh-authz/tests/fuzz.rs); the HTTP/1.1 framing follower
-# (examples/sidecar/src/framing.rs). CI runs each at proptest's default, 256 cases.
+# (mesh-proxy/src/framing.rs); the capture listener's protocol sniffing
+# (mesh-proxy/src/capture/sniff.rs). CI runs each at proptest's default, 256 cases.
 # A failure prints the minimal case; proptest keeps it under proptest-regressions/.
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,3 +14,4 @@ export PROPTEST_CASES="${CASES:-1000000}"
 cargo test --release -p mesh-core --test fuzz
 cargo test --release -p mesh-authz --test fuzz
 cargo test --release -p mesh-proxy --lib framing
+cargo test --release -p mesh-proxy --lib capture::sniff

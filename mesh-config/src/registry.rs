@@ -10,12 +10,12 @@
 //! other at the slice's port, in plaintext.
 
 use std::{
-    collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    collections::{BTreeMap, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
 };
 
-use mesh_core::Identity;
+use mesh_core::{Identity, cidr::Cidr};
 
 use crate::{
     Snapshot,
@@ -92,8 +92,11 @@ pub struct ServicePort {
     /// The port clients use.
     pub number: u16,
     /// Protocol: declared (`appProtocol`, a ServiceEntry's `protocol`), else the name's
-    /// prefix.
+    /// prefix, else TCP.
     pub protocol: Protocol,
+    /// Neither the name nor a declared protocol says which: Istio detects it from the first
+    /// bytes of each connection (`protocol` is then TCP, what a proxy without detection uses).
+    pub detect: bool,
 }
 
 /// A port's protocol, as Istio selects it: the declared protocol (a Service port's
@@ -168,19 +171,25 @@ impl Protocol {
     /// else the name's prefix before the first `-` (`grpc-web` is a name of its own), else
     /// TCP.
     pub fn of_port(name: &str, declared: Option<&str>) -> Self {
+        Self::declared(name, declared).unwrap_or(Protocol::Tcp)
+    }
+
+    /// [`Protocol::of_port`] where the name or `declared` says it; `None`: nothing does
+    /// (Istio then detects it per connection).
+    pub fn declared(name: &str, declared: Option<&str>) -> Option<Self> {
         let declared = declared.filter(|p| !p.is_empty()).and_then(|d| match d.to_ascii_lowercase().as_str() {
             "kubernetes.io/h2c" => Some(Protocol::Http2),
             "kubernetes.io/ws" | "kubernetes.io/wss" => Some(Protocol::Http),
             _ => Self::parse(d),
         });
-        if let Some(p) = declared {
-            return p;
+        if declared.is_some() {
+            return declared;
         }
         let lower = name.to_ascii_lowercase();
         if lower == "grpc-web" || lower.starts_with("grpc-web-") {
-            return Protocol::GrpcWeb;
+            return Some(Protocol::GrpcWeb);
         }
-        Self::parse(lower.split('-').next().unwrap_or("")).unwrap_or(Protocol::Tcp)
+        Self::parse(lower.split('-').next().unwrap_or(""))
     }
 
     /// Proxied as opaque TCP (no HTTP parsing): TCP, TLS and the database protocols.
@@ -215,6 +224,11 @@ pub struct Service {
     /// The Kubernetes Service's `spec.selector` (empty: selects no workload; ServiceEntries
     /// have none).
     pub selector: Labels,
+    /// Its virtual addresses: a Service's `clusterIP`s, a ServiceEntry's `addresses` (CIDRs
+    /// for TCP), or where the config gives none, the one the registry allocates
+    /// ([`Registry::build`]). Empty for a headless Service (`clusterIP: None`) and for
+    /// wildcard hosts.
+    pub addresses: Vec<Cidr>,
 }
 
 impl Service {
@@ -238,6 +252,42 @@ impl Service {
 pub struct Registry {
     services: BTreeMap<String, Arc<Service>>,
     workloads: BTreeMap<(String, String), Arc<Workload>>,
+    /// Services by one of their addresses (single IPs), in hostname order.
+    by_address: BTreeMap<IpAddr, Vec<Arc<Service>>>,
+    /// Services with a CIDR among their addresses.
+    by_range: Vec<(Cidr, Arc<Service>)>,
+}
+
+/// Where the registry allocates Services' virtual addresses when the config gives none
+/// (one machine, where no API server assigns `clusterIP`): Kubernetes' default service range.
+pub const SERVICE_VIP_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 16);
+
+/// Where ServiceEntries without `addresses` get theirs, as Istio's DNS auto-allocation.
+pub const SERVICE_ENTRY_VIP_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(240, 240, 0, 0), 16);
+
+/// FNV-1a: stable across builds and machines, so every proxy allocates the same address.
+fn stable_hash(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// Give each service in `wanting` (hostnames, in order) an address in `range` not in
+/// `taken`: its hostname's hash, or the next free one after it.
+fn allocate(range: (Ipv4Addr, u8), wanting: &[String], taken: &mut HashSet<IpAddr>) -> Vec<(String, IpAddr)> {
+    let (base, prefix) = (u32::from(range.0), range.1);
+    let size = 1u32 << (32 - prefix);
+    let mut out = Vec::new();
+    for host in wanting {
+        // Skip the network's first and last address.
+        let start = stable_hash(host) % (size - 2) + 1;
+        let free = (0..size - 2)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(base + (start - 1 + i) % (size - 2) + 1)))
+            .find(|ip| !taken.contains(ip));
+        if let Some(ip) = free {
+            taken.insert(ip);
+            out.push((host.clone(), ip));
+        }
+    }
+    out
 }
 
 /// The workload a proxy (or an embedded mesh) serves: named by the flags, else by the
@@ -428,6 +478,7 @@ impl Registry {
     /// Services with EndpointSlices get theirs from the slices.
     pub fn build(snapshot: &Snapshot, locator: &Locator) -> Self {
         let mut reg = Registry::default();
+        let (mut kube, mut headless) = (HashSet::new(), HashSet::new());
         for r in snapshot.of_kind(Kind::Deployment) {
             let Resource::Deployment(d) = &**r else { continue };
             let pod = &d.spec.template.spec;
@@ -482,6 +533,7 @@ impl Registry {
                 let name = p.name.clone().unwrap_or_default();
                 ports.push(ServicePort {
                     protocol: Protocol::of_port(&name, p.app_protocol.as_deref()),
+                    detect: Protocol::declared(&name, p.app_protocol.as_deref()).is_none(),
                     name: name.clone(),
                     number,
                 });
@@ -516,6 +568,19 @@ impl Registry {
                     .collect();
                 endpoints.insert(number, eps.into());
             }
+            let addresses = s.spec.cluster_ip.iter().chain(&s.spec.cluster_ips).filter_map(|ip| Cidr::parse(ip)).fold(
+                Vec::new(),
+                |mut all, c| {
+                    if !all.contains(&c) {
+                        all.push(c);
+                    }
+                    all
+                },
+            );
+            if s.spec.cluster_ip.as_deref() == Some("None") {
+                headless.insert(resolve_host(&s.metadata.name, ns));
+            }
+            kube.insert(resolve_host(&s.metadata.name, ns));
             let svc = Service {
                 hostname: resolve_host(&s.metadata.name, ns),
                 name: s.metadata.name.clone(),
@@ -524,6 +589,7 @@ impl Registry {
                 endpoints,
                 mesh_external: false,
                 selector: s.spec.selector.clone(),
+                addresses,
             };
             reg.services.insert(svc.hostname.clone(), Arc::new(svc));
         }
@@ -558,6 +624,7 @@ impl Registry {
                         name: p.name.clone(),
                         number: u16::try_from(p.number).ok()?,
                         protocol: Protocol::of_port(&p.name, Some(&p.protocol)),
+                        detect: Protocol::declared(&p.name, Some(&p.protocol)).is_none(),
                     })
                 })
                 .collect();
@@ -594,11 +661,61 @@ impl Registry {
                     endpoints: endpoints.clone(),
                     mesh_external: !matches!(se.spec.location, Some(ServiceEntryLocation::MeshInternal)),
                     selector: Labels::new(),
+                    addresses: se.spec.addresses.iter().filter_map(|a| Cidr::parse(a)).collect(),
                 };
                 reg.services.entry(svc.hostname.clone()).or_insert_with(|| Arc::new(svc));
             }
         }
+        reg.allocate_addresses(&kube, &headless);
         reg
+    }
+
+    /// Addresses for the services the config gives none: the Kubernetes Services in
+    /// `kube` get one in [`SERVICE_VIP_RANGE`] unless headless, ServiceEntry hosts one in
+    /// [`SERVICE_ENTRY_VIP_RANGE`] unless wildcards; then the address index.
+    fn allocate_addresses(&mut self, kube: &HashSet<String>, headless: &HashSet<String>) {
+        let mut taken: HashSet<IpAddr> =
+            self.services.values().flat_map(|s| s.addresses.iter().map(|c| c.addr())).collect();
+        let wanting = |want_kube: bool| -> Vec<String> {
+            self.services
+                .values()
+                .filter(|s| s.addresses.is_empty() && kube.contains(&s.hostname) == want_kube)
+                .filter(|s| !headless.contains(&s.hostname) && !s.hostname.starts_with('*'))
+                .map(|s| s.hostname.clone())
+                .collect()
+        };
+        let (services, entries) = (wanting(true), wanting(false));
+        let allocated: Vec<(String, IpAddr)> = allocate(SERVICE_VIP_RANGE, &services, &mut taken)
+            .into_iter()
+            .chain(allocate(SERVICE_ENTRY_VIP_RANGE, &entries, &mut taken))
+            .collect();
+        for (host, ip) in allocated {
+            if let Some(s) = self.services.get_mut(&host) {
+                Arc::make_mut(s).addresses.push(Cidr::from(ip));
+            }
+        }
+        for s in self.services.values() {
+            for c in &s.addresses {
+                if c.prefix() == if c.addr().is_ipv4() { 32 } else { 128 } {
+                    self.by_address.entry(c.addr()).or_default().push(s.clone());
+                } else {
+                    self.by_range.push((*c, s.clone()));
+                }
+            }
+        }
+    }
+
+    /// The service a connection to `addr` is for: one whose address is `addr`'s IP (or
+    /// whose CIDR holds it) and that has `addr`'s port; the first by hostname when several.
+    pub fn service_at(&self, addr: SocketAddr) -> Option<&Arc<Service>> {
+        let has_port = |s: &&Arc<Service>| s.ports.iter().any(|p| p.number == addr.port());
+        self.by_address.get(&addr.ip()).and_then(|all| all.iter().find(has_port)).or_else(|| {
+            self.by_range
+                .iter()
+                .map(|(_, s)| s)
+                .filter(|s| has_port(s))
+                .find(|s| s.addresses.iter().any(|c| c.contains(addr.ip())))
+        })
     }
 
     /// A service by fully qualified host name.
@@ -636,6 +753,89 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn services_have_addresses_given_or_allocated_the_same_everywhere() {
+        use super::*;
+        use crate::load::{LoadOptions, load_str};
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: fixed}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless}
+spec: {clusterIP: None, ports: [{name: tcp, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.internal]
+  addresses: [192.168.40.0/24]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 192.168.40.7}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com, "*.wild.example"]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+"#;
+        let loaded = load_str("s.yaml", yaml, &LoadOptions::default());
+        assert!(!loaded.has_errors(), "{}", loaded.report());
+        let snapshot = loaded.into_snapshot();
+        let reg = Registry::build(&snapshot, &Locator::new());
+        let addrs = |h: &str| reg.service(h).unwrap().addresses.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(addrs("fixed.default.svc.cluster.local"), ["10.96.0.10/32"]);
+        assert!(addrs("headless.default.svc.cluster.local").is_empty());
+        let reviews = addrs("reviews.default.svc.cluster.local");
+        assert_eq!(reviews.len(), 1);
+        assert!(reviews[0].starts_with("10.96.") && reviews[0] != "10.96.0.10/32", "{reviews:?}");
+        assert_ne!(reviews, addrs("ratings.default.svc.cluster.local"));
+        assert_eq!(addrs("db.internal"), ["192.168.40.0/24"]);
+        assert!(addrs("api.example.com")[0].starts_with("240.240."), "{:?}", addrs("api.example.com"));
+        assert!(addrs("*.wild.example").is_empty());
+        // Another proxy building from the same config allocates the same.
+        assert_eq!(Registry::build(&snapshot, &Locator::new()), reg);
+        // By address and port.
+        let ip = reg.service("reviews.default.svc.cluster.local").unwrap().addresses[0].addr();
+        let at = |a: SocketAddr| reg.service_at(a).map(|s| s.hostname.as_str());
+        assert_eq!(at(SocketAddr::new(ip, 9080)), Some("reviews.default.svc.cluster.local"));
+        assert_eq!(at(SocketAddr::new(ip, 80)), None, "not a port of the Service");
+        assert_eq!(at("192.168.40.99:5432".parse().unwrap()), Some("db.internal"));
+        assert_eq!(at("10.96.0.10:80".parse().unwrap()), Some("fixed.default.svc.cluster.local"));
+        assert_eq!(at("10.1.2.3:80".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn allocation_probes_past_taken_addresses() {
+        use super::*;
+        let mut taken = HashSet::new();
+        let first = allocate(SERVICE_VIP_RANGE, &["a".to_string()], &mut taken);
+        let mut again = HashSet::from([first[0].1]);
+        let second = allocate(SERVICE_VIP_RANGE, &["a".to_string()], &mut again);
+        assert_ne!(first[0].1, second[0].1, "the hashed address was taken: the next free one");
+        let tiny = (Ipv4Addr::new(10, 0, 0, 0), 30); // two usable addresses
+        let mut taken = HashSet::new();
+        let hosts: Vec<String> = ["x", "y", "z"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(allocate(tiny, &hosts, &mut taken).len(), 2, "a full range allocates no more");
+    }
+
     #[test]
     fn port_protocols_as_istio_selects_them() {
         use super::Protocol::{self, *};

@@ -22,6 +22,7 @@
 pub mod base64;
 pub mod body;
 pub mod cel;
+pub mod cidr;
 pub mod duration;
 pub mod endpoint;
 pub mod error;

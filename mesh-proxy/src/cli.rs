@@ -38,8 +38,14 @@ pub struct Args {
 
     /// Where the app sends its outbound requests (origin form with a Host header, or
     /// absolute form as to an HTTP proxy).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen"]))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen", "capture_outbound"]))]
     pub outbound: Option<SocketAddr>,
+
+    /// The outbound capture listener (Istio's 15001, where `mesh-sidecar iptables` sends
+    /// every outbound TCP connection of the pod): each connection is taken by its original
+    /// destination (a Service's address and port, else `outboundTrafficPolicy`).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+    pub capture_outbound: Option<SocketAddr>,
 
     /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
     #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "app"))]

@@ -24,6 +24,7 @@
 
 mod admin;
 mod assertions;
+pub mod capture;
 mod cli;
 pub mod client;
 mod compiled;

@@ -60,7 +60,8 @@ pub(crate) struct Opaque {
 pub(crate) const MAX_HEADER_BYTES: usize = 60 * 1024;
 const MAX_HEADERS: usize = 100;
 
-fn builder() -> auto::Builder<TokioExecutor> {
+/// The HTTP server's settings, for every listener.
+pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // The head and idle timers are the connection's own (crate::conn): hyper's header
     // read timeout would also close idle keep-alive connections, and without a 408.
@@ -99,7 +100,7 @@ pub(crate) async fn serve<S>(
         }
     };
     gate.bound(local);
-    let builder = Arc::new(builder());
+    let builder = Arc::new(http_builder());
     let open = Arc::new(OpenConnections::default());
     // Past the cap a connection is closed at once, so the descriptors of established
     // clients and of the upstream pools are never starved.

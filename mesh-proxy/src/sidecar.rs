@@ -40,7 +40,14 @@ pub fn main_with(args: impl IntoIterator<Item = String>) -> std::process::ExitCo
     use clap::Parser;
     use tracing_subscriber::{EnvFilter, layer::SubscriberExt, reload, util::SubscriberInitExt};
 
-    let args = match Args::try_parse_from(args) {
+    let mut args = args.into_iter();
+    let program = args.next().unwrap_or_else(|| "mesh-sidecar".into());
+    let mut rest = args.peekable();
+    // `mesh-sidecar iptables ...`: the capture rules, then exit (a pod's init step).
+    if rest.peek().map(String::as_str) == Some("iptables") {
+        return crate::capture::iptables::main(rest.skip(1));
+    }
+    let args = match Args::try_parse_from(std::iter::once(program).chain(rest)) {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
@@ -260,16 +267,43 @@ impl Process<'_> {
         Ok(tasks)
     }
 
-    /// `--tcp`: plain TCP for the app, one listener per forward.
-    async fn start_tcp(&self) -> Result<Tasks, MeshError> {
-        let core = &self.core;
-        let tcp_out = Arc::new(tcp::Outbound {
-            control: core.control.clone(),
+    /// The TCP proxy, sharing the HTTP stack's balancer and connector.
+    fn tcp_outbound(&self) -> Arc<tcp::Outbound> {
+        Arc::new(tcp::Outbound {
+            control: self.core.control.clone(),
             connector: self.connector.clone(),
-            metrics: core.metrics.clone(),
+            metrics: self.core.metrics.clone(),
             balance: self.balance.clone(),
             connect: mesh_route::policy::retry::RetryPolicy::tcp_connect(),
-        });
+        })
+    }
+
+    /// `--capture-outbound`: what the capture rules redirect, by original destination.
+    async fn start_capture_outbound(&self) -> Result<Tasks, MeshError> {
+        let Some(addr) = self.args.capture_outbound else { return Ok(Vec::new()) };
+        let gate = self.gate("capture_outbound");
+        let tcp = self.tcp_outbound();
+        let (bound, tasks) = self
+            .workers
+            .listen("capture outbound", addr, || {
+                let capture = Arc::new(crate::capture::outbound::CaptureOutbound {
+                    control: self.core.control.clone(),
+                    metrics: self.core.metrics.clone(),
+                    http: self.outbound(RouterLayer::new(self.core.control.table.clone())),
+                    tcp: tcp.clone(),
+                    policy: self.core.outbound_policy,
+                });
+                let (gate, stop) = (gate.clone(), self.stop.clone());
+                move |l| capture.serve(l, gate, stop)
+            })
+            .await?;
+        announce("capture outbound", bound);
+        Ok(tasks)
+    }
+
+    /// `--tcp`: plain TCP for the app, one listener per forward.
+    async fn start_tcp(&self) -> Result<Tasks, MeshError> {
+        let tcp_out = self.tcp_outbound();
         let mut all = Vec::new();
         for f in &self.args.tcp {
             let name = format!("tcp {}:{}", f.host, f.port);
@@ -375,7 +409,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
     let limits = args.limits(fd_limit);
     tracing::debug!(fd_limit, ?limits, "connection limits");
     let ca_task = start_ca(&args).await?;
-    if args.outbound.is_none() && args.gateway.is_none() {
+    if args.outbound.is_none() && args.gateway.is_none() && args.capture_outbound.is_none() {
         // Only the CA.
         if let Some(admin) = args.admin {
             tracing::warn!(%admin, "--admin is not served by a CA-only process (probe the CA's port instead)");
@@ -411,6 +445,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
     };
     let mut servers = process.start_outbound().await?;
     servers.extend(process.start_tcp().await?);
+    servers.extend(process.start_capture_outbound().await?);
     servers.extend(process.start_gateway().await?);
     servers.extend(process.start_inbound().await?);
     let admin_state = Arc::new(Admin {

@@ -11,7 +11,10 @@ use std::{
 use mesh_authz::layer::{AuthzLayer, ExtAuthzHttp};
 use mesh_config::{
     ConfigSource, DirectorySource,
-    api::{Labels, mesh::MeshConfig},
+    api::{
+        Labels,
+        mesh::{MeshConfig, OutboundTrafficMode},
+    },
     registry::{LocalWorkload, Locator},
     source::{DirectoryOptions, InitialLoadError},
 };
@@ -225,6 +228,8 @@ pub(crate) struct WorkloadMesh {
     pub(crate) me: LocalWorkload,
     /// The mesh config's HTTP external authorizers, by name.
     ext_authz: Vec<ExtAuthzHttp>,
+    /// The mesh config's `outboundTrafficPolicy` (ALLOW_ANY when absent).
+    pub(crate) outbound_policy: OutboundTrafficMode,
     #[cfg(feature = "otel")]
     otlp: Option<mesh_telemetry::otlp::OtlpExporter>,
 }
@@ -240,7 +245,9 @@ impl WorkloadMesh {
     /// and issue its certificate. Must run inside a tokio runtime.
     pub(crate) fn start(o: &WorkloadOptions<'_>, source: Box<dyn ConfigSource>) -> Result<Self, MeshError> {
         o.tracing.check()?;
-        let ext_authz = ExtAuthzHttp::from_mesh_config(&read_mesh_config(o.mesh_config)?).map_err(|e| {
+        let mesh = read_mesh_config(o.mesh_config)?;
+        let outbound_policy = mesh.outbound_traffic_policy.map(|p| p.mode).unwrap_or_default();
+        let ext_authz = ExtAuthzHttp::from_mesh_config(&mesh).map_err(|e| {
             MeshError::Config(format!("{}: {e}", o.mesh_config.map_or(String::new(), |p| p.display().to_string())))
         })?;
         for w in &source.status().borrow().warnings {
@@ -365,6 +372,7 @@ impl WorkloadMesh {
             roots,
             me,
             ext_authz,
+            outbound_policy,
             #[cfg(feature = "otel")]
             otlp,
         })

@@ -105,7 +105,8 @@ impl Outbound {
         TcpLabels::source(&WorkloadInfo::from(&self.control.me), &cluster.service, endpoint, flags)
     }
 
-    async fn proxy(&self, mut client: TcpStream, peer: SocketAddr, forward: &Forward) {
+    /// Proxy one connection from the app for `forward`'s service.
+    pub(crate) async fn proxy(&self, mut client: TcpStream, peer: SocketAddr, forward: &Forward) {
         let table = self.control.table.load();
         let Some(targets) = table.tcp_route(&forward.host, forward.port) else {
             tracing::warn!(host = %forward.host, port = forward.port, "tcp: no such service port; connection closed");

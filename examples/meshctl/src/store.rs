@@ -5,6 +5,7 @@ use std::{path::Path, process::ExitCode};
 
 use mesh_config::{
     api::{Kind, Resource},
+    registry::{Locator, Registry},
     store,
 };
 
@@ -61,6 +62,12 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
     // GatewayClass and Namespace are cluster-scoped: listed whatever the namespace, and
     // without a NAMESPACE column, as kubectl does.
     let namespaced = kind.namespaced();
+    // A Service's CLUSTER-IP is the registry's: the manifest's, or the one the mesh
+    // allocated where it gives none.
+    let registry = (kind == Kind::Service).then(|| {
+        let snapshot = mesh_config::Snapshot::new(loaded.resources.iter().map(|r| r.resource.clone()));
+        Registry::build(&snapshot, &Locator::new())
+    });
     let mut rows: Vec<Vec<String>> = loaded
         .resources
         .iter()
@@ -70,7 +77,7 @@ pub(crate) fn get(kind: &str, dir: &Path, namespace: &str, all: bool) -> ExitCod
             let m = r.meta();
             let mut row = if all && namespaced { vec![m.namespace.clone()] } else { Vec::new() };
             row.push(m.name.clone());
-            row.extend(columns(r));
+            row.extend(columns(r, registry.as_ref()));
             row
         })
         .collect();
@@ -107,6 +114,7 @@ fn headers(kind: Kind) -> &'static [&'static str] {
         Kind::GatewayClass => &["CONTROLLER"],
         Kind::Namespace => &["LABELS"],
         Kind::HttpRoute | Kind::GrpcRoute => &["HOSTNAMES"],
+        Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
         _ => &[],
     }
 }
@@ -115,8 +123,22 @@ fn list(items: &[String]) -> String {
     format!("[{}]", items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(","))
 }
 
-fn columns(r: &Resource) -> Vec<String> {
+fn columns(r: &Resource, registry: Option<&Registry>) -> Vec<String> {
     match r {
+        Resource::Service(s) => {
+            let host = mesh_config::snapshot::resolve_host(&s.metadata.name, &s.metadata.namespace);
+            let ips: Vec<String> = registry
+                .and_then(|reg| reg.service(&host))
+                .map(|svc| svc.addresses.iter().map(|c| c.addr().to_string()).collect())
+                .unwrap_or_default();
+            let ports: Vec<String> =
+                s.spec.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol.as_deref().unwrap_or("TCP"))).collect();
+            vec![
+                s.spec.service_type.clone().unwrap_or_else(|| "ClusterIP".into()),
+                if ips.is_empty() { "None".into() } else { ips.join(",") },
+                ports.join(","),
+            ]
+        }
         Resource::VirtualService(vs) => vec![list(&vs.spec.gateways), list(&vs.spec.hosts)],
         Resource::DestinationRule(dr) => vec![dr.spec.host.clone()],
         Resource::PeerAuthentication(pa) => {

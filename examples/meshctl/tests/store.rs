@@ -148,3 +148,21 @@ fn namespaces_are_cluster_scoped_and_listed_with_their_labels() {
         assert_eq!((code, table.as_str()), (0, want), "{args:?}: {err}");
     }
 }
+
+/// `meshctl get svc`: kubectl's columns; where a manifest gives no `clusterIP` (one machine),
+/// the address the mesh allocated, the same on every run.
+#[test]
+fn services_are_listed_with_their_cluster_ips() {
+    let dir = mesh();
+    let (code, table, err) = meshctl(&["get", "svc"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)"]);
+    let reviews = rows.iter().find(|r| r[0] == "reviews").expect("reviews listed");
+    assert_eq!((reviews[1], reviews[3]), ("ClusterIP", "9080/TCP"));
+    let ip: std::net::Ipv4Addr = reviews[2].parse().unwrap();
+    assert_eq!(ip.octets()[..2], [10, 96], "{table}");
+    let ips: std::collections::HashSet<&str> = rows[1..].iter().map(|r| r[2]).collect();
+    assert_eq!(ips.len(), rows.len() - 1, "every Service its own address: {table}");
+    assert_eq!(meshctl(&["get", "svc"], dir.path()).1, table, "allocated the same way every time");
+}

@@ -2,8 +2,6 @@
 //! exact, `abc*` prefix, `*abc` suffix, `*` presence (non-empty); paths also take the URI
 //! templates `{*}` (one segment) and `{**}` (the rest); `namespaces` allow `*` anywhere.
 
-use std::net::IpAddr;
-
 /// One compiled value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ValueMatcher {
@@ -116,42 +114,7 @@ fn glob_matches(parts: &[String], value: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last.as_str())
 }
 
-/// An IP or CIDR block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parse `10.0.0.0/8`, `1.2.3.4` or an IPv6 form.
-    pub fn parse(s: &str) -> Option<Self> {
-        let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() { max } else { p.parse().ok().filter(|p| *p <= max)? };
-        Some(Self { addr, prefix })
-    }
-
-    /// Whether `ip` is in the block.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match (self.addr, ip) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            _ => ip,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use mesh_core::cidr::Cidr;
 
 #[cfg(test)]
 mod tests {

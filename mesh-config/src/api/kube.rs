@@ -39,9 +39,12 @@ pub struct ServiceSpec {
     /// `ClusterIP`, `NodePort`, ...
     #[serde(rename = "type")]
     pub service_type: Option<String>,
-    /// The cluster IP, if fixed.
+    /// The cluster IP, if fixed (`None`: headless, no virtual address).
     #[serde(rename = "clusterIP")]
     pub cluster_ip: Option<String>,
+    /// The cluster IPs of a dual-stack Service (the first is `clusterIP`).
+    #[serde(rename = "clusterIPs")]
+    pub cluster_ips: Vec<String>,
 }
 
 /// `ServicePort`.

@@ -23,6 +23,17 @@ pub(super) fn service(v: &mut Findings, spec: &FieldPath, s: &ServiceSpec) {
     if s.ports.len() > 1 && s.ports.iter().any(|p| p.name.is_none()) {
         v.error(spec.key("ports"), "every port needs a name when a Service has several ports");
     }
+    let address = |v: &mut Findings, path: FieldPath, ip: &str| {
+        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::IpAddr>().is_err() {
+            v.error(path, format!("{ip:?} is not an IP address (or None, for a headless Service)"));
+        }
+    };
+    if let Some(ip) = &s.cluster_ip {
+        address(v, spec.key("clusterIP"), ip);
+    }
+    for (i, ip) in s.cluster_ips.iter().enumerate() {
+        address(v, spec.key("clusterIPs").index(i), ip);
+    }
 }
 
 pub(super) fn deployment(v: &mut Findings, spec: &FieldPath, d: &DeploymentSpec) {

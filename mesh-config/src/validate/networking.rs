@@ -614,6 +614,11 @@ pub(super) fn service_entry(v: &mut Findings, spec: &FieldPath, se: &ServiceEntr
     for (i, h) in se.hosts.iter().enumerate() {
         host_name(v, spec.key("hosts").index(i), h);
     }
+    for (i, a) in se.addresses.iter().enumerate() {
+        if mesh_core::cidr::Cidr::parse(a).is_none() {
+            v.error(spec.key("addresses").index(i), format!("{a:?} is not an IP address or CIDR"));
+        }
+    }
     let mut names = HashSet::new();
     for (i, port) in se.ports.iter().enumerate() {
         port_number(v, spec.key("ports").index(i).key("number"), port.number);
