@@ -38,7 +38,7 @@ pub struct Args {
 
     /// Where the app sends its outbound requests (origin form with a Host header, or
     /// absolute form as to an HTTP proxy).
-    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen", "capture_outbound"]))]
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", required_unless_present_any = ["gateway", "ca_listen", "capture_outbound", "capture_inbound"]))]
     pub outbound: Option<SocketAddr>,
 
     /// The outbound capture listener (Istio's 15001, where `mesh-sidecar iptables` sends
@@ -46,6 +46,12 @@ pub struct Args {
     /// destination (a Service's address and port, else `outboundTrafficPolicy`).
     #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
     pub capture_outbound: Option<SocketAddr>,
+
+    /// The inbound capture listener (Istio's 15006, where `mesh-sidecar iptables` sends
+    /// every inbound TCP connection of the pod): each connection is for the app port it was
+    /// addressed to, and reaches the app there only through mTLS and policy.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+    pub capture_inbound: Option<SocketAddr>,
 
     /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
     #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "app"))]

@@ -31,8 +31,13 @@ pub(crate) struct ToApp {
 
 impl ToApp {
     pub(crate) fn new(app: SocketAddr) -> Self {
+        Self::from_source(app, None)
+    }
+
+    /// To `app`, connecting from `source`.
+    pub(crate) fn from_source(app: SocketAddr, source: Option<std::net::IpAddr>) -> Self {
         let app = Authority::try_from(app.to_string()).expect("a socket address is an authority");
-        Self { client: HttpClient::new(), app }
+        Self { client: HttpClient::from_source(source), app }
     }
 }
 

@@ -156,7 +156,7 @@ pub(crate) async fn serve<S>(
 
 /// The TLS handshake of an accepted connection, within the first-byte timer; `None` (logged,
 /// counted) when it fails or does not come in time.
-async fn handshake(
+pub(crate) async fn handshake(
     name: &'static str,
     acceptor: &MtlsAcceptor,
     tcp: tokio::net::TcpStream,

@@ -301,6 +301,38 @@ impl Process<'_> {
         Ok(tasks)
     }
 
+    /// `--capture-inbound`: what the capture rules redirect to the pod's app ports.
+    async fn start_capture_inbound(&self) -> Result<Tasks, MeshError> {
+        let Some(addr) = self.args.capture_inbound else { return Ok(Vec::new()) };
+        let gate = self.gate("capture_inbound");
+        let (bound, tasks) = self
+            .workers
+            .listen("capture inbound", addr, || {
+                let (guard, core) = (self.guard, &self.core);
+                let telemetry = self.telemetry(Reporter::Destination);
+                let control = core.control.clone();
+                let accepts = core.inbound_acceptor();
+                let authz = core.authz_layers();
+                let make: crate::capture::inbound::MakeStack = Arc::new(move |app: std::net::SocketAddr| {
+                    let to_app =
+                        inbound::ToApp::from_source(app, Some(crate::capture::inbound::passthrough_source(app)));
+                    let svc = inbound::stack_with(&control, guard, telemetry.clone(), authz(app.port()), to_app);
+                    Ok((accepts(app.port())?, svc))
+                });
+                let capture = Arc::new(crate::capture::inbound::CaptureInbound {
+                    control: core.control.clone(),
+                    make,
+                    metrics: core.metrics.clone(),
+                    stacks: std::sync::Mutex::default(),
+                });
+                let (gate, stop) = (gate.clone(), self.stop.clone());
+                move |l| capture.serve(l, gate, stop)
+            })
+            .await?;
+        announce("capture inbound", bound);
+        Ok(tasks)
+    }
+
     /// `--tcp`: plain TCP for the app, one listener per forward.
     async fn start_tcp(&self) -> Result<Tasks, MeshError> {
         let tcp_out = self.tcp_outbound();
@@ -372,7 +404,7 @@ impl Process<'_> {
         let tcp_control = control.clone();
         let opaque = listeners::Opaque {
             when: Arc::new(move || tcp_control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed)),
-            splice: Arc::new(tcp::inbound(control.clone(), core.metrics.clone(), app)),
+            splice: Arc::new(tcp::inbound(control.clone(), core.metrics.clone(), app, None)),
         };
         let gate = self.gate("inbound");
         let (bound, tasks) = self
@@ -409,7 +441,11 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
     let limits = args.limits(fd_limit);
     tracing::debug!(fd_limit, ?limits, "connection limits");
     let ca_task = start_ca(&args).await?;
-    if args.outbound.is_none() && args.gateway.is_none() && args.capture_outbound.is_none() {
+    if args.outbound.is_none()
+        && args.gateway.is_none()
+        && args.capture_outbound.is_none()
+        && args.capture_inbound.is_none()
+    {
         // Only the CA.
         if let Some(admin) = args.admin {
             tracing::warn!(%admin, "--admin is not served by a CA-only process (probe the CA's port instead)");
@@ -446,6 +482,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
     let mut servers = process.start_outbound().await?;
     servers.extend(process.start_tcp().await?);
     servers.extend(process.start_capture_outbound().await?);
+    servers.extend(process.start_capture_inbound().await?);
     servers.extend(process.start_gateway().await?);
     servers.extend(process.start_inbound().await?);
     let admin_state = Arc::new(Admin {

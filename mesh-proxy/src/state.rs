@@ -381,10 +381,17 @@ impl WorkloadMesh {
     /// Authorization for the app on `app_port`: the AuthorizationPolicies in force, CUSTOM
     /// ones asking the mesh config's providers, each decision counted.
     pub(crate) fn authz(&self, app_port: u16) -> AuthzLayer {
-        AuthzLayer::with_providers(self.control.authz.clone(), app_port, self.ext_authz.clone(), 0)
-            .with_on_decision(self.metrics.proxy.authz_hook())
+        self.authz_layers()(app_port)
     }
 
+    /// [`WorkloadMesh::authz`] for any app port, as a function a listener keeps.
+    pub(crate) fn authz_layers(&self) -> impl Fn(u16) -> AuthzLayer + Send + Sync + 'static {
+        let (policy, providers, hook) =
+            (self.control.authz.clone(), self.ext_authz.clone(), self.metrics.proxy.authz_hook());
+        move |port| {
+            AuthzLayer::with_providers(policy.clone(), port, providers.clone(), 0).with_on_decision(hook.clone())
+        }
+    }
     /// The telemetry layer of this workload for one reporter.
     pub(crate) fn telemetry(&self, reporter: Reporter, access_log: Option<&AccessLog>) -> TelemetryLayer {
         let me = &self.me;
@@ -427,13 +434,23 @@ impl WorkloadMesh {
     /// How the inbound listener for `app_port` accepts: mTLS as the PeerAuthentication in
     /// force when each connection arrives says.
     pub(crate) fn inbound_accept(&self, app_port: u16) -> Result<crate::serve::Accept, MeshError> {
-        let server_config = config::server_config(self.store.clone(), self.roots.clone())
-            .map_err(|e| MeshError::Tls(format!("server config: {e}")))?;
-        let control = self.control.clone();
-        Ok(crate::serve::Accept::Mtls {
-            acceptor: mesh_mtls::accept::MtlsAcceptor::new(server_config),
-            mode: Arc::new(move || control.peer.load().mode(app_port)),
-        })
+        self.inbound_acceptor()(app_port)
+    }
+
+    /// [`WorkloadMesh::inbound_accept`] for any app port, as a function a listener keeps.
+    pub(crate) fn inbound_acceptor(
+        &self,
+    ) -> impl Fn(u16) -> Result<crate::serve::Accept, MeshError> + Send + Sync + 'static {
+        let (store, roots, control) = (self.store.clone(), self.roots.clone(), self.control.clone());
+        move |app_port| {
+            let server_config = config::server_config(store.clone(), roots.clone())
+                .map_err(|e| MeshError::Tls(format!("server config: {e}")))?;
+            let control = control.clone();
+            Ok(crate::serve::Accept::Mtls {
+                acceptor: mesh_mtls::accept::MtlsAcceptor::new(server_config),
+                mode: Arc::new(move || control.peer.load().mode(app_port)),
+            })
+        }
     }
 
     /// The balancer (its state shared by every stack built with it).

@@ -171,11 +171,21 @@ impl Outbound {
     }
 }
 
-/// The inbound TCP side: splice an accepted connection to the app.
+/// A connection to `to`, made from `source` when given.
+pub(crate) async fn connect_from(to: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else { return TcpStream::connect(to).await };
+    let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(to).await
+}
+
+/// The inbound TCP side: splice an accepted connection to the app (connecting from
+/// `source` when given).
 pub(crate) fn inbound(
     control: Arc<CompiledConfig>,
     metrics: Arc<MeshMetrics>,
     app: SocketAddr,
+    source: Option<std::net::IpAddr>,
 ) -> impl Fn(ServerIo, Option<Identity>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync {
     move |io, peer| {
         let (control, metrics) = (control.clone(), metrics.clone());
@@ -183,7 +193,7 @@ pub(crate) fn inbound(
             let service = control.inbound_service.load();
             let labels = TcpLabels::destination(&WorkloadInfo::from(&control.me), service.as_deref(), peer.as_ref());
             let mut io = io;
-            match TcpStream::connect(app).await {
+            match connect_from(app, source).await {
                 Ok(mut upstream) => {
                     let _ = upstream.set_nodelay(true);
                     metrics.tcp_opened(&labels);

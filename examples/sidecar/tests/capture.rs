@@ -170,7 +170,7 @@ struct Pod {
     pod: NetNs,
     _outside: NetNs,
     dir: tempfile::TempDir,
-    sidecar: Option<std::process::Child>,
+    sidecar: Option<Proc>,
 }
 
 impl Pod {
@@ -215,34 +215,12 @@ spec:
 
     /// (Re)start the sidecar, with `mesh_config` as Istio's mesh config.
     fn start(&mut self, mesh_config: &str) {
-        self.stop();
+        self.sidecar = None;
         let mesh = self.dir.path().join("meshconfig.yaml");
         std::fs::write(&mesh, mesh_config).unwrap();
-        let d = self.dir.path().display();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.pod.name, env!("CARGO_BIN_EXE_mesh-sidecar")])
-            .args(["--config", &format!("{d}/config"), "--ca-dir", &format!("{d}/ca")])
-            .args(["--capture-outbound", "127.0.0.1:15001", "--admin", "127.0.0.1:15000"])
-            .args(["--workload-labels", "app=sleep", "--mesh-config", &mesh.display().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        self.sidecar = Some(child);
-        for _ in 0..200 {
-            if self.pod.sh("curl -s http://127.0.0.1:15000/ready").stdout.starts_with(b"LIVE") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the sidecar did not come up");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.sidecar.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let mesh = mesh.display().to_string();
+        let args = ["--capture-outbound", "127.0.0.1:15001", "--workload-labels", "app=sleep", "--mesh-config", &mesh];
+        self.sidecar = Some(sidecar(&self.pod, self.dir.path(), &args));
     }
 
     /// The app (nobody, no proxy settings) sends `line` to `addr`: what comes back.
@@ -259,12 +237,6 @@ spec:
 
     fn stats(&self) -> String {
         self.pod.ok("curl -s http://127.0.0.1:15000/stats/prometheus")
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -295,4 +267,123 @@ fn captured_connections_go_by_their_original_destination_and_the_outbound_policy
     assert_eq!(pod.app_says("10.99.0.50:9000", "again"), "db: again");
     let stats = pod.stats();
     assert_eq!((opened(&stats, "BlackHoleCluster"), opened(&stats, "PassthroughCluster")), (1, 0), "{stats}");
+}
+
+/// An HTTP app: answers every request with `reviews-v1`.
+fn http_app(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: close\r\n\r\nreviews-v1");
+            });
+        }
+    });
+}
+
+/// A sidecar process in `ns`, killed when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sidecar(ns: &NetNs, dir: &std::path::Path, args: &[&str]) -> Proc {
+    let d = dir.display();
+    let proc = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_mesh-sidecar")])
+            .args(["--config", &format!("{d}/config"), "--ca-dir", &format!("{d}/ca"), "--admin", "127.0.0.1:15000"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if ns.sh("curl -s http://127.0.0.1:15000/ready").stdout.starts_with(b"LIVE") {
+            return proc;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the sidecar in {} did not come up", ns.name);
+}
+
+/// STRICT cannot be bypassed: the app binds 0.0.0.0, and still a plaintext client in another
+/// pod that connects straight to its port is refused, while a meshed caller reaches it over
+/// mTLS through the inbound capture, counted by the destination's sidecar.
+#[test]
+fn an_app_bound_to_every_address_is_reachable_only_through_its_sidecar() {
+    let Some(pod) = NetNs::new("in-pod") else { return };
+    let Some(caller) = NetNs::new("in-caller") else { return };
+    pod.ok(&format!(
+        "ip link set lo up && ip link add mveth0 type veth peer name mveth1 netns {} && ip addr add 10.99.0.1/24 dev mveth0 && ip link set mveth0 up",
+        caller.name
+    ));
+    caller.ok("ip link set lo up && ip addr add 10.99.0.2/24 dev mveth1 && ip link set mveth1 up");
+    http_app(pod.listen("0.0.0.0:9080"));
+    // Before the capture: the app answers anyone in plaintext.
+    assert_eq!(caller.ok("curl -s --max-time 5 http://10.99.0.1:9080/"), "reviews-v1");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    let config = mesh_config::test_util::Manifest::new()
+        .service("reviews", 9080)
+        .deployment("reviews", "v1", Some("bookinfo-reviews"))
+        .deployment("productpage", "v1", Some("bookinfo-productpage"))
+        .doc("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\nspec: {mtls: {mode: STRICT}}")
+        .to_string();
+    std::fs::write(dir.path().join("config/mesh.yaml"), config).unwrap();
+    pod.iptables("--proxy-uid 0 --proxy-gid 0 --include-outbound-ip-ranges ''");
+    let _reviews = sidecar(
+        &pod,
+        dir.path(),
+        &["--capture-inbound", "0.0.0.0:15006", "--workload-labels", "app=reviews,version=v1"],
+    );
+    let _productpage = sidecar(
+        &caller,
+        dir.path(),
+        &[
+            "--outbound",
+            "127.0.0.1:15080",
+            "--workload-labels",
+            "app=productpage,version=v1",
+            // The pod's address and the app's port, as an EndpointSlice would give them.
+            "--endpoint",
+            "default/reviews-v1=10.99.0.1:9080",
+        ],
+    );
+
+    // Plaintext straight to the app's port: captured, and STRICT refuses it.
+    let plain = caller.sh("curl -s --max-time 5 http://10.99.0.1:9080/");
+    assert!(plain.stdout.is_empty(), "plaintext reached the app: {}", String::from_utf8_lossy(&plain.stdout));
+    // Through the caller's sidecar: mTLS to 10.99.0.1:9080, captured into the inbound.
+    assert_eq!(
+        caller.ok("curl -s --max-time 5 -H 'host: reviews:9080' http://127.0.0.1:15080/reviews/0"),
+        "reviews-v1"
+    );
+    let stats = pod.ok("curl -s http://127.0.0.1:15000/stats/prometheus");
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"destination\""))
+        .unwrap_or_else(|| panic!("no destination report:\n{stats}"));
+    for want in [
+        "source_workload=\"productpage-v1\"",
+        "destination_workload=\"reviews-v1\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "response_code=\"200\"",
+    ] {
+        assert!(line.contains(want), "{want} in {line}");
+    }
 }

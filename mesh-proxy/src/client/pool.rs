@@ -98,9 +98,16 @@ where
     /// A client with a 10 s connect timeout (Istio's default) and idle connections kept
     /// for 90 s.
     pub fn new() -> Self {
+        Self::from_source(None)
+    }
+
+    /// [`HttpClient::new`], its connections made from `source` (the capture's inbound hop
+    /// to the app comes from 127.0.0.6, which the capture rules never take again).
+    pub fn from_source(source: Option<std::net::IpAddr>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         connector.set_nodelay(true);
+        connector.set_local_address(source);
         Self::with_connector(connector)
     }
 }
