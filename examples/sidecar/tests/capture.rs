@@ -165,7 +165,8 @@ fn echo(listener: TcpListener, prefix: &'static str) {
 }
 
 /// A pod (the app as nobody, its sidecar as root, the capture rules) and, over a veth
-/// pair, a host outside the mesh at 10.99.0.2.
+/// pair, a host outside the mesh at 10.99.0.2. The pod's default route is that veth, as a
+/// pod's is its node's: service addresses (10.96.0.0/16) are routable, and then captured.
 struct Pod {
     pod: NetNs,
     _outside: NetNs,
@@ -177,12 +178,13 @@ impl Pod {
     fn new(tag: &str) -> Option<Self> {
         let (pod, outside) = (NetNs::new(&format!("{tag}-pod"))?, NetNs::new(&format!("{tag}-out"))?);
         pod.ok(&format!(
-            "ip link set lo up && ip link add mveth0 type veth peer name mveth1 netns {} && ip addr add 10.99.0.1/24 dev mveth0 && ip link set mveth0 up",
+            "ip link set lo up && ip link add mveth0 type veth peer name mveth1 netns {} && ip addr add 10.99.0.1/24 dev mveth0 && ip link set mveth0 up && ip route add default dev mveth0",
             outside.name
         ));
         outside.ok("ip link set lo up && ip addr add 10.99.0.2/24 dev mveth1 && ip link set mveth1 up");
         echo(outside.listen("10.99.0.2:9000"), "db: ");
         echo(outside.listen("10.99.0.2:7000"), "outside: ");
+        http_app(outside.listen("10.99.0.2:9080"));
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::write(
@@ -205,6 +207,24 @@ spec:
   location: MESH_EXTERNAL
   resolution: STATIC
   endpoints: [{address: 10.99.0.2}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {clusterIP: 10.96.0.20, selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template: {metadata: {labels: {app: reviews, version: v1}}, spec: {serviceAccountName: bookinfo-reviews, containers: [{name: r}]}}
+---
+# reviews-v1 runs outside, without a sidecar.
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec: {host: reviews, trafficPolicy: {tls: {mode: DISABLE}}}
 "#,
         )
         .unwrap();
@@ -219,7 +239,16 @@ spec:
         let mesh = self.dir.path().join("meshconfig.yaml");
         std::fs::write(&mesh, mesh_config).unwrap();
         let mesh = mesh.display().to_string();
-        let args = ["--capture-outbound", "127.0.0.1:15001", "--workload-labels", "app=sleep", "--mesh-config", &mesh];
+        let args = [
+            "--capture-outbound",
+            "127.0.0.1:15001",
+            "--workload-labels",
+            "app=sleep",
+            "--mesh-config",
+            &mesh,
+            "--endpoint",
+            "default/reviews-v1=10.99.0.2:9080",
+        ];
         self.sidecar = Some(sidecar(&self.pod, self.dir.path(), &args));
     }
 
@@ -260,6 +289,24 @@ fn captured_connections_go_by_their_original_destination_and_the_outbound_policy
     assert_eq!(pod.app_says("10.99.0.2:7000", "hello"), "outside: hello");
     let stats = pod.stats();
     assert_eq!((opened(&stats, "db"), opened(&stats, "PassthroughCluster")), (1, 1), "{stats}");
+    // A Service's HTTP port: the HTTP stack, by name or by its address.
+    let app = "setpriv --reuid=65534 --regid=65534 --clear-groups curl -s --max-time 5";
+    assert_eq!(pod.pod.ok(&format!("{app} http://10.96.0.20:9080/reviews/0")), "reviews-v1");
+    assert_eq!(
+        pod.pod.ok(&format!("{app} --resolve reviews:9080:10.96.0.20 http://reviews:9080/reviews/0")),
+        "reviews-v1"
+    );
+    let stats = pod.stats();
+    let routed = stats
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"source\""))
+        .filter(|l| {
+            l.contains("destination_service=\"reviews.default.svc.cluster.local\"")
+                && l.contains("response_code=\"200\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum::<f64>();
+    assert_eq!(routed, 2.0, "{stats}");
 
     // REGISTRY_ONLY: the unknown destination is closed; the ServiceEntry still works.
     pod.start("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");

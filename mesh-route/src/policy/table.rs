@@ -652,7 +652,7 @@ impl<'a> Compiler<'a> {
                         virtual_service: vs_ref.clone(),
                         routes: routes.into(),
                     },
-                    host_aliases(&svc.hostname, &svc.namespace, ctx_ns),
+                    host_aliases(&svc.hostname, &svc.namespace, ctx_ns).into_iter().chain(vip_names(svc)).collect(),
                 );
             }
         }
@@ -758,6 +758,15 @@ type GatewayHost = (Vec<Arc<RouteRule>>, Vec<Arc<RouteRule>>, Vec<String>);
 
 /// The names a client can use for a Kubernetes service: the FQDN, `name.ns.svc`, `name.ns`,
 /// and `name` from the same namespace.
+/// A service's virtual addresses as Host names (`10.96.0.12`, `[fd00::12]`): a client that
+/// calls the address reaches the service, as Istio's virtual hosts list them.
+fn vip_names(svc: &mesh_config::registry::Service) -> impl Iterator<Item = String> + '_ {
+    svc.addresses.iter().filter(|c| c.prefix() == if c.addr().is_ipv4() { 32 } else { 128 }).map(|c| match c.addr() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    })
+}
+
 fn host_aliases(fqdn: &str, svc_ns: &str, ctx_ns: &str) -> Vec<String> {
     let suffix = format!(".{svc_ns}.svc.{}", mesh_core::DEFAULT_DOMAIN_SUFFIX);
     let Some(name) = fqdn.strip_suffix(&suffix) else { return vec![fqdn.to_string()] };
