@@ -53,6 +53,12 @@ pub struct Args {
     #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
     pub capture_inbound: Option<SocketAddr>,
 
+    /// The DNS proxy (Istio's 15053, where `mesh-sidecar iptables --capture-dns` sends the
+    /// pod's DNS), on UDP and TCP: the mesh's names answered with their addresses, others
+    /// forwarded to the resolvers of /etc/resolv.conf.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR"))]
+    pub dns: Option<SocketAddr>,
+
     /// Where other sidecars reach this workload (mTLS per PeerAuthentication).
     #[cfg_attr(feature = "cli", arg(long, value_name = "ADDR", requires = "app"))]
     pub inbound: Option<SocketAddr>,

@@ -333,6 +333,20 @@ impl Process<'_> {
         Ok(tasks)
     }
 
+    /// `--dns`: the DNS proxy, on UDP and TCP.
+    async fn start_dns(&self) -> Result<Tasks, MeshError> {
+        let Some(addr) = self.args.dns else { return Ok(Vec::new()) };
+        let bind_err = |source| MeshError::Bind { what: "dns".into(), addr, source };
+        let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
+        let tcp = bind("dns", udp.local_addr().map_err(bind_err)?).await?;
+        let upstreams =
+            crate::capture::dns::nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        let bound = udp.local_addr().map_err(bind_err)?;
+        let proxy = Arc::new(crate::capture::dns::DnsProxy::new(self.core.control.clone(), upstreams));
+        announce("dns", bound);
+        Ok(vec![tokio::spawn(proxy.serve(udp, tcp, self.stop.clone()))])
+    }
+
     /// `--tcp`: plain TCP for the app, one listener per forward.
     async fn start_tcp(&self) -> Result<Tasks, MeshError> {
         let tcp_out = self.tcp_outbound();
@@ -445,6 +459,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
         && args.gateway.is_none()
         && args.capture_outbound.is_none()
         && args.capture_inbound.is_none()
+        && args.dns.is_none()
     {
         // Only the CA.
         if let Some(admin) = args.admin {
@@ -483,6 +498,7 @@ pub async fn run(args: Args, log: LogControl) -> Result<(), MeshError> {
     servers.extend(process.start_tcp().await?);
     servers.extend(process.start_capture_outbound().await?);
     servers.extend(process.start_capture_inbound().await?);
+    servers.extend(process.start_dns().await?);
     servers.extend(process.start_gateway().await?);
     servers.extend(process.start_inbound().await?);
     let admin_state = Arc::new(Admin {

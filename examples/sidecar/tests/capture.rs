@@ -66,9 +66,19 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// The namespace's own /etc/resolv.conf (`ip netns exec` mounts it over the host's).
+    fn resolv_conf(&self, text: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/resolv.conf"), text).unwrap();
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }
 
@@ -228,8 +238,10 @@ spec: {host: reviews, trafficPolicy: {tls: {mode: DISABLE}}}
 "#,
         )
         .unwrap();
+        // A pod's resolver: a nameserver (nobody answers there) and the search path.
+        pod.resolv_conf("nameserver 10.99.0.2\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:1\n");
         // The sidecar runs as root, so root is the proxy's user; the app is nobody.
-        pod.iptables("--proxy-uid 0 --proxy-gid 0 --include-inbound-ports ''");
+        pod.iptables("--proxy-uid 0 --proxy-gid 0 --include-inbound-ports '' --capture-dns");
         Some(Self { pod, _outside: outside, dir, sidecar: None })
     }
 
@@ -248,6 +260,8 @@ spec: {host: reviews, trafficPolicy: {tls: {mode: DISABLE}}}
             &mesh,
             "--endpoint",
             "default/reviews-v1=10.99.0.2:9080",
+            "--dns",
+            "127.0.0.1:15053",
         ];
         self.sidecar = Some(sidecar(&self.pod, self.dir.path(), &args));
     }
@@ -307,6 +321,15 @@ fn captured_connections_go_by_their_original_destination_and_the_outbound_policy
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum::<f64>();
     assert_eq!(routed, 2.0, "{stats}");
+    // By name, as an app knows it: the pod's DNS goes to the sidecar's DNS proxy, which
+    // answers the Service's address; the connection to it is captured as above.
+    assert_eq!(pod.pod.ok(&format!("{app} http://reviews:9080/reviews/0")), "reviews-v1");
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    assert_eq!(pod.pod.ok(&format!("{nobody} getent hosts db.internal")).split_whitespace().next(), Some("10.99.0.50"));
+    // A cluster name nobody defines does not exist; a name outside: its resolvers' (none
+    // answers here), so it fails too.
+    assert!(!pod.pod.sh(&format!("{nobody} getent hosts nope.default.svc.cluster.local")).status.success());
+    assert!(!pod.pod.sh(&format!("{nobody} getent hosts example.org")).status.success());
 
     // REGISTRY_ONLY: the unknown destination is closed; the ServiceEntry still works.
     pod.start("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");

@@ -3,6 +3,7 @@
 //! IPv6), [`iptables`] the `mesh-sidecar iptables` step that puts them in force in a pod's
 //! network namespace, as Istio's `istio-iptables` init container does.
 
+pub mod dns;
 pub(crate) mod inbound;
 pub mod iptables;
 pub(crate) mod outbound;
