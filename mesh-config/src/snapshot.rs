@@ -128,6 +128,39 @@ impl Snapshot {
         self.resources.iter().filter(move |(k, _)| k.kind == kind).map(|(_, r)| r)
     }
 
+    /// The Sidecar resource of a workload in `namespace` with `labels`, as Istio picks it:
+    /// the oldest in its namespace whose `workloadSelector` matches, else the oldest there
+    /// without a selector, else the oldest without one in `root_namespace`.
+    pub fn sidecar_for(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+        root_namespace: &str,
+    ) -> Option<&crate::api::SidecarSpec> {
+        let pick = |ns: &str, selected: bool| {
+            self.in_namespace(Kind::Sidecar, ns)
+                .filter_map(|r| match &**r {
+                    Resource::Sidecar(o) => Some(o),
+                    _ => None,
+                })
+                .filter(|o| match &o.spec.workload_selector {
+                    Some(s) => selected && labels_match(&s.labels, labels),
+                    None => !selected,
+                })
+                .min_by(|a, b| {
+                    (a.metadata.creation_timestamp.is_none(), &a.metadata.creation_timestamp, &a.metadata.name).cmp(&(
+                        b.metadata.creation_timestamp.is_none(),
+                        &b.metadata.creation_timestamp,
+                        &b.metadata.name,
+                    ))
+                })
+        };
+        pick(namespace, true)
+            .or_else(|| pick(namespace, false))
+            .or_else(|| pick(root_namespace, false))
+            .map(|o| &o.spec)
+    }
+
     /// Resources of a kind in one namespace.
     pub fn in_namespace<'a>(&'a self, kind: Kind, namespace: &str) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
         self.by_namespace

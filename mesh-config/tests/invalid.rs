@@ -818,6 +818,7 @@ spec:
   - hosts: ["reviews.default.svc.cluster.local"]
 "#,
         want: &[
+            r#"case.yaml:5: warning: Sidecar default/default: spec.egress: egress (the hosts a workload's proxy knows) is not applied yet; the proxy behaves as without it"#,
             r#"case.yaml:6: error: Sidecar default/default: spec.egress[0].hosts[0]: invalid egress host "reviews.default.svc.cluster.local": use NAMESPACE/DNSNAME, e.g. "./*" or "istio-system/*""#,
         ],
     },

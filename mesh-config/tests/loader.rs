@@ -173,3 +173,39 @@ enableTracing: true
     let e = mesh_config("mesh.yaml", mode, &Limits::default()).unwrap_err();
     assert_eq!((e.line, e.field.to_string().as_str()), (2, "outboundTrafficPolicy.mode"), "{e}");
 }
+
+/// A workload's Sidecar resource as Istio picks it: a selector that matches, else its
+/// namespace's default, else the root namespace's.
+#[test]
+fn the_sidecar_resource_of_a_workload() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: root, namespace: istio-system}
+spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ns-default, namespace: shop}
+spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: cart, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: cart}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+";
+    let snapshot =
+        mesh_config::load::load_str("s.yaml", yaml, &mesh_config::load::LoadOptions::default()).into_snapshot();
+    let mode = |ns: &str, app: &str| {
+        let labels = [("app".to_string(), app.to_string())].into();
+        snapshot
+            .sidecar_for(ns, &labels, "istio-system")
+            .and_then(|s| s.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode)
+    };
+    use mesh_config::api::OutboundMode::{AllowAny, RegistryOnly};
+    assert_eq!(mode("shop", "cart"), Some(RegistryOnly), "the selector that matches");
+    assert_eq!(mode("shop", "web"), Some(AllowAny), "the namespace's default");
+    assert_eq!(mode("other", "web"), Some(RegistryOnly), "the root namespace's");
+}

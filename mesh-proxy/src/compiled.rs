@@ -11,6 +11,7 @@ use mesh_authz::{
 };
 use mesh_config::{
     Snapshot,
+    api::{OutboundMode, mesh::OutboundTrafficMode},
     registry::{LocalWorkload, Locator, Registry},
 };
 use mesh_core::{Identity, hash::FxHashSet};
@@ -55,6 +56,8 @@ pub(crate) struct CompiledConfig {
     pub(crate) log_server: Arc<LogControl>,
     /// Access logs where no Telemetry says (`--access-log` not `off`).
     default_log: bool,
+    /// The workload's Sidecar resource's `outboundTrafficPolicy`, over the mesh config's.
+    pub(crate) sidecar_outbound: ArcSwap<Option<OutboundTrafficMode>>,
 }
 
 impl std::fmt::Debug for CompiledConfig {
@@ -74,7 +77,11 @@ struct Compiled {
     inbound_service: Option<String>,
     inbound_tcp: bool,
     telemetry: TelemetryPolicy,
+    sidecar_outbound: Option<OutboundTrafficMode>,
 }
+
+/// Where mesh-wide resources live (the mesh config's `rootNamespace`).
+const ROOT_NAMESPACE: &str = "istio-system";
 
 /// The services selecting this workload: the first one's FQDN, and whether all their
 /// ports are non-HTTP.
@@ -101,6 +108,14 @@ fn compile(snapshot: &Snapshot, me: &LocalWorkload, locator: &Locator, ctx: &Pro
         inbound_service: inbound.0,
         inbound_tcp: inbound.1,
         telemetry: TelemetryPolicy::compile(snapshot, &me.namespace, &me.labels),
+        sidecar_outbound: snapshot
+            .sidecar_for(&me.namespace, &me.labels, ROOT_NAMESPACE)
+            .and_then(|s| s.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode)
+            .map(|m| match m {
+                OutboundMode::AllowAny => OutboundTrafficMode::AllowAny,
+                OutboundMode::RegistryOnly => OutboundTrafficMode::RegistryOnly,
+            }),
         registry,
     }
 }
@@ -140,6 +155,7 @@ impl CompiledConfig {
             plaintext: Arc::new(ArcSwap::from_pointee(c.plaintext)),
             inbound_service: Arc::new(ArcSwap::from_pointee(c.inbound_service)),
             inbound_tcp: c.inbound_tcp.into(),
+            sidecar_outbound: ArcSwap::from_pointee(c.sidecar_outbound),
         })
     }
 
@@ -152,6 +168,7 @@ impl CompiledConfig {
         self.plaintext.store(Arc::new(c.plaintext));
         self.inbound_service.store(Arc::new(c.inbound_service));
         self.inbound_tcp.store(c.inbound_tcp, std::sync::atomic::Ordering::Relaxed);
+        self.sidecar_outbound.store(Arc::new(c.sidecar_outbound));
         let (tracing, log) = (&c.telemetry.tracing, &c.telemetry.access_log);
         for (control, t) in [(&self.trace_client, tracing.client), (&self.trace_server, tracing.server)] {
             let (sampling, report) = t.in_force(self.default_sampling);

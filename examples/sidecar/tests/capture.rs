@@ -337,6 +337,23 @@ fn captured_connections_go_by_their_original_destination_and_the_outbound_policy
     assert_eq!(pod.app_says("10.99.0.50:9000", "again"), "db: again");
     let stats = pod.stats();
     assert_eq!((opened(&stats, "BlackHoleCluster"), opened(&stats, "PassthroughCluster")), (1, 0), "{stats}");
+
+    // The workload's Sidecar resource wins over the mesh config, and is taken without a
+    // restart.
+    std::fs::write(
+        pod.dir.path().join("config/sidecar.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: sleep}\nspec:\n  workloadSelector: {labels: {app: sleep}}\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n",
+    )
+    .unwrap();
+    let mut through = String::new();
+    for _ in 0..100 {
+        through = pod.app_says("10.99.0.2:7000", "hello");
+        if !through.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(through, "outside: hello");
 }
 
 /// An HTTP app: answers every request with `reviews-v1`.

@@ -662,6 +662,26 @@ pub(super) fn workload_entry(v: &mut Findings, p: &FieldPath, we: &WorkloadEntry
 }
 
 pub(super) fn sidecar(v: &mut Findings, spec: &FieldPath, sc: &SidecarSpec) {
+    // Applied: `workloadSelector` and `outboundTrafficPolicy.mode` (at the capture
+    // listener). The rest loads and is said not to be in force.
+    let not_yet = |v: &mut Findings, field: &str, what: &str| {
+        v.warning(spec.key(field), format!("{what} is not applied yet; the proxy behaves as without it"));
+    };
+    if !sc.egress.is_empty() {
+        not_yet(v, "egress", "egress (the hosts a workload's proxy knows)");
+    }
+    if !sc.ingress.is_empty() {
+        not_yet(v, "ingress", "ingress (the workload's inbound listeners)");
+    }
+    if sc.inbound_connection_pool.is_some() {
+        not_yet(v, "inboundConnectionPool", "inboundConnectionPool");
+    }
+    if sc.outbound_traffic_policy.as_ref().is_some_and(|p| p.egress_proxy.is_some()) {
+        v.warning(
+            spec.key("outboundTrafficPolicy").key("egressProxy"),
+            "egressProxy is not applied yet; unknown destinations follow the mode",
+        );
+    }
     for (i, e) in sc.egress.iter().enumerate() {
         let p = spec.key("egress").index(i);
         if e.hosts.is_empty() {

@@ -50,7 +50,7 @@ pub(crate) struct CaptureOutbound<S> {
     pub(crate) http: S,
     /// The TCP proxy.
     pub(crate) tcp: Arc<tcp::Outbound>,
-    /// The mesh config's `outboundTrafficPolicy`.
+    /// The mesh config's `outboundTrafficPolicy` (the workload's Sidecar resource's wins).
     pub(crate) policy: OutboundTrafficMode,
 }
 
@@ -158,7 +158,7 @@ where
             // have no bound.
             ..TcpLabels::source(&me, "unknown", None, flags)
         };
-        match self.policy {
+        match self.control.sidecar_outbound.load().unwrap_or(self.policy) {
             OutboundTrafficMode::RegistryOnly => {
                 let labels = labels(BLACKHOLE, ResponseFlags::NONE);
                 self.metrics.tcp_opened(&labels);
