@@ -14,12 +14,13 @@ use std::{
 use mesh_mtls::server::WithConnection;
 use tokio::{net::TcpListener, sync::watch};
 
+use super::Connection;
 use crate::{
     MeshError,
     compiled::CompiledConfig,
-    conn::{Gate, OpenConnections, serve_http},
+    conn::{Gate, serve_http},
     inbound::Inbound,
-    serve::{Accept, handshake, http_builder},
+    serve::{Accept, handshake},
 };
 
 /// The source of the inbound hop to the app (Istio's `InboundPassthroughBindIpv4/6`).
@@ -59,55 +60,38 @@ impl CaptureInbound {
     }
 
     /// Accept on `listener` until `stop`; then wait for the open connections.
-    pub(crate) async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        gate: Arc<Gate>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let Ok(local) = listener.local_addr() else { return };
-        gate.bound(local);
-        let builder = Arc::new(http_builder());
-        let open = Arc::new(OpenConnections::default());
-        while let Some((tcp, client, permit)) = gate.next(&listener, &mut stop).await {
-            let _ = tcp.set_nodelay(true);
-            let (me, builder, gate, stop, guard) =
-                (self.clone(), builder.clone(), gate.clone(), stop.clone(), open.open());
-            tokio::spawn(async move {
-                let _held = (guard, permit);
-                // Once per connection: where it was going is the app's address and port.
-                let app = match super::original_dst(&tcp, local) {
-                    Ok(dst) if dst != local => dst,
-                    Ok(_) | Err(_) => {
-                        tracing::debug!(%client, "a connection no capture rule sent here: closed");
-                        return;
-                    }
-                };
-                let (accept, svc) = match me.stack(app) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(%app, error = %e, "captured inbound connection: closed");
-                        return;
-                    }
-                };
-                let Accept::Mtls { acceptor, mode } = accept else { return };
-                let Some((io, peer)) = handshake("capture inbound", &acceptor, tcp, mode(), client, &gate).await else {
-                    return;
-                };
-                if me.control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed) {
-                    let splice =
-                        crate::tcp::inbound(me.control.clone(), me.metrics.clone(), app, Some(passthrough_source(app)));
-                    splice(io, peer).await;
-                    return;
-                }
-                // The request's local address is the app's: policies' `ports` name it.
-                let svc = WithConnection::new(svc, peer, client, app).with_tls(io.is_tls());
-                if let Err(e) = serve_http(io, svc, &builder, &gate, stop).await {
-                    tracing::debug!(%client, %app, error = %e, "captured inbound connection ended with an error");
-                }
-            });
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, gate: Arc<Gate>, stop: watch::Receiver<bool>) {
+        super::accept_captured("capture inbound", listener, gate, stop, move |tcp, client, app, conn| {
+            let me = self.clone();
+            async move { me.connection(tcp, client, app, conn).await }
+        })
+        .await;
+    }
+
+    /// One connection for the app at `app` (where it was addressed).
+    async fn connection(&self, tcp: tokio::net::TcpStream, client: SocketAddr, app: SocketAddr, conn: Connection) {
+        let Connection { builder, gate, stop } = conn;
+        let (accept, svc) = match self.stack(app) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%app, error = %e, "captured inbound connection: closed");
+                return;
+            }
+        };
+        let Accept::Mtls { acceptor, mode } = accept else { return };
+        let Some((io, peer)) = handshake("capture inbound", &acceptor, tcp, mode(), client, &gate).await else {
+            return;
+        };
+        if self.control.inbound_tcp.load(std::sync::atomic::Ordering::Relaxed) {
+            let splice =
+                crate::tcp::inbound(self.control.clone(), self.metrics.clone(), app, Some(passthrough_source(app)));
+            splice(io, peer).await;
+            return;
         }
-        drop(listener);
-        open.closed().await;
+        // The request's local address is the app's: policies' `ports` name it.
+        let svc = WithConnection::new(svc, peer, client, app).with_tls(io.is_tls());
+        if let Err(e) = serve_http(io, svc, &builder, &gate, stop).await {
+            tracing::debug!(%client, %app, error = %e, "captured inbound connection ended with an error");
+        }
     }
 }

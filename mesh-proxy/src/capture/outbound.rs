@@ -25,11 +25,13 @@ use tokio::{
     sync::watch,
 };
 
-use super::sniff::{Sniffed, sniff};
+use super::{
+    Connection,
+    sniff::{Sniffed, sniff},
+};
 use crate::{
     compiled::CompiledConfig,
-    conn::{Gate, OpenConnections, serve_http, within},
-    serve::http_builder,
+    conn::{Gate, serve_http, within},
     tcp::{self, Forward},
 };
 
@@ -83,47 +85,18 @@ where
     }
 
     /// Accept on `listener` until `stop`; then wait for the open connections.
-    pub(crate) async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        gate: Arc<Gate>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let Ok(local) = listener.local_addr() else { return };
-        gate.bound(local);
-        let builder = Arc::new(http_builder());
-        let open = Arc::new(OpenConnections::default());
-        while let Some((tcp, client, permit)) = gate.next(&listener, &mut stop).await {
-            let _ = tcp.set_nodelay(true);
-            let (me, builder, gate, stop, guard) =
-                (self.clone(), builder.clone(), gate.clone(), stop.clone(), open.open());
-            tokio::spawn(async move {
-                let _held = (guard, permit);
-                me.connection(tcp, client, local, &builder, &gate, stop).await;
-            });
-        }
-        drop(listener);
-        open.closed().await;
+    pub(crate) async fn serve(self: Arc<Self>, listener: TcpListener, gate: Arc<Gate>, stop: watch::Receiver<bool>) {
+        super::accept_captured("capture outbound", listener, gate, stop, move |tcp, client, dst, conn| {
+            let me = self.clone();
+            async move { me.connection(tcp, client, dst, conn).await }
+        })
+        .await;
     }
 
-    async fn connection(
-        &self,
-        tcp: TcpStream,
-        client: SocketAddr,
-        local: SocketAddr,
-        builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-        gate: &Arc<Gate>,
-        stop: watch::Receiver<bool>,
-    ) {
-        // Once per connection, never per request.
-        let dst = match super::original_dst(&tcp, local) {
-            Ok(dst) if dst != local => dst,
-            // Not redirected here: a client that called the capture port itself.
-            Ok(_) | Err(_) => {
-                tracing::debug!(%client, "a connection no capture rule sent here: closed");
-                return;
-            }
-        };
+    /// One connection to `dst` (where it was addressed).
+    async fn connection(&self, tcp: TcpStream, client: SocketAddr, dst: SocketAddr, conn: Connection) {
+        let Connection { builder, gate, stop } = conn;
+        let local = tcp.local_addr().unwrap_or(dst);
         match self.destination(dst) {
             Destination::Service { host, port, protocol } => {
                 let http = match protocol {
@@ -138,7 +111,7 @@ where
                 };
                 if http {
                     let svc = WithConnection::new(self.http.clone(), None, client, local);
-                    if let Err(e) = serve_http(ServerIo::plain(tcp), svc, builder, gate, stop).await {
+                    if let Err(e) = serve_http(ServerIo::plain(tcp), svc, &builder, &gate, stop).await {
                         tracing::debug!(%client, %dst, error = %e, "captured connection ended with an error");
                     }
                 } else {
