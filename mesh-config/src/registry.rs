@@ -478,7 +478,7 @@ impl Registry {
     /// Services with EndpointSlices get theirs from the slices.
     pub fn build(snapshot: &Snapshot, locator: &Locator) -> Self {
         let mut reg = Registry::default();
-        let (mut kube, mut headless) = (HashSet::new(), HashSet::new());
+        let (mut kube, mut headless, mut unresolved) = (HashSet::new(), HashSet::new(), HashSet::new());
         for r in snapshot.of_kind(Kind::Deployment) {
             let Resource::Deployment(d) = &**r else { continue };
             let pod = &d.spec.template.spec;
@@ -653,6 +653,11 @@ impl Registry {
                 endpoints.insert(p.number, eps.into());
             }
             for host in &se.spec.hosts {
+                // Hosts the mesh does not resolve itself (DNS, NONE) keep their real
+                // addresses: no virtual one, so captured traffic to them is the passthrough.
+                if !static_resolution {
+                    unresolved.insert(resolve_host(host, ns));
+                }
                 let svc = Service {
                     hostname: resolve_host(host, ns),
                     name: host.clone(),
@@ -666,21 +671,23 @@ impl Registry {
                 reg.services.entry(svc.hostname.clone()).or_insert_with(|| Arc::new(svc));
             }
         }
+        headless.extend(unresolved);
         reg.allocate_addresses(&kube, &headless);
         reg
     }
 
     /// Addresses for the services the config gives none: the Kubernetes Services in
-    /// `kube` get one in [`SERVICE_VIP_RANGE`] unless headless, ServiceEntry hosts one in
-    /// [`SERVICE_ENTRY_VIP_RANGE`] unless wildcards; then the address index.
-    fn allocate_addresses(&mut self, kube: &HashSet<String>, headless: &HashSet<String>) {
+    /// `kube` get one in [`SERVICE_VIP_RANGE`], ServiceEntry hosts one in
+    /// [`SERVICE_ENTRY_VIP_RANGE`]; none for those in `none` (headless Services, hosts of
+    /// `resolution: DNS` or `NONE`) or wildcards. Then the address index.
+    fn allocate_addresses(&mut self, kube: &HashSet<String>, none: &HashSet<String>) {
         let mut taken: HashSet<IpAddr> =
             self.services.values().flat_map(|s| s.addresses.iter().map(|c| c.addr())).collect();
         let wanting = |want_kube: bool| -> Vec<String> {
             self.services
                 .values()
                 .filter(|s| s.addresses.is_empty() && kube.contains(&s.hostname) == want_kube)
-                .filter(|s| !headless.contains(&s.hostname) && !s.hostname.starts_with('*'))
+                .filter(|s| !none.contains(&s.hostname) && !s.hostname.starts_with('*'))
                 .map(|s| s.hostname.clone())
                 .collect()
         };
@@ -795,6 +802,15 @@ spec:
   hosts: [api.example.com, "*.wild.example"]
   ports: [{number: 443, name: tls, protocol: TLS}]
   resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm}
+spec:
+  hosts: [vm.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 192.168.50.5}]
 "#;
         let loaded = load_str("s.yaml", yaml, &LoadOptions::default());
         assert!(!loaded.has_errors(), "{}", loaded.report());
@@ -808,7 +824,9 @@ spec:
         assert!(reviews[0].starts_with("10.96.") && reviews[0] != "10.96.0.10/32", "{reviews:?}");
         assert_ne!(reviews, addrs("ratings.default.svc.cluster.local"));
         assert_eq!(addrs("db.internal"), ["192.168.40.0/24"]);
-        assert!(addrs("api.example.com")[0].starts_with("240.240."), "{:?}", addrs("api.example.com"));
+        // resolution DNS: its real addresses stay (the mesh does not resolve it itself).
+        assert!(addrs("api.example.com").is_empty(), "{:?}", addrs("api.example.com"));
+        assert!(addrs("vm.internal")[0].starts_with("240.240."), "{:?}", addrs("vm.internal"));
         assert!(addrs("*.wild.example").is_empty());
         // Another proxy building from the same config allocates the same.
         assert_eq!(Registry::build(&snapshot, &Locator::new()), reg);
