@@ -703,7 +703,7 @@ impl Registry {
         }
         for s in self.services.values() {
             for c in &s.addresses {
-                if c.prefix() == if c.addr().is_ipv4() { 32 } else { 128 } {
+                if c.is_single() {
                     self.by_address.entry(c.addr()).or_default().push(s.clone());
                 } else {
                     self.by_range.push((*c, s.clone()));

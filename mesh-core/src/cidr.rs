@@ -30,6 +30,11 @@ impl Cidr {
         self.prefix
     }
 
+    /// Whether the block is one address (`/32`, `/128`).
+    pub fn is_single(&self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
     /// Whether `ip` is in the block.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match (self.addr, ip) {
@@ -74,6 +79,7 @@ mod tests {
         assert!(c.contains("10.1.2.3".parse().unwrap()) && !c.contains("10.2.0.1".parse().unwrap()));
         assert_eq!(c.to_string(), "10.1.0.0/16");
         assert_eq!(Cidr::parse("1.2.3.4").unwrap().to_string(), "1.2.3.4/32");
+        assert!(Cidr::parse("1.2.3.4").unwrap().is_single() && !c.is_single());
         assert_eq!(Cidr::parse("::1").unwrap().to_string(), "::1/128");
         assert!(Cidr::parse("10.0.0.0/33").is_none() && Cidr::parse("nope").is_none());
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("::ffff:1.2.3.4".parse().unwrap()));

@@ -131,7 +131,58 @@ pub(crate) fn read_mesh_config(path: Option<&Path>) -> Result<MeshConfig, MeshEr
     let Some(path) = path else { return Ok(MeshConfig::default()) };
     let label = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| MeshError::Config(format!("{label}: {e}")))?;
-    mesh_config::load::mesh_config(&label, &text, &Default::default()).map_err(|d| MeshError::Config(d.to_string()))
+    let mesh = mesh_config::load::mesh_config(&label, &text, &Default::default())
+        .map_err(|d| MeshError::Config(d.to_string()))?;
+    for field in not_applied(&mesh) {
+        tracing::warn!("{label}: {field} is not applied yet; the mesh behaves as without it");
+    }
+    Ok(mesh)
+}
+
+/// The mesh config's fields that are set and that the proxy does not apply (it applies
+/// `outboundTrafficPolicy.mode` and the `envoyExtAuthzHttp` providers): said, never silent.
+pub(crate) fn not_applied(mesh: &MeshConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut set = |on: bool, name: &str| {
+        if on {
+            out.push(name.to_string());
+        }
+    };
+    set(mesh.trust_domain.is_some(), "trustDomain");
+    set(!mesh.trust_domain_aliases.is_empty(), "trustDomainAliases");
+    set(mesh.root_namespace.is_some(), "rootNamespace");
+    set(mesh.default_http_retry_policy.is_some(), "defaultHttpRetryPolicy");
+    set(mesh.enable_auto_mtls.is_some(), "enableAutoMtls");
+    set(mesh.access_log_file.is_some(), "accessLogFile");
+    set(mesh.access_log_encoding.is_some(), "accessLogEncoding");
+    set(mesh.access_log_format.is_some(), "accessLogFormat");
+    set(mesh.default_providers.is_some(), "defaultProviders");
+    set(mesh.default_config.is_some(), "defaultConfig");
+    for (i, p) in mesh.extension_providers.iter().enumerate() {
+        if p.envoy_ext_authz_http.is_none() {
+            out.push(format!("extensionProviders[{i}] ({}): only envoyExtAuthzHttp providers are applied", p.name));
+        }
+    }
+    out.extend(mesh.other.keys().cloned());
+    out
+}
+
+#[cfg(test)]
+mod mesh_config_tests {
+    #[test]
+    fn what_the_mesh_config_sets_and_the_proxy_does_not_apply_is_said() {
+        let text = "trustDomain: example.org\noutboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenableTracing: true\nextensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a, port: 1}\n- name: otel\n  opentelemetry: {service: o, port: 4317}\n";
+        let mesh = mesh_config::load::mesh_config("m.yaml", text, &Default::default()).unwrap();
+        assert_eq!(
+            super::not_applied(&mesh),
+            [
+                "trustDomain",
+                "extensionProviders[1] (otel): only envoyExtAuthzHttp providers are applied",
+                "enableTracing"
+            ]
+        );
+        assert!(super::not_applied(&Default::default()).is_empty());
+    }
 }
 
 /// Tracing as Istio's mesh config sets it: the share of new traces sampled

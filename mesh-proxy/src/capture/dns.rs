@@ -48,12 +48,7 @@ impl NameTable {
     pub fn build(registry: &Registry, namespace: &str) -> Self {
         let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for svc in registry.services() {
-            let ips: Vec<IpAddr> = svc
-                .addresses
-                .iter()
-                .filter(|c| c.prefix() == if c.addr().is_ipv4() { 32 } else { 128 })
-                .map(|c| c.addr())
-                .collect();
+            let ips: Vec<IpAddr> = svc.addresses.iter().filter(|c| c.is_single()).map(|c| c.addr()).collect();
             if ips.is_empty() || svc.hostname.starts_with('*') {
                 continue;
             }

@@ -761,7 +761,7 @@ type GatewayHost = (Vec<Arc<RouteRule>>, Vec<Arc<RouteRule>>, Vec<String>);
 /// A service's virtual addresses as Host names (`10.96.0.12`, `[fd00::12]`): a client that
 /// calls the address reaches the service, as Istio's virtual hosts list them.
 fn vip_names(svc: &mesh_config::registry::Service) -> impl Iterator<Item = String> + '_ {
-    svc.addresses.iter().filter(|c| c.prefix() == if c.addr().is_ipv4() { 32 } else { 128 }).map(|c| match c.addr() {
+    svc.addresses.iter().filter(|c| c.is_single()).map(|c| match c.addr() {
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     })
